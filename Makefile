@@ -1,0 +1,46 @@
+# Two commands on a fresh machine (python3 >= 3.11 and make): `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# The demo's world; tests make their own under /tmp.
+export NITRODECK_HOME ?= $(CURDIR)/.nitrodeck-home
+
+.PHONY: install system-deps run test lint typecheck pytest screenshots bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh
+
+run: $(STAMP)
+	$(BIN)/python -m console.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check core console enclave_app emulator tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy core
+
+pytest: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/with-dockerd.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+
+test: $(STAMP) system-deps lint typecheck pytest
+
+screenshots: $(STAMP)
+	$(BIN)/python -m console.screenshots screenshots
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/eif_measure.py
+	$(BIN)/python benchmarks/sign.py
+	$(BIN)/python benchmarks/attest.py
+	$(BIN)/python benchmarks/tui_console.py
+
+clean:
+	rm -rf $(VENV) .nitrodeck-home .dockerd .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,85 @@
+"""`nitrodeck`: no subcommand opens the TUI; subcommands are the same operations, headless.
+
+Each command module registers its subcommands through ``register(subparsers)`` and sets
+``func(args) -> int`` as the handler. Output conventions (nitro-cli's): JSON on stdout with
+``--json``, tables for people otherwise, progress on stderr; typed errors become a message on
+stderr (or an error object with ``--json``) and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from core.errors import NitrodeckError
+
+# One module per area; each owns its subcommands. Kept as names so a broken optional area
+# cannot stop the others from loading.
+COMMAND_MODULES = (
+    "console.cmd_lifecycle",  # status, build, describe-eif, launch, terminate, console
+    "console.cmd_attest",  # verify-attestation, trust
+    "console.cmd_sign",  # sign, attest, bridge
+    "console.cmd_kms",  # proxy, kms seal, provision, up
+)
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "real", "emulator"),
+        default=None,
+        help="nitro-cli backend (default: $NITRODECK_BACKEND, else real when nitro-cli and /dev/nitro_enclaves exist)",
+    )
+    parser.add_argument("--read-only", action="store_true", help="refuse every mutating action")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nitrodeck",
+        description="Operations console for AWS Nitro Enclaves. With no subcommand, opens the TUI.",
+    )
+    add_global_options(parser)
+    parser.add_argument("--refresh", type=float, default=2.0, metavar="SECONDS", help="TUI refresh interval")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def report_error(err: NitrodeckError, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"ok": False, "error": err.to_dict()}, indent=2))
+    print(f"nitrodeck: {err}", file=sys.stderr)
+    return err.exit_status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from console.app import run_tui
+
+        return run_tui(args)
+    try:
+        return int(args.func(args) or 0)
+    except NitrodeckError as err:
+        return report_error(err, wants_json(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# System packages the tests use: a Docker engine, rsvg-convert for screenshots, socat, tmux,
+# iproute2. Installed only when root and missing; otherwise tests that need them skip with a reason
+# (and fail under CI=true).
+set -eu
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v rsvg-convert >/dev/null || need+=(librsvg2-bin)
+command -v tmux >/dev/null || need+=(tmux)
+command -v socat >/dev/null || need+=(socat)
+command -v ip >/dev/null || need+=(iproute2)
+command -v unshare >/dev/null || need+=(util-linux)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "not root: skipping apt-get install ${need[*]} (tests needing them will skip)" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

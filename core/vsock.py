@@ -156,7 +156,7 @@ class Transport:
         async def gate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 head = await asyncio.wait_for(reader.readexactly(4), 10)
-            except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, asyncio.IncompleteReadError, OSError):
                 writer.close()
                 return
             src = struct.unpack(">I", head)[0]

@@ -1,0 +1,101 @@
+"""Emulated vsock keeps Nitro's reachability rules: parent <-> enclave, never enclave <-> enclave."""
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from core.vsock import PARENT_CID, Transport
+
+
+def _echo_server(t: Transport, port: int) -> threading.Thread:
+    listener = t.listen(port)
+
+    def run() -> None:
+        try:
+            conn, peer = t.accept(listener)
+        except OSError:
+            return
+        with conn:
+            data = conn.recv(100)
+            conn.sendall(data + f"|peer={peer}".encode())
+        listener.close()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def test_parent_reaches_enclave_and_back(tmp_path: Path) -> None:
+    enclave = Transport(own_cid=16, emulated_dir=tmp_path)
+    parent = Transport(own_cid=PARENT_CID, emulated_dir=tmp_path)
+    th = _echo_server(enclave, 5005)
+    with parent.connect(16, 5005) as s:
+        s.sendall(b"hi")
+        assert s.recv(100) == b"hi|peer=3"
+    th.join(2)
+    th = _echo_server(parent, 8000)
+    with enclave.connect(PARENT_CID, 8000) as s:
+        s.sendall(b"up")
+        assert s.recv(100) == b"up|peer=16"
+    th.join(2)
+
+
+def test_enclave_to_enclave_refused_at_both_ends(tmp_path: Path) -> None:
+    a = Transport(own_cid=16, emulated_dir=tmp_path)
+    b = Transport(own_cid=17, emulated_dir=tmp_path)
+    _echo_server(b, 5005)
+    with pytest.raises(ConnectionRefusedError):
+        a.connect(17, 5005)
+    # A process that skips the library check is still refused by the listener.
+    liar = Transport(own_cid=3, emulated_dir=tmp_path)
+    object.__setattr__(liar, "own_cid", 16)
+    import socket
+    import struct
+
+    from core.unixsock import short_path
+
+    raw = socket.socket(socket.AF_UNIX)
+    raw.connect(short_path(b.socket_path(17, 5005)))
+    raw.sendall(struct.pack(">I", 16))
+    assert raw.recv(1) == b"\x01"
+    raw.close()
+
+
+def test_nothing_listening_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        Transport(own_cid=3, emulated_dir=tmp_path).connect(20, 1)
+
+
+def test_long_home_paths_work(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 60) / ("y" * 60)
+    enclave = Transport(own_cid=5, emulated_dir=deep)
+    parent = Transport(own_cid=3, emulated_dir=deep)
+    th = _echo_server(enclave, 1)
+    with parent.connect(5, 1) as s:
+        s.sendall(b"long")
+        assert s.recv(100).startswith(b"long")
+    th.join(2)
+
+
+async def test_asyncio_server_and_client(tmp_path: Path) -> None:
+    enclave = Transport(own_cid=9, emulated_dir=tmp_path)
+    parent = Transport(own_cid=3, emulated_dir=tmp_path)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write((await reader.readline()).upper())
+        await writer.drain()
+        writer.close()
+
+    server = await enclave.start_server(handle, 7000)
+    reader, writer = await parent.open_connection(9, 7000)
+    writer.write(b"hello\n")
+    await writer.drain()
+    assert await reader.readline() == b"HELLO\n"
+    writer.close()
+    other = Transport(own_cid=10, emulated_dir=tmp_path)
+    with pytest.raises(ConnectionRefusedError):
+        await other.open_connection(9, 7000)
+    server.close()
+    await server.wait_closed()

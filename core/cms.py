@@ -177,7 +177,11 @@ def parse_ber(data: bytes) -> Node:
 
 
 def _expect(node: Node, cls: int, number: int, constructed: bool | None, what: str) -> Node:
-    if node.cls != cls or node.number != number or (constructed is not None and node.constructed != constructed):
+    if (
+        node.cls != cls
+        or node.number != number
+        or (constructed is not None and node.constructed != constructed)
+    ):
         raise CmsError(f"expected {what}, found {node.describe()}", where=f"CMS offset {node.offset}: {what}")
     return node
 
@@ -258,10 +262,14 @@ def _oaep_params(node: Node | None, what: str) -> tuple[str, str, str]:
         elif kid.number == 1:
             mgf_oid, mgf_params = _alg(inner, f"{what}.maskGenAlgorithm")
             if mgf_params is None:
-                raise CmsError("MGF without a hash", where=f"CMS offset {inner.offset}: {what}.maskGenAlgorithm")
+                raise CmsError(
+                    "MGF without a hash", where=f"CMS offset {inner.offset}: {what}.maskGenAlgorithm"
+                )
             mgf_hash = _hash_alg(mgf_params, f"{what}.maskGenAlgorithm.hash")
         elif kid.number == 2:
-            raise CmsError("OAEP labels are not supported", where=f"CMS offset {kid.offset}: {what}.pSourceAlgorithm")
+            raise CmsError(
+                "OAEP labels are not supported", where=f"CMS offset {kid.offset}: {what}.pSourceAlgorithm"
+            )
         else:
             raise CmsError(f"unknown OAEP field [{kid.number}]", where=f"CMS offset {kid.offset}: {what}")
     return hash_oid, mgf_oid, mgf_hash
@@ -271,14 +279,16 @@ def _recipient(node: Node) -> KeyTransRecipient:
     what = "KeyTransRecipientInfo"
     if node.cls == _CONTEXT:
         raise CmsError(
-            "only KeyTransRecipientInfo is supported (KMS sends no other kind)", where=f"CMS offset {node.offset}: {what}"
+            "only KeyTransRecipientInfo is supported (KMS sends no other kind)",
+            where=f"CMS offset {node.offset}: {what}",
         )
     _expect(node, _UNIVERSAL, _SEQUENCE, True, what)
     version_n, rid, alg, ek = _children(node, what, 4, 4)
     version = _int(version_n, f"{what}.version")
     if rid.cls != _CONTEXT or rid.number != 0:
         raise CmsError(
-            "recipient is not identified by subjectKeyIdentifier", where=f"CMS offset {rid.offset}: {what}.rid"
+            "recipient is not identified by subjectKeyIdentifier",
+            where=f"CMS offset {rid.offset}: {what}.rid",
         )
     ski = _octets(rid, f"{what}.rid")
     if not 1 <= len(ski) <= 64:
@@ -286,11 +296,14 @@ def _recipient(node: Node) -> KeyTransRecipient:
     alg_oid, params = _alg(alg, f"{what}.keyEncryptionAlgorithm")
     if alg_oid != OID_RSAES_OAEP:
         raise CmsError(
-            f"key encryption {alg_oid} is not RSAES-OAEP", where=f"CMS offset {alg.offset}: {what}.keyEncryptionAlgorithm"
+            f"key encryption {alg_oid} is not RSAES-OAEP",
+            where=f"CMS offset {alg.offset}: {what}.keyEncryptionAlgorithm",
         )
     oaep_hash, mgf, mgf_hash = _oaep_params(params, f"{what}.RSAES-OAEP-params")
     _expect(ek, _UNIVERSAL, _OCTETS, None, f"{what}.encryptedKey")
-    return KeyTransRecipient(version, ski, alg_oid, oaep_hash, mgf, mgf_hash, _octets(ek, f"{what}.encryptedKey"))
+    return KeyTransRecipient(
+        version, ski, alg_oid, oaep_hash, mgf, mgf_hash, _octets(ek, f"{what}.encryptedKey")
+    )
 
 
 def parse_enveloped(data: bytes) -> EnvelopedData:
@@ -299,7 +312,9 @@ def parse_enveloped(data: bytes) -> EnvelopedData:
     _expect(root, _UNIVERSAL, _SEQUENCE, True, "ContentInfo")
     ctype, content = _children(root, "ContentInfo", 2, 2)
     if _oid(ctype, "ContentInfo.contentType") != OID_ENVELOPED_DATA:
-        raise CmsError("content type is not envelopedData", where=f"CMS offset {ctype.offset}: ContentInfo.contentType")
+        raise CmsError(
+            "content type is not envelopedData", where=f"CMS offset {ctype.offset}: ContentInfo.contentType"
+        )
     _expect(content, _CONTEXT, 0, True, "ContentInfo.content [0]")
     env = _children(content, "ContentInfo.content", 1, 1)[0]
     _expect(env, _UNIVERSAL, _SEQUENCE, True, "EnvelopedData")
@@ -308,7 +323,9 @@ def parse_enveloped(data: bytes) -> EnvelopedData:
     if kids[0].cls == _CONTEXT and kids[0].number == 0:
         kids.pop(0)  # originatorInfo: KMS never sends it, and nothing in it matters for decryption
     if len(kids) < 2:
-        raise CmsError("recipientInfos or encryptedContentInfo missing", where=f"CMS offset {env.offset}: EnvelopedData")
+        raise CmsError(
+            "recipientInfos or encryptedContentInfo missing", where=f"CMS offset {env.offset}: EnvelopedData"
+        )
     rset = _expect(kids[0], _UNIVERSAL, _SET, True, "EnvelopedData.recipientInfos")
     recipients = tuple(_recipient(r) for r in _children(rset, "EnvelopedData.recipientInfos", 1, 8))
     eci = _expect(kids[1], _UNIVERSAL, _SEQUENCE, True, "EncryptedContentInfo")
@@ -321,7 +338,9 @@ def parse_enveloped(data: bytes) -> EnvelopedData:
             where=f"CMS offset {eci_kids[1].offset}: EncryptedContentInfo.contentEncryptionAlgorithm",
         )
     if iv_node is None:
-        raise CmsError("aes256-CBC without an IV", where=f"CMS offset {eci_kids[1].offset}: contentEncryptionAlgorithm")
+        raise CmsError(
+            "aes256-CBC without an IV", where=f"CMS offset {eci_kids[1].offset}: contentEncryptionAlgorithm"
+        )
     _expect(iv_node, _UNIVERSAL, _OCTETS, None, "contentEncryptionAlgorithm.iv")
     iv = _octets(iv_node, "contentEncryptionAlgorithm.iv")
     if len(iv) != 16:
@@ -333,7 +352,9 @@ def parse_enveloped(data: bytes) -> EnvelopedData:
             f"encrypted content of {len(ciphertext)} bytes is not whole AES blocks",
             where=f"CMS offset {enc.offset}: encryptedContent",
         )
-    return EnvelopedData(version, recipients, content_type, cea, iv, ciphertext, chunked_content=enc.constructed)
+    return EnvelopedData(
+        version, recipients, content_type, cea, iv, ciphertext, chunked_content=enc.constructed
+    )
 
 
 # --- decrypt / build --------------------------------------------------------------------------------
@@ -348,14 +369,20 @@ def decrypt(data: bytes, private_key: rsa.RSAPrivateKey) -> bytes:
     """Decrypt a CiphertextForRecipient with the enclave's ephemeral RSA key."""
     env = parse_enveloped(data)
     if len(env.recipients) != 1:
-        raise CmsError(f"{len(env.recipients)} recipients; KMS sends exactly one", where="CMS: recipientInfos")
+        raise CmsError(
+            f"{len(env.recipients)} recipients; KMS sends exactly one", where="CMS: recipientInfos"
+        )
     rec = env.recipients[0]
     if rec.oaep_hash != OID_SHA256 or rec.oaep_mgf != OID_MGF1 or rec.oaep_mgf_hash != OID_SHA256:
         raise CmsError("OAEP parameters are not SHA-256 / MGF1-SHA-256", where="CMS: RSAES-OAEP-params")
     try:
-        cek = private_key.decrypt(rec.encrypted_key, OAEP(mgf=MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+        cek = private_key.decrypt(
+            rec.encrypted_key, OAEP(mgf=MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+        )
     except ValueError as exc:
-        raise CmsError("the content key does not decrypt with this key pair", where="CMS: encryptedKey") from exc
+        raise CmsError(
+            "the content key does not decrypt with this key pair", where="CMS: encryptedKey"
+        ) from exc
     if len(cek) != 32:
         raise CmsError(f"content key is {len(cek)} bytes, expected 32", where="CMS: encryptedKey")
     dec = Cipher(algorithms.AES(cek), modes.CBC(env.iv)).decryptor()

@@ -1,0 +1,251 @@
+"""Headless commands for key release: `proxy`, `kms seal`, `kms local-server`, `provision`, `up`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.errors import NitrodeckError, UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    _register_proxy(sub)
+    _register_kms(sub)
+    _register_provision(sub)
+    _register_up(sub)
+
+
+# --- proxy ------------------------------------------------------------------------------------------
+
+
+def _register_proxy(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "proxy",
+        help="vsock-proxy compatible relay: vsock LOCAL_PORT -> TCP REMOTE_ADDR:REMOTE_PORT",
+        description="Relay vsock connections on the parent (CID 3) to a TCP endpoint on the allowlist.",
+    )
+    p.add_argument("local_port", type=int, metavar="LOCAL_PORT")
+    p.add_argument("remote_addr", metavar="REMOTE_ADDR")
+    p.add_argument("remote_port", type=int, metavar="REMOTE_PORT")
+    p.add_argument("--config", type=Path, default=None, help="allowlist YAML (default: vsock-proxy.yaml)")
+    p.add_argument(
+        "-w", "--num_workers", type=int, default=4, dest="num_workers", help="concurrent connections"
+    )
+    ipv = p.add_mutually_exclusive_group()
+    ipv.add_argument("-4", "--ipv4", action="store_const", const=4, dest="ip_version")
+    ipv.add_argument("-6", "--ipv6", action="store_const", const=6, dest="ip_version")
+    p.set_defaults(func=_cmd_proxy)
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    def handler(_sig: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(1.0):
+        pass
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    from core.backend import select_backend
+    from core.proxy import ProxyError, VsockProxy
+
+    if args.num_workers == 0:
+        print('Error: "Number of workers must not be 0"', file=sys.stderr)
+        return 1
+    try:
+        backend = select_backend(getattr(args, "backend", None))
+        proxy = VsockProxy(
+            args.local_port,
+            args.remote_addr,
+            args.remote_port,
+            transport=backend.transport(),
+            config=args.config,
+            workers=args.num_workers,
+            ip_version=args.ip_version,
+        )
+        proxy.start()
+    except ProxyError as err:
+        # vsock-proxy's exact refusal line, so existing runbooks and alerts still match
+        print(err.vsock_proxy_line(), file=sys.stderr)
+        if err.where:
+            print(f"nitrodeck: {err.where}", file=sys.stderr)
+        return 1
+    print(
+        f"nitrodeck proxy: vsock port {args.local_port} -> {args.remote_addr}:{args.remote_port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = threading.Event()
+    try:
+        _wait_for_signal(stop)
+    finally:
+        proxy.stop()
+    return 0
+
+
+# --- kms --------------------------------------------------------------------------------------------
+
+
+def _register_kms(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("kms", help="KMS key release: seal a wallet key to an EIF, run the local KMS")
+    ksub = p.add_subparsers(dest="kms_command", metavar="KMS_COMMAND", required=True)
+
+    seal = ksub.add_parser(
+        "seal",
+        help="pin a KMS key policy to an EIF's PCRs and encrypt a wallet key under it",
+        description="Prints the key policy for review; --apply puts it. The plaintext key never touches disk.",
+    )
+    seal.add_argument("--key-id", required=True)
+    seal.add_argument("--eif", required=True, type=Path)
+    src = seal.add_mutually_exclusive_group()
+    src.add_argument(
+        "--generate", choices=("secp256k1",), default=None, help="generate a new wallet key (default)"
+    )
+    src.add_argument(
+        "--in", dest="in_file", type=Path, default=None, help="raw 32-byte or PEM/DER private key"
+    )
+    seal.add_argument("--apply", action="store_true", help="apply the policy with PutKeyPolicy")
+    seal.add_argument("--endpoint-url", default=None, help="KMS endpoint (default: AWS, or the local KMS)")
+    seal.add_argument("--region", default=None)
+    seal.add_argument("--principal", default=None, help="IAM principal ARN allowed to call Decrypt")
+    seal.add_argument("--out", type=Path, default=None, help="ciphertext file (default: <eif>.wallet.kms)")
+    seal.add_argument("--json", action="store_true")
+    seal.set_defaults(func=_cmd_seal)
+
+    srv = ksub.add_parser("local-server", help="run the local KMS (moto + Recipient layer) on 127.0.0.1")
+    srv.add_argument("--json", action="store_true")
+    srv.set_defaults(func=_cmd_local_server)
+
+
+def _cmd_seal(args: argparse.Namespace) -> int:
+    from core.kms import seal
+
+    from console.output import emit_json
+
+    report = seal(
+        key_id=args.key_id,
+        eif=args.eif,
+        generate=args.generate,
+        in_file=args.in_file,
+        apply=args.apply,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        principal=args.principal,
+        out=args.out,
+        read_only=bool(getattr(args, "read_only", False)),
+    )
+    if args.json:
+        emit_json(report.as_dict())
+        return 0
+    print("Key policy pinned to the EIF's measurements (review before applying):")
+    print(report.policy_json)
+    print(f"policy applied: {'yes' if report.applied else 'no (use --apply)'}", file=sys.stderr)
+    print(f"ciphertext written to {report.ciphertext_file}", file=sys.stderr)
+    print(f"wallet public key: {report.public_key_hex}", file=sys.stderr)
+    return 0
+
+
+def _cmd_local_server(args: argparse.Namespace) -> int:
+    from emulator.kms import LocalKms
+
+    from console.output import emit_json
+
+    kms = LocalKms().start()
+    info = kms.write_endpoint_file()
+    if args.json:
+        emit_json(info)
+    else:
+        print(f"local KMS: {kms.endpoint_url} (moto at {kms.moto_url})", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    try:
+        _wait_for_signal(stop)
+    finally:
+        kms.stop()
+    return 0
+
+
+# --- provision --------------------------------------------------------------------------------------
+
+
+def _register_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("provision", help="send a sealed key to an enclave; it releases it through KMS")
+    p.add_argument("enclave", metavar="ENCLAVE", help="enclave ID, name or CID")
+    p.add_argument("--ciphertext", required=True, type=Path)
+    p.add_argument("--key-id", default=None)
+    p.add_argument("--region", default=None)
+    p.add_argument("--proxy-port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=5005, help="the enclave's protocol port")
+    p.add_argument("--credentials", action="store_true", help="also hand in this session's AWS credentials")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_provision)
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    from core.kms import provision_enclave
+
+    from console.output import emit_json
+
+    result = provision_enclave(
+        args.enclave,
+        args.ciphertext,
+        key_id=args.key_id,
+        region=args.region,
+        proxy_port=args.proxy_port,
+        port=args.port,
+        send_credentials=args.credentials,
+        backend_flag=getattr(args, "backend", None),
+        read_only=bool(getattr(args, "read_only", False)),
+    )
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"provisioned: signing key {result.get('public_key', '?')}")
+    return 0
+
+
+# --- up ---------------------------------------------------------------------------------------------
+
+
+def _register_up(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("up", help="ECS parent bootstrap: build, launch, bridge, proxy, provision, supervise")
+    p.add_argument("--config", type=Path, default=None, help="YAML configuration")
+    p.add_argument("--cpu-count", type=int, default=None)
+    p.add_argument("--memory", type=int, default=None, help="MiB")
+    p.add_argument("--cid", type=int, default=None)
+    p.add_argument("--ciphertext", type=Path, default=None)
+    p.add_argument("--key-id", default=None)
+    p.add_argument("--region", default=None)
+    p.add_argument("--kms-endpoint", default=None, help="KMS endpoint; 'local' starts the local KMS")
+    p.add_argument("--source", choices=("docker", "payload"), default=None)
+    p.add_argument("--debug-mode", action="store_true", default=None)
+    p.set_defaults(func=_cmd_up)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from core.up import run_up
+    from core.upconfig import load_config
+
+    flags = {
+        "cpu_count": args.cpu_count,
+        "memory_mib": args.memory,
+        "cid": args.cid,
+        "ciphertext": str(args.ciphertext) if args.ciphertext else None,
+        "key_id": args.key_id,
+        "region": args.region,
+        "kms_endpoint": args.kms_endpoint,
+        "source": args.source,
+        "debug_mode": args.debug_mode,
+    }
+    try:
+        config = load_config(args.config, flags={k: v for k, v in flags.items() if v is not None})
+    except NitrodeckError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc), where="up") from exc
+    return run_up(config, backend_flag=getattr(args, "backend", None))

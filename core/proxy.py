@@ -1,0 +1,312 @@
+"""A vsock-proxy compatible relay: vsock (parent CID 3, LOCAL_PORT) -> TCP REMOTE_ADDR:REMOTE_PORT.
+
+It behaves like nitro-cli's ``vsock-proxy``: the remote is checked once at startup against an
+allowlist file (``allowlist: - {address: ..., port: ...}``): the port must match, then either the
+address matches literally or one of the allowlisted host's resolved IPs equals the remote's resolved
+IP. Refusals use vsock-proxy's own messages so operators' runbooks still apply. Each accepted vsock
+connection is relayed to a fresh TCP connection; at most ``workers`` run at once (the rest wait in
+the listen backlog), like vsock-proxy's worker pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core import home
+from core.errors import NitrodeckError
+from core.vsock import Transport
+
+log = logging.getLogger("nitrodeck.proxy")
+
+REAL_CONFIG = Path("/etc/nitro_enclaves/vsock-proxy.yaml")
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_ENTRIES = 4096
+DEFAULT_WORKERS = 4
+_BUF = 64 * 1024
+_POLL = 0.25
+
+NOT_ALLOWED = "Error at checking the allowlist: The given address and port are not allowed"
+
+
+class ProxyError(NitrodeckError):
+    """vsock-proxy startup failure; ``message`` is vsock-proxy's own text."""
+
+    code = "ND-PROXY"
+
+    def vsock_proxy_line(self) -> str:
+        """What vsock-proxy prints on stderr for this error (Rust's ``Error: "<msg>"``)."""
+        return f'Error: "{self.message}"'
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    address: str
+    port: int
+
+
+def default_config(emulated: bool) -> Path:
+    """The emulator's etc/vsock-proxy.yaml when emulated, else the system file."""
+    return home.emulator_etc() / "vsock-proxy.yaml" if emulated else REAL_CONFIG
+
+
+def load_allowlist(path: Path) -> list[AllowEntry]:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ProxyError("Could not open the file", where=str(path), hint=exc.strerror) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ProxyError("Bad yaml format", where=str(path), hint=f"larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ProxyError("Bad yaml format", where=str(path)) from exc
+    return parse_allowlist(doc, str(path))
+
+
+def parse_allowlist(doc: Any, where: str = "allowlist") -> list[AllowEntry]:
+    if not isinstance(doc, dict) or "allowlist" not in doc:
+        raise ProxyError("No allowlist field", where=where)
+    items = doc["allowlist"]
+    if items is None:
+        return []
+    if not isinstance(items, list) or len(items) > MAX_ENTRIES:
+        raise ProxyError("Bad yaml format", where=where, hint="allowlist must be a list of {address, port}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ProxyError("Bad yaml format", where=f"{where}: allowlist[{i}]")
+        address, port = item.get("address"), item.get("port")
+        if not isinstance(address, str) or not address or isinstance(port, bool) or not isinstance(port, int):
+            raise ProxyError(
+                "Bad yaml format", where=f"{where}: allowlist[{i}]", hint="needs address (text) and port"
+            )
+        if not 0 <= port <= 65535:
+            raise ProxyError(
+                "Bad yaml format", where=f"{where}: allowlist[{i}].port", hint="port is 0..65535"
+            )
+        out.append(AllowEntry(address, port))
+    return out
+
+
+def _family(ip_version: int | None) -> int:
+    return {4: socket.AF_INET, 6: socket.AF_INET6}.get(ip_version or 0, socket.AF_UNSPEC)
+
+
+def resolve(host: str, ip_version: int | None = None) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, None, _family(ip_version), socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def check_allowlist(
+    remote_addr: str, remote_port: int, entries: Iterable[AllowEntry], ip_version: int | None = None
+) -> None:
+    """Raise ProxyError(NOT_ALLOWED) unless the remote is allowlisted (vsock-proxy's startup check)."""
+    remote_ips: list[str] | None = None
+    for entry in entries:
+        if entry.port != remote_port:
+            continue
+        if entry.address == remote_addr:
+            return
+        if remote_ips is None:
+            remote_ips = resolve(remote_addr, ip_version)[:1]
+        allowed_ips = resolve(entry.address, ip_version)
+        if not allowed_ips:
+            log.warning("Unable to resolve allow listed host: %s", entry.address)
+        if remote_ips and remote_ips[0] in allowed_ips:
+            return
+    raise ProxyError(NOT_ALLOWED, where=f"{remote_addr}:{remote_port}")
+
+
+class VsockProxy:
+    """The relay, usable in-process: ``start()`` checks the allowlist and listens; ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        local_port: int,
+        remote_addr: str,
+        remote_port: int,
+        *,
+        transport: Transport,
+        allowlist: Sequence[AllowEntry] | None = None,
+        config: Path | None = None,
+        workers: int = DEFAULT_WORKERS,
+        ip_version: int | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ProxyError("num_workers must be at least 1", where="--num_workers")
+        if ip_version not in (None, 4, 6):
+            raise ProxyError("IP version must be 4 or 6", where="-4/-6")
+        if not 0 <= remote_port <= 65535:
+            raise ProxyError("remote_port must be 0..65535", where="REMOTE_PORT")
+        if not 0 <= local_port <= 0xFFFFFFFF:
+            raise ProxyError("local_port must be a u32", where="LOCAL_PORT")
+        self.local_port = local_port
+        self.remote_addr = remote_addr
+        self.remote_port = remote_port
+        self.transport = transport
+        self.workers = workers
+        self.ip_version = ip_version
+        self._allowlist = list(allowlist) if allowlist is not None else None
+        self._config = config or default_config(transport.emulated)
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(workers)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._acceptor: threading.Thread | None = None
+        self.connections = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> VsockProxy:
+        entries = self._allowlist if self._allowlist is not None else load_allowlist(self._config)
+        check_allowlist(self.remote_addr, self.remote_port, entries, self.ip_version)
+        try:
+            self._listener = self.transport.listen(self.local_port)
+        except OSError as exc:
+            raise ProxyError(
+                f"cannot listen on vsock port {self.local_port}: {exc.strerror or exc}", where="LOCAL_PORT"
+            ) from exc
+        self._listener.settimeout(_POLL)
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name=f"vsock-proxy-{self.local_port}", daemon=True
+        )
+        self._acceptor.start()
+        log.info(
+            "vsock-proxy listening on vsock port %d -> %s:%d",
+            self.local_port,
+            self.remote_addr,
+            self.remote_port,
+        )
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._acceptor is not None:
+            self._acceptor.join(timeout)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(timeout)
+
+    def __enter__(self) -> VsockProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Block until stop() (another thread or a signal handler) ends it."""
+        while not self._stop.wait(1.0):
+            pass
+
+    # --- work ----------------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            # take a worker slot before accepting, so excess clients queue in the backlog
+            if not self._slots.acquire(timeout=_POLL):
+                continue
+            try:
+                conn, _peer = self.transport.accept(self._listener)
+            except TimeoutError:
+                self._slots.release()
+                continue
+            except OSError:
+                self._slots.release()
+                if self._stop.is_set():
+                    return
+                continue
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True, name="vsock-proxy-conn")
+            with self._lock:
+                self._threads = [x for x in self._threads if x.is_alive()]
+                self._threads.append(t)
+            t.start()
+
+    def _connect_family(self) -> socket.socket:
+        infos = socket.getaddrinfo(
+            self.remote_addr, self.remote_port, _family(self.ip_version), socket.SOCK_STREAM
+        )
+        last: OSError = OSError("no address")
+        for fam, typ, proto, _cn, addr in infos[:8]:
+            sock = socket.socket(fam, typ, proto)
+            sock.settimeout(10)
+            try:
+                sock.connect(addr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        raise last
+
+    def _serve(self, vconn: socket.socket) -> None:
+        try:
+            try:
+                remote = self._connect_family()
+            except OSError as exc:
+                log.warning("cannot reach %s:%d: %s", self.remote_addr, self.remote_port, exc)
+                return
+            remote.settimeout(None)
+            try:
+                _relay(vconn, remote, self._stop)
+            finally:
+                remote.close()
+        finally:
+            vconn.close()
+            self._slots.release()
+
+
+def _relay(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
+    """Copy both ways until both sides are done (half-closes are passed on)."""
+    sel = selectors.DefaultSelector()
+    peer = {a: b, b: a}
+    for s in (a, b):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    open_reads = 2
+    try:
+        while open_reads and not stop.is_set():
+            for key, _ev in sel.select(_POLL):
+                src: socket.socket = key.fileobj  # type: ignore[assignment]
+                dst = peer[src]
+                try:
+                    data = src.recv(_BUF)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    sel.unregister(src)
+                    open_reads -= 1
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    continue
+                dst.setblocking(True)
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+                finally:
+                    dst.setblocking(False)
+    finally:
+        sel.close()

@@ -1,0 +1,208 @@
+"""core/proxy.py and `nitrodeck proxy`: allowlist semantics, vsock-proxy's messages, a real relay."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import NitrodeckError
+from core.proxy import NOT_ALLOWED, AllowEntry, ProxyError, VsockProxy, check_allowlist, load_allowlist
+from core.vsock import Transport
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class EchoServer:
+    """TCP on 127.0.0.1 that upper-cases what it receives, one thread per connection."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                while data := conn.recv(4096):
+                    conn.sendall(data.upper())
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+def _exchange(enclave: Transport, port: int, payload: bytes) -> bytes:
+    sock = enclave.connect(3, port, timeout=5)
+    with sock:
+        sock.settimeout(5)
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(4096):
+            out += chunk
+    return out
+
+
+def test_relay_from_enclave_to_tcp(tmp_path: Path, echo: EchoServer) -> None:
+    vdir = tmp_path / "v"
+    parent = Transport(3, vdir)
+    enclave = Transport(16, vdir)
+    allow = [AllowEntry("127.0.0.1", echo.port)]
+    with VsockProxy(8000, "127.0.0.1", echo.port, transport=parent, allowlist=allow, workers=2) as proxy:
+        results: list[bytes] = []
+        threads = [
+            threading.Thread(
+                target=lambda i=i: results.append(_exchange(enclave, 8000, f"hello {i} ".encode() * 500))
+            )
+            for i in range(5)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        assert sorted(results) == sorted(f"HELLO {i} ".encode() * 500 for i in range(5))
+        assert proxy.connections == 5
+
+
+def test_allowlist_refusal_and_resolved_match() -> None:
+    with pytest.raises(ProxyError) as info:
+        check_allowlist("127.0.0.1", 443, [AllowEntry("127.0.0.1", 444), AllowEntry("127.0.0.2", 443)])
+    assert info.value.message == NOT_ALLOWED
+    assert info.value.vsock_proxy_line() == f'Error: "{NOT_ALLOWED}"'
+    # literal address match
+    check_allowlist("kms.us-east-1.amazonaws.com", 443, [AllowEntry("kms.us-east-1.amazonaws.com", 443)])
+    # resolved-IP match: the allowlist names a host, the remote is its IP
+    check_allowlist("127.0.0.1", 8443, [AllowEntry("localhost", 8443)], ip_version=4)
+    with pytest.raises(ProxyError):
+        check_allowlist("127.0.0.1", 8443, [AllowEntry("localhost", 8444)], ip_version=4)
+
+
+def test_proxy_refuses_target_outside_allowlist(tmp_path: Path) -> None:
+    cfg = tmp_path / "vsock-proxy.yaml"
+    cfg.write_text(yaml.safe_dump({"allowlist": [{"address": "kms.us-east-1.amazonaws.com", "port": 443}]}))
+    proxy = VsockProxy(8000, "127.0.0.1", 443, transport=Transport(3, tmp_path / "v"), config=cfg)
+    with pytest.raises(ProxyError, match="not allowed"):
+        proxy.start()
+    assert not (tmp_path / "v" / "3" / "8000.sock").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "Could not open the file"),
+        ("allowlist: [unclosed", "Bad yaml format"),
+        ("other: 1\n", "No allowlist field"),
+        ("allowlist:\n- {address: 1.2.3.4}\n", "Bad yaml format"),
+        ("allowlist:\n- {address: 1.2.3.4, port: 70000}\n", "Bad yaml format"),
+    ],
+)
+def test_config_errors(tmp_path: Path, content: str | None, message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    if content is not None:
+        cfg.write_text(content)
+    with pytest.raises(ProxyError) as info:
+        load_allowlist(cfg)
+    assert info.value.message == message
+
+
+def _cli(home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, NITRODECK_HOME=str(home), NITRODECK_BACKEND="emulator")
+    return subprocess.run(
+        [sys.executable, "-m", "console", *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_refusal_matches_vsock_proxy(nd_home: Path) -> None:
+    cfg = nd_home / "allow.yaml"
+    cfg.write_text("allowlist:\n- {address: kms.eu-west-1.amazonaws.com, port: 443}\n")
+    res = _cli(nd_home, "proxy", "8000", "127.0.0.1", "443", "--config", str(cfg))
+    assert res.returncode == 1
+    assert f'Error: "{NOT_ALLOWED}"' in res.stderr
+    # default config under the emulator: <home>/emulator/etc/vsock-proxy.yaml, missing here
+    res = _cli(nd_home, "proxy", "8000", "127.0.0.1", "443")
+    assert res.returncode == 1 and 'Error: "Could not open the file"' in res.stderr
+    res = _cli(nd_home, "proxy", "-w", "0", "8000", "127.0.0.1", "443", "--config", str(cfg))
+    assert res.returncode == 1 and "must not be 0" in res.stderr
+    res = _cli(nd_home, "proxy", "-4", "-6", "8000", "127.0.0.1", "443")
+    assert res.returncode == 2 and "not allowed with argument" in res.stderr
+
+
+def test_cli_relays_until_sigterm(nd_home: Path, echo: EchoServer) -> None:
+    etc = nd_home / "emulator" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "vsock-proxy.yaml").write_text(f"allowlist:\n- {{address: localhost, port: {echo.port}}}\n")
+    env = dict(os.environ, NITRODECK_HOME=str(nd_home), NITRODECK_BACKEND="emulator")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", "proxy", "-4", "8001", "127.0.0.1", str(echo.port)],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "vsock port 8001" in line, line
+        enclave = Transport(20, nd_home / "emulator" / "vsock")
+        assert _exchange(enclave, 8001, b"via the cli") == b"VIA THE CLI"
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda kids: (
+            st.lists(kids, max_size=4)
+            | st.dictionaries(st.sampled_from(["allowlist", "address", "port", "x"]), kids, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_fuzz_allowlist_documents(doc: object) -> None:
+    from core.proxy import parse_allowlist
+
+    try:
+        entries = parse_allowlist(doc)
+    except NitrodeckError:
+        return
+    assert all(isinstance(e.address, str) and 0 <= e.port <= 65535 for e in entries)

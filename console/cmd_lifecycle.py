@@ -1,0 +1,410 @@
+"""Headless lifecycle commands: status, describe, build, describe-eif, launch, terminate, console.
+
+Every command talks to :class:`core.lifecycle.Lifecycle`, the same layer the TUI uses, so read-only
+and the audit log apply here too. ``--json`` output shapes are documented in docs/cli-json.md and
+always carry ``"backend"``. In human mode the exact nitro-cli/nitro-emu command lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from console.output import emit_json, key_values, progress, section, table
+from core import home
+from core.backend import CHOICES, select_backend
+from core.driver import CommandRecord
+from core.errors import UsageError
+from core.lifecycle import EnclaveNotFound, Lifecycle, Status
+from core.models import BuildRequest, EifInfo, EnclaveInfo, LaunchRequest, RunInfo, TerminateInfo
+
+_MAX_LOG_PRINT = 16 * 1024 * 1024
+
+
+# --- shared with other cmd_* modules -------------------------------------------------------------------
+
+
+def make_lifecycle(args: argparse.Namespace, *, echo_commands: bool | None = None) -> Lifecycle:
+    """The Lifecycle a subcommand should use: --backend, --read-only (or auto read-only on Nitro)."""
+    backend = select_backend(getattr(args, "backend", None))
+    read_only = bool(getattr(args, "read_only", False)) or Lifecycle.auto_read_only(backend)
+    echo = not getattr(args, "json", False) if echo_commands is None else echo_commands
+
+    def show(record: CommandRecord) -> None:
+        progress(f"$ {record.command}" + ("" if record.ok else f"  (failed: {record.error_code})"))
+
+    return Lifecycle(backend, read_only=read_only, on_command=show if echo else None)
+
+
+def enclave_json(e: EnclaveInfo, verdict: str | None = None) -> dict[str, Any]:
+    """nitro-cli's describe-enclaves element shape (plus nitrodeck's ExpectedPCRs verdict)."""
+    out: dict[str, Any] = {}
+    if e.name is not None:
+        out["EnclaveName"] = e.name
+    out.update(
+        EnclaveID=e.enclave_id,
+        ProcessID=e.process_id,
+        EnclaveCID=e.cid,
+        NumberOfCPUs=e.cpu_count,
+        CPUIDs=e.cpu_ids,
+        MemoryMiB=e.memory_mib,
+        State=e.state,
+        Flags=e.flags,
+    )
+    if e.measurements is not None:
+        out["Measurements"] = e.measurements.as_dict()
+    for key, value in (("ImageName", e.image_name), ("ImageVersion", e.image_version), ("Metadata", e.metadata)):
+        if value is not None:
+            out[key] = value
+    if verdict is not None:
+        out["ExpectedPCRs"] = verdict
+    return out
+
+
+def run_json(r: RunInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"EnclaveName": r.name} if r.name is not None else {}
+    out.update(EnclaveID=r.enclave_id, ProcessID=r.process_id, EnclaveCID=r.cid, NumberOfCPUs=r.cpu_count,
+               CPUIDs=r.cpu_ids, MemoryMiB=r.memory_mib)
+    return out
+
+
+def terminate_json(t: TerminateInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"EnclaveName": t.name} if t.name is not None else {}
+    out.update(EnclaveID=t.enclave_id, Terminated=t.terminated)
+    return out
+
+
+def eif_json(info: EifInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"EifVersion": info.version, "Measurements": info.measurements.as_dict(),
+                           "IsSigned": info.is_signed}
+    if info.signing_certificate is not None:
+        out["SigningCertificate"] = info.signing_certificate
+    out["CheckCRC"] = info.check_crc
+    if info.signature_check is not None:
+        out["SignatureCheck"] = info.signature_check
+    for key, value in (("ImageName", info.image_name), ("ImageVersion", info.image_version),
+                       ("Metadata", info.metadata)):
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def status_json(st: Status, verdicts: dict[str, str]) -> dict[str, Any]:
+    res = st.resources
+    return {
+        "backend": st.backend,
+        "backend_display": st.backend_display,
+        "read_only": st.read_only,
+        "instance_id": st.instance_id,
+        "taken_at": st.taken_at,
+        "enclaves": [enclave_json(e, verdicts.get(e.enclave_id)) for e in st.enclaves],
+        "cpu_pool": {"source": res.cpus.source, "pool": res.cpus.pool, "free": res.cpus.free, "held": res.cpus.held},
+        "hugepages": [
+            {"size_kb": p.size_kb, "node": p.node, "total": p.total, "free": p.free,
+             "held_by_enclaves": p.held_by_enclaves, "source": p.source}
+            for p in res.hugepages
+        ],
+        "host": {"cpu_percent": res.host.cpu_percent, "mem_total": res.host.mem_total,
+                 "mem_used": res.host.mem_used},
+    }
+
+
+# --- human output ----------------------------------------------------------------------------------------
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024**3:.1f} GiB"
+
+
+def _size(kb: int) -> str:
+    return f"{kb // (1024 * 1024)}G" if kb >= 1024 * 1024 else f"{kb // 1024}M"
+
+
+def enclaves_table(enclaves: list[EnclaveInfo], verdicts: dict[str, str] | None = None) -> str:
+    rows = []
+    for e in enclaves:
+        pcr0 = e.measurements.pcr0[:16] + "…" if e.measurements else None
+        row = [e.name, e.enclave_id, e.state, "debug" if e.debug_mode else "-", e.cid, e.cpu_ids,
+               f"{e.memory_mib} MiB", pcr0]
+        if verdicts is not None:
+            row.append(verdicts.get(e.enclave_id))
+        rows.append(row)
+    headers = ["NAME", "ID", "STATE", "DEBUG", "CID", "CPUS", "MEMORY", "PCR0"]
+    if verdicts is not None:
+        headers.append("PCRS")
+    return table(rows, headers, empty="(no enclaves running)")
+
+
+def status_text(st: Status, verdicts: dict[str, str], chosen_by: str) -> str:
+    res = st.resources
+    head = key_values([
+        ("backend", f"{st.backend_display} ({st.backend}, {chosen_by})"),
+        ("instance", st.instance_id or "unknown"),
+        ("read-only", st.read_only),
+        ("taken at", st.taken_at),
+    ])
+    names = {e.enclave_id: e.label for e in st.enclaves}
+    pool = key_values([("pool", res.cpus.pool or "(empty)"), ("free", res.cpus.free or "(none)")])
+    held = table([[names.get(k, k), v] for k, v in res.cpus.held.items()], ["ENCLAVE", "CPUS"],
+                 empty="(no CPUs held)")
+    pages = table(
+        [[_size(p.size_kb), "-" if p.node is None else p.node, p.total, p.free, p.held_by_enclaves,
+          f"{p.free_mib}/{p.total_mib} MiB"] for p in res.hugepages],
+        ["SIZE", "NODE", "TOTAL", "FREE", "HELD", "FREE/TOTAL"],
+        empty="(no hugepages configured)",
+    )
+    host = key_values([
+        ("cpu", f"{res.host.cpu_percent:.1f} %"),
+        ("memory", f"{_gib(res.host.mem_used)} used of {_gib(res.host.mem_total)}"),
+    ])
+    return "\n\n".join([
+        head,
+        section(f"Enclaves ({len(st.enclaves)})", enclaves_table(st.enclaves, verdicts)),
+        section(f"CPU pool ({res.cpus.source})", pool + "\n" + held),
+        section(f"Hugepages ({res.hugepages[0].source if res.hugepages else 'sysfs'})", pages),
+        section("Host", host),
+    ])
+
+
+def _measurements_text(m: dict[str, str]) -> str:
+    return key_values([(k, v) for k, v in m.items() if k != "HashAlgorithm"])
+
+
+# --- handlers ------------------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lc = make_lifecycle(args, echo_commands=False)
+    st = lc.status()
+    verdicts = {e.enclave_id: lc.match(e) for e in st.enclaves}
+    if args.json:
+        emit_json(status_json(st, verdicts))
+    else:
+        print(status_text(st, verdicts, lc.backend.chosen_by))
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    lc = make_lifecycle(args)
+    enclaves = lc.describe(metadata=args.metadata)
+    if args.json:
+        emit_json({"backend": lc.backend.name, "enclaves": [enclave_json(e) for e in enclaves]})
+    else:
+        print(enclaves_table(enclaves))
+    return 0
+
+
+def cmd_describe_eif(args: argparse.Namespace) -> int:
+    lc = make_lifecycle(args)
+    info = lc.describe_eif(args.eif_path)
+    if args.json:
+        emit_json({"backend": lc.backend.name, **eif_json(info)})
+        return 0
+    print(key_values([
+        ("file", args.eif_path),
+        ("EIF version", info.version),
+        ("image", f"{info.image_name or '-'} {info.image_version or ''}".strip()),
+        ("signed", info.is_signed),
+        ("signature ok", info.signature_check),
+        ("CRC ok", info.check_crc),
+    ]))
+    print(_measurements_text(info.measurements.as_dict()))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    output = args.output_file
+    if output is None:
+        if not args.payload:
+            raise UsageError("--output-file is required", where="build")
+        output = str(home.eif_library() / "nitrodeck-payload.eif")
+    req = BuildRequest(
+        output_file=output,
+        docker_uri=args.docker_uri,
+        docker_dir=args.docker_dir,
+        rootfs=args.rootfs,
+        cmd=args.cmd,
+        env=list(args.env or []),
+        image_tar=args.image_tar,
+        signing_certificate=args.signing_certificate,
+        private_key=args.private_key,
+        name=args.name,
+        version=args.version,
+        metadata=args.metadata,
+        payload=args.payload,
+    )
+    if args.payload and (req.docker_uri or req.rootfs or req.image_tar):
+        raise UsageError("--payload builds the nitrodeck payload; it takes no other image source", where="build")
+    lc = make_lifecycle(args)
+    result = lc.build(req)
+    if args.json:
+        emit_json({"backend": lc.backend.name, "output_file": result.output_file,
+                   "Measurements": result.measurements.as_dict()})
+    else:
+        print(f"built {result.output_file}")
+        print(_measurements_text(result.measurements.as_dict()))
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    req = LaunchRequest(
+        eif_path=args.eif_path,
+        memory_mib=args.memory,
+        cpu_count=args.cpu_count,
+        cpu_ids=args.cpu_ids,
+        cid=args.cid,
+        debug_mode=args.debug_mode,
+        name=args.name,
+    )
+    lc = make_lifecycle(args)
+    info = lc.launch(req)
+    if args.json:
+        emit_json({"backend": lc.backend.name, **run_json(info)})
+    else:
+        print(key_values([
+            ("enclave", info.enclave_id), ("name", info.name), ("CID", info.cid), ("CPUs", info.cpu_ids),
+            ("memory", f"{info.memory_mib} MiB"), ("process", info.process_id),
+        ]))
+    return 0
+
+
+def cmd_terminate(args: argparse.Namespace) -> int:
+    if bool(args.enclave) == bool(args.all):
+        raise UsageError("give an enclave ID or name, or --all", where="terminate")
+    lc = make_lifecycle(args)
+    done = lc.terminate_all() if args.all else [lc.terminate(args.enclave)]
+    if args.json:
+        emit_json({"backend": lc.backend.name, "terminated": [terminate_json(t) for t in done]})
+    else:
+        print(table([[t.name, t.enclave_id, t.terminated] for t in done], ["NAME", "ID", "TERMINATED"],
+                    empty="(no enclaves were running)"))
+    return 0
+
+
+def _print_log(path: Path) -> None:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if size > _MAX_LOG_PRINT:
+            fh.seek(size - _MAX_LOG_PRINT)
+            progress(f"(showing the last {_MAX_LOG_PRINT // (1024 * 1024)} MiB of {path})")
+        shutil.copyfileobj(fh, sys.stdout.buffer)
+    sys.stdout.flush()
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    lc = make_lifecycle(args)
+    if args.log:
+        # The enclave may be gone already: then the argument must be its ID.
+        try:
+            enclave_id = lc.find(args.enclave).enclave_id
+        except EnclaveNotFound:
+            enclave_id = args.enclave
+        path = lc.console_log(enclave_id)
+        if path is None:
+            raise UsageError(f"no kept console log for {enclave_id!r}", where="console --log",
+                             hint="logs are kept per enclave ID; see `nitrodeck describe`")
+        if args.json:
+            text = path.read_bytes()[-_MAX_LOG_PRINT:].decode("utf-8", "replace")
+            emit_json({"backend": lc.backend.name, "enclave_id": enclave_id, "log_path": str(path),
+                       "lines": text.splitlines()})
+        else:
+            _print_log(path)
+        return 0
+
+    async def stream() -> None:
+        async for line in lc.console(args.enclave, args.disconnect_timeout):
+            if args.json:
+                print(_line_json(lc.backend.name, line), flush=True)
+            else:
+                print(line, flush=True)
+
+    asyncio.run(stream())
+    return 0
+
+
+def _line_json(backend: str, line: str) -> str:
+    import json
+
+    return json.dumps({"backend": backend, "line": line}, ensure_ascii=False)
+
+
+# --- registration ---------------------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (shapes in docs/cli-json.md)")
+    # Also accepted after the subcommand; SUPPRESS keeps the main parser's value when absent.
+    p.add_argument("--backend", choices=CHOICES, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0 or value > 1 << 32:
+        raise argparse.ArgumentTypeError(f"{text} is out of range")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("status", help="backend, instance, enclaves, CPU pool, hugepages, host load")
+    _common(p)
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("describe", help="running enclaves (describe-enclaves)")
+    p.add_argument("--metadata", action="store_true", help="include image name, version and build metadata")
+    _common(p)
+    p.set_defaults(func=cmd_describe)
+
+    p = subparsers.add_parser("describe-eif", help="measurements and metadata of an EIF file")
+    p.add_argument("--eif-path", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_describe_eif)
+
+    p = subparsers.add_parser("build", help="build an EIF (build-enclave)")
+    p.add_argument("--docker-uri")
+    p.add_argument("--docker-dir")
+    p.add_argument("--output-file")
+    p.add_argument("--signing-certificate")
+    p.add_argument("--private-key")
+    p.add_argument("--name")
+    p.add_argument("--version")
+    p.add_argument("--metadata", help="custom metadata JSON file")
+    p.add_argument("--rootfs", help="emulator only: a folder as the image filesystem")
+    p.add_argument("--cmd", help="emulator only: the command for --rootfs")
+    p.add_argument("--env", action="append", metavar="KEY=VALUE", help="emulator only; repeatable")
+    p.add_argument("--image-tar", help="emulator only: a docker save / OCI tarball")
+    p.add_argument("--payload", action="store_true", help="build the nitrodeck enclave payload")
+    _common(p)
+    p.set_defaults(func=cmd_build)
+
+    p = subparsers.add_parser("launch", help="start an enclave (run-enclave)")
+    p.add_argument("--eif-path", required=True)
+    p.add_argument("--memory", type=_positive_int, required=True, metavar="MiB")
+    cpu = p.add_mutually_exclusive_group(required=True)
+    cpu.add_argument("--cpu-count", type=_positive_int)
+    cpu.add_argument("--cpu-ids", type=_positive_int, nargs="+")
+    p.add_argument("--cid", type=_positive_int)
+    p.add_argument("--debug-mode", action="store_true")
+    p.add_argument("--name")
+    _common(p)
+    p.set_defaults(func=cmd_launch)
+
+    p = subparsers.add_parser("terminate", help="stop an enclave by ID or name, or --all")
+    p.add_argument("enclave", nargs="?")
+    p.add_argument("--all", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_terminate)
+
+    p = subparsers.add_parser("console", help="stream a debug-mode enclave's console")
+    p.add_argument("enclave")
+    p.add_argument("--disconnect-timeout", type=_positive_int, metavar="SECONDS")
+    p.add_argument("--log", action="store_true", help="print the kept console log (also of exited enclaves)")
+    _common(p)
+    p.set_defaults(func=cmd_console)

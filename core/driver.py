@@ -1,0 +1,579 @@
+"""Run nitro-cli (or nitro-emu) and turn what it prints into core.models dataclasses or typed errors.
+
+Every call is an argv list (never a shell), runs in its own session with a deadline, and on timeout
+the whole process group is killed so no half-started helper survives. stdout and stderr are read
+with a size cap: a runaway tool cannot make nitrodeck eat memory. The environment passes through
+unchanged, so the emulator sees the same NITRODECK_HOME as nitrodeck.
+
+nitro-cli reports failures as ``[ Exx ] message`` blocks on stderr; they become
+:class:`core.errors.NitroCliError` with an operator hint. run-enclave failures arrive wrapped in E39
+("Enclave process connection failure"); the inner code is the one that says what went wrong, so
+that is the code reported (the E39 text stays in ``stderr``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import selectors
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core import home
+from core.backend import Backend, select_backend
+from core.errors import InputTooLarge, NitroCliError, NitrodeckError, UsageError
+from core.models import (
+    BuildRequest,
+    BuildResult,
+    EifInfo,
+    EnclaveInfo,
+    LaunchRequest,
+    Measurements,
+    OutputFormatError,
+    RunInfo,
+    TerminateInfo,
+)
+
+T = TypeVar("T")
+
+MAX_OUTPUT = 16 * 1024 * 1024
+MAX_CONSOLE_LINE = 64 * 1024
+DEFAULT_TIMEOUT = 120.0
+BUILD_TIMEOUT = 1800.0
+# After the tool exits, a daemonized child may still hold our pipes open; wait this long for EOF.
+_EOF_GRACE = 1.0
+
+CONSOLE_PREAMBLE = ("Connecting to the console for enclave", "Successfully connected to the console")
+
+
+class DriverTimeout(NitrodeckError):
+    code = "ND-TIMEOUT"
+    exit_status = 124
+
+
+class BackendUnavailable(NitrodeckError):
+    code = "ND-BACKEND"
+    exit_status = 127
+
+
+class CommandFailed(NitrodeckError):
+    """The tool failed without a ``[ Exx ]`` block (e.g. a usage error): keep its exit status."""
+
+    code = "ND-COMMAND"
+
+    def __init__(self, message: str, *, exit_status: int, stderr: str = "", where: str | None = None) -> None:
+        super().__init__(message, where=where)
+        self.exit_status = exit_status or 1
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """One tool invocation, for the TUI's command log and for the audit log."""
+
+    command: str  # e.g. "nitro-cli run-enclave --eif-path x.eif --memory 512 --cpu-count 2"
+    argv: list[str]
+    exit_code: int | None  # None: killed on timeout
+    duration: float
+    ok: bool
+    error_code: str | None = None
+
+
+@dataclass
+class Completed:
+    argv: list[str]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+# --- error parsing ----------------------------------------------------------------------------------
+
+_BLOCK = re.compile(r"^\[ (E\d{2,3}) \] ?", re.MULTILINE)
+_LOG_PATH = re.compile(r'error log found at "([^"\n]{1,4096})"')
+# Where a block's own message ends: the boilerplate that nitro-cli appends after it.
+_MESSAGE_END = re.compile(r"\n\s*\n|\nFor more details|\nIf you open a support ticket|\nFailed connections:|\nBacktrace:")
+_E26_MIN = re.compile(r"minimum memory should be (\d+) MB")
+
+
+@dataclass(frozen=True)
+class ErrorBlock:
+    code: str
+    message: str
+    log_path: str | None
+
+
+def parse_error_blocks(stderr: str) -> list[ErrorBlock]:
+    """Every ``[ Exx ]`` block in order of appearance (inner failures come before E39)."""
+    if len(stderr) > MAX_OUTPUT:
+        raise InputTooLarge(f"stderr of {len(stderr)} characters exceeds {MAX_OUTPUT}", where="nitro-cli stderr")
+    matches = list(_BLOCK.finditer(stderr))
+    blocks = []
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(stderr)
+        body = stderr[match.end() : end]
+        cut = _MESSAGE_END.search(body)
+        message = (body[: cut.start()] if cut else body).strip()
+        log = _LOG_PATH.search(body)
+        blocks.append(ErrorBlock(match.group(1), message, log.group(1) if log else None))
+    return blocks
+
+
+def _allocator_file(backend: Backend) -> str:
+    if backend.is_emulator:
+        return f"{home.emulator_etc() / 'allocator.yaml'} (the emulator's allocator.yaml)"
+    return "/etc/nitro_enclaves/allocator.yaml"
+
+
+def hint_for(code: str, message: str, backend: Backend) -> str | None:
+    """What an operator should do next; None when nitro-cli's own message says it all."""
+    restart = (
+        "then run any nitro-emu command (it re-reads the file)"
+        if backend.is_emulator
+        else "then `sudo systemctl restart nitro-enclaves-allocator.service`"
+    )
+    if code == "E26":
+        m = _E26_MIN.search(message)
+        need = f" ({m.group(1)} MiB for this EIF)" if m else ""
+        return f"enclave memory must be at least 4x the EIF file size{need}: launch with a larger --memory"
+    if code == "E27":
+        return (
+            f"not enough hugepage memory is reserved: raise memory_mib in {_allocator_file(backend)}, {restart}; "
+            "running enclaves also hold hugepages (see `nitrodeck status`)"
+        )
+    if code in ("E20", "E21", "E22"):
+        what = {
+            "E20": "a CPU ID is listed twice in --cpu-ids",
+            "E21": "a requested CPU is not in the enclave CPU pool",
+            "E22": "the enclave CPU pool has fewer free CPUs than requested",
+        }[code]
+        return (
+            f"{what}: the pool is set by cpu_count or cpu_pool in {_allocator_file(backend)} ({restart}); "
+            "running enclaves hold CPUs too (see `nitrodeck status`)"
+        )
+    if code == "E11":
+        return "no enclave with that ID is running: list them with `nitrodeck describe`"
+    if code == "E58":
+        return "no enclave (or more than one) has that name: use the enclave ID from `nitrodeck describe`"
+    if code == "E44":
+        return "the console is only readable for enclaves launched with --debug-mode"
+    if code == "E36":
+        return (
+            "the enclave did not finish booting: read its console (launch with --debug-mode, then "
+            "`nitrodeck console ENCLAVE --log`) and check the image's command/entrypoint"
+        )
+    if code == "E19":
+        return "a file could not be opened: check the path and its permissions (and /dev/nitro_enclaves group `ne`)"
+    if code == "E35":
+        return "the EIF could not be loaded: check it with `nitrodeck describe-eif`; on Nitro, also that hugepages are reserved"
+    if code == "E48":
+        return "building the EIF failed: check the image source and the blobs (NITRO_CLI_BLOBS)"
+    if code == "E49":
+        return "the Docker image build failed: check --docker-dir (a Dockerfile) and that the Docker engine runs"
+    if code == "E50":
+        return "the Docker image could not be pulled: build it locally or check registry access"
+    if code == "E29":
+        return "the driver refused the enclave setup (often an odd CPU count on a hyperthreaded host): use full cores"
+    if code == "E59":
+        return "the EIF's signing certificate is invalid or expired: re-sign the EIF"
+    return None
+
+
+def error_from_output(argv: list[str], stderr: str, exit_code: int, backend: Backend) -> NitrodeckError:
+    blocks = parse_error_blocks(stderr)
+    if not blocks:
+        last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "")
+        return CommandFailed(
+            f"{backend.display_name} exited with status {exit_code}" + (f": {last[:500]}" if last else ""),
+            exit_status=exit_code,
+            stderr=stderr,
+            where=command_text(backend, argv),
+        )
+    inner = next((b for b in blocks if b.code != "E39"), blocks[0])
+    log_path = inner.log_path or next((b.log_path for b in blocks if b.log_path), None)
+    return NitroCliError(
+        code=inner.code,
+        message=inner.message,
+        hint=hint_for(inner.code, inner.message, backend),
+        log_path=log_path,
+        argv=list(argv),
+        stderr=stderr,
+    )
+
+
+def parse_json(text: str, where: str) -> Any:
+    if len(text) > MAX_OUTPUT:
+        raise InputTooLarge(f"output of {len(text)} characters exceeds {MAX_OUTPUT}", where=where)
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise OutputFormatError(f"not valid JSON: {exc}"[:300], where=where) from None
+
+
+def typed(where: str, build: Callable[[], T]) -> T:
+    """Run a model constructor; stray ValueError/TypeError (e.g. a CPU ID "x") become OutputFormatError."""
+    try:
+        return build()
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise OutputFormatError(f"unexpected value: {exc}"[:300], where=where) from None
+
+
+def parse_enclaves(text: str) -> list[EnclaveInfo]:
+    data = parse_json(text, "describe-enclaves")
+    if not isinstance(data, list):
+        raise OutputFormatError("expected a JSON array", where="describe-enclaves")
+    return typed(
+        "describe-enclaves",
+        lambda: [EnclaveInfo.from_json(item, f"describe-enclaves[{i}]") for i, item in enumerate(data)],
+    )
+
+
+def parse_run(text: str) -> RunInfo:
+    data = parse_json(text, "run-enclave")
+    return typed("run-enclave", lambda: RunInfo.from_json(data))
+
+
+def parse_eif(text: str) -> EifInfo:
+    data = parse_json(text, "describe-eif")
+    return typed("describe-eif", lambda: EifInfo.from_json(data))
+
+
+def parse_terminate(text: str) -> TerminateInfo:
+    data = parse_json(text, "terminate-enclave")
+    return typed("terminate-enclave", lambda: TerminateInfo.from_json(data))
+
+
+def parse_terminate_all(text: str) -> list[TerminateInfo]:
+    """nitro-cli >= 1.x prints an array; older releases (and the user guide) show one bare object."""
+    data = parse_json(text, "terminate-enclave --all")
+    if isinstance(data, dict):
+        return [TerminateInfo.from_json(data, "terminate-enclave --all")]
+    if not isinstance(data, list):
+        raise OutputFormatError("expected a JSON array or object", where="terminate-enclave --all")
+    return typed(
+        "terminate-enclave --all",
+        lambda: [TerminateInfo.from_json(item, f"terminate-enclave --all[{i}]") for i, item in enumerate(data)],
+    )
+
+
+def parse_build(text: str, output_file: str) -> BuildResult:
+    data = parse_json(text, "build-enclave")
+    if not isinstance(data, dict) or not isinstance(data.get("Measurements"), dict):
+        raise OutputFormatError("expected an object with Measurements", where="build-enclave")
+    meas = typed("build-enclave", lambda: Measurements.from_json(data["Measurements"], "build-enclave.Measurements"))
+    return BuildResult(meas, output_file)
+
+
+def parse_pcr(text: str) -> str:
+    data = parse_json(text, "pcr")
+    if isinstance(data, dict):
+        for key in ("PCR", "PCR8"):
+            value = data.get(key)
+            if isinstance(value, str):
+                return value.lower()
+    raise OutputFormatError("expected {\"PCR\": ...} or {\"PCR8\": ...}", where="pcr")
+
+
+def command_text(backend: Backend, args: list[str]) -> str:
+    """The command line as an operator would type it (display name, not the interpreter path)."""
+    return shlex.join([backend.display_name, *args])
+
+
+# --- argv builders ------------------------------------------------------------------------------------
+
+
+def build_args(req: BuildRequest, backend: Backend) -> list[str]:
+    emulator_only = {
+        "--rootfs": req.rootfs,
+        "--cmd": req.cmd,
+        "--image-tar": req.image_tar,
+        "--env": req.env or None,
+    }
+    used = [flag for flag, value in emulator_only.items() if value]
+    if used and not backend.is_emulator:
+        raise UsageError(
+            f"{', '.join(used)} {'is' if len(used) == 1 else 'are'} only supported by the emulator",
+            where="build",
+            hint="real nitro-cli builds from a Docker image: use --docker-uri (and --docker-dir)",
+        )
+    sources = [s for s in (req.docker_uri, req.rootfs, req.image_tar) if s]
+    if len(sources) != 1:
+        raise UsageError(
+            "give exactly one image source: --docker-uri, --rootfs or --image-tar",
+            where="build",
+        )
+    if bool(req.signing_certificate) != bool(req.private_key):
+        raise UsageError("--signing-certificate and --private-key go together", where="build")
+    args = ["build-enclave"]
+    for flag, value in (
+        ("--docker-uri", req.docker_uri),
+        ("--docker-dir", req.docker_dir),
+        ("--rootfs", req.rootfs),
+        ("--cmd", req.cmd),
+        ("--image-tar", req.image_tar),
+    ):
+        if value:
+            args += [flag, value]
+    for item in req.env:
+        args += ["--env", item]
+    args += ["--output-file", req.output_file]
+    for flag, value in (
+        ("--signing-certificate", req.signing_certificate),
+        ("--private-key", req.private_key),
+        ("--name", req.name),
+        ("--version", req.version),
+        ("--metadata", req.metadata),
+    ):
+        if value:
+            args += [flag, value]
+    return args
+
+
+def run_args(req: LaunchRequest) -> list[str]:
+    args = ["run-enclave", "--eif-path", req.eif_path, "--memory", str(req.memory_mib)]
+    if req.cpu_ids:
+        args += ["--cpu-ids", *(str(c) for c in req.cpu_ids)]
+    elif req.cpu_count is not None:
+        args += ["--cpu-count", str(req.cpu_count)]
+    if req.cid is not None:
+        args += ["--enclave-cid", str(req.cid)]
+    if req.debug_mode:
+        args.append("--debug-mode")
+    if req.name:
+        args += ["--enclave-name", req.name]
+    return args
+
+
+# --- the driver ---------------------------------------------------------------------------------------
+
+
+def _kill_group(proc: subprocess.Popen[bytes] | asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class NitroCli:
+    """A nitro-cli compatible tool, run one command at a time. Thread-safe: no shared mutable state."""
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_command: Callable[[CommandRecord], None] | None = None,
+        build_timeout: float = BUILD_TIMEOUT,
+    ) -> None:
+        self.backend = backend or select_backend()
+        self.timeout = timeout
+        self.build_timeout = build_timeout
+        self.on_command = on_command
+
+    # -- plumbing
+
+    def _report(self, record: CommandRecord) -> None:
+        if self.on_command is not None:
+            self.on_command(record)
+
+    def run(self, args: list[str], timeout: float | None = None) -> Completed:
+        """Run one command; raise the parsed error unless it exits 0."""
+        argv = [*self.backend.argv, *args]
+        text = command_text(self.backend, args)
+        limit = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, BackendUnavailable.code))
+            raise BackendUnavailable(
+                f"cannot run {self.backend.display_name}: {exc.strerror or exc}",
+                where=text,
+                hint="install aws-nitro-enclaves-cli, or use --backend emulator",
+            ) from None
+        try:
+            out, err = self._collect(proc, started + limit)
+        except DriverTimeout:
+            _kill_group(proc)
+            proc.wait()
+            self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, DriverTimeout.code))
+            raise DriverTimeout(f"no answer within {limit:g} s; the process group was killed", where=text) from None
+        except InputTooLarge:
+            _kill_group(proc)
+            proc.wait()
+            self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, InputTooLarge.code))
+            raise
+        code = proc.returncode
+        stdout = out.decode("utf-8", "replace")
+        stderr = err.decode("utf-8", "replace")
+        if code != 0:
+            error = error_from_output(argv, stderr, code, self.backend)
+            self._report(CommandRecord(text, argv, code, time.monotonic() - started, False, error.code))
+            raise error
+        self._report(CommandRecord(text, argv, code, time.monotonic() - started, True))
+        return Completed(argv, code, stdout, stderr)
+
+    @staticmethod
+    def _collect(proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bytes]:
+        assert proc.stdout is not None and proc.stderr is not None
+        out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        bufs = {out_fd: bytearray(), err_fd: bytearray()}
+        with selectors.DefaultSelector() as sel:
+            for fd in bufs:
+                sel.register(fd, selectors.EVENT_READ)
+            eof_deadline: float | None = None
+            while sel.get_map():
+                now = time.monotonic()
+                if now >= deadline:
+                    raise DriverTimeout("timeout")
+                if eof_deadline is None and proc.poll() is not None:
+                    eof_deadline = now + _EOF_GRACE
+                if eof_deadline is not None and now >= eof_deadline:
+                    break  # a daemonized grandchild holds the pipe; what we have is complete
+                for key, _ in sel.select(min(deadline - now, 0.2)):
+                    fd = int(key.fd)
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        sel.unregister(fd)
+                        continue
+                    bufs[fd] += chunk
+                    if len(bufs[fd]) > MAX_OUTPUT:
+                        raise InputTooLarge(f"output exceeds {MAX_OUTPUT} bytes", where="nitro-cli output")
+        remaining = max(deadline - time.monotonic(), 0.0)
+        try:
+            proc.wait(remaining)
+        except subprocess.TimeoutExpired:
+            raise DriverTimeout("timeout") from None
+        finally:
+            proc.stdout.close()
+            proc.stderr.close()
+        return bytes(bufs[out_fd]), bytes(bufs[err_fd])
+
+    # -- commands
+
+    def version(self) -> str:
+        done = self.run(["--version"])
+        text = done.stdout.strip() or done.stderr.strip()
+        return text.splitlines()[0] if text else ""
+
+    def build_enclave(self, req: BuildRequest) -> BuildResult:
+        done = self.run(build_args(req, self.backend), timeout=max(self.timeout, self.build_timeout))
+        return parse_build(done.stdout, req.output_file)
+
+    def run_enclave(self, req: LaunchRequest) -> RunInfo:
+        done = self.run(run_args(req))
+        return parse_run(done.stdout)
+
+    def describe_enclaves(self, metadata: bool = False) -> list[EnclaveInfo]:
+        done = self.run(["describe-enclaves", *(["--metadata"] if metadata else [])])
+        return parse_enclaves(done.stdout)
+
+    def describe_eif(self, path: str | Path) -> EifInfo:
+        done = self.run(["describe-eif", "--eif-path", str(path)])
+        return parse_eif(done.stdout)
+
+    def terminate(self, enclave_id: str | None = None, name: str | None = None) -> TerminateInfo:
+        if (enclave_id is None) == (name is None):
+            raise UsageError("terminate needs exactly one of an enclave ID or a name", where="terminate")
+        args = ["terminate-enclave", *(["--enclave-id", enclave_id] if enclave_id else ["--enclave-name", str(name)])]
+        done = self.run(args)
+        return parse_terminate(done.stdout)
+
+    def terminate_all(self) -> list[TerminateInfo]:
+        done = self.run(["terminate-enclave", "--all"])
+        return parse_terminate_all(done.stdout)
+
+    def pcr(self, input: str | Path | None = None, cert: str | Path | None = None) -> str:
+        if (input is None) == (cert is None):
+            raise UsageError("pcr needs exactly one of an input file or a signing certificate", where="pcr")
+        args = ["pcr", "--input", str(input)] if input is not None else ["pcr", "--signing-certificate", str(cert)]
+        return parse_pcr(self.run(args).stdout)
+
+    async def console(self, enclave_id: str, disconnect_timeout: float | None = None) -> AsyncIterator[str]:
+        """Stream the enclave console line by line (no trailing newline), preamble removed.
+
+        Stops at EOF or after ``disconnect_timeout`` seconds. If the consumer stops iterating, the
+        child is killed (with its process group) so no console reader is left behind.
+        """
+        args = ["console", "--enclave-id", enclave_id]
+        if disconnect_timeout is not None:
+            args += ["--disconnect-timeout", str(max(1, int(round(disconnect_timeout))))]
+        argv = [*self.backend.argv, *args]
+        text = command_text(self.backend, args)
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot run {self.backend.display_name}: {exc}", where=text) from None
+        assert proc.stdout is not None and proc.stderr is not None
+        err_task = asyncio.ensure_future(_read_capped(proc.stderr, MAX_OUTPUT))
+        finished = False
+        try:
+            in_preamble = True
+            pending = bytearray()
+            while True:
+                chunk = await proc.stdout.read(65536)
+                if chunk:
+                    pending += chunk
+                lines: list[bytes] = []
+                while True:
+                    nl = pending.find(b"\n")
+                    if nl < 0:
+                        break
+                    lines.append(bytes(pending[:nl]))
+                    del pending[: nl + 1]
+                if len(pending) > MAX_CONSOLE_LINE or (not chunk and pending):
+                    lines.append(bytes(pending))
+                    pending.clear()
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    if in_preamble and line.startswith(CONSOLE_PREAMBLE):
+                        continue
+                    in_preamble = False
+                    yield line
+                if not chunk:
+                    break
+            code = await proc.wait()
+            stderr = (await err_task).decode("utf-8", "replace")
+            finished = True
+            if code != 0:
+                error = error_from_output(argv, stderr, code, self.backend)
+                self._report(CommandRecord(text, argv, code, time.monotonic() - started, False, error.code))
+                raise error
+            self._report(CommandRecord(text, argv, code, time.monotonic() - started, True))
+        finally:
+            if not finished:
+                _kill_group(proc)
+                err_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await proc.wait()
+                self._report(CommandRecord(text, argv, proc.returncode, time.monotonic() - started, True))
+
+
+async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """Read to EOF, keeping at most ``limit`` bytes (the rest is drained so the child never blocks)."""
+    kept = bytearray()
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return bytes(kept)
+        if len(kept) < limit:
+            kept += chunk[: limit - len(kept)]

@@ -1,0 +1,384 @@
+"""The lifecycle API every front end calls: the TUI (from worker threads), the headless CLI, scripts.
+
+``Lifecycle`` wraps the driver with what operators need around nitro-cli: lookups by ID or name,
+validation before anything runs, a read-only mode, an audit trail, resources and expected PCRs.
+
+Read-only and audit are enforced here, in the services layer, so no front end can bypass them.
+Any module can mark its own actions with :func:`mutating` (KMS seal/provision, EIF signing): the
+decorator refuses them under read-only before the body runs and appends one audit line per call.
+
+Console logs: the emulator keeps every enclave's console in
+``core.home.emulator_console_dir()/<enclave-id>.log`` (it outlives the enclave). Real nitro-cli keeps
+no console history, so nitrodeck writes what it streams through :meth:`Lifecycle.console` to
+``core.home.logs_dir()/console/<enclave-id>.log``; that copy holds only what nitrodeck has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import os
+import shlex
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from core import home
+from core.audit import AuditLog
+from core.backend import DEVICE, Backend, select_backend
+from core.driver import CommandRecord, NitroCli
+from core.errors import NitrodeckError, ReadOnlyError, UsageError
+from core.expected import ExpectedPcrs, Pin, Verdict
+from core.models import (
+    BuildRequest,
+    BuildResult,
+    EifInfo,
+    EnclaveInfo,
+    LaunchRequest,
+    Measurements,
+    RunInfo,
+    TerminateInfo,
+)
+from core.resources import Resources, gather
+
+MIN_MEMORY_MIB = 64  # NE_MIN_ENCLAVE_MEM_SIZE
+ASSET_TAG = Path("/sys/devices/virtual/dmi/id/board_asset_tag")
+_MAX_SMALL_FILE = 16 * 1024
+_MAX_KEPT_LOG = 64 * 1024 * 1024
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: every action name marked with @mutating, in any module; front ends use it to hide/disable them
+MUTATING_ACTIONS: set[str] = set()
+
+# The commands run during the current mutating call, per thread/task, so its audit line carries them.
+_capture: contextvars.ContextVar[list[list[str]] | None] = contextvars.ContextVar("nd_audit_capture", default=None)
+
+
+class EnclaveNotFound(NitrodeckError):
+    code = "ND-NO-ENCLAVE"
+    exit_status = 11  # nitro-cli's E11 for an unknown enclave
+
+
+class AmbiguousEnclave(NitrodeckError):
+    code = "ND-AMBIGUOUS"
+    exit_status = 58  # nitro-cli's E58 for conflicting names
+
+
+def note_command(argv: list[str]) -> None:
+    """Add a command line to the audit line of the mutating call in progress (no-op outside one)."""
+    captured = _capture.get()
+    if captured is not None:
+        captured.append(list(argv))
+
+
+def _owner_read_only(owner: Any, kwargs: dict[str, Any]) -> bool:
+    return bool(kwargs.get("read_only")) or bool(getattr(owner, "read_only", False))
+
+
+def _audit_for(owner: Any) -> AuditLog:
+    audit = getattr(owner, "audit", None)
+    return audit if isinstance(audit, AuditLog) else AuditLog()
+
+
+def _backend_name(owner: Any) -> str:
+    backend = getattr(owner, "backend", None)
+    return backend.name if isinstance(backend, Backend) else str(backend or "")
+
+
+def _flatten(captured: list[list[str]]) -> list[str]:
+    if len(captured) == 1:
+        return captured[0]
+    # several commands in one action (e.g. terminate-all on two enclaves): keep them apart
+    return [shlex.join(argv) for argv in captured]
+
+
+def _record(owner: Any, action: str, captured: list[list[str]], error_code: str | None) -> None:
+    _audit_for(owner).record(
+        action, _flatten(captured), ok=error_code is None, code=error_code, backend=_backend_name(owner)
+    )
+
+
+def mutating(action: str) -> Callable[[F], F]:
+    """Mark a function or method as changing the world.
+
+    Read-only is taken from the first argument's ``read_only`` attribute (a Lifecycle, a service
+    object) or a ``read_only=`` keyword. Refusal happens before the body runs and is not audited
+    (nothing happened). Otherwise one audit line is appended, with the commands the call ran.
+    """
+    MUTATING_ACTIONS.add(action)
+
+    def decorate(fn: F) -> F:
+        def before(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            owner = args[0] if args else None
+            if _owner_read_only(owner, kwargs):
+                raise ReadOnlyError(
+                    f"{action} is a mutating action and nitrodeck runs read-only",
+                    where=action,
+                    hint="restart without --read-only (and with write access to /dev/nitro_enclaves on Nitro)",
+                )
+            return owner
+
+        @contextlib.contextmanager
+        def audited(owner: Any) -> Iterator[None]:
+            captured: list[list[str]] = []
+            token = _capture.set(captured)
+            try:
+                yield
+            except BaseException as exc:
+                code = exc.code if isinstance(exc, NitrodeckError) else type(exc).__name__
+                _record(owner, action, captured, code)
+                raise
+            finally:
+                _capture.reset(token)
+            _record(owner, action, captured, None)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with audited(before(args, kwargs)):
+                    return await fn(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with audited(before(args, kwargs)):
+                return fn(*args, **kwargs)
+
+        wrapper.mutating_action = action  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorate
+
+
+@dataclass
+class Status:
+    backend: str
+    backend_display: str
+    instance_id: str | None
+    enclaves: list[EnclaveInfo]
+    resources: Resources
+    read_only: bool
+    taken_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def _read_small(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(_MAX_SMALL_FILE).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def emulator_instance_id() -> str | None:
+    import yaml
+
+    text = _read_small(home.emulator_instance_file())
+    if text is None:
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    value = data.get("instance_id") if isinstance(data, dict) else None
+    return str(value) if value else None
+
+
+def real_instance_id(path: Path = ASSET_TAG) -> str | None:
+    text = _read_small(path)
+    tag = "".join((text or "").split())  # nitro-cli strips all whitespace too
+    return tag or None
+
+
+def kept_console_dir() -> Path:
+    return home.logs_dir() / "console"
+
+
+class Lifecycle:
+    """Thread-safe for concurrent calls: each call runs its own subprocess and holds no shared state."""
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        read_only: bool = False,
+        audit: AuditLog | None = None,
+        driver: NitroCli | None = None,
+        on_command: Callable[[CommandRecord], None] | None = None,
+    ) -> None:
+        self.backend = backend or (driver.backend if driver else select_backend())
+        self.read_only = read_only
+        self.audit = audit or AuditLog()
+        self._listener = on_command
+        if driver is None:
+            driver = NitroCli(self.backend)
+        self._outer_listener = driver.on_command
+        driver.on_command = self._on_command
+        self.driver = driver
+        self.expected = ExpectedPcrs()
+
+    @staticmethod
+    def auto_read_only(backend: Backend, device: Path = DEVICE) -> bool:
+        """On Nitro, a user who cannot write the device cannot change anything: say so up front."""
+        return backend.name == "real" and not os.access(device, os.W_OK)
+
+    def _on_command(self, record: CommandRecord) -> None:
+        note_command(shlex.split(record.command))
+        for listener in (self._outer_listener, self._listener):
+            if listener is not None:
+                listener(record)
+
+    # -- reads
+
+    def instance_id(self) -> str | None:
+        return emulator_instance_id() if self.backend.is_emulator else real_instance_id()
+
+    def describe(self, metadata: bool = False) -> list[EnclaveInfo]:
+        return self.driver.describe_enclaves(metadata=metadata)
+
+    def describe_eif(self, path: str | Path) -> EifInfo:
+        return self.driver.describe_eif(path)
+
+    def resources(self, enclaves: list[EnclaveInfo] | None = None) -> Resources:
+        return gather(self.describe() if enclaves is None else enclaves, self.backend.is_emulator)
+
+    def status(self) -> Status:
+        enclaves = self.describe()
+        return Status(
+            backend=self.backend.name,
+            backend_display=self.backend.display_name,
+            instance_id=self.instance_id(),
+            enclaves=enclaves,
+            resources=self.resources(enclaves),
+            read_only=self.read_only,
+        )
+
+    def find(self, enclave: str) -> EnclaveInfo:
+        """By exact ID, exact name, or a unique ID suffix (what follows ``-enc``, or its start)."""
+        wanted = enclave.strip()
+        if not wanted or len(wanted) > 256:
+            raise UsageError("give an enclave ID or name", where="enclave")
+        enclaves = self.describe()
+        for candidates in (
+            [e for e in enclaves if e.enclave_id == wanted],
+            [e for e in enclaves if e.name == wanted],
+            [e for e in enclaves if len(wanted) >= 4 and e.enclave_id.partition("-enc")[2].startswith(
+                wanted.removeprefix("enc"))],
+        ):
+            if len(candidates) == 1:
+                return candidates[0]
+            if len(candidates) > 1:
+                raise AmbiguousEnclave(
+                    f"{wanted!r} matches {len(candidates)} enclaves: "
+                    + ", ".join(e.enclave_id for e in candidates[:8]),
+                    where="enclave",
+                    hint="use the full enclave ID",
+                )
+        raise EnclaveNotFound(
+            f"no running enclave has the ID or name {wanted[:80]!r}",
+            where="enclave",
+            hint="list them with `nitrodeck describe`",
+        )
+
+    # -- changes
+
+    @mutating("build")
+    def build(self, req: BuildRequest) -> BuildResult:
+        if req.payload and not (req.docker_uri or req.rootfs or req.image_tar):
+            req = payload_request(req.output_file)
+        Path(req.output_file).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+        return self.driver.build_enclave(req)
+
+    @mutating("launch")
+    def launch(self, req: LaunchRequest) -> RunInfo:
+        validate_launch(req)
+        return self.driver.run_enclave(req)
+
+    @mutating("terminate")
+    def terminate(self, enclave: str) -> TerminateInfo:
+        target = self.find(enclave)
+        return self.driver.terminate(enclave_id=target.enclave_id)
+
+    @mutating("terminate-all")
+    def terminate_all(self) -> list[TerminateInfo]:
+        return self.driver.terminate_all()
+
+    @mutating("pin")
+    def pin(self, image_name: str, measurements: Measurements) -> Pin:
+        note_command(["pin", image_name, measurements.pcr0])
+        return self.expected.pin(image_name, measurements)
+
+    def expected_for(self, enclave: EnclaveInfo) -> dict[int, str] | None:
+        return self.expected.expected_for(enclave)
+
+    def match(self, enclave: EnclaveInfo) -> Verdict:
+        return self.expected.match(enclave)
+
+    # -- console
+
+    async def console(self, enclave: str, disconnect_timeout: float | None = None) -> AsyncIterator[str]:
+        target = await asyncio.to_thread(self.find, enclave)
+        keep = None
+        if not self.backend.is_emulator:
+            path = home.ensure(kept_console_dir()) / f"{target.enclave_id}.log"
+            keep = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally below
+        written = 0
+        try:
+            async for line in self.driver.console(target.enclave_id, disconnect_timeout):
+                if keep is not None and written < _MAX_KEPT_LOG:
+                    keep.write(line + "\n")
+                    written += len(line) + 1
+                yield line
+        finally:
+            if keep is not None:
+                keep.close()
+
+    def console_log(self, enclave_id: str) -> Path | None:
+        """The kept console file of an enclave (running or gone), or None."""
+        if "/" in enclave_id or enclave_id.startswith(".") or len(enclave_id) > 256:
+            raise UsageError(f"{enclave_id[:80]!r} is not an enclave ID", where="console --log")
+        directory = home.emulator_console_dir() if self.backend.is_emulator else kept_console_dir()
+        path = directory / f"{enclave_id}.log"
+        return path if path.is_file() else None
+
+
+def validate_launch(req: LaunchRequest) -> None:
+    if req.memory_mib < MIN_MEMORY_MIB:
+        raise UsageError(
+            f"memory {req.memory_mib} MiB is below the enclave minimum of {MIN_MEMORY_MIB} MiB",
+            where="launch --memory",
+            hint="enclaves also need at least 4x the EIF size",
+        )
+    has_ids = bool(req.cpu_ids)
+    has_count = req.cpu_count is not None
+    if has_ids == has_count:
+        raise UsageError("give exactly one of --cpu-count or --cpu-ids", where="launch")
+    if has_count and (req.cpu_count or 0) < 1:
+        raise UsageError("--cpu-count must be at least 1", where="launch --cpu-count")
+    if req.cid is not None and req.cid != 0 and not (4 <= req.cid < 0xFFFFFFFF):
+        raise UsageError(f"CID {req.cid} is reserved; enclave CIDs start at 4", where="launch --cid")
+    eif = Path(req.eif_path).expanduser()
+    if not eif.is_file():
+        raise UsageError(f"no EIF file at {req.eif_path}", where="launch --eif-path",
+                         hint="build one with `nitrodeck build`")
+
+
+def payload_request(output_file: str) -> BuildRequest:
+    """The nitrodeck enclave payload's build request (enclave_app provides it)."""
+    try:
+        from enclave_app.packaging import payload_build_request
+    except ImportError as exc:
+        raise UsageError(
+            "this checkout has no enclave payload packaging (enclave_app.packaging)",
+            where="build --payload",
+            hint=f"build from --rootfs/--docker-uri instead ({exc.name or exc})",
+        ) from None
+    req: BuildRequest = payload_build_request(output_file)
+    return req

@@ -1,0 +1,250 @@
+"""What the enclaves can use and what they hold: hugepages, the CPU pool, host load.
+
+On Nitro, hugepages and the CPU pool come from sysfs (the allocator service reserves them). Under
+the emulator there is no real reservation, so the pool and the hugepage model come from the
+emulator's allocator (``source="emulator-model"``). Every sysfs path hangs off ``root`` so tests can
+build a fake tree in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from core import home
+from core.errors import InputTooLarge, NitrodeckError
+from core.models import EnclaveInfo
+
+NE_CPUS = "sys/module/nitro_enclaves/parameters/ne_cpus"
+GLOBAL_HUGEPAGES = "sys/kernel/mm/hugepages"
+NODES = "sys/devices/system/node"
+#: the driver's own limit on the pool string (NE_CPUS_SIZE)
+MAX_CPU_LIST = 512
+MAX_CPU_ID = 65535
+_SMALL_FILE = 4096
+_SIZE_DIR = re.compile(r"^hugepages-(\d{1,10})kB$")
+_NODE_DIR = re.compile(r"^node(\d{1,5})$")
+
+
+class ResourceError(NitrodeckError):
+    code = "ND-RESOURCES"
+
+
+@dataclass
+class HugepagePool:
+    size_kb: int
+    node: int | None  # None: the system-wide counters (no per-node data)
+    total: int
+    free: int
+    #: pages in use; on a Nitro parent the allocator reserves hugepages for enclaves, so in-use pages
+    #: are what enclaves hold
+    held_by_enclaves: int
+    source: str  # "sysfs" | "emulator-model"
+
+    @property
+    def total_mib(self) -> int:
+        return self.total * self.size_kb // 1024
+
+    @property
+    def free_mib(self) -> int:
+        return self.free * self.size_kb // 1024
+
+
+@dataclass
+class CpuPool:
+    pool: list[int]
+    held: dict[str, list[int]] = field(default_factory=dict)  # enclave ID -> CPU IDs
+    free: list[int] = field(default_factory=list)
+    source: str = "sysfs"
+
+
+@dataclass
+class HostStats:
+    cpu_percent: float
+    mem_total: int  # bytes
+    mem_used: int  # bytes
+
+
+@dataclass
+class EnclaveHolding:
+    enclave_id: str
+    name: str | None
+    cpu_ids: list[int]
+    memory_mib: int
+
+
+@dataclass
+class Resources:
+    hugepages: list[HugepagePool]
+    cpus: CpuPool
+    host: HostStats
+    enclaves: list[EnclaveHolding] = field(default_factory=list)
+
+
+def parse_cpu_list(text: str, where: str = "cpu list") -> list[int]:
+    """Kernel cpu-list syntax (``1,3,6-9``); empty means no CPUs. Sorted, without duplicates."""
+    text = text.strip()
+    if len(text) > MAX_CPU_LIST:
+        raise InputTooLarge(f"cpu list of {len(text)} characters exceeds {MAX_CPU_LIST}", where=where)
+    cpus: set[int] = set()
+    if not text:
+        return []
+    for part in text.split(","):
+        part = part.strip()
+        lo_text, dash, hi_text = part.partition("-")
+        if not lo_text.isdigit() or (dash and not hi_text.isdigit()):
+            raise ResourceError(f"bad cpu-list item {part[:20]!r}", where=where)
+        lo = int(lo_text)
+        hi = int(hi_text) if dash else lo
+        if hi < lo or hi > MAX_CPU_ID:
+            raise ResourceError(f"bad cpu range {part[:20]!r}", where=where)
+        cpus.update(range(lo, hi + 1))
+    return sorted(cpus)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(_SMALL_FILE).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _pools_in(directory: Path, node: int | None) -> list[HugepagePool]:
+    pools = []
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        m = _SIZE_DIR.match(entry.name)
+        if not m:
+            continue
+        total = _read_int(entry / "nr_hugepages")
+        free = _read_int(entry / "free_hugepages")
+        if total is None or free is None:
+            continue
+        pools.append(HugepagePool(int(m.group(1)), node, total, free, max(total - free, 0), "sysfs"))
+    return pools
+
+
+def sysfs_hugepages(root: Path = Path("/")) -> list[HugepagePool]:
+    """Per NUMA node when the kernel exposes it, else the system-wide counters; largest pages first."""
+    per_node: list[HugepagePool] = []
+    nodes_dir = root / NODES
+    try:
+        node_dirs = sorted(d for d in nodes_dir.iterdir() if _NODE_DIR.match(d.name))
+    except OSError:
+        node_dirs = []
+    for node_dir in node_dirs:
+        m = _NODE_DIR.match(node_dir.name)
+        assert m is not None
+        per_node += _pools_in(node_dir / "hugepages", int(m.group(1)))
+    pools = per_node or _pools_in(root / GLOBAL_HUGEPAGES, None)
+    return sorted(pools, key=lambda p: (-p.size_kb, -1 if p.node is None else p.node))
+
+
+def sysfs_cpu_pool(root: Path = Path("/")) -> list[int] | None:
+    """The Nitro CPU pool, or None when the driver is not loaded."""
+    path = root / NE_CPUS
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_CPU_LIST + 2).decode("ascii", "replace")
+    except OSError:
+        return None
+    return parse_cpu_list(text, str(path))
+
+
+def holdings(enclaves: list[EnclaveInfo]) -> list[EnclaveHolding]:
+    return [EnclaveHolding(e.enclave_id, e.name, list(e.cpu_ids), e.memory_mib) for e in enclaves]
+
+
+def cpu_pool(pool: list[int], enclaves: list[EnclaveInfo], source: str) -> CpuPool:
+    held = {e.enclave_id: sorted(e.cpu_ids) for e in enclaves}
+    used = {c for cpus in held.values() for c in cpus}
+    return CpuPool(sorted(pool), held, [c for c in sorted(pool) if c not in used], source)
+
+
+def host_stats() -> HostStats:
+    mem = psutil.virtual_memory()
+    # interval=None: compares against the previous call, so it never blocks a refresh
+    return HostStats(float(psutil.cpu_percent(interval=None)), int(mem.total), int(mem.total - mem.available))
+
+
+# --- emulator ------------------------------------------------------------------------------------------
+
+
+def _emulator_snapshot() -> Any | None:
+    """The emulator's own allocator view (read-only), when the emulator package provides one."""
+    try:
+        from emulator import allocator  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    snap = getattr(allocator, "snapshot", None)
+    if snap is None:
+        return None
+    try:
+        return snap()
+    except NitrodeckError:
+        raise
+    except Exception:  # noqa: BLE001 - a broken model must not take status down; fall back to the file
+        return None
+
+
+def _emulator_allocator_file() -> tuple[list[int], int]:
+    """(CPU pool, memory_mib) from the emulator's allocator.yaml; nitro-cli's defaults when absent."""
+    import yaml
+
+    path = home.emulator_etc() / "allocator.yaml"
+    cpus: list[int] = [1, 3]
+    memory_mib = 512
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_SMALL_FILE * 4)
+    except OSError:
+        return cpus, memory_mib
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ResourceError("not valid YAML", where=str(path)) from None
+    if isinstance(data, dict):
+        if isinstance(data.get("memory_mib"), int):
+            memory_mib = data["memory_mib"]
+        if isinstance(data.get("cpu_pool"), str | int):
+            cpus = parse_cpu_list(str(data["cpu_pool"]), str(path))
+        elif isinstance(data.get("cpu_count"), int):
+            cpus = list(range(1, 1 + data["cpu_count"]))
+    return cpus, memory_mib
+
+
+def emulator_resources(enclaves: list[EnclaveInfo]) -> tuple[list[HugepagePool], list[int]]:
+    """The emulator allocator's model; falls back to allocator.yaml when the model is unavailable."""
+    snap = _emulator_snapshot()
+    pool = getattr(snap, "pool_cpus", None)
+    uses = getattr(snap, "hugepages", None)
+    if isinstance(pool, list) and isinstance(uses, list) and not getattr(snap, "error", None):
+        pages = [
+            HugepagePool(int(u.size_kb), 0, int(u.total), int(u.free), int(u.held), "emulator-model")
+            for u in uses
+        ]
+        return pages, [int(c) for c in pool]
+    cpus, memory_mib = _emulator_allocator_file()
+    # Without the model, count the reservation as 2 MiB pages (the smallest x86 size).
+    total = memory_mib // 2
+    held = min(sum(e.memory_mib for e in enclaves) // 2, total)
+    return [HugepagePool(2048, 0, total, total - held, held, "emulator-model")], cpus
+
+
+def gather(enclaves: list[EnclaveInfo], emulator: bool, root: Path = Path("/")) -> Resources:
+    if emulator:
+        pages, pool = emulator_resources(enclaves)
+        cpus = cpu_pool(pool, enclaves, "emulator-model")
+    else:
+        pages = sysfs_hugepages(root)
+        cpus = cpu_pool(sysfs_cpu_pool(root) or [], enclaves, "sysfs")
+    return Resources(pages, cpus, host_stats(), holdings(enclaves))

@@ -1,0 +1,368 @@
+"""core.driver against nitro-cli's real transcripts (reference §2-3), replayed by a fake executable.
+
+The fake nitro-cli below is a mock at the process boundary, on purpose: real nitro-cli cannot run on
+this machine, and timeouts, exit codes, huge outputs and daemonized children that keep our pipes
+open need a program that misbehaves on request. The emulator end to end is in test_e2e_emulator.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from core.backend import Backend
+from core.driver import (
+    BackendUnavailable,
+    CommandFailed,
+    CommandRecord,
+    DriverTimeout,
+    NitroCli,
+    build_args,
+)
+from core.errors import InputTooLarge, NitroCliError, UsageError
+from core.models import BuildRequest, LaunchRequest
+from tests.conftest import wait_for
+
+FAKE = r'''
+import json, os, subprocess, sys, time
+scenario = json.load(open(os.environ["FAKE_NITRO_SCENARIO"]))
+key = sys.argv[1] if len(sys.argv) > 1 else ""
+if key == "terminate-enclave" and "--all" in sys.argv:
+    key = "terminate-all"
+step = scenario.get(key, {"stderr": "no scenario\n", "exit": 2})
+with open(os.environ["FAKE_NITRO_SCENARIO"] + ".argv", "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\n")
+if step.get("grandchild"):
+    # a helper that inherits our stdout/stderr, like a daemonized enclave process that forgot to close them
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    open(step["grandchild"], "w").write(str(child.pid))
+sys.stderr.write(step.get("stderr", ""))
+sys.stderr.flush()
+if step.get("flood"):
+    chunk = "x" * 65536
+    for _ in range(step["flood"]):
+        sys.stdout.write(chunk)
+for line in step.get("lines", []):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+sys.stdout.write(step.get("stdout", ""))
+sys.stdout.flush()
+time.sleep(step.get("sleep", 0))
+sys.exit(step.get("exit", 0))
+'''
+
+ENCLAVE_ID = "i-078485c44ae5a4c2e-enc199b46fe989c74b"
+PCR0 = "d5182754070779a5909ce4b83b967f6173dec9a7a679bdd4fc5ecf2627bd8d9761eb7ccf518826bde8bb584ff4f62fae"
+PCR1 = "0343b056cd8485ca7890ddd833476d78460aed2aa161548e4e26bedf321726696257d623e8805f3f605946b3d8b0c6aa"
+PCR2 = "2f8e4a26a68d59d294c3eaf405be652637c62c4ae6ee87c272a9118e933c23f1ccaef2b122b65df838a707caf641ce17"
+
+DESCRIBE = f"""[
+  {{
+    "EnclaveName": "nginx",
+    "EnclaveID": "{ENCLAVE_ID}",
+    "ProcessID": 38507,
+    "EnclaveCID": 16,
+    "NumberOfCPUs": 2,
+    "CPUIDs": [
+      1,
+      3
+    ],
+    "MemoryMiB": 1024,
+    "State": "RUNNING",
+    "Flags": "DEBUG_MODE",
+    "Measurements": {{
+      "HashAlgorithm": "Sha384 {{ ... }}",
+      "PCR0": "{PCR0}",
+      "PCR1": "{PCR1}",
+      "PCR2": "{PCR2}"
+    }}
+  }}
+]
+"""
+
+RUN_STDOUT = """{
+  "EnclaveName": "my_enclave",
+  "EnclaveID": "i-abc12345def67890a-enc9876abcd543210ef12",
+  "ProcessID": 12345,
+  "EnclaveCID": 10,
+  "NumberOfCPUs": 2,
+  "CPUIDs": [
+    1,
+    3
+  ],
+  "MemoryMiB": 1600
+}
+"""
+RUN_STDERR = "Start allocating memory...\nStarted enclave with enclave-cid: 10, memory: 1600 MiB, cpu-ids: [1, 3]\n"
+
+TERMINATE = f'{{\n  "EnclaveName": "nginx",\n  "EnclaveID": "{ENCLAVE_ID}",\n  "Terminated": true\n}}\n'
+
+E26 = (
+    "[ E26 ] Insufficient memory requested. User provided `memory` is 512 MB, but based on the EIF file size, "
+    "the minimum memory should be 2148 MB\n\n"
+    "For more details, please visit https://docs.aws.amazon.com/enclaves/latest/user/cli-errors.html#E26\n\n"
+    'If you open a support ticket, please provide the error log found at '
+    '"/var/log/nitro_enclaves/err2021-06-18T21:46:43.249503129+00:00.log"\n'
+)
+
+E27_WRAPPED = (
+    "Start allocating memory...\n"
+    "[ E27 ] Insufficient memory available. User provided `memory` is 4096 MB, which is more than the "
+    "available hugepage memory.\nYou can increase the available memory by editing the `memory_mib` value from "
+    "'/etc/nitro_enclaves/allocator.yaml' and then restart the nitro-enclaves-allocator.service.\n\n"
+    "For more details, please visit https://docs.aws.amazon.com/enclaves/latest/user/cli-errors.html#E27\n\n"
+    'If you open a support ticket, please provide the error log found at '
+    '"/var/log/nitro_enclaves/err2026-01-01T00:00:00.000000001+00:00.log"\n'
+    "Failed connections: 1\n"
+    "[ E39 ] Enclave process connection failure. Failed to connect to the enclave process.\n\n"
+    "For more details, please visit https://docs.aws.amazon.com/enclaves/latest/user/cli-errors.html#E39\n\n"
+    'If you open a support ticket, please provide the error log found at '
+    '"/var/log/nitro_enclaves/err2026-01-01T00:00:00.000000002+00:00.log"\n'
+)
+
+DESCRIBE_EIF = json.dumps(
+    {
+        "EifVersion": 4,
+        "Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": PCR0.upper(), "PCR1": PCR1, "PCR2": PCR2},
+        "IsSigned": False,
+        "CheckCRC": True,
+        "ImageName": "payments-app",
+        "ImageVersion": "5d5eab01",
+        "Metadata": {"BuildTool": "nitro-cli", "BuildToolVersion": "1.4.2"},
+    },
+    indent=2,
+)
+
+
+class Fake:
+    def __init__(self, tmp: Path) -> None:
+        self.script = tmp / "fake_nitro_cli.py"
+        self.script.write_text(FAKE)
+        self.scenario = tmp / "scenario.json"
+        self.records: list[CommandRecord] = []
+
+    def backend(self, name: str = "real") -> Backend:
+        display = "nitro-cli" if name == "real" else "nitro-emu"
+        return Backend(name, (sys.executable, str(self.script)), display, None)
+
+    def driver(self, steps: dict[str, Any], name: str = "real", timeout: float = 30.0) -> NitroCli:
+        self.scenario.write_text(json.dumps(steps))
+        return NitroCli(self.backend(name), timeout=timeout, on_command=self.records.append)
+
+    def calls(self) -> list[list[str]]:
+        path = Path(str(self.scenario) + ".argv")
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fake:
+    f = Fake(tmp_path)
+    monkeypatch.setenv("FAKE_NITRO_SCENARIO", str(f.scenario))
+    return f
+
+
+def test_describe_enclaves_transcript(fake: Fake) -> None:
+    drv = fake.driver({"describe-enclaves": {"stdout": DESCRIBE}})
+    [e] = drv.describe_enclaves()
+    assert (e.name, e.enclave_id, e.process_id, e.cid) == ("nginx", ENCLAVE_ID, 38507, 16)
+    assert e.cpu_ids == [1, 3] and e.memory_mib == 1024 and e.state == "RUNNING" and e.debug_mode
+    assert e.measurements is not None and e.measurements.pcr0 == PCR0
+    rec = fake.records[-1]
+    assert rec.command == "nitro-cli describe-enclaves" and rec.ok and rec.exit_code == 0
+
+
+def test_describe_empty_and_metadata_flag(fake: Fake) -> None:
+    drv = fake.driver({"describe-enclaves": {"stdout": "[]\n"}})
+    assert drv.describe_enclaves(metadata=True) == []
+    assert fake.calls()[-1] == ["describe-enclaves", "--metadata"]
+
+
+def test_run_enclave_transcript_and_argv(fake: Fake, tmp_path: Path) -> None:
+    drv = fake.driver({"run-enclave": {"stdout": RUN_STDOUT, "stderr": RUN_STDERR}})
+    info = drv.run_enclave(LaunchRequest(str(tmp_path / "a.eif"), 1600, cpu_ids=[1, 3], cid=10, debug_mode=True,
+                                         name="my_enclave"))
+    assert (info.enclave_id, info.cid, info.cpu_ids, info.memory_mib) == (
+        "i-abc12345def67890a-enc9876abcd543210ef12", 10, [1, 3], 1600)
+    assert fake.calls()[-1] == ["run-enclave", "--eif-path", str(tmp_path / "a.eif"), "--memory", "1600",
+                                "--cpu-ids", "1", "3", "--enclave-cid", "10", "--debug-mode",
+                                "--enclave-name", "my_enclave"]
+    assert fake.records[-1].command.startswith("nitro-cli run-enclave --eif-path ")
+
+
+def test_terminate_single_and_all_forms(fake: Fake) -> None:
+    drv = fake.driver({"terminate-enclave": {"stdout": TERMINATE, "stderr": f"Successfully terminated enclave {ENCLAVE_ID}.\n"},
+                       "terminate-all": {"stdout": f"[\n{TERMINATE}]\n"}})
+    t = drv.terminate(enclave_id=ENCLAVE_ID)
+    assert t.terminated and t.name == "nginx"
+    assert [x.enclave_id for x in drv.terminate_all()] == [ENCLAVE_ID]
+    # the user guide's older bare-object form of --all
+    drv = fake.driver({"terminate-all": {"stdout": TERMINATE}})
+    assert [x.enclave_id for x in drv.terminate_all()] == [ENCLAVE_ID]
+    drv = fake.driver({"terminate-all": {"stdout": "[]\n"}})
+    assert drv.terminate_all() == []
+    with pytest.raises(UsageError):
+        drv.terminate()
+
+
+def test_describe_eif_build_pcr_version(fake: Fake, tmp_path: Path) -> None:
+    meas = json.dumps({"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": PCR0, "PCR1": PCR1, "PCR2": PCR2}})
+    drv = fake.driver({
+        "describe-eif": {"stdout": DESCRIBE_EIF},
+        "build-enclave": {"stdout": meas, "stderr": "Start building the Enclave Image...\n"},
+        "pcr": {"stdout": json.dumps({"PCR8": PCR1.upper()})},
+        "--version": {"stdout": "Nitro CLI 1.5.0\n"},
+    })
+    info = drv.describe_eif("x.eif")
+    assert info.measurements.pcr0 == PCR0 and info.image_name == "payments-app" and info.check_crc
+    res = drv.build_enclave(BuildRequest(str(tmp_path / "o.eif"), docker_uri="hello:latest", name="n"))
+    assert res.measurements.pcr2 == PCR2
+    assert fake.calls()[-1] == ["build-enclave", "--docker-uri", "hello:latest", "--output-file",
+                                str(tmp_path / "o.eif"), "--name", "n"]
+    assert drv.pcr(cert="c.pem") == PCR1
+    assert drv.version() == "Nitro CLI 1.5.0"
+
+
+def test_e26_error_block(fake: Fake) -> None:
+    drv = fake.driver({"run-enclave": {"stderr": E26, "exit": 26}})
+    with pytest.raises(NitroCliError) as info:
+        drv.run_enclave(LaunchRequest("x.eif", 512, cpu_count=2))
+    err = info.value
+    assert err.code == "E26" and err.exit_status == 26
+    assert err.message.startswith("Insufficient memory requested") and "For more details" not in err.message
+    assert err.hint is not None and "4x" in err.hint and "2148" in err.hint
+    assert err.log_path == "/var/log/nitro_enclaves/err2021-06-18T21:46:43.249503129+00:00.log"
+    assert "run-enclave" in err.argv and "512" in err.argv
+    rec = fake.records[-1]
+    assert not rec.ok and rec.exit_code == 26 and rec.error_code == "E26"
+    text = str(err)
+    assert "[ E26 ]" in text and "hint:" in text and "error log:" in text
+
+
+def test_e39_wrapped_reports_inner_code(fake: Fake) -> None:
+    drv = fake.driver({"run-enclave": {"stderr": E27_WRAPPED, "exit": 39}})
+    with pytest.raises(NitroCliError) as info:
+        drv.run_enclave(LaunchRequest("x.eif", 4096, cpu_count=2))
+    err = info.value
+    assert err.code == "E27" and err.exit_status == 27
+    assert "[ E39 ]" in err.stderr
+    assert err.log_path is not None and err.log_path.endswith("000000001+00:00.log")
+    assert "nitro-enclaves-allocator.service" in (err.hint or "")
+    assert "/etc/nitro_enclaves/allocator.yaml" in (err.hint or "")
+
+
+def test_e27_hint_names_emulator_file(fake: Fake, nd_home: Path) -> None:
+    drv = fake.driver({"run-enclave": {"stderr": E27_WRAPPED, "exit": 39}}, name="emulator")
+    with pytest.raises(NitroCliError) as info:
+        drv.run_enclave(LaunchRequest("x.eif", 4096, cpu_count=2))
+    assert str(nd_home / "emulator" / "etc" / "allocator.yaml") in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("code", ["E22", "E21", "E20", "E11", "E44", "E36", "E19", "E35", "E58", "E48", "E49", "E50"])
+def test_every_listed_code_has_a_hint(fake: Fake, code: str) -> None:
+    drv = fake.driver({"describe-enclaves": {"stderr": f"[ {code} ] Something failed.\n", "exit": int(code[1:])}})
+    with pytest.raises(NitroCliError) as info:
+        drv.describe_enclaves()
+    assert info.value.code == code and info.value.hint
+
+
+def test_failure_without_block_keeps_exit_status(fake: Fake) -> None:
+    drv = fake.driver({"describe-enclaves": {"stderr": "error: unexpected argument '--bogus'\n", "exit": 2}})
+    with pytest.raises(CommandFailed) as info:
+        drv.describe_enclaves()
+    assert info.value.exit_status == 2 and "--bogus" in info.value.message
+
+
+def test_bad_json_is_typed(fake: Fake) -> None:
+    drv = fake.driver({"describe-enclaves": {"stdout": '[{"EnclaveID": 5}]'}})
+    with pytest.raises(Exception) as info:
+        drv.describe_enclaves()
+    assert getattr(info.value, "code", None) == "ND-OUTPUT"
+
+
+def test_timeout_kills_the_process_group(fake: Fake, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    drv = fake.driver({"describe-enclaves": {"sleep": 60, "grandchild": str(pidfile)}}, timeout=2)
+    with pytest.raises(DriverTimeout) as info:
+        drv.describe_enclaves()
+    assert "nitro-cli describe-enclaves" in str(info.value)
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10)
+    assert fake.records[-1].exit_code is None and not fake.records[-1].ok
+
+
+def test_daemonized_child_holding_pipes_does_not_hang(fake: Fake, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    drv = fake.driver({"run-enclave": {"stdout": RUN_STDOUT, "grandchild": str(pidfile)}}, timeout=20)
+    try:
+        info = drv.run_enclave(LaunchRequest("x.eif", 1600, cpu_count=2))
+        assert info.cid == 10
+    finally:
+        pid = int(pidfile.read_text())
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def test_output_size_limit(fake: Fake) -> None:
+    drv = fake.driver({"describe-enclaves": {"flood": 300}})  # ~19 MiB
+    with pytest.raises(InputTooLarge):
+        drv.describe_enclaves()
+
+
+def test_missing_executable(tmp_path: Path) -> None:
+    drv = NitroCli(Backend("real", (str(tmp_path / "nope"),), "nitro-cli"))
+    with pytest.raises(BackendUnavailable):
+        drv.describe_enclaves()
+
+
+def test_emulator_only_build_inputs_refused_on_real(fake: Fake) -> None:
+    req = BuildRequest("o.eif", rootfs="/tmp/x", cmd="/bin/sh run.sh", env=["A=1"])
+    drv = fake.driver({})
+    with pytest.raises(UsageError) as info:
+        drv.build_enclave(req)
+    assert "--rootfs" in info.value.message and "emulator" in info.value.message
+    assert fake.records == []  # refused before anything ran
+    args = build_args(req, fake.backend("emulator"))
+    assert args == ["build-enclave", "--rootfs", "/tmp/x", "--cmd", "/bin/sh run.sh", "--env", "A=1",
+                    "--output-file", "o.eif"]
+    with pytest.raises(UsageError):
+        build_args(BuildRequest("o.eif"), fake.backend("emulator"))
+    with pytest.raises(UsageError):
+        build_args(BuildRequest("o.eif", docker_uri="a", private_key="k"), fake.backend("real"))
+
+
+async def test_console_strips_preamble(fake: Fake) -> None:
+    drv = fake.driver({"console": {"lines": ["Connecting to the console for enclave 16...",
+                                             "Successfully connected to the console.",
+                                             "[    0.000000] Linux version 4.14", "hello from the enclave"]}})
+    lines = [line async for line in drv.console(ENCLAVE_ID, disconnect_timeout=5)]
+    assert lines == ["[    0.000000] Linux version 4.14", "hello from the enclave"]
+    assert fake.calls()[-1] == ["console", "--enclave-id", ENCLAVE_ID, "--disconnect-timeout", "5"]
+    assert fake.records[-1].ok
+
+
+async def test_console_error_is_typed(fake: Fake) -> None:
+    drv = fake.driver({"console": {"stderr": "[ E44 ] Enclave console connection failure.\n", "exit": 44}})
+    with pytest.raises(NitroCliError) as info:
+        _ = [line async for line in drv.console(ENCLAVE_ID)]
+    assert info.value.code == "E44" and "debug" in (info.value.hint or "")
+
+
+async def test_console_consumer_stop_kills_child(fake: Fake, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    drv = fake.driver({"console": {"lines": ["first line"], "sleep": 60, "grandchild": str(pidfile)}})
+    gen = drv.console(ENCLAVE_ID)
+    assert await gen.__anext__() == "first line"
+    await gen.aclose()
+    pid = int(pidfile.read_text())
+    await asyncio.to_thread(
+        wait_for, lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10
+    )

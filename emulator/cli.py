@@ -1,0 +1,592 @@
+"""nitro-emu: nitro-cli 1.5.0's command line, run against the emulator.
+
+Output is nitro-cli's: JSON on stdout (indent 2, nitro-cli's key order), progress on stderr, failures as
+the ``[ Exx ]`` block with an err log, exit status = the E number; usage errors exit 2 like clap.
+
+Which run-enclave failures are wrapped: everything the enclave process (our supervisor) raises —
+E19 (EIF open), E26, E20/E21/E22, E27, E28 (a 5th enclave), E29, E35, E36 — is printed as its own
+block, then ``Failed connections: 1`` and the E39 block; exit 39. Argument errors found before the
+enclave process starts (E01/E02/E03/E17/E19 of --config) are printed alone with their own exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from core import home
+from core.errors import NitrodeckError
+from core.unixsock import short_path
+from emulator import control, state
+from emulator.errors import EmuError, explain
+from emulator.logs import error_block, log_line, write_err_log
+
+VERSION_TEXT = "Nitro CLI 1.5.0"
+MAX_CONFIG_BYTES = 64 * 1024
+U32_MAX = 0xFFFFFFFF
+LAUNCH_TIMEOUT = 150.0
+CONTROL_TIMEOUT = 15.0
+E44_SUBACTION = (
+    "The enclave was not started with the debug flag set, include '--debug-mode' in the run-enclave command"
+)
+
+ACTIONS = {
+    "run-enclave": "Run Enclave",
+    "describe-enclaves": "Describe Enclaves",
+    "terminate-enclave": "Terminate Enclave",
+    "console": "Enclave Console",
+    "build-enclave": "Build Enclave",
+    "describe-eif": "Describe EIF",
+    "pcr": "Get PCR",
+}
+
+
+def out_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(err: EmuError, action: str) -> int:
+    path = write_err_log(err, action)
+    log_line("nitro-cli", "ERROR", f"{action}: {err.code} {err.message.splitlines()[0]}")
+    sys.stderr.write(error_block(err, path))
+    sys.stderr.flush()
+    return err.exit_status
+
+
+def warn(text: str) -> None:
+    sys.stderr.write(f"Warning: {text}\n")
+    log_line("nitro-cli", "WARN", text)
+
+
+# --- argument parsing ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with clap's habits: usage errors on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {message}\n\nFor more information try --help\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> _Parser:
+    p = _Parser(
+        prog="nitro-cli",
+        description="CLI for enclave lifecycle management. (nitro-emu: emulated on this host, no Nitro hypervisor.)",
+    )
+    p.add_argument("--version", "-V", action="store_true", help="Print version information")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run-enclave", help="Starts a new enclave")
+    cpus = run.add_mutually_exclusive_group()
+    cpus.add_argument("--cpu-ids", nargs="+", metavar="cpu-ids", help="List of CPU IDs provided for the enclave")
+    cpus.add_argument("--cpu-count", metavar="cpu-count", help="Number of CPUs to use for the enclave")
+    run.add_argument("--memory", metavar="memory", help="Memory to allocate for the enclave in MB")
+    run.add_argument("--eif-path", metavar="eif-path", help="Path pointing to a prebuilt Eif image")
+    run.add_argument("--enclave-cid", metavar="enclave-cid", help="CID to be used for the newly started enclave")
+    run.add_argument("--debug-mode", action="store_true", help="Starts enclave in debug-mode")
+    run.add_argument("--attach-console", action="store_true", help="Attach the enclave console (implies debug-mode)")
+    run.add_argument("--enclave-name", metavar="enclave-name", help="Custom name assigned to the enclave by the user")
+    run.add_argument("--config", metavar="json-config", help="Config is used to read enclave settings from JSON file")
+
+    desc = sub.add_parser("describe-enclaves", help="Returns a list of the running enclaves")
+    desc.add_argument("--metadata", action="store_true", help="Adds EIF metadata to the output")
+
+    term = sub.add_parser("terminate-enclave", help="Terminates an enclave")
+    which = term.add_mutually_exclusive_group(required=True)
+    which.add_argument("--enclave-id", metavar="enclave-id")
+    which.add_argument("--enclave-name", metavar="enclave-name")
+    which.add_argument("--all", action="store_true", help="Terminate all running enclaves")
+
+    build = sub.add_parser("build-enclave", help="Builds an enclave image and saves it to a file")
+    build.add_argument("--docker-uri", metavar="docker-uri", help="Uri pointing to an existing docker container")
+    build.add_argument("--docker-dir", metavar="docker-dir", help="Local path to a directory containing a Dockerfile")
+    build.add_argument("--output-file", metavar="output-file", required=True, help="Location where the Enclave Image should be saved")
+    build.add_argument("--signing-certificate", metavar="signing-certificate", help="Local path to developer's X509 signing certificate.")
+    build.add_argument("--private-key", metavar="private-key", help="Local path or KMS key ARN of the signing key.")
+    build.add_argument("--name", metavar="image_name", help="Name for enclave image")
+    build.add_argument("--version", metavar="image_version", dest="image_version", help="Version of the enclave image")
+    build.add_argument("--metadata", metavar="metadata", help="Path to JSON containing the custom metadata provided by the user.")
+    build.add_argument("--rootfs", metavar="DIR", help="(emulator only) build from a root filesystem folder")
+    build.add_argument("--cmd", metavar="ARGS", help='(emulator only) command of the image, e.g. "python3 -m app"')
+    build.add_argument("--env", metavar="K=V", action="append", default=[], help="(emulator only) environment entry; repeatable")
+    build.add_argument("--image-tar", metavar="FILE", help="(emulator only) build from a `docker save` / OCI tarball")
+
+    deif = sub.add_parser("describe-eif", help="Returns information about the EIF found at a given path")
+    deif.add_argument("--eif-path", metavar="eif-path", required=True)
+
+    con = sub.add_parser("console", help="Connect to the console of an enclave")
+    cw = con.add_mutually_exclusive_group(required=True)
+    cw.add_argument("--enclave-id", metavar="enclave-id")
+    cw.add_argument("--enclave-name", metavar="enclave-name")
+    con.add_argument("--disconnect-timeout", metavar="disconnect-timeout", type=_positive_int)
+
+    pcr = sub.add_parser("pcr", help="Return the PCR hash value of the given input")
+    pw = pcr.add_mutually_exclusive_group(required=True)
+    pw.add_argument("--input", metavar="input")
+    pw.add_argument("--signing-certificate", metavar="signing-certificate")
+
+    exp = sub.add_parser("explain", help="Display detailed information about an error returned by a misbehaving Nitro CLI command")
+    exp.add_argument("--error-code", metavar="error-code", required=True)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    if not re.fullmatch(r"\d{1,9}", text) or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"invalid value '{text}': expected a positive integer")
+    return int(text)
+
+
+# --- run-enclave --------------------------------------------------------------------------------
+
+
+_MEMORY = re.compile(r"^(\d{1,12})([MmGgTt]?)$")
+
+
+def parse_memory(text: str) -> int:
+    m = _MEMORY.match(text.strip())
+    if not m:
+        raise EmuError(code="E03", info=["memory", text])
+    factor = {"": 1, "m": 1, "g": 1024, "t": 1024 * 1024}[m.group(2).lower()]
+    return int(m.group(1)) * factor
+
+
+def check_cid(value: int) -> int:
+    if value == 0:
+        sys.stderr.write("The enclave CID will be auto-generated as the provided CID is 0\n")
+        return 0
+    if value in (1, 2, U32_MAX):
+        raise EmuError(code="E03", info=["enclave-cid", str(value)], subactions=[f"CID {value} is a well-known CID, not to be used for enclaves"])
+    if value == 3:
+        raise EmuError(code="E03", info=["enclave-cid", str(value)], subactions=["CID 3 is the CID of the parent VM, not to be used for enclaves"])
+    if value > U32_MAX:
+        raise EmuError(
+            code="E03",
+            info=["enclave-cid", str(value)],
+            subactions=[f"CID {value} is higher than the maximum supported (u32 max) for a vsock device"],
+        )
+    return value
+
+
+def parse_int(name: str, text: str) -> int:
+    if not re.fullmatch(r"\d{1,20}", text.strip()):
+        raise EmuError(code="E03", info=[name, text])
+    return int(text)
+
+
+def launch_from_args(args: argparse.Namespace, parser: _Parser) -> dict[str, Any]:
+    if args.config is not None:
+        others = [f for f in ("cpu_ids", "cpu_count", "memory", "eif_path", "enclave_cid", "enclave_name") if getattr(args, f) is not None]
+        if others or args.debug_mode:
+            parser.error("the argument '--config <json-config>' cannot be used with other run-enclave arguments")
+        return launch_from_config(args.config, args.attach_console)
+    missing = [flag for flag, v in (("--memory", args.memory), ("--eif-path", args.eif_path)) if v is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    if args.cpu_ids is None and args.cpu_count is None:
+        parser.error("one of the arguments --cpu-ids --cpu-count is required")
+    cid = check_cid(parse_int("enclave-cid", args.enclave_cid)) if args.enclave_cid is not None else 0
+    return {
+        "eif_path": args.eif_path,
+        "memory_mib": parse_memory(args.memory),
+        "cpu_count": parse_int("cpu-count", args.cpu_count) if args.cpu_count is not None else None,
+        "cpu_ids": [parse_int("cpu-ids", c) for c in args.cpu_ids] if args.cpu_ids is not None else None,
+        "cid": cid,
+        "debug": bool(args.debug_mode or args.attach_console),
+        "name": args.enclave_name,
+        "attach_console": bool(args.attach_console),
+    }
+
+
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "eif_path": str,
+    "memory_mib": int,
+    "cpu_count": int,
+    "cpu_ids": list,
+    "enclave_cid": int,
+    "enclave_name": str,
+    "debug_mode": bool,
+    "attach_console": bool,
+}
+
+
+def parse_config(raw: bytes, where: str) -> dict[str, Any]:
+    """run-enclave --config JSON -> launch request (E17 malformed, E01/E02 CPU keys)."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise EmuError(code="E17", subactions=[f"{where}: larger than {MAX_CONFIG_BYTES} bytes"])
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EmuError(code="E17", subactions=[f"Invalid JSON format for the enclave config: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise EmuError(code="E17", subactions=["the enclave config must be a JSON object"])
+    for key, value in data.items():
+        typ = _CONFIG_TYPES.get(key)
+        if typ is None:
+            continue  # serde ignores unknown fields
+        bad = not isinstance(value, typ) or (typ is int and isinstance(value, bool))
+        if key in ("enclave_cid", "enclave_name", "cpu_count", "cpu_ids") and value is None:
+            bad = False
+        if typ is int and not bad and not 0 <= value <= 2**64 - 1:
+            bad = True
+        if key == "cpu_ids" and not bad:
+            bad = len(value) > 1024 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**32 for c in value)
+        if bad:
+            raise EmuError(code="E17", subactions=[f"invalid type for `{key}` in the enclave config"])
+    for key in ("eif_path", "memory_mib"):
+        if key not in data:
+            raise EmuError(code="E17", subactions=[f"missing field `{key}` in the enclave config"])
+    has_count = data.get("cpu_count") is not None
+    has_ids = data.get("cpu_ids") is not None
+    if not has_count and not has_ids:
+        raise EmuError(code="E01", info=["cpu-count, cpu-ids"], subactions=["Missing both `cpu-count` and `cpu-ids`"])
+    if has_count and has_ids:
+        raise EmuError(code="E02", info=["cpu-count", "cpu-ids"])
+    cid = data.get("enclave_cid")
+    attach = bool(data.get("attach_console", False))
+    return {
+        "eif_path": data["eif_path"],
+        "memory_mib": data["memory_mib"],
+        "cpu_count": data.get("cpu_count"),
+        "cpu_ids": data.get("cpu_ids"),
+        "cid": check_cid(cid) if cid is not None else 0,
+        "debug": bool(data.get("debug_mode", False)) or attach,
+        "name": data.get("enclave_name"),
+        "attach_console": attach,
+    }
+
+
+def launch_from_config(path: str, attach_flag: bool) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError:
+        raise EmuError(code="E19", info=[path, "Open"], subactions=["Failed to open the enclave config file"]) from None
+    req = parse_config(raw, path)
+    if attach_flag:
+        req["attach_console"] = True
+        req["debug"] = True
+    return req
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def spawn_supervisor() -> tuple[socket.socket, int]:
+    """Start a daemonized supervisor; returns our end of its launch channel and its PID."""
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
+    err_path = home.ensure(home.emulator_log_dir()) / "supervisor-stderr.log"
+    with open(err_path, "ab") as err_fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emulator.supervisor", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err_fh,
+            env=env,
+            cwd="/",
+            start_new_session=True,
+        )
+    theirs.close()
+    return ours, proc.pid
+
+
+def cmd_run(args: argparse.Namespace, parser: _Parser) -> int:
+    action = ACTIONS["run-enclave"]
+    try:
+        req = launch_from_args(args, parser)
+    except EmuError as err:
+        return fail(err, action)
+    attach = req.pop("attach_console")
+    try:
+        chan, pid = spawn_supervisor()
+    except OSError as exc:
+        return fail(EmuError(code="E05", subactions=[f"cannot start the enclave process: {exc}"]), action)
+    log_line("nitro-cli", "INFO", f"spawned enclave process {pid}")
+    result: dict[str, Any] | None = None
+    inner_error = False
+    with chan:
+        chan.settimeout(LAUNCH_TIMEOUT)
+        try:
+            control.send(chan, req)
+            while True:
+                msg = control.recv(chan)
+                if "stderr" in msg:
+                    sys.stderr.write(str(msg["stderr"]))
+                    sys.stderr.flush()
+                elif "result" in msg:
+                    result = msg["result"]
+                    break
+                elif "error" in msg:
+                    sys.stderr.write(str(msg["error"]))
+                    inner_error = True
+                    break
+        except (OSError, ConnectionError, NitrodeckError):
+            pass
+    if result is None:
+        if inner_error:
+            sys.stderr.write("Failed connections: 1\n")
+        return fail(EmuError(code="E39", subactions=["Failed to receive the enclave's run information"]), action)
+    out_json(result)
+    if attach:
+        return attach_console(result["EnclaveID"], None)
+    return 0
+
+
+# --- talking to supervisors ---------------------------------------------------------------------
+
+
+def ask(entry: state.Entry, cmd: str, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
+    path = state.slot_dir(entry.slot) / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(short_path(path))
+        control.send(sock, {"cmd": cmd})
+        return control.recv(sock)
+
+
+def live_entries() -> list[state.Entry]:
+    """The enclave table after reclaiming dead supervisors (each reported once, here)."""
+    with state.locked() as table:
+        for dead in table.reclaimed:
+            warn(
+                f"the enclave process (PID {dead.supervisor_pid}) of enclave {dead.enclave_id} is gone; "
+                "its enclave was stopped and its resources released"
+            )
+        return list(table.entries)
+
+
+def forget(entry: state.Entry) -> None:
+    """A supervisor that stopped answering and died: release what it held."""
+    if state.entry_alive(entry):
+        return
+    live_entries()
+
+
+def find_entry(enclave_id: str | None, name: str | None) -> state.Entry:
+    entries = [e for e in live_entries() if e.started]
+    if enclave_id is not None:
+        for e in entries:
+            if e.enclave_id == enclave_id:
+                return e
+        raise EmuError(code="E11", subactions=[f"Failed to connect to the enclave process of {enclave_id}: no such enclave"])
+    matches = [e for e in entries if e.name == name]
+    if not matches:
+        raise EmuError(code="E58", subactions=["No enclave matched the given name."])
+    if len(matches) > 1:
+        raise EmuError(code="E58", subactions=["Conflicting enclave names have been found."])
+    return matches[0]
+
+
+def describe_one(entry: state.Entry, metadata: bool) -> dict[str, Any] | None:
+    try:
+        reply = ask(entry, "describe")
+    except (OSError, NitrodeckError):
+        if not state.entry_alive(entry):
+            forget(entry)
+        else:
+            warn(f"the enclave process of {entry.enclave_id} did not answer")
+        return None
+    info = dict(reply.get("info", {}))
+    if metadata:
+        info.update(reply.get("identity", {}))
+    info["EmulatorIsolation"] = reply.get("isolation", {})
+    info["EmulatorEifPath"] = entry.eif_path
+    return info
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    out = []
+    for entry in live_entries():
+        if not entry.started:
+            continue
+        info = describe_one(entry, args.metadata)
+        if info is not None:
+            out.append(info)
+    out_json(out)
+    return 0
+
+
+def terminate_one(entry: state.Entry) -> dict[str, Any]:
+    try:
+        reply = ask(entry, "terminate")
+    except (OSError, NitrodeckError):
+        forget(entry)
+        raise EmuError(code="E11", subactions=[f"Failed to connect to the enclave process of {entry.enclave_id}"]) from None
+    info = reply.get("terminated", {})
+    sys.stderr.write(f"Successfully terminated enclave {entry.enclave_id}.\n")
+    sys.stderr.flush()
+    return {"EnclaveName": info.get("EnclaveName", entry.name), "EnclaveID": entry.enclave_id, "Terminated": True}
+
+
+def cmd_terminate(args: argparse.Namespace) -> int:
+    action = ACTIONS["terminate-enclave"]
+    try:
+        if args.all:
+            results = []
+            for entry in live_entries():
+                try:
+                    results.append(terminate_one(entry))
+                except EmuError:
+                    continue  # it died meanwhile: already reclaimed and reported
+            out_json(results)
+            return 0
+        entry = find_entry(args.enclave_id, args.enclave_name)
+        out_json(terminate_one(entry))
+        return 0
+    except EmuError as err:
+        return fail(err, action)
+
+
+# --- console ------------------------------------------------------------------------------------
+
+
+def attach_console(enclave_id: str | None, name: str | None, timeout: float | None = None) -> int:
+    from emulator.console import console_file, follow
+
+    action = ACTIONS["console"]
+    try:
+        entry = find_entry(enclave_id, name)
+        if not entry.debug:
+            raise EmuError(code="E44", subactions=[E44_SUBACTION])
+    except EmuError as err:
+        return fail(err, action)
+    sys.stdout.write(f"Connecting to the console for enclave {entry.cid}...\nSuccessfully connected to the console.\n")
+    sys.stdout.flush()
+    try:
+        follow(
+            console_file(entry.enclave_id),
+            alive=lambda: state.entry_alive(entry),
+            disconnect_timeout=timeout,
+        )
+    except BrokenPipeError:
+        pass
+    except OSError as exc:
+        return fail(EmuError(code="E45", subactions=[f"reading the console failed: {exc}"]), action)
+    return 0
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+def cmd_describe_eif(args: argparse.Namespace) -> int:
+    from core.eif import read_eif
+    from emulator.eifinfo import describe_eif
+
+    action = ACTIONS["describe-eif"]
+    try:
+        try:
+            with open(args.eif_path, "rb"):
+                pass
+        except OSError:
+            raise EmuError(code="E19", info=[args.eif_path, "Open"]) from None
+        try:
+            out = describe_eif(read_eif(args.eif_path))
+        except NitrodeckError as exc:
+            raise EmuError(code="E35", subactions=[str(exc)]) from None
+    except EmuError as err:
+        return fail(err, action)
+    out_json(out)
+    return 0
+
+
+def cmd_pcr(args: argparse.Namespace) -> int:
+    from core.measure import pcr_of_bytes, pcr_of_file
+
+    action = ACTIONS["pcr"]
+    path = args.input or args.signing_certificate
+    try:
+        if args.input is not None:
+            try:
+                out_json({"PCR": pcr_of_file(path)})
+            except OSError:
+                raise EmuError(code="E19", info=[path, "Open"]) from None
+            return 0
+        try:
+            with open(path, "rb") as fh:
+                pem = fh.read(1024 * 1024)
+        except OSError:
+            raise EmuError(code="E19", info=[path, "Open"]) from None
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        try:
+            der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+        except ValueError:
+            raise EmuError(code="E19", info=[path, "Read"], subactions=["not a PEM X.509 certificate"]) from None
+        out_json({"PCR8": pcr_of_bytes(der)})
+        return 0
+    except EmuError as err:
+        return fail(err, action)
+
+
+def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
+    from emulator.build_cmd import run_build
+
+    sources = [s for s in (args.rootfs, args.image_tar) if s]
+    if not args.docker_uri and not sources:
+        parser.error("the following arguments are required: --docker-uri")
+    if args.rootfs and not args.cmd:
+        parser.error("--rootfs requires --cmd")
+    if bool(args.signing_certificate) != bool(args.private_key):
+        parser.error("--signing-certificate and --private-key must be given together")
+    try:
+        out = run_build(args)
+    except EmuError as err:
+        return fail(err, ACTIONS["build-enclave"])
+    out_json(out)
+    return 0
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if args.version and args.command is None:
+        print(VERSION_TEXT)
+        return 0
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        if args.command == "run-enclave":
+            return cmd_run(args, parser)
+        if args.command == "describe-enclaves":
+            return cmd_describe(args)
+        if args.command == "terminate-enclave":
+            return cmd_terminate(args)
+        if args.command == "console":
+            return attach_console(args.enclave_id, args.enclave_name, args.disconnect_timeout)
+        if args.command == "describe-eif":
+            return cmd_describe_eif(args)
+        if args.command == "pcr":
+            return cmd_pcr(args)
+        if args.command == "build-enclave":
+            return cmd_build(args, parser)
+        if args.command == "explain":
+            sys.stderr.write(explain(args.error_code) + "\n")
+            return 0
+    except NitrodeckError as exc:
+        # configuration problems of the emulator itself (instance.yaml, the enclave table)
+        return fail(EmuError(code="E00", subactions=[str(exc)]), ACTIONS.get(args.command, args.command))
+    except KeyboardInterrupt:
+        return 130
+    return 2

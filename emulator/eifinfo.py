@@ -1,0 +1,53 @@
+"""describe-eif's JSON and the ImageName/ImageVersion/Metadata trio (also shown by describe-enclaves --metadata)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.eif import EifFile
+
+_BUILD_KEYS = ("BuildTime", "BuildTool", "BuildToolVersion", "OperatingSystem", "KernelVersion")
+
+
+def identity(eif: EifFile) -> dict[str, Any]:
+    """{"ImageName", "ImageVersion", "Metadata"} in nitro-cli's shape; {} for EIFs without metadata."""
+    meta = eif.metadata()
+    if meta is None:
+        return {}
+    build = meta.get("BuildMetadata") if isinstance(meta.get("BuildMetadata"), dict) else {}
+    out_meta: dict[str, Any] = {key: build.get(key) for key in _BUILD_KEYS}
+    out_meta["DockerInfo"] = meta.get("DockerInfo")
+    custom = meta.get("CustomMetadata")
+    if isinstance(custom, dict):
+        out_meta.update(custom)  # flattened, as MetadataDescribeInfo does
+    return {"ImageName": meta.get("ImageName"), "ImageVersion": meta.get("ImageVersion"), "Metadata": out_meta}
+
+
+def describe_eif(eif: EifFile) -> dict[str, Any]:
+    """describe-eif's object, keys in nitro-cli's order."""
+    from core.measure import measure
+
+    out: dict[str, Any] = {"EifVersion": eif.version, "Measurements": measure(eif).as_dict(), "IsSigned": eif.is_signed}
+    check: bool | None = None
+    if eif.is_signed:
+        from core import eif_sign
+
+        cert, check = _signature(eif, eif_sign)
+        out["SigningCertificate"] = cert
+    out["CheckCRC"] = eif.crc_ok
+    if eif.is_signed:
+        out["SignatureCheck"] = check
+    out.update(identity(eif))
+    return out
+
+
+def _signature(eif: EifFile, eif_sign: Any) -> tuple[dict[str, Any], bool]:
+    """Certificate summary and signature verdict from core.eif_sign (its API: check_signature)."""
+    result = eif_sign.check_signature(eif)
+    cert = getattr(result, "certificate", None) or getattr(result, "signing_certificate", None) or {}
+    if hasattr(cert, "as_dict"):
+        cert = cert.as_dict()
+    ok = getattr(result, "ok", None)
+    if ok is None:
+        ok = getattr(result, "valid", False)
+    return dict(cert), bool(ok)

@@ -1,0 +1,81 @@
+"""The emulator's /var/log/nitro_enclaves: ``nitro_enclaves.log`` lines and ``err<time>.log`` files."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core import home
+from emulator.errors import HELP_URL, EmuError
+
+VERSION = "1.5.0"
+_MAX_LOG_BYTES = 8 * 1024 * 1024
+
+
+def rfc3339_ns() -> str:
+    """chrono's ``to_rfc3339()``: nanoseconds and ``+00:00``."""
+    ns = time.time_ns()
+    stamp = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns % 1_000_000_000:09d}+00:00"
+
+
+def log_dir() -> Path:
+    return home.ensure(home.emulator_log_dir())
+
+
+def log_line(origin: str, level: str, msg: str, where: str = "emulator") -> None:
+    """Append ``[origin:pid][LEVEL][time][where] msg`` like nitro-cli's logger; never fails the caller."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    line = f"[{origin}:{os.getpid()}][{level}][{now}][{where}] {msg}\n"
+    try:
+        path = log_dir() / "nitro_enclaves.log"
+        if path.exists() and path.stat().st_size > _MAX_LOG_BYTES:
+            os.replace(path, path.with_suffix(".log.1"))
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+    except OSError:
+        pass
+
+
+def write_err_log(err: EmuError, action: str) -> Path:
+    """Write the backtrace file nitro-cli points support tickets at; returns its path."""
+    path = log_dir() / f"err{rfc3339_ns()}.log"
+    subs = err.subactions or [f"{err.code}: {err.message.splitlines()[0]}"]
+    file, line = _origin(err)
+    text = f"  Action: {action}\n  Subactions:"
+    for sub in subs:
+        text += f"\n    {sub}"
+    text += f"\n  Root error file: {file}"
+    text += f"\n  Root error line: {line}"
+    text += f"\n  Version: {VERSION}"
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError:
+        pass
+    return path
+
+
+def _origin(err: EmuError) -> tuple[str, int]:
+    """Where the error was raised (the innermost traceback frame), else our caller's caller."""
+    tb = err.__traceback__
+    if tb is not None:
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        code, line = tb.tb_frame.f_code, tb.tb_lineno
+    else:
+        frame = sys._getframe(2)
+        code, line = frame.f_code, frame.f_lineno
+    return "emulator/" + os.path.basename(code.co_filename), line
+
+
+def error_block(err: EmuError, log_path: Path) -> str:
+    """The stderr block, ending in a newline."""
+    return (
+        f"[ {err.code} ] {err.message}\n\n"
+        f"For more details, please visit {HELP_URL.format(code=err.code)}\n\n"
+        f'If you open a support ticket, please provide the error log found at "{log_path}"\n'
+    )

@@ -1,0 +1,563 @@
+"""One supervisor process per enclave: nitro-cli's "enclave process", daemonized by run-enclave.
+
+It takes the enclave's CPUs and hugepages from the shared table (emulator.state) under the lock,
+starts the enclave process (emulator/enclave_init.py, isolated by emulator.isolation), waits for the
+0xB7 boot heartbeat, reports back to run-enclave over the launch channel, and then serves describe /
+terminate on its control socket until the enclave ends. Whatever happens, it gives back what it took:
+the table entry, the cgroup, the runtime folder. The console file is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import home
+from core.errors import NitrodeckError
+from core.unixsock import short_path
+from emulator import control, state
+from emulator.allocator import (
+    MIN_ENCLAVE_MIB,
+    AllocatorError,
+    cpu_pool,
+    hugepage_pool,
+    load_allocator,
+    pages_mib,
+    pick_pages,
+)
+from emulator.console import ConsoleWriter, console_file
+from emulator.errors import EmuError
+from emulator.instance import Instance, InstanceConfigError, load_instance
+from emulator.isolation import (
+    IsolationPlan,
+    child_setup,
+    host_cpus_for,
+    observe,
+    prepare_cgroup,
+    remove_cgroup,
+)
+from emulator.logs import error_block, log_line, write_err_log
+
+MAX_ENCLAVES = 4
+FIRST_AUTO_CID = 16
+MAX_CID = 0xFFFFFFFF
+BOOT_TIMEOUT_CAP = 60.0
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+@dataclass
+class LaunchSpec:
+    """What run-enclave asks for (already checked for CLI-level errors: E01/E02/E03/E17)."""
+
+    eif_path: str
+    memory_mib: int
+    cpu_count: int | None
+    cpu_ids: list[int] | None
+    cid: int
+    debug: bool
+    name: str | None
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> LaunchSpec:
+        try:
+            spec = cls(
+                eif_path=str(obj["eif_path"]),
+                memory_mib=int(obj["memory_mib"]),
+                cpu_count=None if obj.get("cpu_count") is None else int(obj["cpu_count"]),
+                cpu_ids=None if obj.get("cpu_ids") is None else [int(c) for c in obj["cpu_ids"]],
+                cid=int(obj.get("cid") or 0),
+                debug=bool(obj.get("debug")),
+                name=None if obj.get("name") is None else str(obj["name"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EmuError(code="E17", subactions=[f"bad launch request: {exc}"]) from None
+        if spec.cpu_ids is not None and len(spec.cpu_ids) > 1024:
+            raise EmuError(code="E17", subactions=["too many CPU IDs"])
+        return spec
+
+
+def boot_timeout(eif_size: int, memory_mib: int) -> float:
+    """nitro-cli's 90 s per started 6 GiB of EIF plus 90 s per started 100 GiB of memory, capped."""
+    full = 90 * -(-eif_size // (6 * GIB)) + 90 * -(-memory_mib // (100 * 1024))
+    return float(min(full, BOOT_TIMEOUT_CAP))
+
+
+def new_enclave_id(instance_id: str) -> tuple[str, str]:
+    slot = f"{(int(time.time() * 1000) << 16) | secrets.randbits(16):x}"
+    return f"{''.join(instance_id.split())}-enc{slot}", slot
+
+
+def default_name(eif_path: str) -> str:
+    base = os.path.basename(eif_path)
+    while base.endswith(".eif"):
+        base = base[: -len(".eif")]
+    return base
+
+
+def unique_name(wanted: str, taken: set[str]) -> str:
+    if wanted not in taken:
+        return wanted
+    n = 1
+    while f"{wanted}_{n}" in taken:
+        n += 1
+    return f"{wanted}_{n}"
+
+
+FULL_CORES = "The enclave cannot start because full CPU cores have not been set (FULL_CORES_NOT_USED)"
+
+
+def check_cpu_request(spec: LaunchSpec, pool: list[int]) -> None:
+    """nitro-cli's checks before any allocation: E20 duplicates, E21 not in the pool, E22 too many."""
+    if spec.cpu_ids is not None:
+        dups = sorted(cpu for cpu, n in Counter(spec.cpu_ids).items() if n > 1)
+        if dups:
+            raise EmuError(code="E20", info=["cpu-ids", ", ".join(map(str, dups))])
+        for cpu in spec.cpu_ids:
+            if cpu not in pool:
+                raise EmuError(code="E21", info=["cpu-ids", str(cpu)])
+    elif (spec.cpu_count or 0) > len(pool):
+        raise EmuError(code="E22", info=["cpu-count", str(spec.cpu_count)])
+
+
+def pick_cpus(spec: LaunchSpec, inst: Instance, pool: list[int], used: set[int]) -> list[int]:
+    """The driver's part: full cores only, from CPUs no other enclave holds (E29 otherwise)."""
+    if spec.cpu_ids is not None:
+        busy = sorted(set(spec.cpu_ids) & used)
+        if busy:
+            raise EmuError(code="E29", subactions=[f"Failed to add vCPU {busy[0]}: VCPU_ALREADY_USED (256)"])
+        chosen = sorted(spec.cpu_ids)
+        if any(not set(inst.siblings(cpu)) <= set(chosen) for cpu in chosen):
+            raise EmuError(code="E29", subactions=[FULL_CORES])
+        return chosen
+    count = spec.cpu_count or 0
+    if count <= 0 or count % inst.threads_per_core:
+        raise EmuError(code="E29", subactions=[FULL_CORES])
+    chosen: list[int] = []
+    for cpu in pool:
+        if len(chosen) >= count:
+            break
+        core = inst.siblings(cpu)
+        if cpu == core[0] and not (set(core) & used) and set(core) <= set(pool):
+            chosen.extend(core)
+    if len(chosen) < count:
+        raise EmuError(code="E29", subactions=["Failed to add vCPU: NO_CPUS_AVAIL_IN_POOL (272)"])
+    return sorted(chosen)
+
+
+def choose_cid(wanted: int, used: set[int]) -> int:
+    if wanted:
+        if wanted in used:
+            raise EmuError(code="E29", subactions=[f"CID {wanted} is in use: INVALID_ENCLAVE_CID (275)"])
+        return wanted
+    cid = FIRST_AUTO_CID
+    while cid in used:
+        cid += 1
+    return cid
+
+
+class Supervisor:
+    def __init__(self, chan: socket.socket) -> None:
+        self.chan: socket.socket | None = chan
+        self.entry: state.Entry | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.console: ConsoleWriter | None = None
+        self.nsm_handle: Any = None
+        self.plan: IsolationPlan | None = None
+        self.measurements: dict[str, str] = {}
+        self.identity: dict[str, Any] = {}
+        self.control_sock: socket.socket | None = None
+        self.released = False
+
+    # --- launch channel -----------------------------------------------------------------------
+
+    def tell(self, obj: dict[str, Any]) -> None:
+        if self.chan is None:
+            return
+        try:
+            control.send(self.chan, obj)
+        except OSError:
+            self.chan = None  # run-enclave went away; the enclave keeps running like nitro-cli's
+
+    def progress(self, line: str) -> None:
+        self.tell({"stderr": line + "\n"})
+
+    # --- launch -------------------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> None:
+        from core.eif import read_eif
+        from core.measure import measure
+
+        eif_path = os.path.abspath(spec.eif_path)
+        try:
+            eif_size = os.stat(eif_path).st_size
+            with open(eif_path, "rb"):
+                pass
+        except OSError:
+            raise EmuError(code="E19", info=[spec.eif_path, "Open"], subactions=["Failed to open the EIF file"]) from None
+        if spec.memory_mib == 0:
+            raise EmuError(code="E26", info=["memory", "0"])
+        min_mib = -(-eif_size // MIB) * 4
+        if spec.memory_mib < min_mib:
+            raise EmuError(code="E26", info=["memory", str(spec.memory_mib), str(min_mib)])
+        try:
+            eif = read_eif(eif_path)
+            self.measurements = measure(eif).as_dict()
+            from emulator.eifinfo import identity
+
+            self.identity = identity(eif)
+        except NitrodeckError as exc:
+            raise EmuError(code="E35", subactions=[f"EIF parsing failed: {exc}"]) from None
+        try:
+            inst = load_instance()
+            cfg = load_allocator()
+            pool = cpu_pool(inst, cfg)
+            hugepages = hugepage_pool(inst, cfg)
+        except (AllocatorError, InstanceConfigError) as exc:
+            self.progress(f"nitro-enclaves-allocator: {exc}")
+            raise EmuError(code="E29", subactions=[f"Enclave resource pools unusable: {exc}"]) from None
+        enclave_id, slot = new_enclave_id(inst.instance_id)
+        with state.locked() as table:
+            live = table.entries
+            for dead in table.reclaimed:
+                log_line("nitro-cli", "WARN", f"reclaimed resources of dead enclave {dead.enclave_id}")
+            if len(live) >= MAX_ENCLAVES:
+                raise EmuError(
+                    code="E28",
+                    subactions=[f"Enclave limit reached: {len(live)} of {MAX_ENCLAVES} enclaves already run on this instance"],
+                )
+            check_cpu_request(spec, pool)
+            self.progress("Start allocating memory...")
+            free = dict(hugepages)
+            for e in live:
+                for size, n in e.pages.items():
+                    free[size] = free.get(size, 0) - n
+            pages = pick_pages(free, spec.memory_mib)
+            if isinstance(pages, int):
+                raise EmuError(
+                    code="E27",
+                    info=["memory", str(spec.memory_mib)],
+                    subactions=[f"Failed to allocate entire memory ({pages} MB remained)"],
+                )
+            memory = pages_mib(pages)
+            cpus = pick_cpus(spec, inst, pool, {c for e in live for c in e.cpu_ids})
+            cid = choose_cid(spec.cid, {e.cid for e in live})
+            if memory < MIN_ENCLAVE_MIB:
+                raise EmuError(code="E29", subactions=[f"Enclave memory below {MIN_ENCLAVE_MIB} MiB: ENCLAVE_MEM_MIN_SIZE (268)"])
+            name = unique_name(spec.name or default_name(eif_path), {e.name for e in live})
+            me = os.getpid()
+            self.entry = state.Entry(
+                enclave_id=enclave_id,
+                name=name,
+                cid=cid,
+                supervisor_pid=me,
+                supervisor_start=state.proc_start_time(me),
+                cpu_ids=cpus,
+                memory_mib=memory,
+                pages=pages,
+                debug=spec.debug,
+                eif_path=eif_path,
+                slot=slot,
+            )
+            table.add(self.entry)
+        log_line(f"enc-{slot}", "INFO", f"allocated cpus {cpus}, {memory} MiB, cid {cid} for {enclave_id}")
+        self.boot(inst, eif_path, eif_size)
+        self.progress(f"Started enclave with enclave-cid: {cid}, memory: {memory} MiB, cpu-ids: [{', '.join(map(str, cpus))}]")
+        self.tell({"result": self.run_info()})
+        if self.chan is not None:
+            self.chan.close()
+            self.chan = None
+
+    def boot(self, inst: Instance, eif_path: str, eif_size: int) -> None:
+        from core.build import read_image_spec
+
+        entry = self.entry
+        assert entry is not None
+        runtime = home.ensure(state.slot_dir(entry.slot))
+        try:
+            spec = read_image_spec(eif_path, runtime / "rootfs")
+        except NitrodeckError as exc:
+            raise EmuError(code="E35", subactions=[f"cannot unpack the customer ramdisk: {exc}"]) from None
+        rootfs = Path(spec.rootfs)
+        cmd = [rewrite_path(arg, rootfs) for arg in spec.cmd]
+        if not cmd:
+            raise EmuError(code="E36", subactions=["the image has no command to run"])
+        # control socket before the enclave starts, so describe/terminate work from the first moment
+        self.control_sock = listen_unix(runtime / "control.sock")
+        boot_sock = listen_unix(runtime / "boot.sock")
+        env = image_env(spec.env, rootfs)
+        env.update(
+            {
+                "NITRODECK_HOME": str(home.home()),
+                "NITRODECK_VSOCK_DIR": str(home.emulator_vsock_dir()),
+                "NITRODECK_ENCLAVE_CID": str(entry.cid),
+                "NITRODECK_ENCLAVE_ID": entry.enclave_id,
+                "PATH": os.environ.get("PATH", os.defpath),
+            }
+        )
+        nsm_path = self.start_nsm(inst, runtime / "nsm.sock")
+        if nsm_path:
+            env["NITRODECK_NSM_SOCKET"] = nsm_path
+        home.ensure(home.emulator_vsock_dir())
+        self.console = ConsoleWriter(console_file(entry.enclave_id))
+        cgroup = prepare_cgroup(entry.slot, entry.memory_mib)
+        self.plan = IsolationPlan(host_cpus=host_cpus_for(entry.cpu_ids), memory_mib=entry.memory_mib, cgroup=cgroup)
+        init = Path(__file__).with_name("enclave_init.py")
+        argv = [sys.executable, "-I", str(init), str(runtime / "boot.sock"), str(rootfs), "--", *cmd]
+        plan = self.plan
+        read_end, write_end = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=write_end,
+                env=env,
+                cwd=str(runtime),
+                preexec_fn=lambda: child_setup(plan),
+                close_fds=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            os.close(read_end)
+            raise EmuError(code="E36", subactions=[f"cannot start the enclave process: {exc}"]) from None
+        finally:
+            os.close(write_end)
+        self.console.pump(read_end)
+        with state.locked(reclaim=False) as table:
+            entry.enclave_pid = self.proc.pid
+            entry.enclave_start = state.proc_start_time(self.proc.pid)
+            entry.cgroup = cgroup
+            table.update(entry)
+        try:
+            self.wait_heartbeat(boot_sock, boot_timeout(eif_size, entry.memory_mib))
+        finally:
+            boot_sock.close()
+        with state.locked(reclaim=False) as table:
+            entry.started = True
+            entry.extra = {"isolation": observe(self.proc.pid, plan)}
+            table.update(entry)
+
+    def start_nsm(self, inst: Instance, path: Path) -> str | None:
+        entry = self.entry
+        assert entry is not None
+        try:
+            from emulator.nsm import EmulatedNsm, start_nsm_server
+        except ImportError:
+            return None
+        pcrs = {int(k[3:]): bytes.fromhex(v) for k, v in self.measurements.items() if k.startswith("PCR")}
+        nsm = EmulatedNsm(
+            module_id=entry.enclave_id,
+            pcrs=pcrs,
+            debug=entry.debug,
+            instance_id=inst.instance_id,
+            role_arn=inst.iam_role_arn,
+        )
+        self.nsm_handle = start_nsm_server(nsm, path)
+        return str(path)
+
+    def wait_heartbeat(self, listener: socket.socket, timeout: float) -> None:
+        """Accept init's connection and echo 0xB7; fail at once if init exits first."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        pidfd = os.pidfd_open(self.proc.pid)
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(listener, selectors.EVENT_READ, "boot")
+                sel.register(pidfd, selectors.EVENT_READ, "exit")
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise EmuError(code="E36", subactions=[f"no boot heartbeat within {timeout:.0f} s"])
+                    for key, _ in sel.select(left):
+                        if key.data == "exit":
+                            code = self.proc.wait()
+                            raise EmuError(
+                                code="E36",
+                                subactions=[f"the enclave's init exited with status {code} before its boot heartbeat"],
+                            )
+                        conn, _ = listener.accept()
+                        with conn:
+                            conn.settimeout(2.0)
+                            try:
+                                if conn.recv(1) == b"\xb7":
+                                    conn.sendall(b"\xb7")
+                                    return
+                            except OSError:
+                                continue
+        finally:
+            os.close(pidfd)
+
+    # --- running ------------------------------------------------------------------------------
+
+    def run_info(self) -> dict[str, Any]:
+        e = self.entry
+        assert e is not None
+        return {
+            "EnclaveName": e.name,
+            "EnclaveID": e.enclave_id,
+            "ProcessID": e.supervisor_pid,
+            "EnclaveCID": e.cid,
+            "NumberOfCPUs": len(e.cpu_ids),
+            "CPUIDs": e.cpu_ids,
+            "MemoryMiB": e.memory_mib,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        e = self.entry
+        assert e is not None and self.proc is not None and self.plan is not None
+        out = self.run_info()
+        out["State"] = "RUNNING"
+        out["Flags"] = "DEBUG_MODE" if e.debug else "NONE"
+        out["Measurements"] = self.measurements
+        return {"info": out, "identity": self.identity, "isolation": observe(self.proc.pid, self.plan)}
+
+    def serve(self) -> None:
+        """Answer control requests until the enclave ends or is terminated."""
+        assert self.proc is not None and self.control_sock is not None
+        pidfd = os.pidfd_open(self.proc.pid)
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.control_sock, selectors.EVENT_READ, "control")
+                sel.register(pidfd, selectors.EVENT_READ, "exit")
+                while True:
+                    for key, _ in sel.select():
+                        if key.data == "exit":
+                            log_line(f"enc-{self.entry.slot if self.entry else '?'}", "INFO", "enclave process exited")
+                            return
+                        conn, _ = self.control_sock.accept()
+                        if self.handle(conn):
+                            return
+        finally:
+            os.close(pidfd)
+
+    def handle(self, conn: socket.socket) -> bool:
+        """One request; True when the supervisor should stop."""
+        with conn:
+            conn.settimeout(5.0)
+            try:
+                cmd = control.parse_request(control.recv_body(conn))
+            except (OSError, NitrodeckError) as exc:
+                with contextlib.suppress(OSError, NitrodeckError):
+                    control.send(conn, {"error": str(exc)})
+                return False
+            try:
+                if cmd == "ping":
+                    control.send(conn, {"ok": True})
+                elif cmd == "describe":
+                    control.send(conn, self.describe())
+                elif cmd == "terminate":
+                    info = {"EnclaveName": self.entry.name, "EnclaveID": self.entry.enclave_id} if self.entry else {}
+                    self.release()
+                    control.send(conn, {"terminated": info})
+                    return True
+            except OSError:
+                return cmd == "terminate"
+        return False
+
+    # --- teardown -----------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Stop the enclave and give back everything; idempotent."""
+        if self.released:
+            return
+        self.released = True
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=10)
+            else:
+                # the init may be gone while children it left in the group live on
+                with contextlib.suppress(OSError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.console is not None:
+            self.console.close()
+        if self.nsm_handle is not None:
+            with contextlib.suppress(Exception):
+                self.nsm_handle.close()
+        if self.control_sock is not None:
+            self.control_sock.close()
+        if self.plan is not None and self.plan.cgroup:
+            remove_cgroup(self.plan.cgroup)
+        if self.entry is not None:
+            import shutil
+
+            shutil.rmtree(state.slot_dir(self.entry.slot), ignore_errors=True)
+            with state.locked(reclaim=False) as table:
+                table.remove(self.entry.enclave_id)
+            log_line(f"enc-{self.entry.slot}", "INFO", f"released resources of {self.entry.enclave_id}")
+
+
+def rewrite_path(value: str, rootfs: Path) -> str:
+    """An absolute path that exists in the rootfs points at the rootfs copy (``/app`` -> <rootfs>/app)."""
+    if value.startswith("/") and ":" not in value:
+        inside = rootfs / value.lstrip("/")
+        if value != "/" and os.path.lexists(inside):
+            return str(inside)
+    return value
+
+
+def image_env(pairs: list[str] | dict[str, str], rootfs: Path) -> dict[str, str]:
+    items = pairs.items() if isinstance(pairs, dict) else (p.split("=", 1) for p in pairs if "=" in p)
+    out: dict[str, str] = {}
+    for key, value in items:
+        out[key] = ":".join(rewrite_path(part, rootfs) for part in value.split(":"))
+    return out
+
+
+def listen_unix(path: Path) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(short_path(path))
+    sock.listen(16)
+    return sock
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # unwinds into release(): SIGTERM to a supervisor terminates its enclave cleanly
+
+
+def main(argv: list[str]) -> int:
+    """``python -m emulator.supervisor FD``: FD is the launch channel from run-enclave."""
+    chan = socket.socket(fileno=int(argv[0]))
+    sup = Supervisor(chan)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        spec = LaunchSpec.from_json(control.recv(chan))
+        sup.launch(spec)
+    except EmuError as err:
+        log_path = write_err_log(err, "Run Enclave")
+        log_line("enc", "ERROR", f"{err.code}: {err.message.splitlines()[0]}")
+        sup.release()
+        sup.tell({"error": error_block(err, log_path), "code": err.code})
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - report anything to run-enclave, then clean up
+        err = EmuError(code="E36", subactions=[f"supervisor failure: {type(exc).__name__}: {exc}"])
+        log_path = write_err_log(err, "Run Enclave")
+        sup.release()
+        sup.tell({"error": error_block(err, log_path), "code": err.code})
+        return 1
+    try:
+        sup.serve()
+    except SystemExit:
+        pass
+    finally:
+        sup.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

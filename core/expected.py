@@ -80,7 +80,8 @@ class ExpectedPcrs:
         return self.directory / _file_name(image)
 
     def pin(self, image: str, measurements: Measurements) -> Pin:
-        pin = Pin(image, measurements.pcrs(), datetime.now(UTC).isoformat(timespec="seconds"))
+        pcrs = {i: v.lower() for i, v in measurements.pcrs().items()}
+        pin = Pin(image, pcrs, datetime.now(UTC).isoformat(timespec="seconds"))
         path = self.path_for(image)
         home.ensure(self.directory)
         body = {"image": image, "pcrs": {str(k): v for k, v in sorted(pin.pcrs.items())}, "pinned_at": pin.pinned_at}
@@ -126,6 +127,6 @@ class ExpectedPcrs:
             return "unpinned"
         if enclave.measurements is None:
             return "mismatch"
-        actual = enclave.measurements.pcrs()
+        actual = {i: v.lower() for i, v in enclave.measurements.pcrs().items()}
         ok = all(actual.get(i) == v for i, v in expected.items() if i in (0, 1, 2, 8))
         return "match" if ok else "mismatch"

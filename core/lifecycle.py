@@ -51,6 +51,9 @@ ASSET_TAG = Path("/sys/devices/virtual/dmi/id/board_asset_tag")
 _MAX_SMALL_FILE = 16 * 1024
 _MAX_KEPT_LOG = 64 * 1024 * 1024
 
+#: nitro-cli subcommands that change nothing; they are left out of audit lines
+READ_COMMANDS = frozenset({"describe-enclaves", "describe-eif", "pcr", "explain", "--version", "console"})
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: every action name marked with @mutating, in any module; front ends use it to hide/disable them
@@ -230,7 +233,9 @@ class Lifecycle:
         return backend.name == "real" and not os.access(device, os.W_OK)
 
     def _on_command(self, record: CommandRecord) -> None:
-        note_command(shlex.split(record.command))
+        argv = shlex.split(record.command)
+        if len(argv) > 1 and argv[1] not in READ_COMMANDS:
+            note_command(argv)  # lookups done on the way (describe) are not what the action changed
         for listener in (self._outer_listener, self._listener):
             if listener is not None:
                 listener(record)

@@ -1,0 +1,57 @@
+"""Expected PCR pins: pin, compare, debug verdict, strict file parsing with limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import InputTooLarge, NitrodeckError
+from core.expected import ExpectedPcrError, ExpectedPcrs, parse_pin
+from core.models import EnclaveInfo, Measurements
+
+A, B, C = "a" * 96, "b" * 96, "c" * 96
+
+
+def enclave(name: str, pcr0: str, flags: str = "NONE", image: str | None = None) -> EnclaveInfo:
+    return EnclaveInfo("i-1-enc1", 1, 16, 2, [1, 3], 512, "RUNNING", flags, name=name,
+                       measurements=Measurements(pcr0, B, C), image_name=image)
+
+
+def test_pin_and_match(nd_home: Path) -> None:
+    exp = ExpectedPcrs()
+    assert exp.match(enclave("web", A)) == "unpinned"
+    exp.pin("web", Measurements(A.upper(), B, C))
+    assert json.loads((nd_home / "expected" / "web.json").read_text())["pcrs"]["0"] == A
+    assert exp.expected_for(enclave("web", A)) == {0: A, 1: B, 2: C}
+    assert exp.match(enclave("web", A)) == "match"
+    assert exp.match(enclave("web", C)) == "mismatch"
+    assert exp.match(enclave("web", A, flags="DEBUG_MODE")) == "debug"
+    # ImageName (describe --metadata) wins over the enclave name
+    assert exp.match(enclave("other", A, image="web")) == "match"
+    assert exp.unpin("web") and exp.match(enclave("web", A)) == "unpinned"
+
+
+def test_bad_names_and_files(nd_home: Path) -> None:
+    exp = ExpectedPcrs()
+    with pytest.raises(ExpectedPcrError):
+        exp.pin("../escape", Measurements(A, B, C))
+    (nd_home / "expected").mkdir()
+    (nd_home / "expected" / "bad.json").write_text('{"image": "bad", "pcrs": {"0": "xyz"}}')
+    with pytest.raises(ExpectedPcrError):
+        exp.get("bad")
+    with pytest.raises(InputTooLarge):
+        parse_pin(b" " * 70000, "big")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_parse_pin_fuzz(data: bytes) -> None:
+    try:
+        pin = parse_pin(data, "fuzz")
+    except NitrodeckError:
+        return
+    assert pin.pcrs and all(len(v) == 96 for v in pin.pcrs.values())

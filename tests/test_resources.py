@@ -1,0 +1,110 @@
+"""Resources: hugepages per size and NUMA node and the CPU pool from a fake sysfs tree; the emulator model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import InputTooLarge, NitrodeckError
+from core.models import EnclaveInfo
+from core.resources import gather, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def enclave(eid: str, cpus: list[int], mib: int) -> EnclaveInfo:
+    return EnclaveInfo(eid, 1, 16, len(cpus), cpus, mib, "RUNNING", "NONE", name=eid[-4:])
+
+
+@pytest.fixture
+def sysfs(tmp_path: Path) -> Path:
+    for node, (nr1g, free1g, nr2m, free2m) in enumerate([(2, 1, 512, 500), (0, 0, 128, 128)]):
+        base = f"sys/devices/system/node/node{node}/hugepages"
+        write(tmp_path, f"{base}/hugepages-1048576kB/nr_hugepages", f"{nr1g}\n")
+        write(tmp_path, f"{base}/hugepages-1048576kB/free_hugepages", f"{free1g}\n")
+        write(tmp_path, f"{base}/hugepages-2048kB/nr_hugepages", f"{nr2m}\n")
+        write(tmp_path, f"{base}/hugepages-2048kB/free_hugepages", f"{free2m}\n")
+    write(tmp_path, "sys/devices/system/node/has_cpu", "0-1\n")  # not a node dir: ignored
+    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "640\n")
+    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "628\n")
+    write(tmp_path, "sys/module/nitro_enclaves/parameters/ne_cpus", "1,3,5-7\n")
+    return tmp_path
+
+
+def test_hugepages_per_node(sysfs: Path) -> None:
+    pools = sysfs_hugepages(sysfs)
+    got = [(p.size_kb, p.node, p.total, p.free, p.held_by_enclaves, p.source) for p in pools]
+    assert got == [
+        (1048576, 0, 2, 1, 1, "sysfs"),
+        (1048576, 1, 0, 0, 0, "sysfs"),
+        (2048, 0, 512, 500, 12, "sysfs"),
+        (2048, 1, 128, 128, 0, "sysfs"),
+    ]
+    assert pools[0].total_mib == 2048 and pools[2].free_mib == 1000
+
+
+def test_hugepages_global_fallback(tmp_path: Path) -> None:
+    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "10\n")
+    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "garbage\n")
+    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "1\n")
+    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "1\n")
+    pools = sysfs_hugepages(tmp_path)
+    assert [(p.size_kb, p.node, p.total, p.free) for p in pools] == [(1048576, None, 1, 1)]
+    assert sysfs_hugepages(tmp_path / "nothing") == []
+
+
+def test_cpu_pool_and_holdings(sysfs: Path) -> None:
+    assert sysfs_cpu_pool(sysfs) == [1, 3, 5, 6, 7]
+    assert sysfs_cpu_pool(sysfs / "none") is None
+    res = gather([enclave("i-1-enc1", [1, 5], 512), enclave("i-1-enc2", [3], 256)], emulator=False, root=sysfs)
+    assert res.cpus.pool == [1, 3, 5, 6, 7] and res.cpus.free == [6, 7]
+    assert res.cpus.held == {"i-1-enc1": [1, 5], "i-1-enc2": [3]}
+    assert [(h.enclave_id, h.memory_mib) for h in res.enclaves] == [("i-1-enc1", 512), ("i-1-enc2", 256)]
+    assert res.host.mem_total > 0 and 0 <= res.host.mem_used <= res.host.mem_total
+    assert 0.0 <= res.host.cpu_percent <= 100.0
+
+
+def test_cpu_list_errors() -> None:
+    assert parse_cpu_list("") == [] and parse_cpu_list(" 0-2,2,9\n") == [0, 1, 2, 9]
+    for bad in ("a", "3-1", "1,,2", "-1", "1-", "1-99999999"):
+        with pytest.raises(NitrodeckError):
+            parse_cpu_list(bad)
+    with pytest.raises(InputTooLarge):
+        parse_cpu_list("1," * 300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789,- x", max_size=60))
+def test_cpu_list_fuzz(text: str) -> None:
+    try:
+        cpus = parse_cpu_list(text)
+    except NitrodeckError:
+        return
+    assert cpus == sorted(set(cpus))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 20)), min_size=1, max_size=8))
+def test_cpu_list_round_trip(ranges: list[tuple[int, int]]) -> None:
+    text = ",".join(f"{lo}-{lo + n}" if n else str(lo) for lo, n in ranges)
+    expected = sorted({c for lo, n in ranges for c in range(lo, lo + n + 1)})
+    if len(text) <= 512:
+        assert parse_cpu_list(text) == expected
+
+
+def test_emulator_model(nd_home: Path) -> None:
+    etc = nd_home / "emulator" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
+    res = gather([], emulator=True)
+    assert res.cpus.source == "emulator-model" and len(res.cpus.pool) == 2 and res.cpus.free == res.cpus.pool
+    assert res.hugepages and all(p.source == "emulator-model" for p in res.hugepages)
+    assert sum(p.total * p.size_kb for p in res.hugepages) // 1024 >= 1024
+    assert all(p.held_by_enclaves == 0 for p in res.hugepages)

@@ -219,6 +219,25 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+_OPTIONAL_CONFIG = ("enclave_cid", "enclave_name", "cpu_count", "cpu_ids")
+
+
+def _config_value_ok(key: str, value: Any) -> bool:
+    """serde's typing of RunEnclavesArgs: unsigned integers, strings, booleans, a list of u32."""
+    if value is None:
+        return key in _OPTIONAL_CONFIG
+    typ = _CONFIG_TYPES[key]
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+    if key == "cpu_ids":
+        return (
+            isinstance(value, list)
+            and len(value) <= 1024
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**32 for c in value)
+        )
+    return isinstance(value, typ)
+
+
 def parse_config(raw: bytes, where: str) -> dict[str, Any]:
     """run-enclave --config JSON -> launch request (E17 malformed, E01/E02 CPU keys)."""
     if len(raw) > MAX_CONFIG_BYTES:
@@ -230,17 +249,7 @@ def parse_config(raw: bytes, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise EmuError(code="E17", subactions=["the enclave config must be a JSON object"])
     for key, value in data.items():
-        typ = _CONFIG_TYPES.get(key)
-        if typ is None:
-            continue  # serde ignores unknown fields
-        bad = not isinstance(value, typ) or (typ is int and isinstance(value, bool))
-        if key in ("enclave_cid", "enclave_name", "cpu_count", "cpu_ids") and value is None:
-            bad = False
-        if typ is int and not bad and not 0 <= value <= 2**64 - 1:
-            bad = True
-        if key == "cpu_ids" and not bad:
-            bad = len(value) > 1024 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**32 for c in value)
-        if bad:
+        if key in _CONFIG_TYPES and not _config_value_ok(key, value):
             raise EmuError(code="E17", subactions=[f"invalid type for `{key}` in the enclave config"])
     for key in ("eif_path", "memory_mib"):
         if key not in data:

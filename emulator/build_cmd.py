@@ -1,0 +1,51 @@
+"""build-enclave: core.build with nitro-cli's progress lines and errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from core.errors import NitrodeckError
+from core.models import BuildRequest
+from emulator.errors import TITLES, EmuError
+
+
+def request_from_args(args: argparse.Namespace) -> BuildRequest:
+    return BuildRequest(
+        output_file=args.output_file,
+        docker_uri=args.docker_uri,
+        docker_dir=args.docker_dir,
+        rootfs=args.rootfs,
+        cmd=args.cmd,
+        env=list(args.env or []),
+        image_tar=args.image_tar,
+        signing_certificate=args.signing_certificate,
+        private_key=args.private_key,
+        name=args.name,
+        version=args.image_version,
+        metadata=args.metadata,
+    )
+
+
+def run_build(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the EIF; returns build-enclave's stdout object ({"Measurements": ...})."""
+    from core import build
+
+    sys.stderr.write("Start building the Enclave Image...\n")
+    sys.stderr.flush()
+    try:
+        result = build.build_eif(request_from_args(args))
+    except NitrodeckError as exc:
+        code = getattr(exc, "cli_code", None) or "E48"
+        if code not in TITLES:
+            code = "E48"
+        raise EmuError(code=code, subactions=[str(exc)]) from None
+    except OSError as exc:
+        raise EmuError(code="E19", info=[exc.filename or args.output_file, "Write"], subactions=[str(exc)]) from None
+    if not os.path.exists(result.output_file):
+        raise EmuError(code="E48", subactions=["the builder reported success but wrote no file"])
+    sys.stderr.write("Enclave Image successfully created.\n")
+    sys.stderr.flush()
+    return {"Measurements": result.measurements.as_dict()}

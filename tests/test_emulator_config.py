@@ -1,0 +1,232 @@
+"""nitro-emu's parsers and models: allocator.yaml, instance.yaml, --config JSON, control frames, pools."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import NitrodeckError
+from emulator import allocator, control
+from emulator.allocator import AllocatorConfig, AllocatorError, cpu_pool, hugepage_pool, parse_allocator, pick_pages
+from emulator.cli import parse_config
+from emulator.errors import TITLES, EmuError, detail, explain
+from emulator.instance import Instance, InstanceConfigError, load_instance, parse_instance
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def emu(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emulator", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+# --- instance.yaml --------------------------------------------------------------------------------
+
+
+def test_instance_created_once_with_defaults(nd_home: Path) -> None:
+    first = load_instance()
+    assert first.vcpus == 8 and first.cores == 4 and first.threads_per_core == 2
+    assert first.memory_mib == 16384 and first.numa_nodes == 1 and first.iam_role_arn is None
+    assert first.hugepage_sizes_kb == [1048576, 2048]
+    assert first.instance_id.startswith("i-") and len(first.instance_id) == 19
+    assert load_instance().instance_id == first.instance_id  # stored, not regenerated
+    assert first.siblings(1) == [1, 5] and first.siblings(4) == [0, 4]
+
+
+def test_instance_rejects_inconsistent_topology() -> None:
+    with pytest.raises(InstanceConfigError, match="threads_per_core"):
+        parse_instance("instance_id: i-0123\nvcpus: 8\ncores: 3\n")
+    with pytest.raises(InstanceConfigError, match="unknown key"):
+        parse_instance("instance_id: i-0123\nvcpu: 8\n")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=400))
+def test_instance_parser_never_crashes(text: str) -> None:
+    try:
+        inst = parse_instance(text)
+    except NitrodeckError:
+        return
+    assert inst.cores * inst.threads_per_core == inst.vcpus
+
+
+# --- allocator.yaml and pools ---------------------------------------------------------------------
+
+
+INST = Instance(instance_id="i-0123456789abcdef0")
+
+
+def test_default_allocator_gives_one_full_core_and_2mib_pages(nd_home: Path) -> None:
+    cfg = allocator.load_allocator()
+    assert allocator.allocator_file().read_text() == "---\nmemory_mib: 512\ncpu_count: 2\n"
+    assert cpu_pool(INST, cfg) == [1, 5]
+    assert hugepage_pool(INST, cfg) == {1048576: 0, 2048: 256}
+
+
+def test_allocator_messages() -> None:
+    with pytest.raises(AllocatorError, match=r"missing memory reservation \(`memory_mib`\)"):
+        parse_allocator("---\ncpu_count: 2\n")
+    with pytest.raises(AllocatorError, match="`cpu_count` conflicts with `cpu_pool`."):
+        parse_allocator("---\nmemory_mib: 512\ncpu_count: 2\ncpu_pool: 1,5\n")
+    with pytest.raises(AllocatorError, match="Provided CPU count is not higher than 0."):
+        parse_allocator("---\nmemory_mib: 512\ncpu_count: 0\n")
+    with pytest.raises(AllocatorError, match="not multiple of 2"):
+        cpu_pool(INST, AllocatorConfig(512, cpu_count=3))
+    with pytest.raises(AllocatorError, match="after checking all NUMA nodes"):
+        cpu_pool(INST, AllocatorConfig(512, cpu_count=8))
+    with pytest.raises(AllocatorError, match="stays with the parent"):
+        cpu_pool(INST, AllocatorConfig(512, cpu_pool="0,4"))
+    with pytest.raises(AllocatorError, match="full core"):
+        cpu_pool(INST, AllocatorConfig(512, cpu_pool="1"))
+    assert cpu_pool(INST, AllocatorConfig(512, cpu_pool="2,3,6-7")) == [2, 3, 6, 7]
+
+
+def test_hugepages_largest_first_and_enclave_picks() -> None:
+    pool = hugepage_pool(INST, AllocatorConfig(memory_mib=2100, cpu_count=2))
+    assert pool == {1048576: 2, 2048: 26}
+    # 1 GiB pages first while the need is at least a page, the rest from 2 MiB pages
+    assert pick_pages(pool, 1050) == {1048576: 1, 2048: 13}
+    # not enough small pages for the rest: a second large page, and the small ones are given back
+    assert pick_pages(pool, 1100) == {1048576: 2}
+    # a request smaller than a large page, with no small pages left, takes the large page
+    assert pick_pages({1048576: 1, 2048: 0}, 512) == {1048576: 1}
+    assert allocator.pages_mib({1048576: 1}) == 1024
+    assert pick_pages({2048: 10}, 64) == 44  # 10 pages hold 20 MiB: 44 MiB missing
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_allocator_parser_never_crashes(text: str) -> None:
+    try:
+        cfg = parse_allocator(text)
+    except NitrodeckError:
+        return
+    assert cfg.memory_mib >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([1048576, 2048]), st.integers(0, 20)), st.integers(1, 30000))
+def test_page_picks_cover_the_request_or_say_what_is_missing(free: dict[int, int], mib: int) -> None:
+    got = pick_pages(free, mib)
+    if isinstance(got, int):
+        assert got > 0
+        assert allocator.pages_mib(free) < mib
+    else:
+        assert allocator.pages_mib(got) >= mib
+        assert all(got[s] <= free.get(s, 0) for s in got)
+
+
+# --- run-enclave --config -------------------------------------------------------------------------
+
+
+def test_config_rules() -> None:
+    ok = parse_config(json.dumps({"eif_path": "a.eif", "memory_mib": 512, "cpu_count": 2, "attach_console": True}).encode(), "c")
+    assert ok["debug"] is True and ok["cpu_count"] == 2
+    with pytest.raises(EmuError) as e01:
+        parse_config(b'{"eif_path": "a.eif", "memory_mib": 512}', "c")
+    assert e01.value.code == "E01"
+    with pytest.raises(EmuError) as e02:
+        parse_config(b'{"eif_path": "a.eif", "memory_mib": 512, "cpu_count": 2, "cpu_ids": [1]}', "c")
+    assert e02.value.code == "E02"
+    with pytest.raises(EmuError) as e17:
+        parse_config(b"{not json", "c")
+    assert e17.value.code == "E17"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.dictionaries(
+            st.sampled_from(["eif_path", "memory_mib", "cpu_count", "cpu_ids", "enclave_cid", "debug_mode", "x"]),
+            st.one_of(st.integers(-5, 2**40), st.text(max_size=5), st.booleans(), st.none(), st.lists(st.integers(-1, 9), max_size=4)),
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
+def test_config_parser_only_raises_typed_errors(raw: bytes) -> None:
+    try:
+        req = parse_config(raw, "fuzz")
+    except EmuError as err:
+        assert err.code in ("E01", "E02", "E03", "E17")
+        return
+    assert isinstance(req["memory_mib"], int) and isinstance(req["eif_path"], str)
+    assert (req["cpu_count"] is None) != (req["cpu_ids"] is None)
+
+
+# --- control frames -------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_control_request_parser(raw: bytes) -> None:
+    try:
+        cmd = control.parse_request(raw)
+    except NitrodeckError:
+        return
+    assert cmd in control.COMMANDS
+
+
+def test_control_frame_limit() -> None:
+    with pytest.raises(NitrodeckError):
+        control.decode_body(b" " * (control.MAX_FRAME + 1))
+    assert control.parse_request(control.encode({"cmd": "describe"})[4:]) == "describe"
+
+
+# --- errors, explain, usage -----------------------------------------------------------------------
+
+
+def test_every_code_has_a_message() -> None:
+    assert sorted(TITLES) == [f"E{n:02d}" for n in range(61)]
+    assert detail("E61", []) == "No such error code E61"
+    assert explain("E57") == "No such error code E57"
+    assert "Naming error." not in explain("E58")
+    assert detail("E26", ["memory", "512", "2148"]).endswith("the minimum memory should be 2148 MB")
+
+
+def test_cli_version_help_and_explain(nd_home: Path) -> None:
+    assert emu("--version").stdout == "Nitro CLI 1.5.0\n"
+    none = emu()
+    assert none.returncode == 2 and "usage:" in none.stderr and "emulated" in none.stderr
+    exp = emu("explain", "--error-code", "E26")
+    assert exp.returncode == 0 and exp.stderr.startswith("Insufficient memory requested.") and exp.stdout == ""
+    unknown = emu("explain", "--error-code", "E99")
+    assert unknown.returncode == 0 and unknown.stderr == "No such error code E99\n"
+    usage = emu("terminate-enclave")
+    assert usage.returncode == 2 and "usage:" in usage.stderr and "[ E" not in usage.stderr
+    both = emu("run-enclave", "--cpu-count", "2", "--cpu-ids", "1", "--memory", "64", "--eif-path", "x")
+    assert both.returncode == 2 and "[ E" not in both.stderr
+    assert emu("describe-enclaves").stdout == "[]\n"
+
+
+def test_cli_level_errors_are_not_wrapped(nd_home: Path) -> None:
+    e03 = emu("run-enclave", "--cpu-count", "2", "--memory", "256_mb", "--eif-path", "x.eif")
+    assert e03.returncode == 3
+    assert e03.stderr.splitlines()[0] == "[ E03 ] Invalid argument provided. The parameter `memory` is not a valid integer (`256_mb`)"
+    cid = emu("run-enclave", "--cpu-count", "2", "--memory", "64", "--eif-path", "x.eif", "--enclave-cid", "3")
+    assert cid.returncode == 3 and cid.stderr.startswith("[ E03 ]")
+    cfg = emu("run-enclave", "--config", str(nd_home / "missing.json"))
+    assert cfg.returncode == 19 and "failing operation: 'Open'." in cfg.stderr
+    logline = [line for line in cfg.stderr.splitlines() if line.startswith("If you open a support ticket")][0]
+    log = Path(logline.split('"')[1])
+    assert log.parent == nd_home / "emulator" / "log" and log.name.startswith("err") and log.name.endswith("+00:00.log")
+    text = log.read_text()
+    assert text.startswith("  Action: Run Enclave\n  Subactions:\n") and "Root error line: " in text and "Version: 1.5.0" in text
+
+
+def test_unknown_enclave_id_is_e11_and_eif_missing_is_wrapped(nd_home: Path) -> None:
+    e11 = emu("terminate-enclave", "--enclave-id", "i-0123-enc0")
+    assert e11.returncode == 11 and e11.stderr.startswith("[ E11 ] Socket error.")
+    assert "#E11" in e11.stderr
+    e58 = emu("console", "--enclave-name", "nobody")
+    assert e58.returncode == 58 and e58.stderr.startswith("[ E58 ]")
+    missing = emu("run-enclave", "--cpu-count", "2", "--memory", "64", "--eif-path", str(nd_home / "none.eif"))
+    lines = missing.stderr.splitlines()
+    assert missing.returncode == 39
+    assert lines[0] == "[ E19 ] File operation failure."
+    assert "Failed connections: 1" in lines
+    assert lines[lines.index("Failed connections: 1") + 1].startswith("[ E39 ] Enclave process connection failure.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import itertools
 import socket
@@ -110,7 +111,11 @@ class Response:
 
     def to_wire(self) -> dict[str, Any]:
         if self.error_code is not None:
-            return {"v": VERSION, "id": self.id, "error": {"code": self.error_code, "message": self.error_message}}
+            return {
+                "v": VERSION,
+                "id": self.id,
+                "error": {"code": self.error_code, "message": self.error_message},
+            }
         return {"v": VERSION, "id": self.id, "result": self.result}
 
 
@@ -120,7 +125,9 @@ Message = Request | Response
 def encode_frame(message: Mapping[str, Any], max_frame: int = MAX_FRAME) -> bytes:
     body = cbor2.dumps(dict(message))
     if len(body) > max_frame:
-        raise ProtocolError(f"frame of {len(body)} bytes exceeds the {max_frame}-byte limit", wire_code=TOO_LARGE)
+        raise ProtocolError(
+            f"frame of {len(body)} bytes exceeds the {max_frame}-byte limit", wire_code=TOO_LARGE
+        )
     return HEADER.pack(len(body)) + body
 
 
@@ -151,7 +158,9 @@ def _frame_id(obj: Mapping[str, Any]) -> int | None:
 def decode_body(body: bytes, max_frame: int = MAX_FRAME) -> Message:
     """Parse one frame body (without its length header) into a Request or Response."""
     if len(body) > max_frame:
-        raise ProtocolError(f"frame of {len(body)} bytes exceeds the {max_frame}-byte limit", wire_code=TOO_LARGE)
+        raise ProtocolError(
+            f"frame of {len(body)} bytes exceeds the {max_frame}-byte limit", wire_code=TOO_LARGE
+        )
     stream = io.BytesIO(body)
     try:
         obj = cbor2.CBORDecoder(stream).decode()
@@ -209,7 +218,9 @@ async def read_frame(
         raise ProtocolError("connection closed inside a frame header", wire_code=TRUNCATED) from exc
     (length,) = HEADER.unpack(head)
     if length > max_frame:
-        raise ProtocolError(f"frame of {length} bytes exceeds the {max_frame}-byte limit", wire_code=TOO_LARGE)
+        raise ProtocolError(
+            f"frame of {length} bytes exceeds the {max_frame}-byte limit", wire_code=TOO_LARGE
+        )
     try:
         return await asyncio.wait_for(reader.readexactly(length), body_timeout)
     except asyncio.IncompleteReadError as exc:
@@ -259,7 +270,9 @@ async def serve_connection(
         try:
             frame = encode_frame(response.to_wire(), max_frame)
         except ProtocolError as exc:
-            frame = encode_frame(Response(response.id, error_code=exc.wire_code, error_message=exc.message).to_wire())
+            frame = encode_frame(
+                Response(response.id, error_code=exc.wire_code, error_message=exc.message).to_wire()
+            )
         except (TypeError, ValueError, cbor2.CBORError):
             frame = encode_frame(
                 Response(response.id, error_code=INTERNAL, error_message="result is not encodable").to_wire()
@@ -361,7 +374,9 @@ class ProtocolClient:
         return cls(reader, writer)
 
     @classmethod
-    async def connect_vsock(cls, transport: Any, cid: int, port: int, timeout: float = 10.0) -> ProtocolClient:
+    async def connect_vsock(
+        cls, transport: Any, cid: int, port: int, timeout: float = 10.0
+    ) -> ProtocolClient:
         """``transport`` is a core.vsock.Transport (real AF_VSOCK or the emulator's folder)."""
         try:
             reader, writer = await transport.open_connection(cid, port, timeout=timeout, limit=MAX_FRAME + 4)
@@ -517,7 +532,17 @@ class BlockingClient:
         self.close()
 
 
-def require_bytes(params: Mapping[str, Any], name: str, *, max_len: int, optional: bool = False) -> bytes | None:
+def sign_binding(public_key: bytes, payload: bytes, nonce: bytes) -> bytes:
+    """The attestation user_data of a ``sign`` answer: sha256(public_key_DER || sha256(payload) || nonce).
+
+    It ties the key that signed, the exact payload and the caller's nonce to one attestation.
+    """
+    return hashlib.sha256(public_key + hashlib.sha256(payload).digest() + nonce).digest()
+
+
+def require_bytes(
+    params: Mapping[str, Any], name: str, *, max_len: int, optional: bool = False
+) -> bytes | None:
     """A bytes parameter with a size limit (handler helper)."""
     value = params.get(name)
     if value is None:
@@ -527,11 +552,15 @@ def require_bytes(params: Mapping[str, Any], name: str, *, max_len: int, optiona
     if not isinstance(value, bytes | bytearray):
         raise ProtocolError(f"parameter {name!r} must be a byte string", wire_code=BAD_PARAMS)
     if len(value) > max_len:
-        raise ProtocolError(f"parameter {name!r} is {len(value)} bytes; the limit is {max_len}", wire_code=TOO_LARGE)
+        raise ProtocolError(
+            f"parameter {name!r} is {len(value)} bytes; the limit is {max_len}", wire_code=TOO_LARGE
+        )
     return bytes(value)
 
 
-def require_str(params: Mapping[str, Any], name: str, *, choices: Sequence[str], default: str | None = None) -> str:
+def require_str(
+    params: Mapping[str, Any], name: str, *, choices: Sequence[str], default: str | None = None
+) -> str:
     value = params.get(name, default)
     if not isinstance(value, str) or value not in choices:
         raise ProtocolError(f"parameter {name!r} must be one of {', '.join(choices)}", wire_code=BAD_PARAMS)

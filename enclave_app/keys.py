@@ -34,9 +34,9 @@ class KeyStoreError(NitrodeckError):
 
 
 def _derive(seed: bytes, label: bytes, length: int) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=b"nitrodeck/enclave-key/" + label).derive(
-        seed
-    )
+    return HKDF(
+        algorithm=hashes.SHA256(), length=length, salt=None, info=b"nitrodeck/enclave-key/" + label
+    ).derive(seed)
 
 
 def _spki(key: ec.EllipticCurvePublicKey | Ed25519PublicKey) -> bytes:
@@ -85,7 +85,9 @@ class KeyStore:
                     key = serialization.load_der_private_key(raw, password=None)
                 except (ValueError, TypeError) as exc:
                     # the exception text never includes key bytes, but say nothing specific anyway
-                    raise KeyStoreError("the released key is not a DER private key", where="keys.set_signing_key") from exc
+                    raise KeyStoreError(
+                        "the released key is not a DER private key", where="keys.set_signing_key"
+                    ) from exc
         else:
             key = private_key
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256K1):
@@ -100,7 +102,9 @@ class KeyStore:
                 return _spki(self._secp.public_key())
             if scheme == ED25519:
                 return _spki(self._ed.public_key())
-        raise KeyStoreError(f"unknown scheme {scheme[:32]!r}", where="keys", hint=f"use one of {', '.join(SCHEMES)}")
+        raise KeyStoreError(
+            f"unknown scheme {scheme[:32]!r}", where="keys", hint=f"use one of {', '.join(SCHEMES)}"
+        )
 
     def public_keys(self) -> dict[str, bytes]:
         return {scheme: self.public_key_der(scheme) for scheme in SCHEMES}
@@ -112,7 +116,9 @@ class KeyStore:
                 return self._secp.sign(payload, ec.ECDSA(hashes.SHA256())), _spki(self._secp.public_key())
             if scheme == ED25519:
                 return self._ed.sign(payload), _spki(self._ed.public_key())
-        raise KeyStoreError(f"unknown scheme {scheme[:32]!r}", where="keys", hint=f"use one of {', '.join(SCHEMES)}")
+        raise KeyStoreError(
+            f"unknown scheme {scheme[:32]!r}", where="keys", hint=f"use one of {', '.join(SCHEMES)}"
+        )
 
     def __repr__(self) -> str:
         return f"KeyStore(schemes={SCHEMES}, key_source={self._source!r})"

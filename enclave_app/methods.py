@@ -9,7 +9,6 @@ with :func:`on_startup` to run once the key store and NSM are ready.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import __version__
-from core.protocol import BAD_PARAMS, UNKNOWN_METHOD, VERSION, ProtocolError, require_bytes, require_str
+from core.protocol import (
+    BAD_PARAMS,
+    UNKNOWN_METHOD,
+    VERSION,
+    ProtocolError,
+    require_bytes,
+    require_str,
+    sign_binding,
+)
 from enclave_app.keys import SCHEMES, KeyStore
 
 MAX_PAYLOAD = 64 * 1024
@@ -127,11 +134,6 @@ async def call_method(ctx: EnclaveContext, method: str, params: Mapping[str, Any
     return result
 
 
-def binding(public_key: bytes, payload: bytes, nonce: bytes) -> bytes:
-    """The attestation user_data of a signature: it ties the key, the payload and the nonce together."""
-    return hashlib.sha256(public_key + hashlib.sha256(payload).digest() + nonce).digest()
-
-
 # --- built-in methods ---------------------------------------------------------------------------
 
 
@@ -168,7 +170,7 @@ async def _sign(ctx: EnclaveContext, params: Mapping[str, Any]) -> dict[str, Any
     signature, public_key = ctx.keys.sign(scheme, payload)
     # public_key is set too, so verifiers that read the document's public_key field find the key
     # that signed; user_data binds it to this payload and this nonce.
-    document = await ctx.nsm.attestation(binding(public_key, payload, nonce), nonce, public_key)
+    document = await ctx.nsm.attestation(sign_binding(public_key, payload, nonce), nonce, public_key)
     return {"scheme": scheme, "signature": signature, "public_key": public_key, "attestation": document}
 
 

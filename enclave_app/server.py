@@ -143,7 +143,9 @@ async def serve(
                     connections.discard(task)
 
         server = await transport.start_server(handle, port, limit=MAX_FRAME + HEADER.size)
-        logger(f"listening on vsock port {port}; methods: {', '.join(method_names())}; keys: {keys.key_source}")
+        logger(
+            f"listening on vsock port {port}; methods: {', '.join(method_names())}; keys: {keys.key_source}"
+        )
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,7 +164,9 @@ async def serve(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m enclave_app", description="nitrodeck enclave payload")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="vsock port to listen on (default 5005)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="vsock port to listen on (default 5005)"
+    )
     args = parser.parse_args(argv)
     if not 0 < args.port < 2**32:
         log(f"fatal: port {args.port} is out of range")

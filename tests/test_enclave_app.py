@@ -63,7 +63,9 @@ def start_payload(root: Path, *, cid: int = 16, debug: bool = False, port: int =
     """Start ``python -m enclave_app`` the way the emulator's supervisor would, and wait until it listens."""
     vsock_dir = root / "vsock"
     vsock_dir.mkdir(exist_ok=True)
-    nsm = EmulatedNsm(f"i-0123456789abcdef0-enc{cid:016x}", dict(IMAGE_PCRS), debug, "i-0123456789abcdef0", None)
+    nsm = EmulatedNsm(
+        f"i-0123456789abcdef0-enc{cid:016x}", dict(IMAGE_PCRS), debug, "i-0123456789abcdef0", None
+    )
     nsm_path = root / f"nsm-{cid}.sock"
     server = start_nsm_server(nsm, nsm_path)
     console = root / f"console-{cid}.log"
@@ -134,7 +136,11 @@ async def test_sign_both_schemes_and_attest(payload: Payload) -> None:
         for scheme in ("secp256k1", "ed25519"):
             nonce = os.urandom(32)
             body = f"transfer 10 coins via {scheme} MARKER-7f3a".encode()
-            results[scheme] = (nonce, body, await client.call("sign", {"payload": body, "scheme": scheme, "nonce": nonce}))
+            results[scheme] = (
+                nonce,
+                body,
+                await client.call("sign", {"payload": body, "scheme": scheme, "nonce": nonce}),
+            )
     assert health["schemes"] == ["secp256k1", "ed25519"]
     assert health["key_source"] == "generated"
     assert health["pcrs"][0] == IMAGE_PCRS[0].hex() and health["pcrs"][8] == IMAGE_PCRS[8].hex()
@@ -198,7 +204,9 @@ async def test_many_concurrent_connections_and_graceful_stop(payload: Payload) -
     async def one(i: int) -> bool:
         async with await _client(payload) as client:
             nonce = i.to_bytes(4, "big")
-            res = await client.call("sign", {"payload": b"%d" % i, "scheme": "ed25519", "nonce": nonce}, timeout=30)
+            res = await client.call(
+                "sign", {"payload": b"%d" % i, "scheme": "ed25519", "nonce": nonce}, timeout=30
+            )
             verify_signature("ed25519", res["public_key"], res["signature"], b"%d" % i)
             return True
 

@@ -1,0 +1,94 @@
+"""Packaging the payload as an enclave image without Docker: a rootfs folder plus a build request.
+
+The rootfs holds only what the payload imports from nitrodeck (core/ and enclave_app/ sources)
+under /app; its Python interpreter and third-party wheels come from the image the EIF is built
+on (the Dockerfile next to this file) or, under the emulator, from the caller's environment.
+Every file is copied in sorted order with fixed modes and one fixed mtime, and the build time is
+pinned, so the same sources always give the same EIF and the same PCRs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+from core import __version__, home
+from core.errors import UsageError
+from core.models import BuildRequest
+
+REPO = Path(__file__).resolve().parent.parent
+#: packages copied into /app, and which files of them
+PACKAGES = ("core", "enclave_app")
+#: fixed so rebuilding unchanged sources reproduces the EIF bit for bit (PCRs included)
+PAYLOAD_BUILD_TIME = "2026-01-01T00:00:00Z"
+PAYLOAD_NAME = "nitrodeck-payload"
+PAYLOAD_PORT = 5005
+PAYLOAD_CMD = f"python3 -m enclave_app --port {PAYLOAD_PORT}"
+PAYLOAD_ENV = ("PYTHONPATH=/app", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1")
+
+
+def payload_dir() -> Path:
+    return home.home() / "build" / "payload"
+
+
+def _epoch(build_time: str) -> int:
+    try:
+        when = dt.datetime.fromisoformat(build_time[:40].replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(
+            f"build time {build_time[:40]!r} is not an ISO 8601 time",
+            where="payload build",
+            hint="e.g. 2026-01-01T00:00:00Z",
+        ) from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
+
+
+def source_files(repo: Path = REPO) -> list[Path]:
+    """The payload's sources, relative to the repository, sorted (no caches, no tests)."""
+    out: list[Path] = []
+    for package in PACKAGES:
+        for path in sorted((repo / package).glob("*.py")):
+            out.append(path.relative_to(repo))
+    return out
+
+
+def prepare_rootfs(build_time: str = PAYLOAD_BUILD_TIME, dest: Path | None = None, repo: Path = REPO) -> Path:
+    """(Re)create the rootfs folder; returns it. Replaced whole so stale files cannot leak in."""
+    root = (dest or payload_dir()) / "rootfs"
+    if root.exists():
+        shutil.rmtree(root)
+    stamp = _epoch(build_time)
+    app = root / "app"
+    for rel in source_files(repo):
+        target = app / rel
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        shutil.copyfile(repo / rel, target)
+        os.chmod(target, 0o644)
+        os.utime(target, (stamp, stamp))
+    # directories last, deepest first, so creating files does not touch their times again
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        os.chmod(folder, 0o755)
+        os.utime(folder, (stamp, stamp))
+    os.chmod(root, 0o755)
+    os.utime(root, (stamp, stamp))
+    return root
+
+
+def payload_build_request(output_file: str, *, build_time: str | None = None) -> BuildRequest:
+    """The build request for the nitrodeck payload EIF (``nitrodeck build --payload``)."""
+    when = build_time or PAYLOAD_BUILD_TIME
+    _epoch(when)  # reject a malformed time before anything is written
+    root = prepare_rootfs(when)
+    return BuildRequest(
+        output_file=output_file,
+        rootfs=str(root),
+        cmd=PAYLOAD_CMD,
+        env=list(PAYLOAD_ENV),
+        name=PAYLOAD_NAME,
+        version=__version__,
+        payload=True,
+    )

@@ -196,7 +196,7 @@ def error_from_output(argv: list[str], stderr: str, exit_code: int, backend: Bac
             f"{backend.display_name} exited with status {exit_code}" + (f": {last[:500]}" if last else ""),
             exit_status=exit_code,
             stderr=stderr,
-            where=command_text(backend, argv),
+            where=command_text(backend, _strip_prefix(backend, argv)),
         )
     inner = next((b for b in blocks if b.code != "E39"), blocks[0])
     log_path = inner.log_path or next((b.log_path for b in blocks if b.log_path), None)
@@ -281,6 +281,11 @@ def parse_pcr(text: str) -> str:
             if isinstance(value, str):
                 return value.lower()
     raise OutputFormatError("expected {\"PCR\": ...} or {\"PCR8\": ...}", where="pcr")
+
+
+def _strip_prefix(backend: Backend, argv: list[str]) -> list[str]:
+    prefix = list(backend.argv)
+    return argv[len(prefix) :] if argv[: len(prefix)] == prefix else argv
 
 
 def command_text(backend: Backend, args: list[str]) -> str:

@@ -256,12 +256,13 @@ class Lifecycle:
 
     def status(self) -> Status:
         enclaves = self.describe()
+        resources = self.resources(enclaves)  # before the instance ID: the emulator model may create it
         return Status(
             backend=self.backend.name,
             backend_display=self.backend.display_name,
             instance_id=self.instance_id(),
             enclaves=enclaves,
-            resources=self.resources(enclaves),
+            resources=resources,
             read_only=self.read_only,
         )
 

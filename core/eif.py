@@ -12,6 +12,7 @@ A CRC mismatch is reported (``crc_ok=False``), not raised: describe-eif shows ``
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -203,6 +204,10 @@ class EifFile:
         with open(self.path, "rb") as fh:
             yield from _iter_range(fh, section.data_offset, section.size, chunk)
 
+    def open_section(self, section: EifSection) -> BinaryIO:
+        """A buffered stream over exactly one section's data (never reads past it)."""
+        return io.BufferedReader(_RangeReader(self.path, section.data_offset, section.size), CHUNK)
+
     def cmdline(self) -> str:
         return self.read_section(self.cmdline_section, 64 * 1024).decode("utf-8", "replace")
 
@@ -227,6 +232,32 @@ class EifFile:
                 problem="bad metadata",
             )
         return value
+
+
+class _RangeReader(io.RawIOBase):
+    """Raw stream over [offset, offset+size) of a file."""
+
+    def __init__(self, path: Path, offset: int, size: int) -> None:
+        super().__init__()
+        self._fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._fh.seek(offset)
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._left)
+        if want <= 0:
+            return 0
+        n = self._fh.readinto(view[:want]) or 0
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
 
 
 def _iter_range(fh: BinaryIO, offset: int, size: int, chunk: int) -> Iterator[bytes]:

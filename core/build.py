@@ -1,0 +1,382 @@
+"""build-enclave: an image (Docker, saved tarball or rootfs folder) -> a reproducible EIF.
+
+Ramdisks follow nitro-cli: ramdisk 0 (bootstrap) = init + nsm.ko; ramdisk 1 (customer) =
+``rootfs/...`` (the flattened image), ``cmd`` (entrypoint + cmd, one argument per line) and ``env``
+(one K=V per line). Everything that varies between hosts (mtimes, owners, creation order) is
+dropped, so the same inputs and the same build time give a bit-identical EIF.
+
+Errors are :class:`BuildError` with ``cli_code`` set to the nitro-cli code the emulator prints:
+E19 unreadable input, E48 EIF building, E49 docker build, E50 missing image / pull, E60 signing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shlex
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import core
+from core import cpio
+from core.blobs import Blobs, load_blobs
+from core.eif import EifError, EifWriter, SectionType, read_eif
+from core.errors import NitrodeckError
+from core.image import ImageConfig, ImageError, flatten_tarball
+from core.models import BuildRequest, BuildResult
+
+MAX_CUSTOM_METADATA = 4096
+MAX_SPEC_FILE = 1024 * 1024
+BUILD_TOOL = "nitrodeck"
+
+Progress = Callable[[str], None]
+
+
+class BuildError(NitrodeckError):
+    code = "ND-BUILD"
+
+    def __init__(
+        self, message: str, *, cli_code: str, where: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.cli_code = cli_code
+
+
+@dataclass
+class ImageSpec:
+    """What the enclave runs: the unpacked root filesystem and its command/environment."""
+
+    rootfs: Path
+    cmd: list[str]
+    env: list[str]
+
+
+@dataclass
+class _Source:
+    root: Path
+    config: ImageConfig
+    docker_info: dict[str, Any]
+    default_name: str
+    default_version: str | None  # None: derive from the customer ramdisk
+
+
+# --- time -----------------------------------------------------------------------------------------
+
+
+def resolve_build_time(build_time: str | None) -> str:
+    """The explicit value, else $SOURCE_DATE_EPOCH as RFC 3339, else now (as nitro-cli's to_rfc3339)."""
+    if build_time:
+        return build_time
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            seconds = int(epoch)
+        except ValueError:
+            raise BuildError(
+                f"SOURCE_DATE_EPOCH is not an integer: {epoch!r}", cli_code="E48", where="SOURCE_DATE_EPOCH"
+            ) from None
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _epoch_of(build_time: str) -> int:
+    """cpio mtimes: the build time when it parses, else 0 (both reproducible)."""
+    try:
+        return max(0, int(dt.datetime.fromisoformat(build_time.replace("Z", "+00:00")).timestamp()))
+    except ValueError:
+        return 0
+
+
+# --- sources --------------------------------------------------------------------------------------
+
+
+def _docker_source(req: BuildRequest, client: Any, work: Path, progress: Progress) -> _Source:
+    assert req.docker_uri is not None
+    try:
+        import docker.errors as derr
+    except ImportError as exc:  # pragma: no cover - docker is a dependency
+        raise BuildError("the docker SDK is not installed", cli_code="E50") from exc
+    if client is None:
+        try:
+            import docker
+
+            client = docker.from_env(timeout=120)
+            client.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure: no usable engine
+            raise BuildError(
+                f"cannot reach the Docker engine: {exc}", cli_code="E50", where="DOCKER_HOST"
+            ) from None
+    uri = req.docker_uri
+    if req.docker_dir:
+        folder = Path(req.docker_dir)
+        if not (folder / "Dockerfile").is_file():
+            raise BuildError("no Dockerfile in the docker dir", cli_code="E49", where=str(folder))
+        try:
+            client.images.build(path=str(folder), tag=uri, rm=True, network_mode="none")
+        except (derr.BuildError, derr.APIError) as exc:
+            raise BuildError(f"docker build failed: {exc}", cli_code="E49", where=str(folder)) from None
+    try:
+        image = client.images.get(uri)
+        if not req.docker_dir:
+            progress("Using the locally available Docker image...")
+    except derr.ImageNotFound:
+        try:
+            image = client.images.pull(uri)
+        except Exception as exc:  # noqa: BLE001 - not found, no network, bad name: all E50
+            raise BuildError(
+                f"image {uri} is not available locally and cannot be pulled: {exc}", cli_code="E50", where=uri
+            ) from None
+    except derr.APIError as exc:
+        raise BuildError(f"cannot inspect image {uri}: {exc}", cli_code="E50", where=uri) from None
+    tarball = work / "image.tar"
+    try:
+        with open(tarball, "wb") as out:
+            for chunk in image.save(named=False):
+                out.write(chunk)
+    except derr.APIError as exc:
+        raise BuildError(f"docker save failed: {exc}", cli_code="E50", where=uri) from None
+    root = work / "rootfs"
+    try:
+        config = flatten_tarball(tarball, root)
+    except ImageError as exc:
+        raise BuildError(
+            f"cannot flatten image {uri}: {exc.message}", cli_code="E48", where=exc.where
+        ) from None
+    finally:
+        tarball.unlink(missing_ok=True)
+    info = dict(image.attrs)
+    # the engine's inspect Config is authoritative for what runs
+    cfg = info.get("Config") or {}
+    config.cmd = list(cfg.get("Cmd") or [])
+    config.entrypoint = list(cfg.get("Entrypoint") or [])
+    config.env = list(cfg.get("Env") or [])
+    config.working_dir = cfg.get("WorkingDir") or ""
+    image_id = str(info.get("Id") or config.image_id)
+    return _Source(root, config, info, uri.split(":")[0], image_id.removeprefix("sha256:"))
+
+
+def _tar_source(req: BuildRequest, work: Path) -> _Source:
+    assert req.image_tar is not None
+    tarball = Path(req.image_tar)
+    if not os.access(tarball, os.R_OK) or not tarball.is_file():
+        raise BuildError("the image tarball cannot be read", cli_code="E19", where=str(tarball))
+    root = work / "rootfs"
+    try:
+        config = flatten_tarball(tarball, root)
+    except ImageError as exc:
+        raise BuildError(f"bad image tarball: {exc.message}", cli_code="E48", where=exc.where) from None
+    name = config.repo_tags[0].split(":")[0] if config.repo_tags else tarball.name.split(".")[0]
+    return _Source(root, config, config.docker_info(), name, config.image_id.removeprefix("sha256:"))
+
+
+def _rootfs_source(req: BuildRequest) -> _Source:
+    assert req.rootfs is not None
+    root = Path(req.rootfs)
+    if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
+        raise BuildError("the rootfs folder cannot be read", cli_code="E19", where=str(root))
+    try:
+        argv = shlex.split(req.cmd or "")
+    except ValueError as exc:
+        raise BuildError(f"cannot split the command: {exc}", cli_code="E48", where="--cmd") from None
+    config = ImageConfig(cmd=argv, env=list(req.env), repo_tags=[])
+    info = {"Id": "", "RepoTags": [], "Config": {"Cmd": argv, "Env": list(req.env)}}
+    return _Source(root, config, info, root.name or "rootfs", None)
+
+
+def _check_lines(values: list[str], what: str, need_eq: bool) -> None:
+    for value in values:
+        if "\n" in value or "\0" in value:
+            raise BuildError(f"{what} entry {value!r} contains a newline or NUL", cli_code="E48", where=what)
+        if need_eq and "=" not in value:
+            raise BuildError(f"{what} entry {value!r} is not K=V", cli_code="E48", where=what)
+
+
+# --- ramdisks -------------------------------------------------------------------------------------
+
+
+def _bootstrap_entries(blobs: Blobs) -> Iterator[cpio.CpioEntry]:
+    yield cpio.regular("init", blobs.init, 0o755)
+    if blobs.nsm_ko is not None:
+        yield cpio.regular("nsm.ko", blobs.nsm_ko, 0o644)
+
+
+def _customer_entries(source: _Source) -> Iterator[cpio.CpioEntry]:
+    yield from cpio.tree_entries(source.root, "rootfs")
+    yield cpio.regular("cmd", "".join(f"{arg}\n" for arg in source.config.argv).encode(), 0o644)
+    yield cpio.regular("env", "".join(f"{kv}\n" for kv in source.config.env).encode(), 0o644)
+
+
+def _write_cpio(path: Path, entries: Iterator[cpio.CpioEntry], mtime: int) -> str:
+    """Write a ramdisk; returns its sha256 (used as ImageVersion of rootfs builds)."""
+
+    class _Hashing:
+        def __init__(self, fh: Any) -> None:
+            self.fh, self.h = fh, hashlib.sha256()
+
+        def write(self, data: bytes) -> int:
+            self.h.update(data)
+            return int(self.fh.write(data))
+
+    with open(path, "wb") as fh:
+        sink = _Hashing(fh)
+        try:
+            cpio.write_archive(sink, entries, mtime=mtime)  # type: ignore[arg-type]
+        except cpio.CpioError as exc:
+            raise BuildError(f"cannot write ramdisk: {exc}", cli_code="E48", where=exc.where) from None
+        except OSError as exc:
+            raise BuildError(f"cannot read image file: {exc}", cli_code="E19", where=exc.filename) from None
+    return sink.h.hexdigest()
+
+
+def _custom_metadata(path: str | None) -> Any:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CUSTOM_METADATA + 1)
+    except OSError as exc:
+        raise BuildError(
+            f"cannot read the metadata file: {exc.strerror}", cli_code="E19", where=path
+        ) from None
+    if len(raw) > MAX_CUSTOM_METADATA:
+        raise BuildError(
+            f"the metadata file is larger than {MAX_CUSTOM_METADATA} bytes", cli_code="E48", where=path
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BuildError(f"the metadata file is not JSON: {exc}", cli_code="E48", where=path) from None
+
+
+def _check_output(path: Path) -> None:
+    parent = path.absolute().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise BuildError(
+            "the output folder does not exist or is not writable", cli_code="E48", where=str(parent)
+        )
+
+
+# --- the build ------------------------------------------------------------------------------------
+
+
+def build_eif(
+    req: BuildRequest,
+    *,
+    docker_client: Any = None,
+    build_time: str | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build ``req.output_file``; same request + same build time => bit-identical EIF."""
+    say = progress or (lambda _line: None)
+    sources = [s for s in (req.docker_uri, req.rootfs, req.image_tar) if s]
+    if len(sources) != 1:
+        raise BuildError(
+            "give exactly one image source: docker URI, rootfs folder or image tarball", cli_code="E48"
+        )
+    if bool(req.signing_certificate) != bool(req.private_key):
+        raise BuildError("signing needs both a certificate and a private key", cli_code="E60")
+    output = Path(req.output_file)
+    _check_output(output)
+    custom = _custom_metadata(req.metadata)
+    when = resolve_build_time(build_time)
+    blobs = load_blobs()
+    say("Start building the Enclave Image...")
+    with tempfile.TemporaryDirectory(prefix="nd-build-") as tmp:
+        work = Path(tmp)
+        if req.docker_uri:
+            source = _docker_source(req, docker_client, work, say)
+        elif req.image_tar:
+            source = _tar_source(req, work)
+        else:
+            source = _rootfs_source(req)
+        if not source.config.argv:
+            raise BuildError("the image has no CMD or ENTRYPOINT to run", cli_code="E48", where="cmd")
+        _check_lines(source.config.argv, "cmd", need_eq=False)
+        _check_lines(source.config.env, "env", need_eq=True)
+        mtime = _epoch_of(when)
+        rd0, rd1 = work / "bootstrap.cpio", work / "customer.cpio"
+        _write_cpio(rd0, _bootstrap_entries(blobs), mtime)
+        customer_digest = _write_cpio(rd1, _customer_entries(source), mtime)
+        os_name, kernel_version = blobs.os_and_kernel()
+        metadata = {
+            "ImageName": req.name or source.default_name,
+            "ImageVersion": req.version or source.default_version or customer_digest,
+            "BuildMetadata": {
+                "BuildTime": when,
+                "BuildTool": BUILD_TOOL,
+                "BuildToolVersion": core.__version__,
+                "OperatingSystem": os_name,
+                "KernelVersion": kernel_version,
+            },
+            "DockerInfo": source.docker_info,
+            "CustomMetadata": custom,
+        }
+        meta_bytes = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
+        writer = EifWriter(flags=blobs.eif_flags)
+        writer.add(SectionType.KERNEL, blobs.kernel).add(SectionType.CMDLINE, blobs.cmdline)
+        writer.add(SectionType.METADATA, meta_bytes).add(SectionType.RAMDISK, rd0).add(
+            SectionType.RAMDISK, rd1
+        )
+        try:
+            writer.write(output)
+        except OSError as exc:
+            raise BuildError(
+                f"cannot write the EIF: {exc.strerror}", cli_code="E48", where=str(output)
+            ) from None
+        except EifError as exc:
+            raise BuildError(
+                f"cannot write the EIF: {exc.message}", cli_code="E48", where=str(output)
+            ) from None
+    if req.signing_certificate and req.private_key:
+        from core.eif_sign import SigningError, sign_eif
+
+        try:
+            measurements = sign_eif(output, req.signing_certificate, req.private_key)
+        except SigningError as exc:
+            output.unlink(missing_ok=True)
+            raise BuildError(f"signing failed: {exc.message}", cli_code="E60", where=exc.where) from None
+    else:
+        from core.measure import measure_eif
+
+        measurements = measure_eif(output)
+    say("Enclave Image successfully created.")
+    return BuildResult(measurements=measurements, output_file=str(output))
+
+
+# --- reading back -------------------------------------------------------------------------------
+
+
+def _lines(path: Path, what: str) -> list[str]:
+    if not path.is_file() or path.is_symlink():
+        return []
+    if path.stat().st_size > MAX_SPEC_FILE:
+        raise ImageSpecError(f"{what} file is over {MAX_SPEC_FILE} bytes", where=what)
+    text = path.read_bytes().decode("utf-8", "replace")
+    return [line for line in text.split("\n") if line != ""]
+
+
+class ImageSpecError(NitrodeckError):
+    code = "ND-IMAGE-SPEC"
+
+
+def read_image_spec(eif_path: str | os.PathLike[str], dest_dir: str | os.PathLike[str]) -> ImageSpec:
+    """Unpack the customer ramdisk (the last one) of an EIF into ``dest_dir`` (the emulator's boot)."""
+    eif = read_eif(eif_path)
+    ramdisks = eif.ramdisks
+    if len(ramdisks) < 2:
+        raise ImageSpecError("the EIF has no customer ramdisk (only the bootstrap one)", where=str(eif_path))
+    dest = Path(dest_dir)
+    with eif.open_section(ramdisks[-1]) as stream:
+        try:
+            cpio.extract(stream, dest)
+        except cpio.CpioError as exc:
+            raise ImageSpecError(f"customer ramdisk: {exc.message}", where=exc.where) from None
+    rootfs = dest / "rootfs"
+    if not rootfs.is_dir() or rootfs.is_symlink():
+        raise ImageSpecError("the customer ramdisk has no rootfs/ folder", where=str(eif_path))
+    return ImageSpec(rootfs=rootfs, cmd=_lines(dest / "cmd", "cmd"), env=_lines(dest / "env", "env"))

@@ -1,0 +1,393 @@
+"""cpio "newc" (070701) archives: a byte-reproducible writer and a defensive reader/extractor.
+
+Ramdisks in an EIF are newc archives. The writer makes the same bytes from the same logical tree
+whatever the host did: entries sorted by name, mtime fixed, uid/gid 0, inode numbers assigned by
+position, one link per entry (hard links become copies). The reader treats archives as hostile:
+bounded names, sizes and entry counts, no ``..``/absolute names, never writes through a symlink,
+refuses symlinks that climb out of the tree, and skips device nodes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import posixpath
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from core.errors import NitrodeckError
+
+MAGIC = b"070701"
+HEADER_SIZE = 110
+TRAILER = "TRAILER!!!"
+MAX_NAME = 4096
+MAX_ENTRIES = 200_000
+MAX_FILE_SIZE = 4 * 1024**3
+MAX_TOTAL_SIZE = 16 * 1024**3
+COPY_CHUNK = 1024 * 1024
+
+
+class CpioError(NitrodeckError):
+    code = "ND-CPIO"
+
+    def __init__(self, message: str, *, offset: int | None = None, name: str | None = None) -> None:
+        where = (
+            f"cpio entry {name!r}" if name else (f"cpio offset 0x{offset:x}" if offset is not None else None)
+        )
+        super().__init__(message, where=where)
+        self.offset = offset
+        self.name = name
+
+
+@dataclass(frozen=True)
+class CpioEntry:
+    """One archive member. ``source`` is the file content (bytes or a file streamed at write time);
+    for a symlink it is the target."""
+
+    name: str
+    mode: int  # full st_mode: type bits + permissions
+    source: bytes | Path = b""
+    rdev: int = 0
+
+    @property
+    def size(self) -> int:
+        if isinstance(self.source, bytes):
+            return len(self.source)
+        return self.source.stat().st_size
+
+
+def directory(name: str, perm: int = 0o755) -> CpioEntry:
+    return CpioEntry(name, stat.S_IFDIR | perm)
+
+
+def regular(name: str, source: bytes | Path, perm: int = 0o644) -> CpioEntry:
+    return CpioEntry(name, stat.S_IFREG | perm, source)
+
+
+def symlink(name: str, target: str) -> CpioEntry:
+    return CpioEntry(name, stat.S_IFLNK | 0o777, target.encode())
+
+
+def _pad(n: int) -> int:
+    return (4 - n % 4) % 4
+
+
+def _header(ino: int, mode: int, nlink: int, mtime: int, size: int, rdev: int, namesize: int) -> bytes:
+    fields = [ino, mode, 0, 0, nlink, mtime, size, 0, 0, os.major(rdev), os.minor(rdev), namesize, 0]
+    return MAGIC + b"".join(b"%08X" % v for v in fields)
+
+
+@dataclass
+class CpioWriter:
+    """Streams entries to ``out``. Use :func:`write_archive` for sorted, reproducible output."""
+
+    out: BinaryIO
+    mtime: int = 0
+    written: int = 0
+    _ino: int = 0
+
+    def _emit(self, data: bytes) -> None:
+        self.out.write(data)
+        self.written += len(data)
+
+    def add(self, entry: CpioEntry) -> None:
+        name = entry.name.encode()
+        if b"\0" in name or len(name) > MAX_NAME:
+            raise CpioError("entry name has a NUL byte or is too long", name=entry.name)
+        self._ino += 1
+        is_dir = stat.S_ISDIR(entry.mode)
+        size = 0 if is_dir else entry.size
+        header = _header(
+            self._ino, entry.mode, 2 if is_dir else 1, self.mtime, size, entry.rdev, len(name) + 1
+        )
+        self._emit(header + name + b"\0" + b"\0" * _pad(HEADER_SIZE + len(name) + 1))
+        if is_dir:
+            return
+        if isinstance(entry.source, bytes):
+            self._emit(entry.source)
+        else:
+            copied = 0
+            with open(entry.source, "rb") as fh:
+                while copied < size:
+                    block = fh.read(min(COPY_CHUNK, size - copied))
+                    if not block:
+                        break
+                    self._emit(block)
+                    copied += len(block)
+            if copied != size:
+                raise CpioError(f"{entry.source} changed size while archiving", name=entry.name)
+        self._emit(b"\0" * _pad(size))
+
+    def finish(self) -> None:
+        self._ino += 1
+        name = TRAILER.encode()
+        self._emit(_header(0, 0, 1, 0, 0, 0, len(name) + 1) + name + b"\0")
+        self._emit(b"\0" * _pad(HEADER_SIZE + len(name) + 1))
+
+
+def write_archive(out: BinaryIO, entries: Iterable[CpioEntry], mtime: int = 0) -> int:
+    """Write a reproducible archive: entries sorted by name; returns the bytes written."""
+    ordered = sorted(entries, key=lambda e: e.name.encode())
+    seen: set[str] = set()
+    writer = CpioWriter(out, mtime=mtime)
+    for entry in ordered:
+        if entry.name in seen:
+            raise CpioError("duplicate entry", name=entry.name)
+        seen.add(entry.name)
+        writer.add(entry)
+    writer.finish()
+    return writer.written
+
+
+def tree_entries(root: Path, prefix: str, root_perm: int = 0o755) -> Iterator[CpioEntry]:
+    """Entries for a folder tree, named ``prefix/relative``; host owner and times are dropped.
+
+    Permissions are kept (an executable must stay executable), except the top folder's, which is
+    fixed: temp folders are often 0700 and would make otherwise equal trees differ. Sockets and
+    fifos are skipped; device nodes are kept only as their numbers."""
+    yield directory(prefix, root_perm)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(dirnames + filenames):
+            full = os.path.join(dirpath, name)
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            arc = f"{prefix}/{rel}"
+            st = os.lstat(full)
+            perm = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                yield symlink(arc, os.readlink(full))
+            elif stat.S_ISDIR(st.st_mode):
+                yield directory(arc, perm)
+            elif stat.S_ISREG(st.st_mode):
+                yield regular(arc, Path(full), perm)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                yield CpioEntry(arc, stat.S_IFMT(st.st_mode) | perm, b"", st.st_rdev)
+        # os.walk does not descend into symlinked folders, which is what we want
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpioMember:
+    name: str
+    mode: int
+    size: int
+    offset: int  # of the data, in the (decompressed) stream
+    rdev: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
+class _Counted:
+    """A read-only stream wrapper that counts bytes and refuses to run past ``limit``."""
+
+    def __init__(self, raw: BinaryIO, limit: int) -> None:
+        self.raw = raw
+        self.limit = limit
+        self.pos = 0
+
+    def read_exact(self, n: int, what: str) -> bytes:
+        if self.pos + n > self.limit:
+            raise CpioError(f"archive ends inside {what}", offset=self.pos)
+        data = self.raw.read(n)
+        if len(data) != n:
+            raise CpioError(f"archive ends inside {what}", offset=self.pos)
+        self.pos += n
+        return data
+
+    def skip(self, n: int, what: str) -> None:
+        left = n
+        while left:
+            left -= len(self.read_exact(min(COPY_CHUNK, left), what))
+
+
+def _maybe_gunzip(stream: BinaryIO) -> BinaryIO:
+    """Ramdisks may be cpio.gz (linuxkit writes gzip): peek at the first bytes."""
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
+    head = buffered.peek(2)[:2]
+    if head == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    return buffered  # type: ignore[return-value]
+
+
+@dataclass
+class CpioReader:
+    """Iterates members of a newc stream. Each member's data must be consumed (or skipped) before
+    the next; :meth:`members` does the skipping for you."""
+
+    stream: BinaryIO
+    max_total: int = MAX_TOTAL_SIZE
+    max_entries: int = MAX_ENTRIES
+    max_file: int = MAX_FILE_SIZE
+    _in: _Counted = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._in = _Counted(_maybe_gunzip(self.stream), self.max_total)
+
+    def _next_header(self) -> CpioMember | None:
+        start = self._in.pos
+        raw = self._in.read_exact(HEADER_SIZE, "an entry header")
+        if raw[:6] != MAGIC:
+            raise CpioError(f"bad entry magic {raw[:6]!r}, expected {MAGIC!r} (newc)", offset=start)
+        try:
+            values = [int(raw[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
+        except ValueError as exc:
+            raise CpioError("entry header has non-hex fields", offset=start) from exc
+        _ino, mode, _uid, _gid, _nlink, _mtime, size, _maj, _min, rmaj, rmin, namesize, _check = values
+        if namesize < 1 or namesize > MAX_NAME + 1:
+            raise CpioError(f"entry name size {namesize} out of range 1..{MAX_NAME + 1}", offset=start)
+        name_raw = self._in.read_exact(namesize, "an entry name")
+        self._in.skip(_pad(HEADER_SIZE + namesize), "name padding")
+        if name_raw[-1:] != b"\0":
+            raise CpioError("entry name is not NUL-terminated", offset=start)
+        try:
+            name = name_raw[:-1].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CpioError("entry name is not UTF-8", offset=start) from exc
+        if name == TRAILER:
+            return None
+        if size > self.max_file:
+            raise CpioError(f"entry is {size} bytes, over the {self.max_file}-byte limit", name=name)
+        return CpioMember(name, mode, size, self._in.pos, os.makedev(rmaj, rmin))
+
+    def members(self) -> Iterator[tuple[CpioMember, _Counted]]:
+        """Yield (member, stream); the caller may read ``member.size`` bytes via ``read_data``."""
+        for _ in range(self.max_entries + 1):
+            member = self._next_header()
+            if member is None:
+                return
+            start = self._in.pos
+            yield member, self._in
+            consumed = self._in.pos - start
+            if consumed > member.size:
+                raise CpioError("reader consumed past the entry", name=member.name)
+            self._in.skip(member.size - consumed, "entry data")
+            self._in.skip(_pad(member.size), "data padding")
+        raise CpioError(f"more than {self.max_entries} entries", offset=self._in.pos)
+
+    def read_data(self, member: CpioMember, limit: int) -> bytes:
+        if member.size > limit:
+            raise CpioError(f"entry is {member.size} bytes, over the {limit}-byte limit", name=member.name)
+        return self._in.read_exact(member.size, "entry data")
+
+
+def list_members(stream: BinaryIO) -> list[CpioMember]:
+    return [m for m, _ in CpioReader(stream).members()]
+
+
+def safe_name(name: str) -> str:
+    """Normalise an archive name to a relative path, refusing absolute paths and ``..``."""
+    if name.startswith("/"):
+        raise CpioError("absolute path in archive", name=name)
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise CpioError("path traversal ('..') in archive", name=name)
+    return "/".join(parts)
+
+
+def _link_stays_inside(rel_name: str, target: str) -> bool:
+    """Absolute targets resolve inside the extracted root (as they will inside the enclave);
+    relative ones must not climb above it."""
+    if target.startswith("/"):
+        return True
+    base = posixpath.dirname(rel_name)
+    depth = 0 if not base else len(base.split("/"))
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in ("", "."):
+            depth += 1
+    return True
+
+
+def _check_parents(dest: Path, rel: str, name: str) -> None:
+    """No parent of the entry may be a symlink: writing through one could land outside ``dest``."""
+    cur = dest
+    for part in rel.split("/")[:-1]:
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise CpioError("entry would be written through a symlink (escape)", name=name)
+        if not stat.S_ISDIR(st.st_mode):
+            raise CpioError("a parent of this entry is not a folder", name=name)
+
+
+@dataclass
+class ExtractResult:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    skipped: list[str] = field(default_factory=list)
+    total_bytes: int = 0
+
+
+def extract(
+    stream: BinaryIO, dest: Path, *, max_total: int = MAX_TOTAL_SIZE, only_prefix: str | None = None
+) -> ExtractResult:
+    """Unpack a newc stream under ``dest``. Device nodes, fifos and sockets are skipped (listed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    result = ExtractResult()
+    reader = CpioReader(stream, max_total=max_total)
+    for member, src in reader.members():
+        rel = safe_name(member.name)
+        if not rel:
+            continue
+        if only_prefix is not None and not (rel == only_prefix or rel.startswith(only_prefix + "/")):
+            continue
+        _check_parents(dest, rel, member.name)
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        perm = stat.S_IMODE(member.mode) & 0o7777 & ~0o6000  # no setuid/setgid bits on the host
+        if member.is_dir:
+            if target.is_symlink():
+                raise CpioError("folder entry replaces a symlink (escape)", name=member.name)
+            target.mkdir(exist_ok=True)
+            os.chmod(target, perm | 0o700)
+            result.dirs += 1
+        elif member.is_symlink:
+            link = reader.read_data(member, MAX_NAME).decode("utf-8", "surrogateescape")
+            if not _link_stays_inside(rel, link):
+                raise CpioError(f"symlink to {link!r} points outside the archive root", name=member.name)
+            if target.is_symlink() or target.exists():
+                if target.is_dir() and not target.is_symlink():
+                    raise CpioError("symlink entry replaces a folder", name=member.name)
+                target.unlink()
+            os.symlink(link, target)
+            result.symlinks += 1
+        elif member.is_file:
+            if target.is_symlink():
+                target.unlink()  # never write through a link
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                left = member.size
+                while left:
+                    block = src.read_exact(min(COPY_CHUNK, left), "entry data")
+                    out.write(block)
+                    left -= len(block)
+            os.chmod(target, perm)
+            result.files += 1
+            result.total_bytes += member.size
+        else:
+            result.skipped.append(rel)
+    return result

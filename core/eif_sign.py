@@ -1,0 +1,325 @@
+"""EIF signing (PCR8) as nitro-cli does it, and the signature check describe-eif/run-enclave report.
+
+The signature section is CBOR: an array of one map {"signing_certificate": PEM file bytes,
+"signature": untagged COSE_Sign1 bytes}, both encoded as arrays of small uints (serde's Vec<u8>).
+The COSE payload is CBOR {"register_index": 0, "register_value": PCR0 as 48 uints}. PCR8 is the
+PCR of the certificate's DER. Private keys are only read to sign, never logged or copied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+
+from core import cose
+from core.eif import MAX_SIGNATURE_SIZE, EifError, EifFile, EifWriter, FileRange, SectionType, read_eif
+from core.errors import NitrodeckError
+from core.models import Measurements
+
+MAX_PEM = 64 * 1024
+KMS_ARN_PREFIX = "arn:"
+
+# OpenSSL long names, which describe-eif uses as IssuerName keys
+_LONG_NAMES = {
+    NameOID.COMMON_NAME: "commonName",
+    NameOID.COUNTRY_NAME: "countryName",
+    NameOID.LOCALITY_NAME: "localityName",
+    NameOID.STATE_OR_PROVINCE_NAME: "stateOrProvinceName",
+    NameOID.ORGANIZATION_NAME: "organizationName",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "organizationalUnitName",
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.DOMAIN_COMPONENT: "domainComponent",
+    NameOID.STREET_ADDRESS: "streetAddress",
+    NameOID.POSTAL_CODE: "postalCode",
+    NameOID.TITLE: "title",
+    NameOID.GIVEN_NAME: "givenName",
+    NameOID.SURNAME: "surname",
+}
+_SIG_ALGS = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: "ecdsa-with-SHA256",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: "ecdsa-with-SHA384",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: "ecdsa-with-SHA512",
+    SignatureAlgorithmOID.RSA_WITH_SHA256: "sha256WithRSAEncryption",
+    SignatureAlgorithmOID.RSA_WITH_SHA384: "sha384WithRSAEncryption",
+    SignatureAlgorithmOID.RSA_WITH_SHA512: "sha512WithRSAEncryption",
+}
+
+
+class SigningError(NitrodeckError):
+    """Bad signing inputs (certificate, key) or a failed signing step; nitro-cli's E60."""
+
+    code = "ND-SIGNING"
+    cli_code = "E60"
+
+
+@dataclass(frozen=True)
+class SignatureEntry:
+    certificate_pem: bytes
+    cose_sign1: bytes
+
+
+@dataclass
+class SignatureInfo:
+    signed: bool
+    ok: bool = False  # COSE signature valid over this EIF's PCR0 (describe-eif SignatureCheck)
+    pcr8: str | None = None
+    certificate_info: dict[str, Any] = field(default_factory=dict)
+    #: certificate validity window contains now (run-enclave refuses otherwise: E59)
+    valid_now: bool = False
+    problem: str | None = None
+
+    @property
+    def certificate(self) -> dict[str, Any]:
+        return self.certificate_info
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def _read_small(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_PEM + 1)
+    except OSError as exc:
+        raise SigningError(f"cannot read the {what}: {exc.strerror}", where=str(path)) from exc
+    if len(data) > MAX_PEM:
+        raise SigningError(f"the {what} is larger than {MAX_PEM} bytes", where=str(path))
+    return data
+
+
+def load_certificate(pem: bytes, where: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise SigningError(f"not a PEM X.509 certificate: {exc}", where=where) from exc
+
+
+def load_private_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey:
+    text = str(path)
+    if text.startswith(KMS_ARN_PREFIX):
+        raise SigningError(
+            "KMS key ARNs are not supported for signing here; use a local EC private key PEM", where=text
+        )
+    data = _read_small(path, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise SigningError(f"not an unencrypted PEM private key: {exc}", where=text) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise SigningError("the private key must be an EC key (P-256/P-384/P-521)", where=text)
+    if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+        raise SigningError(f"unsupported curve {key.curve.name}", where=text)
+    return key
+
+
+# --- the section ----------------------------------------------------------------------------------
+
+
+def pcr0_payload(pcr0_hex: str) -> bytes:
+    return cbor2.dumps({"register_index": 0, "register_value": list(bytes.fromhex(pcr0_hex))})
+
+
+def build_signature_section(cert_pem: bytes, key: ec.EllipticCurvePrivateKey, pcr0_hex: str) -> bytes:
+    message = cose.sign(pcr0_payload(pcr0_hex), key).to_bytes(tagged=False)
+    return cbor2.dumps([{"signing_certificate": list(cert_pem), "signature": list(message)}])
+
+
+def _uint_bytes(value: Any, where: str, offset: int) -> bytes:
+    if isinstance(value, bytes):  # tolerate byte strings, though nitro-cli writes arrays
+        return value
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise EifError(f"{where} should be an array of bytes", offset=offset, problem="bad signature")
+    try:
+        return bytes(value)
+    except (TypeError, ValueError) as exc:
+        raise EifError(
+            f"{where} holds values that are not bytes", offset=offset, problem="bad signature"
+        ) from exc
+
+
+def parse_signature_section(data: bytes, offset: int = 0) -> list[SignatureEntry]:
+    if len(data) > MAX_SIGNATURE_SIZE:
+        raise EifError("signature section too large", offset=offset, problem="signature too large")
+    try:
+        doc = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise EifError(
+            f"signature section is not CBOR: {exc}", offset=offset, problem="bad signature"
+        ) from exc
+    if not isinstance(doc, Sequence) or isinstance(doc, (str, bytes)) or not doc:
+        raise EifError(
+            "signature section should be a non-empty CBOR array", offset=offset, problem="bad signature"
+        )
+    entries = []
+    for i, item in enumerate(doc):
+        if not isinstance(item, Mapping):
+            raise EifError(f"signature entry {i} is not a map", offset=offset, problem="bad signature")
+        if "signing_certificate" not in item or "signature" not in item:
+            raise EifError(
+                f"signature entry {i} lacks signing_certificate/signature",
+                offset=offset,
+                problem="bad signature",
+            )
+        entries.append(
+            SignatureEntry(
+                _uint_bytes(item["signing_certificate"], f"entry {i} signing_certificate", offset),
+                _uint_bytes(item["signature"], f"entry {i} signature", offset),
+            )
+        )
+    return entries
+
+
+def _entries(eif: EifFile) -> list[SignatureEntry]:
+    section = eif.signature
+    if section is None:
+        return []
+    return parse_signature_section(eif.read_section(section, MAX_SIGNATURE_SIZE), section.data_offset)
+
+
+def signing_certificate_der(eif: EifFile) -> bytes:
+    """DER of the first signing certificate (what PCR8 measures)."""
+    section = eif.signature
+    entries = _entries(eif)
+    if not entries or section is None:
+        raise EifError("EIF has no signature", offset=0, problem="bad signature")
+    try:
+        cert = x509.load_pem_x509_certificate(entries[0].certificate_pem)
+    except ValueError as exc:
+        raise EifError(
+            f"signing certificate is not a PEM certificate: {exc}",
+            offset=section.data_offset,
+            problem="bad signature",
+        ) from exc
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _asn1_time(when: dt.datetime) -> str:
+    """OpenSSL's Asn1Time display: 'Mar  3 12:00:00 2023 GMT' (day padded with a space)."""
+    return f"{when:%b} {when.day:2d} {when:%H:%M:%S} {when.year} GMT"
+
+
+def certificate_info(cert: x509.Certificate) -> dict[str, Any]:
+    issuer = {_LONG_NAMES.get(a.oid, a.oid.dotted_string): str(a.value) for a in cert.issuer}
+    return {
+        "IssuerName": issuer,
+        "Algorithm": _SIG_ALGS.get(cert.signature_algorithm_oid, cert.signature_algorithm_oid.dotted_string),
+        "NotBefore": _asn1_time(cert.not_valid_before_utc),
+        "NotAfter": _asn1_time(cert.not_valid_after_utc),
+        "Signature": ":".join(f"{b:02X}" for b in cert.signature),
+    }
+
+
+def check_signature(eif: EifFile | str | os.PathLike[str], pcr0: str | None = None) -> SignatureInfo:
+    """Whether the EIF is signed, and whether its signature covers its PCR0 (never raises for a
+    wrongly signed EIF: the verdict is ``ok=False`` with ``problem`` set)."""
+    from core.measure import measure, pcr_of_bytes
+
+    eif = eif if isinstance(eif, EifFile) else read_eif(eif)
+    entries = _entries(eif)
+    if not entries:
+        return SignatureInfo(signed=False)
+    entry = entries[0]
+    try:
+        cert = x509.load_pem_x509_certificate(entry.certificate_pem)
+    except ValueError:
+        return SignatureInfo(signed=True, problem="signing certificate is not a PEM certificate")
+    der = cert.public_bytes(serialization.Encoding.DER)
+    now = dt.datetime.now(dt.UTC)
+    info = SignatureInfo(
+        signed=True,
+        pcr8=pcr_of_bytes(der),
+        certificate_info=certificate_info(cert),
+        valid_now=cert.not_valid_before_utc <= now <= cert.not_valid_after_utc,
+    )
+    try:
+        message = cose.decode(entry.cose_sign1)
+    except cose.CoseError as exc:
+        info.problem = f"signature is not COSE_Sign1: {exc}"
+        return info
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        info.problem = "certificate key is not EC"
+        return info
+    try:
+        valid = message.verify(public)
+    except cose.CoseError as exc:
+        info.problem = str(exc)
+        return info
+    if not valid:
+        info.problem = "COSE signature does not verify with the certificate's key"
+        return info
+    expected = pcr0 or measure(eif).pcr0
+    try:
+        payload = cbor2.loads(message.payload)
+    except Exception:  # noqa: BLE001 - any decoding failure means: not our payload
+        payload = None
+    if (
+        not isinstance(payload, Mapping)
+        or payload.get("register_index") != 0
+        or _safe_bytes(payload.get("register_value")) != bytes.fromhex(expected)
+    ):
+        info.problem = "signed PCR0 does not match this EIF's PCR0"
+        return info
+    info.ok = True
+    return info
+
+
+def _safe_bytes(value: Any) -> bytes | None:
+    try:
+        return bytes(value) if isinstance(value, (Sequence, bytes)) and not isinstance(value, str) else None
+    except (TypeError, ValueError):
+        return None
+
+
+# --- signing --------------------------------------------------------------------------------------
+
+
+def sign_eif(
+    eif_path: str | os.PathLike[str],
+    certificate: str | os.PathLike[str],
+    private_key: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+) -> Measurements:
+    """Sign (or re-sign) an EIF; writes ``output`` (default: in place, atomically)."""
+    from core.measure import measure, measure_eif
+
+    cert_pem = _read_small(certificate, "signing certificate")
+    cert = load_certificate(cert_pem, str(certificate))
+    key = load_private_key(private_key)
+    cert_key = cert.public_key()
+    if (
+        not isinstance(cert_key, ec.EllipticCurvePublicKey)
+        or cert_key.public_numbers() != key.public_key().public_numbers()
+    ):
+        raise SigningError("the private key does not match the signing certificate", where=str(private_key))
+    path = Path(eif_path)
+    eif = read_eif(path)
+    pcr0 = measure(eif).pcr0
+    section = build_signature_section(cert_pem, key, pcr0)
+    if len(section) > MAX_SIGNATURE_SIZE:
+        raise SigningError(
+            f"signature section would be {len(section)} bytes, over {MAX_SIGNATURE_SIZE}",
+            where=str(certificate),
+        )
+    writer = EifWriter(
+        flags=eif.header.flags, default_mem=eif.header.default_mem, default_cpus=eif.header.default_cpus
+    )
+    for sec in eif.sections:
+        if sec.type != SectionType.SIGNATURE:
+            writer.add(sec.type, FileRange(path, sec.data_offset, sec.size))
+    writer.add(SectionType.SIGNATURE, section)
+    target = Path(output) if output is not None else path
+    # the writer reads the old sections while writing a temp file, then renames it over the target
+    writer.write(target)
+    return measure_eif(target)

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from core import home
-from core.errors import NitrodeckError
+from core.errors import InputTooLarge, NitrodeckError, UsageError
 
 AWS_ROOT_G1_SHA256 = "641A0321A3E244EFE456463195D606317ED7CDCC3C1756E09893F3C68F79BB5B"
 AWS_ROOT_G1_PEM = b"""-----BEGIN CERTIFICATE-----
@@ -74,15 +74,21 @@ def default_roots() -> list[TrustRoot]:
     return [aws_root()]
 
 
-def load_root_pem(path: Path, name: str | None = None) -> TrustRoot:
-    """An operator-supplied root certificate (PEM or DER file)."""
+def read_limited(path: Path, limit: int) -> bytes:
+    """A whole operator-named file, refusing (typed) anything over ``limit`` bytes or unreadable."""
     try:
         with path.open("rb") as fh:
-            data = fh.read(MAX_PEM_FILE + 1)
+            data = fh.read(limit + 1)
     except OSError as exc:
-        raise TrustError(f"cannot read root certificate: {exc.strerror}", where=str(path)) from exc
-    if len(data) > MAX_PEM_FILE:
-        raise TrustError(f"root certificate file is larger than {MAX_PEM_FILE} bytes", where=str(path))
+        raise UsageError(f"cannot read: {exc.strerror}", where=str(path)) from exc
+    if len(data) > limit:
+        raise InputTooLarge(f"file is larger than {limit} bytes", where=str(path))
+    return data
+
+
+def load_root_pem(path: Path, name: str | None = None) -> TrustRoot:
+    """An operator-supplied root certificate (PEM or DER file)."""
+    data = read_limited(path, MAX_PEM_FILE)
     try:
         if b"-----BEGIN" in data:
             cert = x509.load_pem_x509_certificate(data)

@@ -266,7 +266,7 @@ class VsockProxy:
                 return
             remote.settimeout(None)
             try:
-                _relay(vconn, remote, self._stop)
+                relay(vconn, remote, self._stop)
             finally:
                 remote.close()
         finally:
@@ -274,7 +274,7 @@ class VsockProxy:
             self._slots.release()
 
 
-def _relay(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
+def relay(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
     """Copy both ways until both sides are done (half-closes are passed on)."""
     sel = selectors.DefaultSelector()
     peer = {a: b, b: a}

@@ -1,0 +1,580 @@
+"""The nitrodeck TUI: a dashboard of enclaves, resources and consoles, with every action a dialog.
+
+Threading rule: every call into core (which runs nitro-cli) happens in a named thread worker that
+only posts messages; handlers on the App update widgets. Worker failures all land in one place,
+:meth:`NitrodeckApp.on_worker_state_changed`, which shows them in the dialog that asked, or in an
+error dialog. Read-only is a reactive bound to the bindings: ``check_action`` hides every
+mutating key and the palette leaves those commands out; the lifecycle refuses on its own too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.containers import Container
+from textual.events import Resize
+from textual.reactive import reactive
+from textual.widgets import DataTable, Footer, Input
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from console import commands
+from console.messages import (
+    ActionFinished,
+    BuildStage,
+    CommandRan,
+    ConsoleEnded,
+    DockerImages,
+    StatusRefreshed,
+)
+from console.screens.base import Dialog
+from console.screens.build import BuildDialog
+from console.screens.error import ErrorDialog
+from console.screens.help import HelpScreen
+from console.screens.launch import LaunchDialog, PoolLimits
+from console.screens.source import Snapshot, Source, run_async_iter
+from console.screens.terminate import Confirm, ConfirmTerminate, ConfirmTerminateAll
+from console.screens.testsign import TestSignDialog
+from console.widgets.command_log import CommandLog
+from console.widgets.console_pane import ConsolePane
+from console.widgets.detail import DetailPane
+from console.widgets.enclave_table import EnclaveTable
+from console.widgets.header import StatusHeader
+from console.widgets.resources import ResourcesPane
+from core import home
+from core.errors import NitrodeckError, ReadOnlyError
+from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
+
+#: below this width the dashboard shows the table and one pane at a time
+WIDE_COLUMNS = 120
+HISTORY = 60
+PANES = ("detail", "resources", "console", "commands")
+
+
+class NitrodeckApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "nitrodeck"
+    BINDINGS = commands.bindings()
+    COMMANDS = {commands.CommandsProvider}
+    COMMAND_PALETTE_BINDING = "ctrl+p"
+
+    read_only: reactive[bool] = reactive(False, bindings=True)
+    paused: reactive[bool] = reactive(False, bindings=True)
+
+    def __init__(self, source: Source, refresh_seconds: float = 2.0, console_max_lines: int = 5000) -> None:
+        super().__init__()
+        self.source = source
+        self.refresh_seconds = refresh_seconds
+        self.console_max_lines = console_max_lines
+        self.snapshot: Snapshot | None = None
+        self.refresh_error: str | None = None
+        #: enclaves seen this session that are gone now: their kept console log stays readable
+        self.gone: dict[str, EnclaveInfo] = {}
+        self.console_for: str | None = None
+        self.filter_text = ""
+        self.pane = "console"
+        cpu, mem = source.host_history()
+        self.cpu_history: deque[float] = deque(cpu, maxlen=HISTORY)
+        self.mem_history: deque[float] = deque(mem, maxlen=HISTORY)
+        #: the dialog waiting for each kind of action's outcome
+        self._waiting: dict[str, Dialog[Any]] = {}
+        self.set_reactive(NitrodeckApp.read_only, source.read_only)
+
+    # -- layout
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="header")
+        with Container(id="main"):
+            yield EnclaveTable(id="enclaves")
+            yield DetailPane(id="detail", classes="pane")
+            yield ConsolePane(max_lines=self.console_max_lines, id="console", classes="pane -shown")
+            yield ResourcesPane(id="resources", classes="pane")
+            yield CommandLog(id="commands", classes="pane")
+        yield Input(placeholder="filter enclaves (enter: keep, esc: clear)", id="table-filter", classes="hidden")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#enclaves", EnclaveTable).border_title = "Enclaves"
+        self.query_one("#detail").border_title = "Detail"
+        self.query_one("#console").border_title = "Console"
+        self.query_one("#resources").border_title = "Resources"
+        self.query_one("#commands").border_title = "Command log"
+        self._layout_for(self.size.width)
+        for record in self.source.initial_commands():
+            self.query_one("#commands", CommandLog).add(record)
+        self._render_header()
+        self.query_one("#enclaves", EnclaveTable).focus()
+        self.refresh_status()
+        if self.refresh_seconds > 0:
+            self.set_interval(self.refresh_seconds, self._tick, name="refresh-timer")
+
+    def on_resize(self, event: Resize) -> None:
+        self._layout_for(event.size.width)
+
+    def _layout_for(self, width: int) -> None:
+        narrow = width < WIDE_COLUMNS
+        self.query_one("#main").set_class(narrow, "-narrow")
+        table = self.query_one("#enclaves", EnclaveTable)
+        if table.narrow != narrow:
+            table.narrow = narrow
+            if self.snapshot is not None:
+                self._render_all()
+
+    # -- read-only and the registry
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in commands.BY_ACTION and action not in ("quit", "command_palette") and isinstance(self.screen, Dialog):
+            return False  # dashboard keys do nothing under a dialog
+        return not (self.read_only and action in commands.MUTATING_ACTIONS)
+
+    def watch_read_only(self, read_only: bool) -> None:
+        if self.is_mounted:
+            self._render_header()
+
+    def watch_paused(self, paused: bool) -> None:
+        if self.is_mounted:
+            self._render_header()
+
+    def _refuse_read_only(self, what: str) -> bool:
+        """Defence in depth for paths that do not come through a key (the palette, tests)."""
+        if self.read_only:
+            self.notify(f"{what} is refused: nitrodeck runs read-only", severity="warning")
+            return True
+        return False
+
+    # -- refresh
+
+    def _tick(self) -> None:
+        if self.paused:
+            return
+        if any(w.group == "refresh" and w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in self.workers):
+            return  # the previous describe is still running; never pile threads up
+        self.refresh_status()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="refresh", name="refresh", description="describe-enclaves and resources")
+    def refresh_status(self) -> None:
+        self.post_message(StatusRefreshed(self.source.snapshot()))
+
+    @on(StatusRefreshed)
+    def _status_refreshed(self, message: StatusRefreshed) -> None:
+        snap = message.snapshot
+        previous = self.snapshot
+        self.snapshot = snap
+        self.refresh_error = None
+        running = {e.enclave_id for e in snap.enclaves}
+        if previous is not None:
+            for enclave in previous.enclaves:
+                if enclave.enclave_id not in running:
+                    self.gone[enclave.enclave_id] = enclave
+        for enclave_id in running:
+            self.gone.pop(enclave_id, None)
+        host = getattr(snap.status.resources, "host", None)
+        if host is not None and previous is not None:
+            self.cpu_history.append(float(host.cpu_percent))
+            self.mem_history.append(100.0 * host.mem_used / host.mem_total if host.mem_total else 0.0)
+        self._render_all()
+
+    def _render_header(self) -> None:
+        backend = self.source.backend
+        taken = self.snapshot.status.taken_at if self.snapshot else None
+        self.query_one("#header", StatusHeader).show(
+            instance_id=self.snapshot.status.instance_id if self.snapshot else None,
+            backend_name=backend.display_name,
+            is_emulator=backend.is_emulator,
+            read_only=self.read_only,
+            taken_at=taken,
+            paused=self.paused,
+            error=self.refresh_error,
+        )
+
+    def _render_all(self) -> None:
+        self._render_header()
+        snap = self.snapshot
+        if snap is None:
+            return
+        table = self.query_one("#enclaves", EnclaveTable)
+        table.show(snap.enclaves, snap.matches, list(self.gone.values()), self.filter_text)
+        table.border_title = f"Enclaves ({len(snap.enclaves)} running)"
+        self.query_one("#resources", ResourcesPane).show(
+            snap.status.resources, snap.enclaves + list(self.gone.values()), list(self.cpu_history), list(self.mem_history)
+        )
+        self._selection_changed()
+
+    # -- selection
+
+    def selected(self) -> tuple[EnclaveInfo | None, bool]:
+        """The selected enclave and whether it has exited."""
+        enclave_id = self.query_one("#enclaves", EnclaveTable).selected_id
+        if enclave_id is None:
+            return None, False
+        if self.snapshot is not None:
+            for enclave in self.snapshot.enclaves:
+                if enclave.enclave_id == enclave_id:
+                    return enclave, False
+        if enclave_id in self.gone:
+            return self.gone[enclave_id], True
+        return None, False
+
+    @on(DataTable.RowHighlighted, "#enclaves")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._selection_changed()
+
+    def _selection_changed(self) -> None:
+        enclave, exited = self.selected()
+        snap = self.snapshot
+        verdict = "unpinned"
+        expected: dict[int, str] | None = None
+        if enclave is not None and snap is not None:
+            verdict = "exited" if exited else snap.matches.get(enclave.enclave_id, "unpinned")
+            expected = snap.expected.get(enclave.enclave_id)
+        self.query_one("#detail", DetailPane).show(enclave, verdict, expected, exited)
+        self._attach_console(enclave, exited)
+
+    def _attach_console(self, enclave: EnclaveInfo | None, exited: bool) -> None:
+        key = None if enclave is None else f"{enclave.enclave_id}:{'gone' if exited else 'live'}"
+        if key == self.console_for:
+            return
+        self.console_for = key
+        pane = self.query_one("#console", ConsolePane)
+        self.workers.cancel_group(self, "console")
+        if enclave is None:
+            pane.reset("")
+            return
+        if exited:
+            pane.reset(enclave.label, "exited: kept log")
+            self.read_kept_log(enclave.enclave_id)
+        elif enclave.debug_mode:
+            pane.reset(enclave.label)
+            self.stream_console(enclave.enclave_id)
+        else:
+            pane.reset(enclave.label, "not in debug mode: its console is not readable")
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console", description="read the enclave console")
+    def stream_console(self, enclave_id: str) -> None:
+        worker = get_current_worker()
+        inbox = self.query_one("#console", ConsolePane).inbox
+        run_async_iter(self.source.console(enclave_id), inbox.append, lambda: worker.is_cancelled)
+        if not worker.is_cancelled:
+            self.post_message(ConsoleEnded(enclave_id, "console closed: the enclave exited"))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console-log", description="read a kept console log")
+    def read_kept_log(self, enclave_id: str) -> None:
+        path = self.source.console_log(enclave_id)
+        if path is None or not Path(path).is_file():
+            self.post_message(ConsoleEnded(enclave_id, "no console log was kept"))
+            return
+        inbox = self.query_one("#console", ConsolePane).inbox
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in deque(fh, maxlen=self.console_max_lines):
+                inbox.append(line.rstrip("\n"))
+        self.post_message(ConsoleEnded(enclave_id, f"kept log {path}"))
+
+    @on(ConsoleEnded)
+    def _console_ended(self, message: ConsoleEnded) -> None:
+        self.query_one("#console", ConsolePane).set_note(message.reason)
+
+    # -- the one worker-outcome handler
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state != WorkerState.ERROR:
+            return
+        err = worker.error or RuntimeError("unknown failure")
+        name = worker.name
+        if name == "refresh":
+            self.refresh_error = f"{getattr(err, 'code', type(err).__name__)}: {getattr(err, 'message', str(err))}"[:120]
+            self._render_header()
+            return
+        if name in ("console", "console-log"):
+            code = getattr(err, "code", type(err).__name__)
+            self.query_one("#console", ConsolePane).set_note(f"{code}: {getattr(err, 'message', str(err))}"[:160])
+            return
+        if not isinstance(err, NitrodeckError):
+            self.log.error(f"worker {name} failed: {err!r}")
+        dialog = self._waiting.pop(name, None)
+        if dialog is not None and dialog.is_attached and self.screen is dialog:
+            dialog.show_error(err)
+        else:
+            self.push_screen(ErrorDialog(f"{name} failed", err))
+
+    def _run_action(self, kind: str, fn: Callable[[], Any], dialog: Dialog[Any] | None, description: str) -> None:
+        if dialog is not None:
+            self._waiting[kind] = dialog
+
+        def body() -> None:
+            self.post_message(ActionFinished(kind, fn()))
+
+        self.run_worker(
+            body, thread=True, exclusive=True, exit_on_error=False, group=f"action-{kind}", name=kind, description=description
+        )
+
+    @on(ActionFinished)
+    def _action_finished(self, message: ActionFinished) -> None:
+        dialog = self._waiting.pop(message.kind, None)
+        if message.kind == "eif-info":
+            path, info, size = message.result
+            if isinstance(dialog, LaunchDialog) and dialog.is_attached:
+                dialog.eif_described(path, info, size)
+            return
+        if dialog is not None and dialog.is_attached:
+            dialog.action_done(message.kind, message.result)
+        if message.kind in ("launch", "terminate", "terminate-all", "pin"):
+            self.notify(f"{message.kind}: done")
+        if message.kind != "test-sign":
+            self.refresh_status()
+
+    @on(CommandRan)
+    def _command_ran(self, message: CommandRan) -> None:
+        self.query_one("#commands", CommandLog).add(message.record)
+
+    @on(BuildStage)
+    def _build_stage(self, message: BuildStage) -> None:
+        dialog = self._waiting.get("build")
+        if dialog is not None and dialog.is_attached:
+            dialog.stage(message.stage)
+
+    @on(DockerImages)
+    def _docker_images(self, message: DockerImages) -> None:
+        if isinstance(self.screen, BuildDialog):
+            self.screen.docker_images(message.tags, message.problem)
+
+    # -- services the dialogs call (each runs in a worker)
+
+    def start_build(self, req: BuildRequest, dialog: Dialog[Any]) -> None:
+        if self._refuse_read_only("build"):
+            return
+        stage = partial(self._post_stage)
+        self._run_action("build", lambda: self.source.build(req, stage), dialog, "build-enclave")
+
+    def _post_stage(self, stage: str) -> None:
+        self.post_message(BuildStage(stage))
+
+    def start_pin(self, image_name: str, measurements: Measurements, dialog: Dialog[Any] | None) -> None:
+        if self._refuse_read_only("pin"):
+            return
+
+        def pin() -> str:
+            self.source.pin(image_name, measurements)
+            return image_name
+
+        self._run_action("pin", pin, dialog, "pin expected PCRs")
+
+    def start_launch(self, req: LaunchRequest, dialog: Dialog[Any]) -> None:
+        if self._refuse_read_only("launch"):
+            return
+        self._run_action("launch", lambda: self.source.launch(req), dialog, "run-enclave")
+
+    def start_test_sign(self, enclave: EnclaveInfo, payload: bytes, scheme: str, dialog: Dialog[Any]) -> None:
+        if self._refuse_read_only("test-sign"):
+            return
+        self._run_action("test-sign", lambda: self.source.test_sign(enclave, payload, scheme), dialog, "test-sign")
+
+    def load_eif_info(self, path: Path, dialog: Dialog[Any]) -> None:
+        self._run_action(
+            "eif-info", lambda: (path, self.source.describe_eif(path), self.source.eif_size(path)), dialog, "describe-eif"
+        )
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="docker", name="docker-images", description="list local Docker images")
+    def load_docker_images(self) -> None:
+        try:
+            tags = self.source.docker_images()
+        except NitrodeckError as err:
+            self.post_message(DockerImages([], f"{err.message}" + (f" ({err.hint})" if err.hint else "")))
+            return
+        self.post_message(DockerImages(tags))
+
+    # -- actions (names come from console/commands.py)
+
+    def action_build(self) -> None:
+        if self._refuse_read_only("build"):
+            return
+        self.push_screen(BuildDialog(self.source.backend.is_emulator, self.source.eif_dir()))
+
+    def action_launch(self) -> None:
+        if self._refuse_read_only("launch"):
+            return
+        limits = PoolLimits(self.source.free_memory_mib(self.snapshot), self.source.free_cpus(self.snapshot))
+        self.push_screen(LaunchDialog(self.source.eif_library(), limits))
+
+    def _running_selection(self, what: str) -> EnclaveInfo | None:
+        enclave, exited = self.selected()
+        if enclave is None or exited:
+            self.notify(f"{what}: select a running enclave first", severity="warning")
+            return None
+        return enclave
+
+    def action_terminate(self) -> None:
+        if self._refuse_read_only("terminate"):
+            return
+        enclave = self._running_selection("terminate")
+        if enclave is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes and not self._refuse_read_only("terminate"):
+                self._run_action("terminate", lambda: self.source.terminate(enclave.enclave_id), None, "terminate-enclave")
+
+        self.push_screen(ConfirmTerminate(enclave), confirmed)
+
+    def action_terminate_all(self) -> None:
+        if self._refuse_read_only("terminate-all"):
+            return
+        count = len(self.snapshot.enclaves) if self.snapshot else 0
+
+        def confirmed(yes: bool | None) -> None:
+            if yes and not self._refuse_read_only("terminate-all"):
+                self._run_action("terminate-all", self.source.terminate_all, None, "terminate-enclave --all")
+
+        self.push_screen(ConfirmTerminateAll(count), confirmed)
+
+    def action_test_sign(self) -> None:
+        if self._refuse_read_only("test-sign"):
+            return
+        enclave = self._running_selection("test-sign")
+        if enclave is not None:
+            self.push_screen(TestSignDialog(enclave, self.source.schemes))
+
+    def action_pin(self) -> None:
+        if self._refuse_read_only("pin"):
+            return
+        enclave = self._running_selection("pin")
+        if enclave is None:
+            return
+        if enclave.measurements is None or not enclave.image_name:
+            self.notify("pin: this enclave reports no image name or measurements", severity="warning")
+            return
+        image, meas = enclave.image_name, enclave.measurements
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.start_pin(image, meas, None)
+
+        self.push_screen(
+            Confirm("Pin expected PCRs?", f"Pin {enclave.label}'s PCRs as the expected measurements of image {image}?\n"
+                    "Any earlier pin for that image is replaced.", "Pin"),
+            confirmed,
+        )
+
+    def action_refresh(self) -> None:
+        self.refresh_status()
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self.notify("refresh paused" if self.paused else "refresh resumed")
+
+    def action_show_pane(self, pane: str) -> None:
+        if pane not in PANES:
+            return
+        self.pane = pane
+        for name in PANES:
+            self.query_one(f"#{name}").set_class(name == pane, "-shown")
+        target = self.query_one(f"#{pane}")
+        if pane == "console":
+            self.query_one("#console", ConsolePane).log_widget.focus()
+        else:
+            target.focus()
+
+    def _console_focused(self) -> bool:
+        focused = self.focused
+        pane = self.query_one("#console", ConsolePane)
+        return focused is not None and (focused is pane or pane in focused.ancestors)
+
+    def action_filter(self) -> None:
+        if self._console_focused():
+            self.query_one("#console", ConsolePane).open_search()
+            return
+        box = self.query_one("#table-filter", Input)
+        box.remove_class("hidden")
+        box.value = self.filter_text
+        box.focus()
+
+    @on(Input.Changed, "#table-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        if self.snapshot is not None:
+            self._render_all()
+
+    @on(Input.Submitted, "#table-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.input.add_class("hidden")
+        self.query_one("#enclaves", EnclaveTable).focus()
+
+    def on_key(self, event: Any) -> None:
+        box = self.query_one("#table-filter", Input)
+        if event.key == "escape" and box.has_focus:
+            event.stop()
+            box.value = ""
+            box.add_class("hidden")
+            self.query_one("#enclaves", EnclaveTable).focus()
+
+    def action_toggle_follow(self) -> None:
+        pane = self.query_one("#console", ConsolePane)
+        pane.follow = not pane.follow
+
+    def action_toggle_wrap(self) -> None:
+        pane = self.query_one("#console", ConsolePane)
+        pane.wrap = not pane.wrap
+
+    def action_next_match(self) -> None:
+        self.query_one("#console", ConsolePane).next_match()
+
+    def action_save_console(self) -> None:
+        pane = self.query_one("#console", ConsolePane)
+        enclave, _ = self.selected()
+        if not pane.raw:
+            self.notify("the console buffer is empty", severity="warning")
+            return
+        try:
+            path = pane.save(home.logs_dir(), enclave.enclave_id if enclave else "console", self.source.now())
+        except OSError as exc:
+            self.push_screen(ErrorDialog("save failed", NitrodeckError(f"cannot write the log: {exc.strerror or exc}", hint="check the logs folder permissions")))
+            return
+        self.notify(f"saved {len(pane.raw)} lines to {path}")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.read_only))
+
+    async def run_command(self, command_id: str) -> bool:
+        """Run a registry command by id (the palette and tests come through here)."""
+        command = commands.BY_ID[command_id]
+        if command.mutating and self._refuse_read_only(command.label):
+            return False
+        return await self.run_action(command.action)
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    """`nitrodeck` with no subcommand."""
+    from console.screens.source import LiveSource
+
+    holder: list[NitrodeckApp] = []
+
+    def on_command(record: Any) -> None:
+        if holder:
+            holder[0].post_message(CommandRan(record))
+
+    try:
+        source = LiveSource(getattr(args, "backend", None), bool(getattr(args, "read_only", False)), on_command)
+    except ImportError as exc:
+        print(f"nitrodeck: the lifecycle library is not available in this checkout ({exc.name}); the TUI cannot start", file=sys.stderr)
+        return 1
+    except NitrodeckError as err:
+        print(f"nitrodeck: {err}", file=sys.stderr)
+        return err.exit_status
+    refresh = float(getattr(args, "refresh", 2.0) or 2.0)
+    if refresh < 0.2:
+        print("nitrodeck: --refresh must be at least 0.2 seconds", file=sys.stderr)
+        return 2
+    app = NitrodeckApp(source, refresh_seconds=refresh)
+    holder.append(app)
+    app.run()
+    return int(app.return_code or 0)
+
+
+__all__ = ["NitrodeckApp", "ReadOnlyError", "run_tui"]

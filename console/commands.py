@@ -1,0 +1,118 @@
+"""The one command registry: key bindings, the footer, `?` help and the command palette all come from here.
+
+A command is what an operator can do on the dashboard. ``mutating`` commands change the world
+(build, launch, terminate, sign, pin) and disappear everywhere when nitrodeck runs read-only:
+the App's ``check_action`` hides their keys and the palette provider leaves them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+
+@dataclass(frozen=True)
+class Command:
+    id: str
+    key: str  # Textual key name ("b", "T", "question_mark", "slash")
+    label: str  # short, for the footer
+    description: str  # one sentence, for help and the palette
+    action: str  # the action name, without "action_"
+    mutating: bool = False
+    group: str = "view"
+    #: shown in the footer (the rest is still in help and the palette)
+    footer: bool = True
+    #: the key as written in help (Textual key names are not what people type)
+    display_key: str = ""
+
+    @property
+    def shown_key(self) -> str:
+        return self.display_key or self.key
+
+
+GROUPS = ("enclaves", "console", "view", "app")
+
+COMMANDS: tuple[Command, ...] = (
+    Command("build", "b", "Build", "Build an EIF (Docker image, URI, rootfs folder or the nitrodeck payload)", "build", True, "enclaves"),
+    Command("launch", "l", "Launch", "Launch an enclave from an EIF in the library", "launch", True, "enclaves"),
+    Command("terminate", "t", "Terminate", "Terminate the selected enclave (asks first)", "terminate", True, "enclaves"),
+    Command("terminate-all", "T", "Term. all", "Terminate every enclave (type `all` to confirm)", "terminate_all", True, "enclaves", footer=False),
+    Command("test-sign", "s", "Test-sign", "Have the selected enclave sign a payload and verify its attestation", "test_sign", True, "enclaves"),
+    Command("pin", "P", "Pin PCRs", "Pin the selected enclave's measurements as the expected PCRs of its image", "pin", True, "enclaves", footer=False),
+    Command("filter", "slash", "Filter", "Filter the enclave table, or search the console when it has focus", "filter", False, "view", display_key="/"),
+    Command("refresh", "r", "Refresh", "Refresh now", "refresh", False, "view", footer=False),
+    Command("pause", "p", "Pause", "Pause or resume the periodic refresh", "toggle_pause", False, "view"),
+    Command("pane-detail", "1", "Detail", "Show the enclave detail pane (PCRs, EIF metadata)", "show_pane('detail')", False, "view", footer=False),
+    Command("pane-resources", "2", "Resources", "Show the resources pane (CPU pool, hugepages, host)", "show_pane('resources')", False, "view", footer=False),
+    Command("pane-console", "3", "Console", "Show the console of the selected enclave", "show_pane('console')", False, "view", footer=False),
+    Command("pane-commands", "4", "Commands", "Show the command log (every nitro-cli command run)", "show_pane('commands')", False, "view", footer=False),
+    Command("follow", "f", "Follow", "Follow the console tail (or stop following)", "toggle_follow", False, "console", footer=False),
+    Command("wrap", "w", "Wrap", "Wrap long console lines (or not)", "toggle_wrap", False, "console", footer=False),
+    Command("next-match", "n", "Next", "Jump to the next console search match", "next_match", False, "console", footer=False),
+    Command("save-console", "S", "Save log", "Save the console buffer to a file under the logs folder", "save_console", False, "console", footer=False),
+    Command("help", "question_mark", "Help", "Show every key and command", "help", False, "app", display_key="?"),
+    Command("palette", "colon", "Palette", "Open the command palette", "command_palette", False, "app", footer=False, display_key=":"),
+    Command("quit", "q", "Quit", "Quit nitrodeck (enclaves keep running)", "quit", False, "app"),
+)
+
+BY_ID = {c.id: c for c in COMMANDS}
+#: action name (without parameters) -> command; used by check_action
+BY_ACTION = {c.action.split("(")[0]: c for c in COMMANDS}
+MUTATING_ACTIONS = frozenset(name for name, c in BY_ACTION.items() if c.mutating)
+
+
+def bindings() -> list[Binding]:
+    return [
+        Binding(c.key, c.action, c.label, show=c.footer, id=c.id, tooltip=c.description, key_display=c.display_key or None)
+        for c in COMMANDS
+    ]
+
+
+def visible(read_only: bool) -> list[Command]:
+    """The commands an operator may use now: read-only mode drops every mutating one."""
+    return [c for c in COMMANDS if not (read_only and c.mutating)]
+
+
+def help_rows(read_only: bool) -> Iterable[tuple[str, str, str, str]]:
+    """(group, key, label, description), grouped in GROUPS order."""
+    cmds = visible(read_only)
+    for group in GROUPS:
+        for c in cmds:
+            if c.group == group:
+                yield group, c.shown_key, c.label, c.description
+
+
+class CommandsProvider(Provider):
+    """Palette entries from the registry; read-only mode leaves out the mutating ones."""
+
+    def _commands(self) -> list[Command]:
+        app: App[object] = self.app
+        read_only = bool(getattr(app, "read_only", False))
+        return [c for c in visible(read_only) if c.id != "palette"]
+
+    def _runner(self, command: Command):  # type: ignore[no-untyped-def]
+        # run_command re-checks read-only: the palette is a second way in, so it gets a second guard
+        runner = getattr(self.app, "run_command", None)
+        if runner is not None:
+            return partial(runner, command.id)
+        return partial(self.app.run_action, command.action)
+
+    async def discover(self) -> Hits:
+        for c in self._commands():
+            yield DiscoveryHit(f"{c.label}  ({c.shown_key})", self._runner(c), text=c.label, help=c.description)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for c in self._commands():
+            text = f"{c.label} {c.id}"
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(c.label), self._runner(c), text=c.label, help=c.description)

@@ -1,0 +1,244 @@
+"""A frozen world for snapshot tests, screenshots and the benchmark: fixed enclaves, clock and samples.
+
+Built from the real dataclasses (core.models, core.resources, core.lifecycle.Status) so the
+dashboard renders exactly what it renders live. Nothing here touches the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from console.screens.source import DEBUG, MATCH, MISMATCH, UNPINNED, Snapshot, Source
+from core.backend import emulator_backend
+from core.driver import CommandRecord
+from core.errors import NitroCliError, ReadOnlyError
+from core.lifecycle import Status
+from core.models import (
+    ZERO_PCR,
+    BuildRequest,
+    BuildResult,
+    EifInfo,
+    EnclaveInfo,
+    LaunchRequest,
+    Measurements,
+    RunInfo,
+)
+from core.resources import CpuPool, EnclaveHolding, HostStats, HugepagePool, Resources
+
+FROZEN_NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+INSTANCE_ID = "i-0f1e2d3c4b5a69788"
+
+
+def _pcr(seed: str) -> str:
+    # Deterministic 96-hex-digit strings that look like SHA-384 values.
+    import hashlib
+
+    return hashlib.sha384(seed.encode()).hexdigest()
+
+
+def _meas(seed: str) -> Measurements:
+    return Measurements(_pcr(seed + "0"), _pcr(seed + "1"), _pcr(seed + "2"))
+
+
+PAYMENTS = EnclaveInfo(
+    enclave_id="i-0f1e2d3c4b5a69788-enc18c0a1b2c3d4e5f6",
+    process_id=4242,
+    cid=16,
+    cpu_count=2,
+    cpu_ids=[2, 3],
+    memory_mib=1024,
+    state="RUNNING",
+    flags="NONE",
+    name="payments",
+    measurements=_meas("payments"),
+    image_name="payments-signer",
+    image_version="1.4.2",
+    metadata={"BuildTime": "2026-11-26T09:14:02Z", "DockerInfo": {"Id": "sha256:5e1f...c0de"}},
+    eif_path="/var/lib/nitrodeck/eifs/payments.eif",
+)
+SHELL = EnclaveInfo(
+    enclave_id="i-0f1e2d3c4b5a69788-enc18c0a1b2c3d4e5f7",
+    process_id=4310,
+    cid=17,
+    cpu_count=2,
+    cpu_ids=[4, 5],
+    memory_mib=512,
+    state="RUNNING",
+    flags="DEBUG_MODE",
+    name="nitrodeck-payload",
+    measurements=_meas("payload"),
+    image_name="nitrodeck-payload",
+    image_version="0.1.0",
+    eif_path="/var/lib/nitrodeck/eifs/nitrodeck-payload.eif",
+)
+LEGACY = EnclaveInfo(
+    enclave_id="i-0f1e2d3c4b5a69788-enc18c0a1b2c3d4e5f8",
+    process_id=4377,
+    cid=18,
+    cpu_count=2,
+    cpu_ids=[6, 7],
+    memory_mib=512,
+    state="RUNNING",
+    flags="NONE",
+    name="legacy-kms",
+    measurements=_meas("legacy-new"),
+    image_name="legacy-kms",
+    image_version="0.9",
+)
+
+EXPECTED: dict[str, dict[int, str]] = {
+    PAYMENTS.enclave_id: _meas("payments").pcrs(),
+    SHELL.enclave_id: _meas("payload").pcrs(),
+    LEGACY.enclave_id: _meas("legacy-old").pcrs(),
+}
+MATCHES = {PAYMENTS.enclave_id: MATCH, SHELL.enclave_id: DEBUG, LEGACY.enclave_id: MISMATCH}
+
+CONSOLE_LINES = [
+    "[    0.000000] Linux version 4.14.256-209.484.amzn2.x86_64 (nitro-emu stand-in)",
+    "[    0.012000] Command line: reboot=k panic=30 pci=off nomodules console=ttyS0",
+    "[    0.150000] nsm: loading out-of-tree module taints kernel.",
+    "[    0.151000] random: crng init done",
+    "nitrodeck-payload 0.1.0 starting (cid 17, debug mode)",
+    "listening on vsock port 5000 (protocol v1, CBOR frames)",
+    "signing key generated: P-384, public key bound to attestation",
+    "request 1: sign payload sha256=9f86d081...0f00a08 scheme=ES384",
+    "request 1: attestation document 4.6 KiB, nonce bound",
+    "request 2: health ok",
+    "WARN: debug mode: PCRs in attestation documents are all zeros",
+]
+
+
+class FrozenSource(Source):
+    """Always the same world. Mutations are refused with a typed error (they would change it)."""
+
+    schemes = ("secp256k1", "ed25519")
+
+    def __init__(self, read_only: bool = False, enclaves: list[EnclaveInfo] | None = None) -> None:
+        self.backend = emulator_backend("flag")
+        self.read_only = read_only
+        self._enclaves = [PAYMENTS, SHELL, LEGACY] if enclaves is None else enclaves
+        self.console_lines = list(CONSOLE_LINES)
+        self.mutations: list[str] = []
+
+    def now(self) -> datetime:
+        return FROZEN_NOW
+
+    def snapshot(self) -> Snapshot:
+        held = {e.enclave_id: list(e.cpu_ids) for e in self._enclaves}
+        used = {c for ids in held.values() for c in ids}
+        pool = [2, 3, 4, 5, 6, 7, 8, 9]
+        mem_2m = sum(e.memory_mib for e in self._enclaves) // 2
+        resources = Resources(
+            hugepages=[
+                HugepagePool(size_kb=2048, node=0, total=1536, free=1536 - mem_2m, held_by_enclaves=mem_2m, source="emulator-model"),
+                HugepagePool(size_kb=1048576, node=0, total=2, free=2, held_by_enclaves=0, source="emulator-model"),
+                HugepagePool(size_kb=2048, node=1, total=0, free=0, held_by_enclaves=0, source="emulator-model"),
+            ],
+            cpus=CpuPool(pool=pool, held=held, free=[c for c in pool if c not in used], source="emulator-model"),
+            host=HostStats(cpu_percent=23.5, mem_total=16 * 1024**3, mem_used=int(6.2 * 1024**3)),
+            enclaves=[EnclaveHolding(e.enclave_id, e.name, list(e.cpu_ids), e.memory_mib) for e in self._enclaves],
+        )
+        status = Status(
+            backend=self.backend.name,
+            backend_display=self.backend.display_name,
+            instance_id=INSTANCE_ID,
+            enclaves=list(self._enclaves),
+            resources=resources,
+            read_only=self.read_only,
+            taken_at=FROZEN_NOW.isoformat(timespec="seconds"),
+        )
+        ids = {e.enclave_id for e in self._enclaves}
+        return Snapshot(
+            status,
+            {k: v for k, v in MATCHES.items() if k in ids} | {e.enclave_id: UNPINNED for e in self._enclaves if e.enclave_id not in MATCHES},
+            {k: v for k, v in EXPECTED.items() if k in ids},
+        )
+
+    def host_history(self) -> tuple[list[float], list[float]]:
+        rng = random.Random(7)
+        cpu = [max(0.0, min(100.0, 20 + 15 * rng.random() + (i % 12))) for i in range(60)]
+        mem = [36 + 4 * rng.random() for _ in range(60)]
+        return cpu, mem
+
+    def eif_dir(self) -> Path:
+        return Path("/var/lib/nitrodeck/eifs")
+
+    def eif_library(self) -> list[Path]:
+        return [self.eif_dir() / "nitrodeck-payload.eif", self.eif_dir() / "payments.eif"]
+
+    def initial_commands(self) -> list[Any]:
+        return [
+            CommandRecord("nitro-emu describe-enclaves", [], 0, 0.04, True),
+            CommandRecord("nitro-emu build-enclave --rootfs payload-rootfs --cmd 'python3 -m enclave_app --port 5005' --output-file /var/lib/nitrodeck/eifs/nitrodeck-payload.eif", [], 0, 2.31, True),
+            CommandRecord("nitro-emu run-enclave --eif-path /var/lib/nitrodeck/eifs/nitrodeck-payload.eif --memory 512 --cpu-count 2 --debug-mode", [], 0, 1.12, True),
+            CommandRecord("nitro-emu run-enclave --eif-path /var/lib/nitrodeck/eifs/big.eif --memory 4096 --cpu-count 2", [], 27, 0.35, False, "E27"),
+        ]
+
+    def eif_size(self, path: Path) -> int:
+        return 42 * 1024 * 1024 if "payments" in path.name else 23 * 1024 * 1024
+
+    def describe_eif(self, path: Path) -> EifInfo:
+        seed = "payments" if "payments" in path.name else "payload"
+        return EifInfo(
+            version=4,
+            measurements=_meas(seed),
+            is_signed=seed == "payments",
+            check_crc=True,
+            image_name=path.stem,
+            image_version="1.4.2" if seed == "payments" else "0.1.0",
+            metadata={"BuildTime": "2026-11-26T09:14:02Z"},
+        )
+
+    def docker_images(self) -> list[str]:
+        return ["nitrodeck-payload:latest", "payments-signer:1.4.2", "hello-enclave:latest"]
+
+    def _refuse(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"{what} is refused: nitrodeck runs read-only")
+        self.mutations.append(what)
+
+    def build(self, req: BuildRequest, stage: Callable[[str], None]) -> BuildResult:
+        self._refuse("build")
+        stage("building")
+        return BuildResult(_meas(Path(req.output_file).stem), req.output_file)
+
+    def pin(self, image_name: str, measurements: Measurements) -> None:
+        self._refuse("pin")
+
+    def launch(self, req: LaunchRequest) -> RunInfo:
+        self._refuse("launch")
+        raise NitroCliError(
+            code="E27",
+            message="Insufficient memory available. User provided `memory` is 4096 MB, which is more than the available hugepage memory.",
+            hint="not enough hugepage memory is reserved: raise memory_mib in allocator.yaml",
+            log_path="/var/log/nitro_enclaves/err2026-11-27T12:00:00.000000000+00:00.log",
+        )
+
+    def terminate(self, enclave_id: str) -> Any:
+        self._refuse("terminate")
+
+    def terminate_all(self) -> Any:
+        self._refuse("terminate-all")
+
+    def test_sign(self, enclave: EnclaveInfo, payload: bytes, scheme: str) -> Any:
+        self._refuse("test-sign")
+        return None
+
+    async def _lines(self) -> AsyncIterator[str]:
+        for line in self.console_lines:
+            yield line
+        # a live console stays open; the worker cancels it
+        while True:
+            await asyncio.sleep(3600)
+
+    def console(self, enclave_id: str) -> AsyncIterator[str]:
+        return self._lines()
+
+
+def zero_pcrs() -> Measurements:
+    return Measurements(ZERO_PCR, ZERO_PCR, ZERO_PCR)

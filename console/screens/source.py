@@ -1,0 +1,257 @@
+"""Where the TUI gets its data: the live lifecycle, or a frozen world for snapshots and screenshots.
+
+The App only talks to a :class:`Source`. :class:`LiveSource` wraps ``core.lifecycle.Lifecycle``;
+``console.screens.frozen.FrozenSource`` returns the same dataclasses with fixed values and a frozen
+clock, so snapshot SVGs are identical on every machine. Every method here may block: the App calls
+them from thread workers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core import home
+from core.errors import NitrodeckError, UsageError
+from core.models import BuildRequest, BuildResult, EifInfo, EnclaveInfo, LaunchRequest, Measurements, RunInfo
+
+#: PCR match verdicts, as core's Lifecycle.match returns them
+MATCH, MISMATCH, UNPINNED, DEBUG = "match", "mismatch", "unpinned", "debug"
+
+
+class DockerUnavailable(NitrodeckError):
+    code = "ND-DOCKER"
+
+
+@dataclass
+class Snapshot:
+    """One refresh: the lifecycle's Status plus what the dashboard derives from it."""
+
+    status: Any  # core.lifecycle.Status (backend, instance_id, enclaves, resources, read_only, taken_at)
+    matches: dict[str, str] = field(default_factory=dict)
+    expected: dict[str, dict[int, str] | None] = field(default_factory=dict)
+
+    @property
+    def enclaves(self) -> list[EnclaveInfo]:
+        return list(self.status.enclaves)
+
+
+class Source:
+    """What the dashboard needs. Subclasses: LiveSource, FrozenSource."""
+
+    backend: Any  # core.backend.Backend
+    read_only: bool = False
+    schemes: tuple[str, ...] = ()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def snapshot(self) -> Snapshot:
+        raise NotImplementedError
+
+    def host_history(self) -> tuple[list[float], list[float]]:
+        """Samples to seed the host sparklines with (CPU %, memory %)."""
+        return [], []
+
+    def eif_dir(self) -> Path:
+        """Where built EIFs go and launch looks for them."""
+        return home.eif_library()
+
+    def initial_commands(self) -> list[Any]:
+        """Command-log entries to show before anything runs (the frozen world has a history)."""
+        return []
+
+    def eif_library(self) -> list[Path]:
+        folder = self.eif_dir()
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.suffix == ".eif" and p.is_file())
+
+    def eif_size(self, path: Path) -> int:
+        return path.stat().st_size
+
+    def describe_eif(self, path: Path) -> EifInfo:
+        raise NotImplementedError
+
+    def docker_images(self) -> list[str]:
+        """Tags of the local Docker daemon's images; DockerUnavailable when there is no daemon."""
+        try:
+            import docker
+        except ImportError as exc:  # pragma: no cover - docker is a dependency
+            raise DockerUnavailable("the docker SDK is not installed", hint="pip install docker") from exc
+        try:
+            client = docker.from_env(timeout=5)
+            images = client.images.list()
+        except Exception as exc:  # noqa: BLE001 - any failure means: no usable daemon
+            raise DockerUnavailable(
+                f"no Docker daemon: {str(exc)[:200]}",
+                hint="start Docker (or set DOCKER_HOST), or build from a URI, a rootfs folder or the payload",
+            ) from None
+        return sorted({tag for image in images for tag in image.tags})
+
+    def build(self, req: BuildRequest, stage: Callable[[str], None]) -> BuildResult:
+        raise NotImplementedError
+
+    def pin(self, image_name: str, measurements: Measurements) -> None:
+        raise NotImplementedError
+
+    def launch(self, req: LaunchRequest) -> RunInfo:
+        raise NotImplementedError
+
+    def terminate(self, enclave_id: str) -> Any:
+        raise NotImplementedError
+
+    def terminate_all(self) -> Any:
+        raise NotImplementedError
+
+    def test_sign(self, enclave: EnclaveInfo, payload: bytes, scheme: str) -> Any:
+        raise NotImplementedError
+
+    def console(self, enclave_id: str) -> AsyncIterator[str]:
+        raise NotImplementedError
+
+    def console_log(self, enclave_id: str) -> Path | None:
+        return None
+
+    def free_memory_mib(self, snapshot: Snapshot | None) -> int | None:
+        """Free hugepage memory in MiB across pools, None when unknown."""
+        if snapshot is None or snapshot.status.resources is None:
+            return None
+        pools = snapshot.status.resources.hugepages
+        if not pools:
+            return None
+        return sum(p.free * p.size_kb for p in pools) // 1024
+
+    def free_cpus(self, snapshot: Snapshot | None) -> list[int] | None:
+        if snapshot is None or snapshot.status.resources is None or snapshot.status.resources.cpus is None:
+            return None
+        return list(snapshot.status.resources.cpus.free)
+
+
+class LiveSource(Source):
+    """The real thing: core.lifecycle.Lifecycle against the selected backend."""
+
+    def __init__(self, backend_flag: str | None, read_only: bool, on_command: Callable[[Any], None]) -> None:
+        from core.backend import select_backend
+        from core.lifecycle import Lifecycle
+
+        self.backend = select_backend(backend_flag)
+        auto = bool(Lifecycle.auto_read_only(self.backend))
+        self.read_only = read_only or auto
+        self.lifecycle = Lifecycle(self.backend, read_only=self.read_only, on_command=on_command)
+        from core.testsign import SCHEMES
+
+        self.schemes = tuple(SCHEMES)
+        self._cpu: list[float] = []
+        self._mem: list[float] = []
+
+    def snapshot(self) -> Snapshot:
+        status = self.lifecycle.status()
+        matches: dict[str, str] = {}
+        expected: dict[str, dict[int, str] | None] = {}
+        for enclave in status.enclaves:
+            try:
+                matches[enclave.enclave_id] = self.lifecycle.match(enclave)
+                expected[enclave.enclave_id] = self.lifecycle.expected_for(enclave)
+            except NitrodeckError:
+                matches[enclave.enclave_id] = UNPINNED
+                expected[enclave.enclave_id] = None
+        return Snapshot(status, matches, expected)
+
+    def describe_eif(self, path: Path) -> EifInfo:
+        return self.lifecycle.describe_eif(path)  # type: ignore[no-any-return]
+
+    def build(self, req: BuildRequest, stage: Callable[[str], None]) -> BuildResult:
+        source = "payload" if req.payload else "Docker image" if req.docker_uri else "rootfs" if req.rootfs else "image"
+        stage(f"building the EIF from the {source}: flatten, ramdisks, measure")
+        result = self.lifecycle.build(req)
+        stage("measured PCR0/1/2" + ("/8 (signed)" if req.signing_certificate else ""))
+        return result
+
+    def pin(self, image_name: str, measurements: Measurements) -> None:
+        self.lifecycle.pin(image_name, measurements)
+
+    def launch(self, req: LaunchRequest) -> RunInfo:
+        return self.lifecycle.launch(req)  # type: ignore[no-any-return]
+
+    def terminate(self, enclave_id: str) -> Any:
+        return self.lifecycle.terminate(enclave_id)
+
+    def terminate_all(self) -> Any:
+        return self.lifecycle.terminate_all()
+
+    def test_sign(self, enclave: EnclaveInfo, payload: bytes, scheme: str) -> Any:
+        # Read-only allows it: test-sign asks the enclave for a signature and changes nothing.
+        from core.testsign import test_sign
+
+        return test_sign(self.lifecycle, enclave.enclave_id, payload, scheme, self.lifecycle.expected_for(enclave))
+
+    def console(self, enclave_id: str) -> AsyncIterator[str]:
+        return self.lifecycle.console(enclave_id)
+
+    def console_log(self, enclave_id: str) -> Path | None:
+        return self.lifecycle.console_log(enclave_id)  # type: ignore[no-any-return]
+
+
+def default_output_path(name: str, folder: Path) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-.") or "image"
+    return str(folder / f"{safe}.eif")
+
+
+def parse_cpu_ids(text: str) -> list[int]:
+    """'1,3' or '2-5' or '1 3' -> sorted unique CPU IDs; UsageError on anything else."""
+    out: set[int] = set()
+    for part in text.replace(" ", ",").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                if int(hi) < int(lo) or int(hi) - int(lo) > 4096:
+                    raise ValueError
+                out.update(range(int(lo), int(hi) + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise UsageError(f"not a CPU list: {text[:40]!r}", hint="use IDs like 1,3 or a range like 2-5") from None
+    return sorted(out)
+
+
+def run_async_iter(agen: AsyncIterator[str], sink: Callable[[str], None], cancelled: Callable[[], bool]) -> None:
+    """Drain an async line iterator in this (worker) thread's own loop, stopping when cancelled."""
+
+    async def pump() -> None:
+        async for line in agen:
+            sink(line)
+
+    async def drain() -> None:
+        # The iterator may sit silent for minutes; poll the cancel flag beside it.
+        task = asyncio.ensure_future(pump())
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.2)
+                if cancelled():
+                    task.cancel()
+                    break
+            if task.done() and not task.cancelled():
+                task.result()
+        finally:
+            if not task.done():
+                with contextlib.suppress(BaseException):
+                    await task
+            closer = getattr(agen, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(BaseException):
+                    await closer()
+
+    asyncio.run(drain())
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,45 @@
+"""The one-line header: instance, backend badge (EMULATOR is unmissable), read-only, last refresh."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from textual.widgets import Static
+
+
+class StatusHeader(Static):
+    def show(
+        self,
+        *,
+        instance_id: str | None,
+        backend_name: str,
+        is_emulator: bool,
+        read_only: bool,
+        taken_at: str | None,
+        paused: bool,
+        error: str | None = None,
+    ) -> None:
+        text = Text()
+        text.append(" nitrodeck ", style="bold reverse")
+        text.append(f" {instance_id or 'instance ?'} ")
+        if is_emulator:
+            text.append(" EMULATOR ", style="bold black on yellow")
+        else:
+            text.append(f" {backend_name} ", style="bold black on green")
+        if read_only:
+            text.append(" ")
+            text.append(" READ-ONLY ", style="bold white on blue")
+        if paused:
+            text.append(" ")
+            text.append(" PAUSED ", style="bold black on magenta")
+        when = "never"
+        if taken_at:
+            try:
+                when = datetime.fromisoformat(taken_at).strftime("%H:%M:%S UTC")
+            except ValueError:
+                when = taken_at[:32]
+        text.append(f"  refreshed {when}", style="dim")
+        if error:
+            text.append(f"  ! {error}", style="bold red")
+        self.update(text)

@@ -1,0 +1,65 @@
+"""The resources pane: the enclave CPU pool and who holds it, hugepages per size and node, the host."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Sparkline, Static
+
+from core.models import EnclaveInfo
+
+
+def size_label(size_kb: int) -> str:
+    return f"{size_kb // 1048576}G" if size_kb >= 1048576 else f"{size_kb // 1024}M"
+
+
+def render_resources(resources: Any, enclaves: Sequence[EnclaveInfo]) -> Text:
+    text = Text()
+    if resources is None:
+        text.append("resources unknown", style="dim")
+        return text
+    names = {e.enclave_id: e.label for e in enclaves}
+    cpus = resources.cpus
+    text.append("CPU pool ", style="bold")
+    if cpus is None:
+        text.append("unknown\n", style="dim")
+    else:
+        text.append(f"{','.join(map(str, cpus.pool)) or '(empty)'}  free ")
+        text.append(f"{','.join(map(str, cpus.free)) or 'none'}\n", style="green" if cpus.free else "bold red")
+        for enclave_id, ids in sorted(cpus.held.items(), key=lambda kv: names.get(kv[0], kv[0])):
+            text.append(f"  {names.get(enclave_id, enclave_id)[:24]:<24} holds {','.join(map(str, ids))}\n")
+    text.append("Hugepages ", style="bold")
+    text.append("size node  total   free   held  (MiB free)\n", style="dim")
+    for pool in resources.hugepages:
+        free_mib = pool.free * pool.size_kb // 1024
+        node = "all" if pool.node is None else str(pool.node)
+        text.append(f"  {size_label(pool.size_kb):>5} {node:>4} {pool.total:>6} {pool.free:>6} {pool.held_by_enclaves:>6}")
+        text.append(f"  ({free_mib})\n", style="green" if free_mib else "dim")
+    if not resources.hugepages:
+        text.append("  none reserved\n", style="dim")
+    host = resources.host
+    if host is not None:
+        gib = 1024**3
+        text.append("Host ", style="bold")
+        text.append(f"CPU {host.cpu_percent:5.1f}%  memory {host.mem_used / gib:.1f}/{host.mem_total / gib:.1f} GiB")
+    return text
+
+
+class ResourcesPane(VerticalScroll):
+    def compose(self) -> ComposeResult:
+        yield Static(render_resources(None, []), id="resources-body")
+        with Horizontal(classes="spark-row"):
+            yield Static("host CPU ", classes="spark-label")
+            yield Sparkline([], id="spark-cpu")
+        with Horizontal(classes="spark-row"):
+            yield Static("host mem ", classes="spark-label")
+            yield Sparkline([], id="spark-mem")
+
+    def show(self, resources: Any, enclaves: Sequence[EnclaveInfo], cpu: Sequence[float], mem: Sequence[float]) -> None:
+        self.query_one("#resources-body", Static).update(render_resources(resources, enclaves))
+        self.query_one("#spark-cpu", Sparkline).data = list(cpu)
+        self.query_one("#spark-mem", Sparkline).data = list(mem)

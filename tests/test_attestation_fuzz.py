@@ -72,3 +72,16 @@ def test_verify_never_raises_and_never_passes_garbage(data: bytes) -> None:
     if data != SAMPLE:
         # any change to a genuine document must be caught by some check
         assert not report.ok
+
+
+def test_hostile_cbor_is_a_structure_failure() -> None:
+    hostile = [
+        b"\x81" * 16000 + b"\x00",  # nesting far past any real document
+        b"\x9f" * 16000,  # unterminated indefinite arrays
+        b"\x5b" + b"\xff" * 8,  # a byte string claiming 2^64-1 bytes
+        b"\x9b" + b"\x7f" * 8,  # an array claiming 2^63 items
+    ]
+    for payload in hostile:
+        for doc in (payload, _wrap(payload, tagged=False)):
+            report = verify(doc, at=SAMPLE_AT)
+            assert not report.ok and report.checks[0].name == "structure" and report.checks[0].ok is False

@@ -252,3 +252,37 @@ def test_fuzz_emulated_nsm_handle_never_raises(nsm: EmulatedNsm, request: bytes)
 def test_socket_permissions(served: tuple[EmulatedNsm, Path]) -> None:
     _, path = served
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_server_close_ends_clients_and_frees_the_path(nsm: EmulatedNsm, tmp_path: Path) -> None:
+    path = tmp_path / "nsm.sock"
+    server = start_nsm_server(nsm, path)
+    client = NsmClient(SocketTransport(path))
+    assert client.describe_pcr(0).lock
+    server.close()
+    assert not path.exists()
+    with pytest.raises(NsmTransportError):
+        client.describe_pcr(0)
+    client.close()
+    with pytest.raises(NsmTransportError):
+        NsmClient(SocketTransport(path))
+    # a new server can take the same path
+    again = start_nsm_server(nsm, path)
+    try:
+        with NsmClient(SocketTransport(path)) as fresh:
+            assert fresh.describe_pcr(4).data.hex() == PCR4_VECTOR
+    finally:
+        again.close()
+
+
+def test_long_socket_path(nsm: EmulatedNsm, tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "nsm.sock"
+    assert len(str(path)) > 108
+    server = start_nsm_server(nsm, path)
+    try:
+        with NsmClient(SocketTransport(path)) as client:
+            assert len(client.get_random(16)) == 16
+    finally:
+        server.close()

@@ -14,6 +14,7 @@ import io
 import os
 import posixpath
 import stat
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +206,10 @@ class _Counted:
     def read_exact(self, n: int, what: str) -> bytes:
         if self.pos + n > self.limit:
             raise CpioError(f"archive ends inside {what}", offset=self.pos)
-        data = self.raw.read(n)
+        try:
+            data = self.raw.read(n)
+        except (OSError, EOFError, zlib.error) as exc:  # corrupt gzip stream
+            raise CpioError(f"compressed archive is corrupt: {exc}", offset=self.pos) from None
         if len(data) != n:
             raise CpioError(f"archive ends inside {what}", offset=self.pos)
         self.pos += n
@@ -220,7 +224,10 @@ class _Counted:
 def _maybe_gunzip(stream: BinaryIO) -> BinaryIO:
     """Ramdisks may be cpio.gz (linuxkit writes gzip): peek at the first bytes."""
     buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
-    head = buffered.peek(2)[:2]
+    try:
+        head = buffered.peek(2)[:2]
+    except OSError as exc:
+        raise CpioError(f"cannot read archive: {exc}", offset=0) from None
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     return buffered  # type: ignore[return-value]

@@ -103,9 +103,21 @@ def emulator_root_path(etc_dir: Path | None = None) -> Path:
     return (etc_dir or home.emulator_etc()) / EMULATOR_ROOT_CERT_FILE
 
 
+_emulator_cache: dict[Path, tuple[tuple[int, int], TrustRoot]] = {}
+
+
 def emulator_root(etc_dir: Path | None = None) -> TrustRoot | None:
     """The emulator's test root of this nitrodeck home, or None when no emulator has made one yet."""
     path = emulator_root_path(etc_dir)
-    if not path.exists():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return None
-    return load_root_pem(path, "nitrodeck-emulator-test-root")
+    # verifiers in the emulated KMS call this per request: re-read only when the file changed
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _emulator_cache.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    root = load_root_pem(path, "nitrodeck-emulator-test-root")
+    _emulator_cache[path] = (stamp, root)
+    return root

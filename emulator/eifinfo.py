@@ -14,7 +14,8 @@ def identity(eif: EifFile) -> dict[str, Any]:
     meta = eif.metadata()
     if meta is None:
         return {}
-    build = meta.get("BuildMetadata") if isinstance(meta.get("BuildMetadata"), dict) else {}
+    raw_build = meta.get("BuildMetadata")
+    build: dict[str, Any] = raw_build if isinstance(raw_build, dict) else {}
     out_meta: dict[str, Any] = {key: build.get(key) for key in _BUILD_KEYS}
     out_meta["DockerInfo"] = meta.get("DockerInfo")
     custom = meta.get("CustomMetadata")

@@ -137,10 +137,10 @@ def pick_cpus(spec: LaunchSpec, inst: Instance, pool: list[int], used: set[int])
         busy = sorted(set(spec.cpu_ids) & used)
         if busy:
             raise EmuError(code="E29", subactions=[f"Failed to add vCPU {busy[0]}: VCPU_ALREADY_USED (256)"])
-        chosen = sorted(spec.cpu_ids)
-        if any(not set(inst.siblings(cpu)) <= set(chosen) for cpu in chosen):
+        wanted = sorted(spec.cpu_ids)
+        if any(not set(inst.siblings(cpu)) <= set(wanted) for cpu in wanted):
             raise EmuError(code="E29", subactions=[FULL_CORES])
-        return chosen
+        return wanted
     count = spec.cpu_count or 0
     if count <= 0 or count % inst.threads_per_core:
         raise EmuError(code="E29", subactions=[FULL_CORES])
@@ -545,10 +545,10 @@ def main(argv: list[str]) -> int:
         sup.tell({"error": error_block(err, log_path), "code": err.code})
         return 1
     except BaseException as exc:  # noqa: BLE001 - report anything to run-enclave, then clean up
-        err = EmuError(code="E36", subactions=[f"supervisor failure: {type(exc).__name__}: {exc}"])
-        log_path = write_err_log(err, "Run Enclave")
+        failure = EmuError(code="E36", subactions=[f"supervisor failure: {type(exc).__name__}: {exc}"])
+        log_path = write_err_log(failure, "Run Enclave")
         sup.release()
-        sup.tell({"error": error_block(err, log_path), "code": err.code})
+        sup.tell({"error": error_block(failure, log_path), "code": failure.code})
         return 1
     try:
         sup.serve()

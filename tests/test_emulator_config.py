@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from core.errors import NitrodeckError
 from emulator import allocator, control
-from emulator.allocator import AllocatorConfig, AllocatorError, cpu_pool, hugepage_pool, parse_allocator, pick_pages
+from emulator.allocator import (
+    AllocatorConfig,
+    AllocatorError,
+    cpu_pool,
+    hugepage_pool,
+    parse_allocator,
+    pick_pages,
+)
 from emulator.cli import parse_config
 from emulator.errors import TITLES, EmuError, detail, explain
 from emulator.instance import Instance, InstanceConfigError, load_instance, parse_instance

@@ -1,0 +1,297 @@
+"""nitro-emu end to end: real supervisors, enclave processes, sockets and namespaces under an isolated home."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from emulator import state
+from emulator.allocator import snapshot
+from emulator.instance import load_instance
+from tests.conftest import is_root, require, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_KEYS = ["EnclaveName", "EnclaveID", "ProcessID", "EnclaveCID", "NumberOfCPUs", "CPUIDs", "MemoryMiB"]
+DESCRIBE_KEYS = RUN_KEYS + ["State", "Flags", "Measurements", "EmulatorIsolation", "EmulatorEifPath"]
+
+
+def emu(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emulator", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout
+    )
+
+
+def configure(home: Path, *, cores: int = 4, threads: int = 2, memory_mib: int = 512, cpu_count: int = 2) -> None:
+    etc = home / "emulator" / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "allocator.yaml").write_text(f"---\nmemory_mib: {memory_mib}\ncpu_count: {cpu_count}\n")
+    (home / "emulator" / "instance.yaml").write_text(
+        f"instance_id: i-0123456789abcdef0\nvcpus: {cores * threads}\ncores: {cores}\nthreads_per_core: {threads}\n"
+    )
+
+
+def build(home: Path, script: str, name: str = "app") -> Path:
+    """An EIF whose command is a shell script inside the rootfs (so /app/run.sh is rewritten to the copy)."""
+    import importlib.util
+
+    require(importlib.util.find_spec("core.build") is not None, "core.build (EIF builder) is not in the tree yet")
+    rootfs = home / f"rootfs-{name}"
+    (rootfs / "app").mkdir(parents=True)
+    run = rootfs / "app" / "run.sh"
+    run.write_text("#!/bin/sh\n" + script + "\n")
+    run.chmod(0o755)
+    out = home / f"{name}.eif"
+    res = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "/app/run.sh", "--output-file", str(out), "--name", name)
+    assert res.returncode == 0, res.stderr
+    assert list(json.loads(res.stdout)) == ["Measurements"]
+    return out
+
+
+@pytest.fixture
+def sleeper(nd_home: Path) -> Path:
+    return build(nd_home, "echo enclave up\nexec sleep 300", "sleeper")
+
+
+def run(eif: Path, *extra: str, memory: str = "64") -> subprocess.CompletedProcess[str]:
+    return emu("run-enclave", "--eif-path", str(eif), "--memory", memory, *extra)
+
+
+def table() -> list[state.Entry]:
+    return state.read_entries()
+
+
+def enclave_pid(enclave_id: str) -> int:
+    entry = next(e for e in table() if e.enclave_id == enclave_id)
+    return entry.enclave_pid
+
+
+def home_processes(home: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("NITRODECK_HOME") == str(home):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def first_line(res: subprocess.CompletedProcess[str]) -> str:
+    """The first error line (progress lines such as "Start allocating memory..." may come before)."""
+    return next((line for line in res.stderr.splitlines() if line.startswith("[ E")), "")
+
+
+def assert_nothing_left(home: Path, enclave_ids: list[str] = ()) -> None:  # type: ignore[assignment]
+    assert table() == []
+    run_dir = home / "emulator" / "run"
+    assert {p.name for p in run_dir.iterdir()} <= {"enclaves.json", "enclaves.lock"}
+    wait_for(lambda: not home_processes(home), timeout=10)
+    snap = snapshot()
+    assert snap.free_cpus == snap.pool_cpus and snap.free_memory_mib == snap.pool_memory_mib
+    mine = {f"nitrodeck-{eid.split('-enc')[-1]}" for eid in enclave_ids}
+    if is_root() and mine:
+        own_rel = Path("/proc/self/cgroup").read_text().split(":memory:")[1].split()[0].lstrip("/")
+        own = Path("/sys/fs/cgroup/memory") / own_rel
+        assert not [p for p in own.iterdir() if p.name in mine]
+
+
+def test_run_describe_terminate(nd_home: Path, sleeper: Path) -> None:
+    res = run(sleeper, "--cpu-count", "2", "--enclave-cid", "0")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "The enclave CID will be auto-generated as the provided CID is 0",
+        "Start allocating memory...",
+        "Started enclave with enclave-cid: 16, memory: 64 MiB, cpu-ids: [1, 5]",
+    ]
+    info = json.loads(res.stdout)
+    assert list(info) == RUN_KEYS
+    assert res.stdout == json.dumps(info, indent=2) + "\n"
+    assert info["EnclaveName"] == "sleeper" and info["CPUIDs"] == [1, 5] and info["MemoryMiB"] == 64
+    assert info["EnclaveID"].startswith(load_instance().instance_id + "-enc")
+    assert psutil.pid_exists(info["ProcessID"])
+
+    desc = emu("describe-enclaves", "--metadata")
+    [item] = json.loads(desc.stdout)
+    assert list(item) == RUN_KEYS + ["State", "Flags", "Measurements", "ImageName", "ImageVersion", "Metadata",
+                                     "EmulatorIsolation", "EmulatorEifPath"]
+    assert item["State"] == "RUNNING" and item["Flags"] == "NONE" and item["ImageName"] == "sleeper"
+    assert list(item["Measurements"]) == ["HashAlgorithm", "PCR0", "PCR1", "PCR2"]
+    assert item["EmulatorEifPath"] == str(sleeper)
+    iso = item["EmulatorIsolation"]
+    pid = enclave_pid(info["EnclaveID"])
+    assert iso["HostCPUs"] == sorted(os.sched_getaffinity(pid))
+    assert iso["HostCPUs"] == sorted({c % (os.cpu_count() or 1) for c in (1, 5)})
+    assert os.getpgid(pid) == pid  # own process group
+    eif_desc = json.loads(emu("describe-eif", "--eif-path", str(sleeper)).stdout)
+    assert eif_desc["Measurements"] == item["Measurements"]
+    if is_root():
+        assert iso["NetworkNamespace"] is True
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        assert iso["MemoryLimit"] == {"Kind": "cgroup-v1", "Bytes": 64 * 1024 * 1024}
+
+    term = emu("terminate-enclave", "--enclave-id", info["EnclaveID"])
+    assert term.returncode == 0
+    assert term.stderr == f"Successfully terminated enclave {info['EnclaveID']}.\n"
+    assert json.loads(term.stdout) == {"EnclaveName": "sleeper", "EnclaveID": info["EnclaveID"], "Terminated": True}
+    assert list(json.loads(term.stdout)) == ["EnclaveName", "EnclaveID", "Terminated"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert_nothing_left(nd_home, [info["EnclaveID"]])
+    assert emu("terminate-enclave", "--all").stdout == "[]\n"
+
+
+def test_launch_errors_are_wrapped_and_release_everything(nd_home: Path, sleeper: Path) -> None:
+    cases = [
+        (("--cpu-count", "2"), "2", "[ E26 ] Insufficient memory requested. User provided `memory` is 2 MB, but based on the EIF file size, the minimum memory should be "),
+        (("--cpu-count", "2"), "1024", "[ E27 ] Insufficient memory available. User provided `memory` is 1024 MB, which is more than the available hugepage memory."),
+        (("--cpu-count", "4"), "64", "[ E22 ] Insufficient CPUs available in the pool. User provided `cpu-count` is 4, which is more than the configured CPU pool size."),
+        (("--cpu-ids", "1", "2"), "64", "[ E21 ] No such CPU available in the pool. User provided `cpu-ids` contains CPU 2, which is not available in the pool."),
+        (("--cpu-ids", "1", "1"), "64", "[ E20 ] Invalid CPU configuration. User provided `cpu-ids` contains same CPU(s) (CPU(s) 1) multiple times."),
+        (("--cpu-count", "1"), "64", "[ E29 ] Ioctl failure."),
+        (("--cpu-count", "0"), "64", "[ E29 ] Ioctl failure."),
+    ]
+    for flags, memory, expected in cases:
+        res = run(sleeper, *flags, memory=memory)
+        lines = res.stderr.splitlines()
+        inner = [line for line in lines if line.startswith("[ E")]
+        assert res.returncode == 39, res.stderr
+        assert inner[0].startswith(expected), res.stderr
+        assert inner[1].startswith("[ E39 ] Enclave process connection failure.")
+        assert lines[lines.index(inner[1]) - 1] == "Failed connections: 1"
+        # E26 is found before allocation starts; E27 and E29 after "Start allocating memory..."
+        assert ("Start allocating memory..." in lines) == (inner[0][:7] in ("[ E27 ]", "[ E29 ]"))
+        logs = [Path(line.split('"')[1]) for line in lines if line.startswith("If you open a support ticket")]
+        assert len(logs) == 2 and all(p.exists() for p in logs)
+        assert res.stdout == ""
+    assert_nothing_left(nd_home)
+
+
+def test_command_not_found_is_e36_and_leaks_nothing(nd_home: Path) -> None:
+    import importlib.util
+
+    require(importlib.util.find_spec("core.build") is not None, "core.build (EIF builder) is not in the tree yet")
+    rootfs = nd_home / "rootfs-bad"
+    rootfs.mkdir()
+    eif = nd_home / "bad.eif"
+    built = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "/no/such/program --flag", "--output-file", str(eif))
+    assert built.returncode == 0, built.stderr
+    res = run(eif, "--cpu-count", "2", "--debug-mode")
+    assert res.returncode == 39
+    assert first_line(res) == "[ E36 ] Enclave boot failure."
+    assert_nothing_left(nd_home)
+    # the console file of the failed boot is kept and says why
+    [console] = list((nd_home / "emulator" / "console").iterdir())
+    text = console.read_text()
+    assert "Linux version 4.14.256" in text and "/no/such/program" in text
+
+
+def test_console_streams_until_terminate(nd_home: Path) -> None:
+    eif = build(nd_home, "i=0\nwhile [ $i -lt 600 ]; do echo tick $i; i=$((i+1)); sleep 0.1; done", "ticker")
+    res = run(eif, "--cpu-count", "2", "--debug-mode", "--enclave-name", "tick")
+    assert res.returncode == 0, res.stderr
+    eid = json.loads(res.stdout)["EnclaveID"]
+    con = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "console", "--enclave-name", "tick"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )
+    try:
+        assert con.stdout is not None
+        lines = [con.stdout.readline().decode() for _ in range(2)]
+        assert lines == ["Connecting to the console for enclave 16...\n", "Successfully connected to the console.\n"]
+        seen: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len([s for s in seen if s.startswith("tick")]) < 3:
+            seen.append(con.stdout.readline().decode())
+        assert seen[0].startswith("[    0.000000] Linux version 4.14.256")
+        assert sum(s.startswith("tick ") for s in seen) >= 3
+        assert emu("terminate-enclave", "--enclave-name", "tick").returncode == 0
+        assert con.wait(timeout=20) == 0
+    finally:
+        if con.poll() is None:
+            con.kill()
+            con.wait()
+    # terminated: console by ID is E11 like nitro-cli, the file is kept at console/<id>.log
+    gone = emu("console", "--enclave-id", eid)
+    assert gone.returncode == 11 and first_line(gone).startswith("[ E11 ]")
+    assert "tick 0" in (nd_home / "emulator" / "console" / f"{eid}.log").read_text()
+
+
+def test_console_needs_debug_mode(nd_home: Path, sleeper: Path) -> None:
+    assert run(sleeper, "--cpu-count", "2").returncode == 0
+    res = emu("console", "--enclave-name", "sleeper")
+    assert res.returncode == 44 and first_line(res) == "[ E44 ] Enclave console connection failure."
+    log = Path([line for line in res.stderr.splitlines() if "support ticket" in line][0].split('"')[1])
+    assert "The enclave was not started with the debug flag set, include '--debug-mode' in the run-enclave command" in log.read_text()
+    assert emu("terminate-enclave", "--all").returncode == 0
+
+
+def test_killed_supervisor_is_reported_and_cleaned_up(nd_home: Path, sleeper: Path) -> None:
+    res = run(sleeper, "--cpu-count", "2")
+    info = json.loads(res.stdout)
+    pid = enclave_pid(info["EnclaveID"])
+    os.kill(info["ProcessID"], signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(info["ProcessID"]) or psutil.Process(info["ProcessID"]).status() == psutil.STATUS_ZOMBIE)
+    desc = emu("describe-enclaves")
+    assert desc.stdout == "[]\n"
+    assert "Warning:" in desc.stderr and info["EnclaveID"] in desc.stderr and str(info["ProcessID"]) in desc.stderr
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    assert_nothing_left(nd_home)
+    # reported once: the next describe is quiet
+    again = emu("describe-enclaves")
+    assert again.stdout == "[]\n" and again.stderr == ""
+
+
+def test_four_enclaves_fifth_fails_names_and_cids(nd_home: Path, sleeper: Path) -> None:
+    configure(nd_home, cores=6, threads=1, memory_mib=512, cpu_count=5)
+    results = [run(sleeper, "--cpu-count", "1") for _ in range(3)]
+    results.append(run(sleeper, "--cpu-count", "1", "--enclave-cid", "16"))
+    assert [r.returncode for r in results[:3]] == [0, 0, 0]
+    infos = [json.loads(r.stdout) for r in results[:3]]
+    assert [i["EnclaveName"] for i in infos] == ["sleeper", "sleeper_1", "sleeper_2"]
+    assert [i["EnclaveCID"] for i in infos] == [16, 17, 18]
+    assert results[3].returncode == 39 and first_line(results[3]).startswith("[ E29 ]")  # CID 16 taken
+    fourth = run(sleeper, "--cpu-count", "1", "--enclave-cid", "40", "--enclave-name", "sleeper_1")
+    assert fourth.returncode == 0 and json.loads(fourth.stdout)["EnclaveName"] == "sleeper_1_1"
+    fifth = run(sleeper, "--cpu-count", "1")
+    assert fifth.returncode == 39 and first_line(fifth) == "[ E28 ] Invalid enclave descriptor."
+    dup = emu("terminate-enclave", "--enclave-name", "nobody")
+    assert dup.returncode == 58
+    out = emu("terminate-enclave", "--all")
+    assert len(json.loads(out.stdout)) == 4
+    assert_nothing_left(nd_home)
+
+
+def test_twenty_concurrent_launches_for_room_of_four(nd_home: Path, sleeper: Path) -> None:
+    configure(nd_home, cores=5, threads=2, memory_mib=256, cpu_count=8)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "emulator", "run-enclave", "--eif-path", str(sleeper), "--memory", "64", "--cpu-count", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        )
+        for _ in range(20)
+    ]
+    outs = [(p.wait(timeout=240), *p.communicate()) for p in procs]
+    ok = [json.loads(out) for rc, out, _ in outs if rc == 0]
+    failed = [err for rc, _, err in outs if rc != 0]
+    assert len(ok) == 4 and len(failed) == 16
+    assert all(rc in (0, 39) for rc, _, _ in outs)
+    for err in failed:
+        assert err.splitlines()[-1].startswith("If you open a support ticket")
+        assert "[ E39 ]" in err and any(c in err for c in ("[ E28 ]", "[ E27 ]", "[ E29 ]"))
+    entries = table()
+    assert sorted(e.enclave_id for e in entries) == sorted(i["EnclaveID"] for i in ok)
+    held = [c for e in entries for c in e.cpu_ids]
+    assert len(held) == len(set(held)) == 8
+    snap = snapshot()
+    assert snap.free_cpus == [] and snap.free_memory_mib == 0 and len(snap.enclaves) == 4
+    assert sorted(c for i in ok for c in i["CPUIDs"]) == sorted(held)
+    out = emu("terminate-enclave", "--all")
+    assert sorted(t["EnclaveID"] for t in json.loads(out.stdout)) == sorted(i["EnclaveID"] for i in ok)
+    assert_nothing_left(nd_home, [i["EnclaveID"] for i in ok])

@@ -23,7 +23,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -506,7 +506,7 @@ class NitroCli:
         args = ["pcr", "--input", str(input)] if input is not None else ["pcr", "--signing-certificate", str(cert)]
         return parse_pcr(self.run(args).stdout)
 
-    async def console(self, enclave_id: str, disconnect_timeout: float | None = None) -> AsyncIterator[str]:
+    async def console(self, enclave_id: str, disconnect_timeout: float | None = None) -> AsyncGenerator[str, None]:
         """Stream the enclave console line by line (no trailing newline), preamble removed.
 
         Stops at EOF or after ``disconnect_timeout`` seconds. If the consumer stops iterating, the
@@ -567,9 +567,11 @@ class NitroCli:
         finally:
             if not finished:
                 _kill_group(proc)
-                err_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await proc.wait()
+                # Drain to EOF so the pipe transports close while the loop is still running.
+                try:
+                    await asyncio.wait_for(asyncio.gather(proc.wait(), err_task, proc.stdout.read()), 5)
+                except BaseException:  # noqa: BLE001 - best effort during cancellation/close
+                    err_task.cancel()
                 self._report(CommandRecord(text, argv, proc.returncode, time.monotonic() - started, True))
 
 

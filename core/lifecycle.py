@@ -22,7 +22,7 @@ import functools
 import inspect
 import os
 import shlex
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,8 +134,10 @@ def mutating(action: str) -> Callable[[F], F]:
             try:
                 yield
             except BaseException as exc:
-                code = exc.code if isinstance(exc, NitrodeckError) else type(exc).__name__
-                _record(owner, action, captured, code)
+                # Input refused before any command ran changed nothing: not worth an audit line.
+                if captured or not isinstance(exc, UsageError | EnclaveNotFound | AmbiguousEnclave):
+                    code = exc.code if isinstance(exc, NitrodeckError) else type(exc).__name__
+                    _record(owner, action, captured, code)
                 raise
             finally:
                 _capture.reset(token)
@@ -329,22 +331,24 @@ class Lifecycle:
 
     # -- console
 
-    async def console(self, enclave: str, disconnect_timeout: float | None = None) -> AsyncIterator[str]:
+    async def console(self, enclave: str, disconnect_timeout: float | None = None) -> AsyncGenerator[str, None]:
         target = await asyncio.to_thread(self.find, enclave)
         keep = None
         if not self.backend.is_emulator:
             path = home.ensure(kept_console_dir()) / f"{target.enclave_id}.log"
             keep = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally below
         written = 0
-        try:
-            async for line in self.driver.console(target.enclave_id, disconnect_timeout):
-                if keep is not None and written < _MAX_KEPT_LOG:
-                    keep.write(line + "\n")
-                    written += len(line) + 1
-                yield line
-        finally:
-            if keep is not None:
-                keep.close()
+        # aclosing: when our consumer stops, the driver's stream must stop now (it kills the reader)
+        async with contextlib.aclosing(self.driver.console(target.enclave_id, disconnect_timeout)) as lines:
+            try:
+                async for line in lines:
+                    if keep is not None and written < _MAX_KEPT_LOG:
+                        keep.write(line + "\n")
+                        written += len(line) + 1
+                    yield line
+            finally:
+                if keep is not None:
+                    keep.close()
 
     def console_log(self, enclave_id: str) -> Path | None:
         """The kept console file of an enclave (running or gone), or None."""

@@ -1,0 +1,102 @@
+"""The headless lifecycle commands as an operator runs them: `python -m console …` in a subprocess,
+against the emulator in an isolated NITRODECK_HOME. Launch/terminate with a real EIF are in
+test_e2e_emulator.py (they share its build)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from console.output import Check, checklist, emit_json, key_values, table
+from tests.conftest import REPO
+
+
+def nd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "console", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, env=os.environ.copy(),
+    )
+
+
+def test_status_json_shape(nd_home: Path) -> None:
+    (nd_home / "emulator" / "etc").mkdir(parents=True)
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
+    (nd_home / "emulator" / "instance.yaml").write_text("instance_id: i-0123456789abcdef0\n")
+    done = nd("status", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["backend"] == "emulator" and data["backend_display"] == "nitro-emu"
+    assert data["instance_id"] == "i-0123456789abcdef0" and data["read_only"] is False
+    assert data["enclaves"] == []
+    assert len(data["cpu_pool"]["pool"]) == 2 and data["cpu_pool"]["free"] == data["cpu_pool"]["pool"]
+    assert sum(p["total"] * p["size_kb"] for p in data["hugepages"]) == 1024 * 1024
+    assert data["host"]["mem_total"] > 0
+    # human table, with the read-only flag also accepted after the subcommand
+    done = nd("status", "--read-only")
+    assert done.returncode == 0, done.stderr
+    for text in ("nitro-emu (emulator", "i-0123456789abcdef0", "read-only: yes", "(no enclaves running)",
+                 "CPU pool", "Hugepages", "Host"):
+        assert text in done.stdout
+
+
+def test_describe_empty_and_errors(nd_home: Path) -> None:
+    done = nd("describe", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"backend": "emulator", "enclaves": []}
+    done = nd("terminate", "nope", "--json")
+    assert done.returncode == 11
+    assert json.loads(done.stdout)["error"]["code"] == "ND-NO-ENCLAVE"
+    assert "Traceback" not in done.stderr and "no running enclave" in done.stderr
+    done = nd("terminate")
+    assert done.returncode == 2 and "--all" in done.stderr
+    done = nd("--backend", "emulator", "terminate", "--all", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"backend": "emulator", "terminated": []}
+
+
+def test_launch_refusals(nd_home: Path, tmp_path: Path) -> None:
+    done = nd("launch", "--eif-path", str(tmp_path / "none.eif"), "--memory", "128", "--cpu-count", "2")
+    assert done.returncode == 2 and "no EIF file" in done.stderr
+    eif = tmp_path / "x.eif"
+    eif.write_bytes(b"not an eif")
+    done = nd("--read-only", "launch", "--eif-path", str(eif), "--memory", "128", "--cpu-count", "2", "--json")
+    assert done.returncode == 13
+    assert json.loads(done.stdout)["error"]["code"] == "ND-READ-ONLY"
+    assert not (nd_home / "audit.log").exists()
+    done = nd("describe-eif", "--eif-path", str(eif))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+
+
+def test_backend_errors(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NITRODECK_BACKEND", "qemu")
+    done = nd("status")
+    assert done.returncode == 2 and "unknown backend" in done.stderr and "NITRODECK_BACKEND" in done.stderr
+    monkeypatch.setenv("PATH", "/nonexistent")
+    done = nd("--backend", "real", "describe")
+    assert done.returncode == 127 and "nitro-cli" in done.stderr
+
+
+def test_build_usage_errors(nd_home: Path) -> None:
+    done = nd("build", "--rootfs", "/tmp")
+    assert done.returncode == 2 and "--output-file" in done.stderr
+    # the real backend without /dev/nitro_enclaves is read-only automatically
+    done = nd("--backend", "real", "build", "--rootfs", "/tmp", "--output-file", "/tmp/x.eif")
+    assert done.returncode == 13 and "read-only" in done.stderr
+
+
+def test_output_helpers(capsys: pytest.CaptureFixture[str]) -> None:
+    text = table([["a", [1, 3], None], ["longer", True, 5]], ["NAME", "CPUS", "X"])
+    lines = text.splitlines()
+    assert lines[0].split() == ["NAME", "CPUS", "X"] and lines[1].split() == ["a", "1,3", "-"]
+    assert lines[2].split() == ["longer", "yes", "5"] and lines[1].index("1,3") == lines[0].index("CPUS")
+    assert table([], ["A"], empty="(none)").endswith("(none)")
+    assert checklist([Check("sig", True), Check("pcr0", False, "differs"), Check("x", None)]).splitlines() == [
+        "[ok]   sig", "[FAIL] pcr0: differs", "[--]   x"]
+    assert key_values([("a", 1), ("bb", None)]) == "a:  1\nbb: -"
+    emit_json({"p": Path("/x"), "b": b"\x01"})
+    assert json.loads(capsys.readouterr().out) == {"p": "/x", "b": "01"}

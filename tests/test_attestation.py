@@ -302,3 +302,16 @@ def test_tagged_document_accepted(emu_nsm: EmulatedNsm, pki: EmulatorPki) -> Non
     assert tagged[0] == 0xD2
     report = verify(tagged, roots=emu_root(pki))
     assert report.ok and report.document is not None and report.document.sign1.tagged
+
+
+def test_real_document_with_swapped_root_fails(pki: EmulatorPki) -> None:
+    data, at, _ = real(NONDEBUG)
+    sign1 = cose.decode(data)
+    body = dict(cbor2.loads(sign1.payload))
+    body["cabundle"] = [pki.root_der, *list(body["cabundle"])[1:]]
+    swapped = cose.Sign1(sign1.protected, {}, cbor2.dumps(body), sign1.signature).to_bytes()
+    report = verify(swapped, at=at, roots=[aws_root(), *emu_root(pki)])
+    # the root is trusted here, but the AWS intermediates are not signed by it, and the payload changed
+    assert names(report) == {"signature", "chain", "validity"}
+    assert "cabundle[1] is not signed by root emulator" in report.check("chain").detail  # type: ignore[union-attr]
+    assert names(verify(swapped, at=at)) == {"signature", "root", "chain", "validity"}

@@ -84,14 +84,6 @@ def resolve_build_time(build_time: str | None) -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _epoch_of(build_time: str) -> int:
-    """cpio mtimes: the build time when it parses, else 0 (both reproducible)."""
-    try:
-        return max(0, int(dt.datetime.fromisoformat(build_time.replace("Z", "+00:00")).timestamp()))
-    except ValueError:
-        return 0
-
-
 # --- sources --------------------------------------------------------------------------------------
 
 
@@ -298,7 +290,8 @@ def build_eif(
             raise BuildError("the image has no CMD or ENTRYPOINT to run", cli_code="E48", where="cmd")
         _check_lines(source.config.argv, "cmd", need_eq=False)
         _check_lines(source.config.env, "env", need_eq=True)
-        mtime = _epoch_of(when)
+        # cpio mtimes stay 0: the build time lives in the metadata only, so PCRs do not depend on it
+        mtime = 0
         rd0, rd1 = work / "bootstrap.cpio", work / "customer.cpio"
         _write_cpio(rd0, _bootstrap_entries(blobs), mtime)
         customer_digest = _write_cpio(rd1, _customer_entries(source), mtime)

@@ -33,10 +33,13 @@ def run_build(args: argparse.Namespace) -> dict[str, Any]:
     """Build the EIF; returns build-enclave's stdout object ({"Measurements": ...})."""
     from core import build
 
-    sys.stderr.write("Start building the Enclave Image...\n")
-    sys.stderr.flush()
+    def progress(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
     try:
-        result = build.build_eif(request_from_args(args))
+        # core.build says "Start building..." / "Enclave Image successfully created." itself
+        result = build.build_eif(request_from_args(args), progress=progress)
     except NitrodeckError as exc:
         code = getattr(exc, "cli_code", None) or "E48"
         if code not in TITLES:
@@ -46,6 +49,4 @@ def run_build(args: argparse.Namespace) -> dict[str, Any]:
         raise EmuError(code="E19", info=[exc.filename or args.output_file, "Write"], subactions=[str(exc)]) from None
     if not os.path.exists(result.output_file):
         raise EmuError(code="E48", subactions=["the builder reported success but wrote no file"])
-    sys.stderr.write("Enclave Image successfully created.\n")
-    sys.stderr.flush()
     return {"Measurements": result.measurements.as_dict()}

@@ -43,12 +43,6 @@ def describe_eif(eif: EifFile) -> dict[str, Any]:
 
 
 def _signature(eif: EifFile, eif_sign: Any) -> tuple[dict[str, Any], bool]:
-    """Certificate summary and signature verdict from core.eif_sign (its API: check_signature)."""
-    result = eif_sign.check_signature(eif)
-    cert = getattr(result, "certificate", None) or getattr(result, "signing_certificate", None) or {}
-    if hasattr(cert, "as_dict"):
-        cert = cert.as_dict()
-    ok = getattr(result, "ok", None)
-    if ok is None:
-        ok = getattr(result, "valid", False)
-    return dict(cert), bool(ok)
+    """SigningCertificate summary and the SignatureCheck verdict (core.eif_sign.check_signature)."""
+    info = eif_sign.check_signature(eif)
+    return dict(info.certificate_info), bool(info.ok)

@@ -1,0 +1,99 @@
+"""nitro-emu build-enclave / describe-eif / pcr against core.build, core.measure and core.eif_sign."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from core.eif import read_eif
+from core.measure import pcr_of_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+EIF_KEYS_SIGNED = ["EifVersion", "Measurements", "IsSigned", "SigningCertificate", "CheckCRC", "SignatureCheck",
+                   "ImageName", "ImageVersion", "Metadata"]
+
+
+def emu(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emulator", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def signing_pair(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nitro-emu test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(7).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA384())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_signed_build_describe_and_pcr(nd_home: Path) -> None:
+    rootfs = nd_home / "root"
+    (rootfs / "app").mkdir(parents=True)
+    (rootfs / "app" / "hello.txt").write_text("hello\n")
+    meta = nd_home / "meta.json"
+    meta.write_text(json.dumps({"team": "ops"}))
+    cert, key = signing_pair(nd_home)
+    out = nd_home / "signed.eif"
+    built = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "cat /app/hello.txt", "--env", "A=1",
+                "--output-file", str(out), "--signing-certificate", str(cert), "--private-key", str(key),
+                "--name", "hello", "--version", "1.0", "--metadata", str(meta))
+    assert built.returncode == 0, built.stderr
+    assert built.stderr.splitlines() == ["Start building the Enclave Image...", "Enclave Image successfully created."]
+    measurements = json.loads(built.stdout)["Measurements"]
+    assert list(measurements) == ["HashAlgorithm", "PCR0", "PCR1", "PCR2", "PCR8"]
+
+    desc = emu("describe-eif", "--eif-path", str(out))
+    info = json.loads(desc.stdout)
+    assert list(info) == EIF_KEYS_SIGNED
+    assert info["Measurements"] == measurements and info["IsSigned"] is True
+    assert info["CheckCRC"] is True and info["SignatureCheck"] is True
+    assert info["ImageName"] == "hello" and info["ImageVersion"] == "1.0"
+    assert list(info["Metadata"])[:6] == ["BuildTime", "BuildTool", "BuildToolVersion", "OperatingSystem",
+                                          "KernelVersion", "DockerInfo"]
+    assert info["Metadata"]["team"] == "ops"  # custom metadata is flattened
+
+    pcr8 = emu("pcr", "--signing-certificate", str(cert))
+    der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    assert json.loads(pcr8.stdout) == {"PCR8": pcr_of_bytes(der)} == {"PCR8": measurements["PCR8"]}
+    pcr = emu("pcr", "--input", str(rootfs / "app" / "hello.txt"))
+    assert json.loads(pcr.stdout) == {"PCR": pcr_of_bytes(b"hello\n")}
+    missing = emu("pcr", "--input", str(nd_home / "nope"))
+    assert missing.returncode == 19 and missing.stderr.startswith("[ E19 ] File operation failure.")
+
+    # a flipped byte inside a ramdisk: still readable, CheckCRC false
+    eif = read_eif(out)
+    data = bytearray(out.read_bytes())
+    data[eif.ramdisks[-1].data_offset + 5] ^= 0xFF
+    out.write_bytes(bytes(data))
+    bad = json.loads(emu("describe-eif", "--eif-path", str(out)).stdout)
+    assert bad["CheckCRC"] is False and bad["Measurements"]["PCR2"] != measurements["PCR2"]
+    assert bad["SignatureCheck"] is False
+
+
+def test_build_usage_rules(nd_home: Path) -> None:
+    none = emu("build-enclave", "--output-file", str(nd_home / "x.eif"))
+    assert none.returncode == 2 and "--docker-uri" in none.stderr and "[ E" not in none.stderr
+    half = emu("build-enclave", "--rootfs", str(nd_home), "--cmd", "true", "--output-file", str(nd_home / "x.eif"),
+               "--private-key", "k.pem")
+    assert half.returncode == 2
+    help_text = emu("build-enclave", "--help").stdout
+    assert help_text.count("(emulator only)") == 4
+    bad_eif = nd_home / "junk.eif"
+    bad_eif.write_bytes(b"not an eif")
+    junk = emu("describe-eif", "--eif-path", str(bad_eif))
+    assert junk.returncode == 35 and junk.stderr.startswith("[ E35 ]")

@@ -22,6 +22,7 @@ from typing import Any
 import cbor2
 
 from core import cose, home
+from core.errors import NitrodeckError
 from core.unixsock import remove_stale, short_path
 from emulator.pki import EmulatorPki
 
@@ -44,6 +45,12 @@ _PROTECTED = bytes.fromhex("a1013822")
 def pcr_from_string(text: str) -> bytes:
     """PCR3/PCR4 style: SHA384(48 zero bytes || utf-8 text), i.e. one extend from zero."""
     return hashlib.sha384(bytes(PCR_LEN) + text.encode("utf-8")).digest()
+
+
+class EmulatedNsmError(NitrodeckError):
+    """The emulated NSM was set up wrongly (bad PCR values, unusable socket path)."""
+
+    code = "ND-EMU-NSM"
 
 
 class _Failure(Exception):
@@ -97,7 +104,8 @@ class EmulatedNsm:
         self._pcrs = [bytes(PCR_LEN) for _ in range(MAX_PCRS)]
         for index, value in pcrs.items():
             if not 0 <= index < MAX_PCRS or len(value) != PCR_LEN:
-                raise ValueError(f"PCR{index} must be {PCR_LEN} bytes within 0..{MAX_PCRS - 1}")
+                raise EmulatedNsmError(f"PCR{index} must be {PCR_LEN} bytes, index 0..{MAX_PCRS - 1}",
+                                       where=f"{module_id} PCR{index}")
             self._pcrs[index] = bytes(value)
         if debug:
             # debug-mode enclaves report zero image measurements, as real ones do
@@ -285,9 +293,14 @@ class NsmServer:
         self.socket_path = socket_path
         remove_stale(socket_path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(short_path(socket_path))
-        os.chmod(short_path(socket_path), 0o600)
-        self._sock.listen(16)
+        try:
+            self._sock.bind(short_path(socket_path))
+            # only the enclave (same user) may talk to its NSM
+            os.chmod(short_path(socket_path), 0o600)
+            self._sock.listen(16)
+        except OSError as exc:
+            self._sock.close()
+            raise EmulatedNsmError(f"cannot serve the NSM socket: {exc.strerror or exc}", where=str(socket_path)) from exc
         self._closed = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()

@@ -286,3 +286,15 @@ def test_long_socket_path(nsm: EmulatedNsm, tmp_path: Path) -> None:
             assert len(client.get_random(16)) == 16
     finally:
         server.close()
+
+
+def test_bad_setup_is_typed(pki: EmulatorPki, tmp_path: Path) -> None:
+    from emulator.nsm import EmulatedNsmError
+
+    with pytest.raises(EmulatedNsmError):
+        EmulatedNsm(MODULE_ID, {0: b"short"}, False, "i-1", None, pki)
+    with pytest.raises(EmulatedNsmError):
+        EmulatedNsm(MODULE_ID, {40: bytes(48)}, False, "i-1", None, pki)
+    nsm = EmulatedNsm(MODULE_ID, {}, False, "i-1", None, pki)
+    with pytest.raises(EmulatedNsmError):
+        start_nsm_server(nsm, tmp_path / "no-such-folder" / "nsm.sock")

@@ -100,3 +100,17 @@ def test_output_helpers(capsys: pytest.CaptureFixture[str]) -> None:
     assert key_values([("a", 1), ("bb", None)]) == "a:  1\nbb: -"
     emit_json({"p": Path("/x"), "b": b"\x01"})
     assert json.loads(capsys.readouterr().out) == {"p": "/x", "b": "01"}
+
+
+def test_build_payload(nd_home: Path) -> None:
+    done = nd("build", "--payload", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    eif = Path(out["output_file"])
+    assert eif == nd_home / "eifs" / "nitrodeck-payload.eif" and eif.is_file()
+    done = nd("describe-eif", "--eif-path", str(eif), "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["Measurements"]["PCR0"] == out["Measurements"]["PCR0"] and info["ImageName"]
+    done = nd("build", "--payload", "--rootfs", "/tmp", "--output-file", str(nd_home / "x.eif"))
+    assert done.returncode == 2 and "--payload" in done.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -79,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_error(err, wants_json(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `nitrodeck status --json | head`: the reader left; exit quietly like other Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -387,6 +387,8 @@ class LocalKms:
     def start(self) -> LocalKms:
         from moto.server import ThreadedMotoServer
 
+        # werkzeug logs every request line of moto's server; the layer logs decisions instead
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()

@@ -1,0 +1,397 @@
+"""`nitrodeck up`: the ECS parent container's bootstrap and supervisor (the seed's flow, in one process).
+
+1. find this container's image (ECS task metadata v4), build the EIF from it (or the payload
+   under the emulator), report the measurements;
+2. start the KMS vsock-proxy (8000 -> KMS) and launch the enclave with the configured CPUs, memory
+   and CID, then the TCP -> vsock bridge (8888 -> enclave 5005);
+3. hand in AWS credentials, provision the sealed key (KMS releases it to the attested enclave);
+4. supervise: refresh credentials before they expire, relaunch the enclave with exponential
+   backoff when it exits; on SIGTERM terminate the enclave, stop the bridge and proxy, exit 0.
+
+Logs are JSON lines on stdout: events, IDs, measurements, timings. Never credentials or keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from core.errors import ConfigError, NitrodeckError
+from core.upconfig import UpConfig
+
+MAX_METADATA = 256 * 1024
+METADATA_TIMEOUT = 5.0
+
+
+class UpError(NitrodeckError):
+    code = "ND-UP"
+
+
+# --- logging ----------------------------------------------------------------------------------------
+
+
+class JsonLog:
+    """One JSON object per line. Callers pass only non-secret fields."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        record = {
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            **fields,
+        }
+        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.flush()
+
+
+# --- ECS task metadata ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerMetadata:
+    image: str
+    image_id: str | None
+    name: str | None
+
+
+def container_metadata(uri: str, timeout: float = METADATA_TIMEOUT) -> ContainerMetadata:
+    """GET ${ECS_CONTAINER_METADATA_URI_V4}: this container's metadata (Image, ImageID, Name...)."""
+    if not uri.startswith(("http://", "https://")):
+        raise ConfigError("the task metadata URI must be http(s)", where="ECS_CONTAINER_METADATA_URI_V4")
+    try:
+        with urllib.request.urlopen(uri, timeout=timeout) as resp:
+            raw = resp.read(MAX_METADATA + 1)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise UpError(f"cannot read the ECS task metadata: {exc}", where=uri) from exc
+    if len(raw) > MAX_METADATA:
+        raise UpError(f"task metadata larger than {MAX_METADATA} bytes", where=uri)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise UpError("task metadata is not JSON", where=uri) from exc
+    image = data.get("Image") if isinstance(data, dict) else None
+    if not isinstance(image, str) or not image or len(image) > 1024:
+        raise UpError("task metadata has no Image for this container", where=uri)
+    image_id = data.get("ImageID")
+    name = data.get("Name")
+    return ContainerMetadata(
+        image, image_id if isinstance(image_id, str) else None, name if isinstance(name, str) else None
+    )
+
+
+# --- the supervisor ---------------------------------------------------------------------------------
+
+
+def _kms_target(cfg: UpConfig) -> tuple[str, int]:
+    if cfg.kms_endpoint:
+        parts = urlsplit(cfg.kms_endpoint)
+        if not parts.hostname:
+            raise ConfigError("kms_endpoint has no host", where="kms_endpoint")
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    return f"kms.{cfg.region}.amazonaws.com", 443
+
+
+class Up:
+    """All the moving parts of one `up` run; ``run()`` returns the exit status."""
+
+    def __init__(
+        self,
+        cfg: UpConfig,
+        backend_flag: str | None = None,
+        log: Callable[..., None] | None = None,
+        credentials: Callable[[], Any] | None = None,
+    ) -> None:
+        from core.backend import select_backend
+        from core.lifecycle import Lifecycle
+
+        self.cfg = cfg
+        self.log = log or JsonLog()
+        self.lifecycle = Lifecycle(select_backend(backend_flag))
+        self.backend = self.lifecycle.backend
+        self._credentials_source = credentials
+        self.stop_event = asyncio.Event()
+        self.enclave_id: str | None = None
+        self.cid: int | None = None
+        self.local_kms: Any = None
+        self.proxy: Any = None
+        self.bridge: Any = None
+        self.credentials: Any = None
+        self.restarts = 0
+        self.public_key: bytes | None = None
+
+    # -- pieces
+
+    def _image(self) -> str:
+        if self.cfg.docker_uri:
+            return self.cfg.docker_uri
+        assert self.cfg.metadata_uri is not None
+        meta = container_metadata(self.cfg.metadata_uri)
+        self.log("metadata", image=meta.image, image_id=meta.image_id, container=meta.name)
+        return meta.image
+
+    def build(self) -> None:
+        from core.lifecycle import payload_request
+        from core.models import BuildRequest
+
+        eif = self.cfg.eif()
+        eif.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        if self.cfg.source == "payload":
+            req = payload_request(str(eif))
+            image = "nitrodeck payload"
+        else:
+            image = self._image()
+            req = BuildRequest(output_file=str(eif), docker_uri=image)
+        self.log("build", image=image, eif=str(eif))
+        result = self.lifecycle.build(req)
+        self.log(
+            "measurements",
+            eif=result.output_file,
+            seconds=round(time.monotonic() - started, 2),
+            **{f"PCR{i}": v for i, v in result.measurements.pcrs().items()},
+        )
+
+    def start_proxy(self) -> None:
+        from core.proxy import AllowEntry, VsockProxy
+
+        allowlist = None
+        config = Path(self.cfg.proxy_config) if self.cfg.proxy_config else None
+        if self.cfg.kms_endpoint == "local":
+            from emulator.kms import LocalKms
+
+            self.local_kms = LocalKms().start()
+            self.local_kms.write_endpoint_file()
+            host, port = "127.0.0.1", self.local_kms.port
+            allowlist = [AllowEntry(host, port)]  # the local KMS is the only place the proxy may go
+            self.log("local-kms", endpoint=self.local_kms.endpoint_url)
+        else:
+            host, port = _kms_target(self.cfg)
+        self.proxy = VsockProxy(
+            self.cfg.proxy_port,
+            host,
+            port,
+            transport=self.backend.transport(),
+            allowlist=allowlist,
+            config=config,
+            workers=self.cfg.proxy_workers,
+        ).start()
+        self.log("proxy", vsock_port=self.cfg.proxy_port, remote=f"{host}:{port}")
+
+    async def start_bridge(self) -> None:
+        from core.bridge import Bridge, ListenAddress
+
+        assert self.cid is not None
+        host, port = self.cfg.bridge_address()
+        self.bridge = Bridge(
+            ListenAddress(host, port), self.cid, self.cfg.enclave_port, self.backend.transport()
+        )
+        await self.bridge.start()
+        self.log(
+            "bridge", listen=f"{host}:{self.bridge.port}", cid=self.cid, vsock_port=self.cfg.enclave_port
+        )
+
+    def launch(self) -> None:
+        from core.models import LaunchRequest
+
+        info = self.lifecycle.launch(
+            LaunchRequest(
+                eif_path=str(self.cfg.eif()),
+                memory_mib=self.cfg.memory_mib,
+                cpu_count=self.cfg.cpu_count,
+                cid=self.cfg.cid,
+                debug_mode=self.cfg.debug_mode,
+                name=self.cfg.name,
+            )
+        )
+        self.enclave_id, self.cid = info.enclave_id, info.cid
+        self.log(
+            "launched",
+            enclave_id=info.enclave_id,
+            cid=info.cid,
+            cpus=info.cpu_count,
+            memory_mib=info.memory_mib,
+        )
+
+    def running(self) -> bool:
+        if self.enclave_id is None:
+            return False
+        try:
+            enclaves = self.lifecycle.describe()
+        except NitrodeckError:
+            return False
+        return any(e.enclave_id == self.enclave_id and e.state.upper() == "RUNNING" for e in enclaves)
+
+    def _call(self, method: str, params: dict[str, Any], timeout: float = 30.0) -> Any:
+        from core.protocol import BlockingClient
+
+        assert self.cid is not None
+        sock = self.backend.transport().connect(self.cid, self.cfg.enclave_port, timeout=10)
+        with BlockingClient(sock) as client:
+            return client.call(method, params, timeout=timeout)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.cfg.ready_timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            try:
+                self._call("health", {}, timeout=5)
+                return
+            except (NitrodeckError, OSError) as exc:
+                last = exc
+                time.sleep(0.2)
+        raise UpError(f"the enclave did not answer within {self.cfg.ready_timeout:g}s: {last}", where="up")
+
+    def _fresh_credentials(self) -> Any:
+        from core.kms import session_credentials
+
+        if self._credentials_source is not None:
+            return self._credentials_source()
+        return session_credentials(self.cfg.region)
+
+    def hand_credentials(self) -> None:
+        self.credentials = self._fresh_credentials()
+        self._call("set_credentials", self.credentials.to_wire(), timeout=10)
+        exp = self.credentials.expiration
+        self.log("credentials", expires=exp.isoformat() if exp else None)
+
+    def provision(self) -> None:
+        from core.kms import provision_params, read_ciphertext
+
+        if not self.cfg.ciphertext:
+            self.log("provision-skipped", reason="no ciphertext configured")
+            return
+        params = provision_params(
+            read_ciphertext(Path(self.cfg.ciphertext)),
+            key_id=self.cfg.key_id,
+            region=self.cfg.region,
+            proxy_port=self.cfg.proxy_port,
+        )
+        started = time.monotonic()
+        result = self._call("provision", params, timeout=90)
+        self.public_key = bytes(result.get("public_key", b""))
+        self.log(
+            "provisioned",
+            key_id=result.get("key_id"),
+            public_key=self.public_key.hex(),
+            seconds=round(time.monotonic() - started, 2),
+        )
+
+    def bring_up_enclave(self) -> None:
+        self.launch()
+        self.wait_ready()
+        self.hand_credentials()
+        self.provision()
+
+    def refresh_due(self) -> bool:
+        creds = self.credentials
+        if creds is None or creds.expiration is None:
+            return False
+        left = creds.seconds_left()
+        return left is not None and left <= self.cfg.credentials_margin
+
+    # -- the run
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_event.wait(), seconds)
+
+    async def supervise(self) -> int:
+        backoff = self.cfg.backoff_initial
+        failures = 0
+        while not self.stop_event.is_set():
+            await self._sleep(self.cfg.check_interval)
+            if self.stop_event.is_set():
+                break
+            if await asyncio.to_thread(self.running):
+                failures = 0
+                backoff = self.cfg.backoff_initial
+                if self.refresh_due():
+                    try:
+                        await asyncio.to_thread(self.hand_credentials)
+                    except NitrodeckError as exc:
+                        self.log("credentials-refresh-failed", error=exc.message)
+                continue
+            self.log("enclave-exited", enclave_id=self.enclave_id, restart_in=backoff)
+            await self._sleep(backoff)
+            if self.stop_event.is_set():
+                break
+            backoff = min(backoff * 2, self.cfg.backoff_max)
+            try:
+                with contextlib.suppress(NitrodeckError):
+                    if self.enclave_id:
+                        await asyncio.to_thread(self.lifecycle.terminate, self.enclave_id)
+                await asyncio.to_thread(self.bring_up_enclave)
+                self.restarts += 1
+                self.log("restarted", enclave_id=self.enclave_id, restarts=self.restarts)
+            except NitrodeckError as exc:
+                failures += 1
+                self.log("restart-failed", error=exc.message, where=exc.where, failures=failures)
+                if self.cfg.max_restarts and failures >= self.cfg.max_restarts:
+                    self.log("giving-up", failures=failures)
+                    return 1
+        return 0
+
+    async def shutdown(self) -> None:
+        self.log("stopping", enclave_id=self.enclave_id)
+        if self.bridge is not None:
+            with contextlib.suppress(Exception):
+                await self.bridge.stop()
+        if self.enclave_id is not None:
+            try:
+                await asyncio.to_thread(self.lifecycle.terminate, self.enclave_id)
+                self.log("terminated", enclave_id=self.enclave_id)
+            except NitrodeckError as exc:
+                self.log("terminate-failed", error=exc.message)
+        if self.proxy is not None:
+            await asyncio.to_thread(self.proxy.stop)
+        if self.local_kms is not None:
+            await asyncio.to_thread(self.local_kms.stop)
+        self.log("stopped")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        status = 1
+        try:
+            self.log(
+                "starting", backend=self.backend.name, config={k: v for k, v in self.cfg.as_dict().items()}
+            )
+            steps: list[Callable[[], Any]] = [self.build, self.start_proxy, self.launch]
+            for step in steps:
+                await asyncio.to_thread(step)
+                if self.stop_event.is_set():  # SIGTERM during start-up: skip the rest, clean up
+                    return 0
+            await self.start_bridge()
+            for step in (self.wait_ready, self.hand_credentials, self.provision):
+                await asyncio.to_thread(step)
+                if self.stop_event.is_set():
+                    return 0
+            self.log("ready", enclave_id=self.enclave_id, cid=self.cid)
+            status = await self.supervise()
+        except NitrodeckError as exc:
+            self.log("failed", error=exc.message, where=exc.where, code=exc.code)
+            status = exc.exit_status or 1
+        finally:
+            await self.shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return status
+
+
+def run_up(cfg: UpConfig, backend_flag: str | None = None) -> int:
+    return asyncio.run(Up(cfg, backend_flag).run())

@@ -11,9 +11,9 @@ and result codes, never payloads.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import json
 import os
+import pwd
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +50,10 @@ class AuditEntry:
 
 
 def current_user() -> str:
+    """The login name of the real uid (from the password database, not $USER, which anyone can set)."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         return f"uid:{os.getuid()}"
 
 

@@ -49,6 +49,7 @@ MAX_OUTPUT = 16 * 1024 * 1024
 MAX_CONSOLE_LINE = 64 * 1024
 DEFAULT_TIMEOUT = 120.0
 BUILD_TIMEOUT = 1800.0
+RUN_TIMEOUT = 300.0
 # After the tool exits, a daemonized child may still hold our pipes open; wait this long for EOF.
 _EOF_GRACE = 1.0
 
@@ -478,7 +479,8 @@ class NitroCli:
         return parse_build(done.stdout, req.output_file)
 
     def run_enclave(self, req: LaunchRequest) -> RunInfo:
-        done = self.run(run_args(req))
+        # Real nitro-cli waits for the boot heartbeat (90 s per 6 GiB of EIF and more): allow for it.
+        done = self.run(run_args(req), timeout=None if self.backend.is_emulator else max(self.timeout, RUN_TIMEOUT))
         return parse_run(done.stdout)
 
     def describe_enclaves(self, metadata: bool = False) -> list[EnclaveInfo]:

@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -435,6 +436,11 @@ def terminate_one(entry: state.Entry) -> dict[str, Any]:
         forget(entry)
         raise EmuError(code="E11", subactions=[f"Failed to connect to the enclave process of {entry.enclave_id}"]) from None
     info = reply.get("terminated", {})
+    # the supervisor replies after releasing everything; wait (bounded) for its exit so that nothing of
+    # the enclave is left when this command returns
+    deadline = time.monotonic() + 5.0
+    while state.entry_alive(entry) and time.monotonic() < deadline:
+        time.sleep(0.02)
     sys.stderr.write(f"Successfully terminated enclave {entry.enclave_id}.\n")
     sys.stderr.flush()
     return {"EnclaveName": info.get("EnclaveName", entry.name), "EnclaveID": entry.enclave_id, "Terminated": True}

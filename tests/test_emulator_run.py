@@ -38,7 +38,7 @@ def configure(home: Path, *, cores: int = 4, threads: int = 2, memory_mib: int =
     )
 
 
-def build(home: Path, script: str, name: str = "app") -> Path:
+def build(home: Path, script: str, name: str = "app", *extra: str) -> Path:
     """An EIF whose command is a shell script inside the rootfs (so /app/run.sh is rewritten to the copy)."""
     import importlib.util
 
@@ -49,7 +49,7 @@ def build(home: Path, script: str, name: str = "app") -> Path:
     run.write_text("#!/bin/sh\n" + script + "\n")
     run.chmod(0o755)
     out = home / f"{name}.eif"
-    res = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "/app/run.sh", "--output-file", str(out), "--name", name)
+    res = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "/app/run.sh", "--output-file", str(out), "--name", name, *extra)
     assert res.returncode == 0, res.stderr
     assert list(json.loads(res.stdout)) == ["Measurements"]
     return out
@@ -295,3 +295,60 @@ def test_twenty_concurrent_launches_for_room_of_four(nd_home: Path, sleeper: Pat
     out = emu("terminate-enclave", "--all")
     assert sorted(t["EnclaveID"] for t in json.loads(out.stdout)) == sorted(i["EnclaveID"] for i in ok)
     assert_nothing_left(nd_home, [i["EnclaveID"] for i in ok])
+
+
+def test_enclave_environment_with_attach_console(nd_home: Path) -> None:
+    script = 'echo "PYTHONPATH=$PYTHONPATH"\nenv | grep ^NITRODECK_ | sort\necho "CWD=$(pwd)"\necho done-env\nexec sleep 300'
+    eif = build(nd_home, script, "envy", "--env", "PYTHONPATH=/app:/nowhere")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "run-enclave", "--eif-path", str(eif), "--memory", "64",
+         "--cpu-count", "2", "--attach-console"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "done-env\n" not in lines:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        text = "".join(lines)
+        info = json.loads(text[: text.index("}\n") + 2])
+        assert list(info) == RUN_KEYS
+        assert "Connecting to the console for enclave 16...\nSuccessfully connected to the console.\n" in text
+        entry = table()[0]
+        rootfs = nd_home / "emulator" / "run" / entry.slot / "rootfs" / "rootfs"
+        assert f"PYTHONPATH={rootfs}/app:/nowhere\n" in text  # image paths point into the rootfs copy
+        assert f"CWD={rootfs}\n" in text
+        assert "NITRODECK_ENCLAVE_CID=16\n" in text
+        assert f"NITRODECK_ENCLAVE_ID={info['EnclaveID']}\n" in text
+        assert f"NITRODECK_HOME={nd_home}\n" in text
+        assert f"NITRODECK_VSOCK_DIR={nd_home / 'emulator' / 'vsock'}\n" in text
+        nsm_line = [line for line in lines if line.startswith("NITRODECK_NSM_SOCKET=")]
+        assert nsm_line and Path(nsm_line[0].split("=", 1)[1].strip()).exists()
+        assert emu("terminate-enclave", "--all").returncode == 0
+        assert proc.wait(timeout=20) == 0  # the attached console ends with the enclave
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_nothing_left(nd_home, [info["EnclaveID"]])
+
+
+def test_console_file_is_bounded(nd_home: Path) -> None:
+    from emulator.console import KEEP_BYTES, TRIM_AT, ConsoleWriter, console_file
+
+    path = console_file("i-0-enc1")
+    writer = ConsoleWriter(path)
+    read_end, write_end = os.pipe()
+    writer.pump(read_end)
+    block = b"x" * 65535 + b"\n"
+    with os.fdopen(write_end, "wb") as fh:
+        for _ in range(TRIM_AT // len(block) + 20):
+            fh.write(block)
+        fh.write(b"the end\n")
+    writer.close(wait=10)
+    data = path.read_bytes()
+    assert KEEP_BYTES <= len(data) <= TRIM_AT and data.endswith(b"x\nthe end\n")

@@ -148,16 +148,14 @@ def test_cli_end_to_end(nd_home: Path, tmp_path: Path) -> None:
     assert [e["EnclaveID"] for e in st["enclaves"]] == [run["EnclaveID"]]
     assert st["enclaves"][0]["ExpectedPCRs"] == "debug"
     assert st["cpu_pool"]["held"] == {run["EnclaveID"]: run["CPUIDs"]}
-    done = nd("status")
-    assert done.returncode == 0 and run["EnclaveID"] in done.stdout
 
     # more memory than the allocator reserved: E27 (wrapped in E39 by nitro-cli), exit 27
     done = nd("launch", "--eif-path", str(eif), "--memory", "4096", "--cpu-count", "2", "--json")
     assert done.returncode == 27, done.stderr
     err = json.loads(done.stdout)["error"]
     assert err["code"] == "E27" and str(nd_home / "emulator" / "etc" / "allocator.yaml") in err["hint"]
-    done = nd("launch", "--eif-path", str(eif), "--memory", "4096", "--cpu-count", "2")
-    assert done.returncode == 27
+    assert Path(err["log_path"]).is_file()
+    # people get the same error on stderr: code, message, hint and the error log
     assert "[ E27 ]" in done.stderr and "hint:" in done.stderr and "error log:" in done.stderr
 
     done = nd("console", "cli", "--disconnect-timeout", "2")

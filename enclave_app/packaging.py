@@ -78,11 +78,16 @@ def prepare_rootfs(build_time: str = PAYLOAD_BUILD_TIME, dest: Path | None = Non
     return root
 
 
-def payload_build_request(output_file: str, *, build_time: str | None = None) -> BuildRequest:
-    """The build request for the nitrodeck payload EIF (``nitrodeck build --payload``)."""
+def payload_build_request(
+    output_file: str, *, build_time: str | None = None, repo: Path = REPO
+) -> BuildRequest:
+    """The build request for the nitrodeck payload EIF (``nitrodeck build --payload``).
+
+    ``repo`` is where the sources are taken from (a snapshot, for tests that compare builds).
+    """
     when = build_time or PAYLOAD_BUILD_TIME
     _epoch(when)  # reject a malformed time before anything is written
-    root = prepare_rootfs(when)
+    root = prepare_rootfs(when, repo=repo)
     return BuildRequest(
         output_file=output_file,
         rootfs=str(root),

@@ -61,7 +61,7 @@ cbor_values = st.recursive(
 )
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.sampled_from(["v", "id", "method", "params", "result", "error", "x"]), cbor_values))
 def test_decoder_never_crashes_on_cbor_maps(obj: dict[str, Any]) -> None:
     try:
@@ -70,7 +70,7 @@ def test_decoder_never_crashes_on_cbor_maps(obj: dict[str, Any]) -> None:
         pass
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     st.integers(min_value=0, max_value=2**63),
     st.text(min_size=1, max_size=64),

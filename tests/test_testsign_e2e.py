@@ -1,0 +1,242 @@
+"""End to end on the emulator: build the payload EIF, launch it, test-sign through the CLI and the library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from core import home
+from core.backend import select_backend
+from core.build import build_eif
+from core.home import ensure
+from core.lifecycle import Lifecycle
+from core.models import ZERO_PCR, EnclaveInfo, LaunchRequest
+from core.protocol import ProtocolClient, ProtocolError
+from core.testsign import TestSignError, attest, test_sign
+from enclave_app.packaging import PAYLOAD_BUILD_TIME, payload_build_request, source_files
+from tests.conftest import REPO
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+@pytest.fixture
+def world(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Lifecycle, str]]:
+    # The emulator starts the EIF's `python3` from the caller's PATH: make it this venv's.
+    monkeypatch.setenv("PATH", VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
+    # room for two 2-CPU enclaves at once (the default pool holds one)
+    ensure(home.emulator_etc()).joinpath("allocator.yaml").write_text("---\nmemory_mib: 768\ncpu_count: 4\n")
+    eif = str(nd_home / "payload.eif")
+    build_eif(payload_build_request(eif), build_time=PAYLOAD_BUILD_TIME)
+    lifecycle = Lifecycle(select_backend("emulator"))
+    try:
+        yield lifecycle, eif
+    finally:
+        try:
+            lifecycle.terminate_all()
+        except Exception:  # noqa: BLE001 - kill_world cleans up whatever is left
+            pass
+
+
+def launch(lifecycle: Lifecycle, eif: str, name: str, debug: bool = False) -> EnclaveInfo:
+    lifecycle.launch(LaunchRequest(eif_path=eif, memory_mib=256, cpu_count=2, debug_mode=debug, name=name))
+    info = lifecycle.find(name)
+    deadline = time.monotonic() + 30
+    while True:  # ready when the payload answers health
+        try:
+            with lifecycle.backend.transport().connect(info.cid, 5005, timeout=2):
+                return info
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"payload of {name} never listened") from None
+            time.sleep(0.1)
+
+
+def cli(*args: str) -> tuple[int, Any, str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "console", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(REPO),
+    )
+    try:
+        data = json.loads(out.stdout) if "--json" in args else out.stdout
+    except ValueError:
+        data = out.stdout
+    return out.returncode, data, out.stderr
+
+
+def failed(report: dict[str, Any]) -> set[str]:
+    return {c["name"] for c in report["checks"] if c["ok"] is False}
+
+
+def test_sign_and_attest_on_the_emulator(world: tuple[Lifecycle, str], tmp_path: Path) -> None:
+    lifecycle, eif = world
+    built = lifecycle.describe_eif(eif).measurements
+    # same sources + the payload's fixed build time => same PCRs. A snapshot of the sources, since
+    # the checkout may change under a running test.
+    snap = tmp_path / "src"
+    for rel in source_files():
+        (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / rel, snap / rel)
+    first, second = (
+        build_eif(payload_build_request(str(tmp_path / f"{n}.eif"), repo=snap), build_time=PAYLOAD_BUILD_TIME)
+        for n in ("one", "two")
+    )
+    assert first.measurements.pcrs() == second.measurements.pcrs()
+
+    prod = launch(lifecycle, eif, "prod")
+    dbg = launch(lifecycle, eif, "dbg", debug=True)
+    assert dbg.debug_mode
+
+    status, report, err = cli("sign", "prod", "--payload", "hello enclave", "--json")
+    assert status == 0, (report, err)
+    assert report["ok"] and not failed(report)
+    for index, value in built.pcrs().items():
+        assert report["pcrs"][str(index)] == value
+    assert report["enclave_id"] == prod.enclave_id and report["cid"] == prod.cid
+
+    # the library path, other scheme, read-only lifecycle (test-sign changes nothing)
+    ro = Lifecycle(select_backend("emulator"), read_only=True)
+    ed = test_sign(ro, prod.enclave_id, b"\x00\x01binary", scheme="ed25519")
+    assert ed.ok and ed.scheme == "ed25519" and len(bytes.fromhex(ed.signature)) == 64
+
+    status, text, _ = cli("--read-only", "attest", "prod")
+    assert status == 0 and "✓ nonce" in text and "✗" not in text
+
+    wrong = {**built.pcrs(), 0: "ab" * 48}
+    report_wrong = test_sign(lifecycle, "prod", b"x", expected_pcrs=wrong)
+    assert not report_wrong.ok
+    assert {c.name for c in report_wrong.checks if c.ok is False} == {"pcr0"}
+    pcr_file = tmp_path / "pcrs.json"
+    pcr_file.write_text(json.dumps({"PCR0": "ab" * 48}))
+    status, text, _ = cli("sign", "prod", "--payload", "x", "--expect-pcrs", str(pcr_file))
+    assert status == 3 and "✗ pcr0" in text
+
+    status, report, _ = cli("sign", "dbg", "--payload", "x", "--json")
+    assert status == 3
+    assert {"debug mode", "pcr0", "pcr1", "pcr2"} <= failed(report)
+    assert report["pcrs"]["0"] == ZERO_PCR
+    zeros = {0: ZERO_PCR, 1: ZERO_PCR, 2: ZERO_PCR}
+    assert attest(lifecycle, "dbg", expected_pcrs=zeros).ok
+
+
+def test_enclave_to_enclave_vsock_is_refused(world: tuple[Lifecycle, str]) -> None:
+    lifecycle, eif = world
+    a = launch(lifecycle, eif, "a")
+    b = launch(lifecycle, eif, "b")
+    vsock_dir = lifecycle.backend.vsock_dir
+    code = (
+        "import sys\nfrom core.vsock import from_env\n"
+        "try:\n    from_env().connect(int(sys.argv[1]), 5005, timeout=5)\n"
+        "except ConnectionRefusedError as exc:\n    print('refused', exc)\nelse:\n    print('connected')\n"
+    )
+    env = {**os.environ, "NITRODECK_VSOCK_DIR": str(vsock_dir), "NITRODECK_ENCLAVE_CID": str(a.cid)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(b.cid)], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.stdout.startswith("refused"), out.stdout + out.stderr
+    # the parent reaches both
+    assert test_sign(lifecycle, "b", b"p").ok
+
+
+def _payload_process(cid: int) -> psutil.Process:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+            cmdline = proc.cmdline()
+        except (psutil.Error, OSError):
+            continue
+        if (
+            env.get("NITRODECK_HOME") == str(home.home())
+            and env.get("NITRODECK_ENCLAVE_CID") == str(cid)
+            and cmdline[1:3] == ["-m", "enclave_app"]
+        ):
+            found.append(proc)
+    assert len(found) == 1, [p.cmdline() for p in found]
+    return found[0]
+
+
+def test_100_clients_for_10_seconds(world: tuple[Lifecycle, str]) -> None:
+    lifecycle, eif = world
+    info = launch(lifecycle, eif, "busy")
+    transport = lifecycle.backend.transport()
+
+    async def client(i: int, stop_at: float) -> int:
+        done = 0
+        async with await ProtocolClient.connect_vsock(transport, info.cid, 5005, timeout=30) as c:
+            for n in range(10_000):  # bounded in count as well as time
+                if time.monotonic() >= stop_at:
+                    break
+                nonce = (i * 100_000 + n).to_bytes(8, "big")
+                res = await c.call(
+                    "sign", {"payload": b"p%d" % n, "scheme": "ed25519", "nonce": nonce}, timeout=60
+                )
+                assert isinstance(res["signature"], bytes) and len(res["signature"]) == 64
+                done += 1
+        return done
+
+    async def run() -> list[Any]:
+        stop_at = time.monotonic() + 10
+        return await asyncio.gather(*(client(i, stop_at) for i in range(100)), return_exceptions=True)
+
+    started = time.monotonic()
+    results = asyncio.run(run())
+    elapsed = time.monotonic() - started
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, errors[:3]
+    total = sum(int(r) for r in results)
+    assert all(int(r) >= 1 for r in results)  # every client got served
+    print(f"\n100 clients: {total} signatures in {elapsed:.1f}s ({total / elapsed:.0f}/s), 0 errors")
+
+
+def test_payload_killed_mid_request_then_relaunch(world: tuple[Lifecycle, str]) -> None:
+    lifecycle, eif = world
+    info = launch(lifecycle, eif, "victim")
+    victim = _payload_process(info.cid)
+
+    async def flood() -> list[Any]:
+        async with await ProtocolClient.connect_vsock(lifecycle.backend.transport(), info.cid, 5005) as c:
+            calls = [
+                asyncio.create_task(
+                    c.call("sign", {"payload": b"x", "nonce": i.to_bytes(4, "big")}, timeout=30)
+                )
+                for i in range(300)
+            ]
+            await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+            victim.kill()  # mid-flight: most calls are still queued in the payload
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(flood())
+    lost = [r for r in results if isinstance(r, ProtocolError)]
+    assert lost and all("closed" in str(r) or "lost" in str(r) for r in lost)
+    assert not [r for r in results if isinstance(r, BaseException) and not isinstance(r, ProtocolError)]
+
+    # the operator-facing error is typed and says where to look
+    try:
+        test_sign(lifecycle, info.enclave_id, b"again", timeout=10)
+    except TestSignError as exc:
+        assert "console" in (exc.hint or "") or "payload" in (exc.hint or "")
+    except Exception as exc:  # noqa: BLE001 - the enclave may already be gone from describe-enclaves
+        assert "no running enclave" in str(exc)
+    status, _, err = cli("sign", info.enclave_id, "--payload", "x")
+    assert status not in (0, 3) and "Traceback" not in err and err.startswith("nitrodeck:")
+
+    try:
+        lifecycle.terminate(info.enclave_id)
+    except Exception:  # noqa: BLE001 - already reaped by the emulator
+        pass
+    launch(lifecycle, eif, "victim2")
+    assert test_sign(lifecycle, "victim2", b"fresh start").ok

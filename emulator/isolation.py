@@ -47,8 +47,20 @@ def host_cpus_for(modelled: list[int]) -> list[int]:
     return sorted({cpu % count for cpu in modelled})
 
 
+_LIBC: ctypes.CDLL | None = None
+
+
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # loaded in the parent (see prepare_child): dlopen() in a forked child of a threaded process can hang
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _LIBC
+
+
+def prepare_child() -> None:
+    """Call in the parent before fork: everything child_setup needs is loaded already."""
+    _libc()
 
 
 def unshare(flags: int) -> None:

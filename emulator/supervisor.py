@@ -45,6 +45,7 @@ from emulator.isolation import (
     host_cpus_for,
     observe,
     prepare_cgroup,
+    prepare_child,
     remove_cgroup,
 )
 from emulator.logs import error_block, log_line, write_err_log
@@ -306,9 +307,9 @@ class Supervisor:
                 "PATH": os.environ.get("PATH", os.defpath),
             }
         )
-        nsm_path = self.start_nsm(inst, runtime / "nsm.sock")
-        if nsm_path:
-            env["NITRODECK_NSM_SOCKET"] = nsm_path
+        nsm_path = runtime / "nsm.sock"
+        if nsm_available():
+            env["NITRODECK_NSM_SOCKET"] = str(nsm_path)
         home.ensure(home.emulator_vsock_dir())
         self.console = ConsoleWriter(console_file(entry.enclave_id))
         cgroup = prepare_cgroup(entry.slot, entry.memory_mib)
@@ -317,7 +318,9 @@ class Supervisor:
         argv = [sys.executable, "-I", str(init), str(runtime / "boot.sock"), str(rootfs), "--", *cmd]
         plan = self.plan
         read_end, write_end = os.pipe()
+        prepare_child()
         try:
+            # threads (console pump, NSM server) start only after this fork
             self.proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -334,6 +337,8 @@ class Supervisor:
         finally:
             os.close(write_end)
         self.console.pump(read_end)
+        if "NITRODECK_NSM_SOCKET" in env:
+            self.start_nsm(inst, nsm_path)
         with state.locked(reclaim=False) as table:
             entry.enclave_pid = self.proc.pid
             entry.enclave_start = state.proc_start_time(self.proc.pid)
@@ -348,13 +353,12 @@ class Supervisor:
             entry.extra = {"isolation": observe(self.proc.pid, plan)}
             table.update(entry)
 
-    def start_nsm(self, inst: Instance, path: Path) -> str | None:
+    def start_nsm(self, inst: Instance, path: Path) -> None:
+        """The enclave's NSM; its app connects only after the boot heartbeat, so starting now is in time."""
+        from emulator.nsm import EmulatedNsm, start_nsm_server
+
         entry = self.entry
         assert entry is not None
-        try:
-            from emulator.nsm import EmulatedNsm, start_nsm_server
-        except ImportError:
-            return None
         pcrs = {int(k[3:]): bytes.fromhex(v) for k, v in self.measurements.items() if k.startswith("PCR")}
         nsm = EmulatedNsm(
             module_id=entry.enclave_id,
@@ -364,7 +368,6 @@ class Supervisor:
             role_arn=inst.iam_role_arn,
         )
         self.nsm_handle = start_nsm_server(nsm, path)
-        return str(path)
 
     def wait_heartbeat(self, listener: socket.socket, timeout: float) -> None:
         """Accept init's connection and echo 0xB7; fail at once if init exits first."""
@@ -498,6 +501,15 @@ class Supervisor:
             with state.locked(reclaim=False) as table:
                 table.remove(self.entry.enclave_id)
             log_line(f"enc-{self.entry.slot}", "INFO", f"released resources of {self.entry.enclave_id}")
+
+
+def nsm_available() -> bool:
+    """emulator.nsm is someone else's module and optional: without it enclaves run without an NSM."""
+    try:
+        import emulator.nsm  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def rewrite_path(value: str, rootfs: Path) -> str:

@@ -106,7 +106,7 @@ def test_hugepages_largest_first_and_enclave_picks() -> None:
     assert pick_pages({2048: 10}, 64) == 44  # 10 pages hold 20 MiB: 44 MiB missing
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.text(max_size=300))
 def test_allocator_parser_never_crashes(text: str) -> None:
     try:
@@ -116,7 +116,7 @@ def test_allocator_parser_never_crashes(text: str) -> None:
     assert cfg.memory_mib >= 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.dictionaries(st.sampled_from([1048576, 2048]), st.integers(0, 20)), st.integers(1, 30000))
 def test_page_picks_cover_the_request_or_say_what_is_missing(free: dict[int, int], mib: int) -> None:
     got = pick_pages(free, mib)
@@ -145,7 +145,7 @@ def test_config_rules() -> None:
     assert e17.value.code == "E17"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.one_of(
         st.binary(max_size=200),
@@ -168,7 +168,7 @@ def test_config_parser_only_raises_typed_errors(raw: bytes) -> None:
 # --- control frames -------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=300))
 def test_control_request_parser(raw: bytes) -> None:
     try:

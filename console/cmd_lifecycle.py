@@ -125,15 +125,20 @@ def _size(kb: int) -> str:
 
 
 def enclaves_table(enclaves: list[EnclaveInfo], verdicts: dict[str, str] | None = None) -> str:
+    with_image = any(e.image_name for e in enclaves)  # describe --metadata
     rows = []
     for e in enclaves:
         pcr0 = e.measurements.pcr0[:16] + "…" if e.measurements else None
         row = [e.name, e.enclave_id, e.state, "debug" if e.debug_mode else "-", e.cid, e.cpu_ids,
                f"{e.memory_mib} MiB", pcr0]
+        if with_image:
+            row.append(f"{e.image_name or '-'} {(e.image_version or '')[:12]}".strip())
         if verdicts is not None:
             row.append(verdicts.get(e.enclave_id))
         rows.append(row)
     headers = ["NAME", "ID", "STATE", "DEBUG", "CID", "CPUS", "MEMORY", "PCR0"]
+    if with_image:
+        headers.append("IMAGE")
     if verdicts is not None:
         headers.append("PCRS")
     return table(rows, headers, empty="(no enclaves running)")
@@ -352,6 +357,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _memory_mib(text: str) -> int:
+    """nitro-cli's --memory syntax: MiB, or a number with M/G/T (``512``, ``512M``, ``2G``)."""
+    units = {"": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+    digits = text.strip()
+    unit = digits[-1:].lower() if digits[-1:].isalpha() else ""
+    number = digits[: len(digits) - len(unit)]
+    if unit not in units or not number.isdigit() or len(number) > 12:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a memory size (e.g. 512, 512M, 2G)")
+    return _positive_int(str(int(number) * units[unit]))
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("status", help="backend, instance, enclaves, CPU pool, hugepages, host load")
     _common(p)
@@ -386,7 +402,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("launch", help="start an enclave (run-enclave)")
     p.add_argument("--eif-path", required=True)
-    p.add_argument("--memory", type=_positive_int, required=True, metavar="MiB")
+    p.add_argument("--memory", type=_memory_mib, required=True, metavar="MiB", help="MiB, or with M/G/T")
     cpu = p.add_mutually_exclusive_group(required=True)
     cpu.add_argument("--cpu-count", type=_positive_int)
     cpu.add_argument("--cpu-ids", type=_positive_int, nargs="+")

@@ -114,3 +114,14 @@ def test_build_payload(nd_home: Path) -> None:
     assert info["Measurements"]["PCR0"] == out["Measurements"]["PCR0"] and info["ImageName"]
     done = nd("build", "--payload", "--rootfs", "/tmp", "--output-file", str(nd_home / "x.eif"))
     assert done.returncode == 2 and "--payload" in done.stderr
+
+
+def test_memory_sizes() -> None:
+    import argparse
+
+    from console.cmd_lifecycle import _memory_mib
+
+    assert [_memory_mib(x) for x in ("512", "512M", "2g", "1T")] == [512, 512, 2048, 1024 * 1024]
+    for bad in ("", "G", "256_mb", "1.5G", "-1", "9" * 20):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _memory_mib(bad)

@@ -421,6 +421,12 @@ class NitroCli:
             proc.wait()
             self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, InputTooLarge.code))
             raise
+        except BaseException:
+            # Ctrl-C or a dying worker thread: the child has its own session, so it would not get the
+            # signal; do not leave it running unobserved.
+            _kill_group(proc)
+            proc.wait()
+            raise
         code = proc.returncode
         stdout = out.decode("utf-8", "replace")
         stderr = err.decode("utf-8", "replace")
@@ -436,32 +442,32 @@ class NitroCli:
         assert proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
         bufs = {out_fd: bytearray(), err_fd: bytearray()}
-        with selectors.DefaultSelector() as sel:
-            for fd in bufs:
-                sel.register(fd, selectors.EVENT_READ)
-            eof_deadline: float | None = None
-            while sel.get_map():
-                now = time.monotonic()
-                if now >= deadline:
-                    raise DriverTimeout("timeout")
-                if eof_deadline is None and proc.poll() is not None:
-                    eof_deadline = now + _EOF_GRACE
-                if eof_deadline is not None and now >= eof_deadline:
-                    break  # a daemonized grandchild holds the pipe; what we have is complete
-                for key, _ in sel.select(min(deadline - now, 0.2)):
-                    fd = int(key.fd)
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        sel.unregister(fd)
-                        continue
-                    bufs[fd] += chunk
-                    if len(bufs[fd]) > MAX_OUTPUT:
-                        raise InputTooLarge(f"output exceeds {MAX_OUTPUT} bytes", where="nitro-cli output")
-        remaining = max(deadline - time.monotonic(), 0.0)
         try:
-            proc.wait(remaining)
-        except subprocess.TimeoutExpired:
-            raise DriverTimeout("timeout") from None
+            with selectors.DefaultSelector() as sel:
+                for fd in bufs:
+                    sel.register(fd, selectors.EVENT_READ)
+                eof_deadline: float | None = None
+                while sel.get_map():
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise DriverTimeout("timeout")
+                    if eof_deadline is None and proc.poll() is not None:
+                        eof_deadline = now + _EOF_GRACE
+                    if eof_deadline is not None and now >= eof_deadline:
+                        break  # a daemonized grandchild holds the pipe; what we have is complete
+                    for key, _ in sel.select(min(deadline - now, 0.2)):
+                        fd = int(key.fd)
+                        chunk = os.read(fd, 65536)
+                        if not chunk:
+                            sel.unregister(fd)
+                            continue
+                        bufs[fd] += chunk
+                        if len(bufs[fd]) > MAX_OUTPUT:
+                            raise InputTooLarge(f"output exceeds {MAX_OUTPUT} bytes", where="nitro-cli output")
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                raise DriverTimeout("timeout") from None
         finally:
             proc.stdout.close()
             proc.stderr.close()

@@ -109,6 +109,11 @@ def register_method(name: str, handler: Handler, *, replace: bool = False) -> No
     _METHODS[name] = handler
 
 
+def unregister_method(name: str) -> None:
+    """Remove a method (an extension being unloaded; tests)."""
+    _METHODS.pop(name, None)
+
+
 def on_startup(hook: StartupHook) -> None:
     _STARTUP.append(hook)
 

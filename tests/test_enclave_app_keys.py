@@ -1,0 +1,116 @@
+"""enclave_app.keys and the method registry: key material stays inside, a KMS key can replace it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.nsm import NsmClient
+from core.protocol import ProtocolClient, RemoteError
+from core.vsock import PARENT_CID, Transport
+from emulator.nsm import EmulatedNsm, start_nsm_server
+from enclave_app import server
+from enclave_app.keys import KeyStore, KeyStoreError
+from enclave_app.methods import EnclaveContext, register_method, unregister_method
+
+
+def _store() -> KeyStore:
+    return KeyStore.generate(os.urandom(32))
+
+
+def test_generated_keys_are_fresh_and_sign() -> None:
+    a, b = _store(), _store()
+    assert a.public_keys() != b.public_keys()
+    sig, pub = a.sign("secp256k1", b"msg")
+    key = serialization.load_der_public_key(pub)
+    assert isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256K1)
+    key.verify(sig, b"msg", ec.ECDSA(hashes.SHA256()))
+    assert pub == a.public_key_der("secp256k1")
+    with pytest.raises(KeyStoreError):
+        a.sign("rsa", b"msg")
+    with pytest.raises(KeyStoreError):
+        KeyStore.generate(b"short")
+    assert "PRIVATE" not in repr(a) and "secp256k1" in repr(a)
+
+
+def test_set_signing_key_accepts_object_der_and_scalar() -> None:
+    store = _store()
+    released = ec.generate_private_key(ec.SECP256K1())
+    der = released.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())  # fmt: skip
+    scalar = released.private_numbers().private_value.to_bytes(32, "big")
+    want = released.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
+    for form in (released, der, scalar):
+        fresh = _store()
+        fresh.set_signing_key(form)
+        assert fresh.public_key_der("secp256k1") == want and fresh.key_source == "kms"
+    with pytest.raises(KeyStoreError, match="secp256k1"):
+        store.set_signing_key(ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(KeyStoreError, match="out of range"):
+        store.set_signing_key(b"\xff" * 32)
+    assert store.key_source == "generated"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_set_signing_key_fuzz(data: bytes) -> None:
+    store = _store()
+    before = store.public_key_der("secp256k1")
+    try:
+        store.set_signing_key(data)
+    except KeyStoreError:
+        assert store.public_key_der("secp256k1") == before
+        return
+    assert len(data) == 32  # only a valid scalar can get through
+
+
+async def test_an_extension_method_can_install_a_released_key(nd_home: Path) -> None:
+    """What enclave_app.kms does: register a method that swaps in a key; sign then uses it."""
+    released = ec.generate_private_key(ec.SECP256K1())
+    scalar = released.private_numbers().private_value.to_bytes(32, "big")
+
+    def install(ctx: EnclaveContext, params: Mapping[str, Any]) -> dict[str, Any]:
+        ctx.keys.set_signing_key(scalar)
+        return {"installed": True}
+
+    register_method("test_install_key", install, replace=True)
+    nsm = EmulatedNsm("i-0123456789abcdef0-enc0000000000000021", {}, False, "i-0123456789abcdef0", None)
+    nsm_server = start_nsm_server(nsm, nd_home / "nsm.sock")
+    stop = asyncio.Event()
+    logs: list[str] = []
+    transport = Transport(21, nd_home / "vsock")
+    task = asyncio.create_task(
+        server.serve(5005, nsm_client=NsmClient.open(socket_path=str(nd_home / "nsm.sock")),
+                     transport=transport, stop=stop, logger=logs.append)  # fmt: skip
+    )
+    try:
+        for _ in range(200):
+            if any("listening" in line for line in logs):
+                break
+            await asyncio.sleep(0.02)
+        parent = Transport(PARENT_CID, nd_home / "vsock")
+        async with await ProtocolClient.connect_vsock(parent, 21, 5005) as client:
+            assert (await client.call("health"))["key_source"] == "generated"
+            assert await client.call("test_install_key") == {"installed": True}
+            health = await client.call("health")
+            res = await client.call("sign", {"payload": b"p", "nonce": b"n"})
+            with pytest.raises(RemoteError):
+                await client.call("sign", {"payload": b"p", "nonce": b""})
+        assert health["key_source"] == "kms" and "test_install_key" in health["methods"]
+        released.public_key().verify(res["signature"], b"p", ec.ECDSA(hashes.SHA256()))
+        assert scalar.hex() not in "\n".join(logs)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        unregister_method("test_install_key")
+        nsm_server.close()

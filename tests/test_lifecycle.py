@@ -174,3 +174,17 @@ def test_auto_read_only(tmp_path: Path) -> None:
         device.chmod(0o444)
         assert Lifecycle.auto_read_only(real_backend(), device)
     assert Lifecycle.auto_read_only(real_backend(), tmp_path / "missing")
+
+
+async def test_real_backend_console_copy_is_kept(fake: Fake, nd_home: Path) -> None:
+    """Real nitro-cli keeps no console history: what nitrodeck streams is kept under logs/console."""
+    lc = Lifecycle(driver=fake.driver({
+        "describe-enclaves": {"stdout": DESCRIBE},
+        "console": {"lines": ["Connecting to the console for enclave 16...",
+                              "Successfully connected to the console.", "boot ok", "app says hi"]},
+    }, name="real"))
+    lines = [line async for line in lc.console("nginx")]
+    assert lines == ["boot ok", "app says hi"]
+    kept = lc.console_log(ENCLAVE_ID)
+    assert kept == nd_home / "logs" / "console" / f"{ENCLAVE_ID}.log"
+    assert kept.read_text() == "boot ok\napp says hi\n"

@@ -451,7 +451,8 @@ def cmd_terminate(args: argparse.Namespace) -> int:
     try:
         if args.all:
             results = []
-            for entry in live_entries():
+            # enclaves still booting have no control socket yet: like nitro-cli, --all sees running ones
+            for entry in [e for e in live_entries() if e.started]:
                 try:
                     results.append(terminate_one(entry))
                 except EmuError:

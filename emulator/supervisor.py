@@ -304,7 +304,8 @@ class Supervisor:
                 "NITRODECK_VSOCK_DIR": str(home.emulator_vsock_dir()),
                 "NITRODECK_ENCLAVE_CID": str(entry.cid),
                 "NITRODECK_ENCLAVE_ID": entry.enclave_id,
-                "PATH": os.environ.get("PATH", os.defpath),
+                # the emulator's interpreter first: an image's `python3` is the one with nitrodeck's packages
+                "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]),
             }
         )
         nsm_path = runtime / "nsm.sock"
@@ -552,7 +553,8 @@ def main(argv: list[str]) -> int:
         sup.launch(spec)
     except EmuError as err:
         log_path = write_err_log(err, "Run Enclave")
-        log_line("enc", "ERROR", f"{err.code}: {err.message.splitlines()[0]}")
+        reason = "; ".join(err.subactions) or err.message.splitlines()[0]
+        log_line("enc", "ERROR", f"run-enclave failed with {err.code}: {reason}")
         sup.release()
         sup.tell({"error": error_block(err, log_path), "code": err.code})
         return 1

@@ -290,6 +290,12 @@ def kms_call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
         raise KmsError(
             f"{err.get('Code', 'Error')}: {err.get('Message', '')}", where=f"kms:{operation}"
         ) from exc
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise CredentialsError(
+            "no AWS credentials found",
+            where=f"kms:{operation}",
+            hint="give the task an IAM role, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a profile",
+        ) from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise KmsError(f"KMS is unreachable: {exc}", where=f"kms:{operation}") from exc
 
@@ -463,7 +469,14 @@ def provision_enclave(
     def run(owner: Any) -> dict[str, Any]:
         info = owner.find(enclave)
         note_command(["provision", info.enclave_id, "--ciphertext", str(ciphertext_file)])
-        sock = owner.backend.transport().connect(info.enclave_cid, port, timeout=10)
+        try:
+            sock = owner.backend.transport().connect(info.cid, port, timeout=10)
+        except OSError as exc:
+            raise KmsError(
+                f"cannot reach the enclave on vsock {info.cid}:{port}: {exc}",
+                where="provision",
+                hint="is it running the nitrodeck payload?",
+            ) from exc
         with BlockingClient(sock) as client:
             if send_credentials:
                 client.call("set_credentials", session_credentials(region).to_wire(), timeout=10)

@@ -151,6 +151,9 @@ class Up:
         eif.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         if self.cfg.source == "payload":
+            if self.cfg.metadata_uri:
+                # report which task image this is, even though nothing can be pulled here
+                self._image()
             req = payload_request(str(eif))
             image = "nitrodeck payload"
         else:

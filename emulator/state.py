@@ -103,7 +103,7 @@ def _parse(raw: bytes, where: str) -> list[Entry]:
     try:
         data = json.loads(raw)
         return [Entry.from_json(item) for item in data["enclaves"]]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StateError(f"corrupt enclave table: {exc}", where=where, hint="remove it when no enclave runs") from None
 
 

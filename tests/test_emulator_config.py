@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import NitrodeckError
-from emulator import allocator, control
+from emulator import allocator, control, state
 from emulator.allocator import (
     AllocatorConfig,
     AllocatorError,
@@ -182,6 +182,22 @@ def test_control_frame_limit() -> None:
     with pytest.raises(NitrodeckError):
         control.decode_body(b" " * (control.MAX_FRAME + 1))
     assert control.parse_request(control.encode({"cmd": "describe"})[4:]) == "describe"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_enclave_table_parser(raw: bytes) -> None:
+    try:
+        entries = state._parse(raw, "fuzz")
+    except NitrodeckError:
+        return
+    assert isinstance(entries, list)
+
+
+def test_enclave_table_round_trip() -> None:
+    entry = state.Entry("i-1-enc2", "app", 16, 1, 2, [1, 5], 64, {2048: 32}, False, "/a.eif", "2")
+    raw = json.dumps({"enclaves": [entry.to_json()]}).encode()
+    assert state._parse(raw, "t") == [entry]
 
 
 # --- errors, explain, usage -----------------------------------------------------------------------

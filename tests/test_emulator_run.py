@@ -170,6 +170,11 @@ def test_launch_errors_are_wrapped_and_release_everything(nd_home: Path, sleeper
         logs = [Path(line.split('"')[1]) for line in lines if line.startswith("If you open a support ticket")]
         assert len(logs) == 2 and all(p.exists() for p in logs)
         assert res.stdout == ""
+    # a broken allocator.yaml: the allocator's own message, then the launch fails cleanly
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\ncpu_count: 2\n")
+    broken = run(sleeper, "--cpu-count", "2")
+    assert broken.returncode == 39
+    assert "Config error: missing memory reservation (`memory_mib`)." in broken.stderr
     assert_nothing_left(nd_home)
 
 

@@ -7,7 +7,10 @@ the host's sysfs; the pools are a model computed from instance.yaml and allocato
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,16 +92,24 @@ def load_allocator(path: Path | None = None) -> AllocatorConfig:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_ALLOCATOR_BYTES + 1)
     except FileNotFoundError:
-        home.ensure(path.parent)
-        try:
-            with open(path, "x", encoding="utf-8") as fh:
-                fh.write(DEFAULT_ALLOCATOR)
-        except FileExistsError:
-            return load_allocator(path)
-        raw = DEFAULT_ALLOCATOR.encode()
+        _create_default(path)
+        return load_allocator(path)
     except OSError as exc:
         raise AllocatorError(f"Could not open the file: {exc.strerror}.", where=str(path)) from None
     return parse_allocator(raw.decode("utf-8", "replace"), where=str(path))
+
+
+def _create_default(path: Path) -> None:
+    """Write nitro-cli's default file atomically: concurrent first users must never read it half-written."""
+    home.ensure(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".allocator-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(DEFAULT_ALLOCATOR)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 _RANGE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")

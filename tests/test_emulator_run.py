@@ -132,10 +132,7 @@ def test_run_describe_terminate(nd_home: Path, sleeper: Path) -> None:
     assert os.getpgid(pid) == pid  # own process group
     eif_desc = json.loads(emu("describe-eif", "--eif-path", str(sleeper)).stdout)
     assert eif_desc["Measurements"] == item["Measurements"]
-    if is_root():
-        assert iso["NetworkNamespace"] is True
-        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
-        assert iso["MemoryLimit"] == {"Kind": "cgroup-v1", "Bytes": 64 * 1024 * 1024}
+    assert iso["NetworkNamespace"] == (os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"))
 
     term = emu("terminate-enclave", "--enclave-id", info["EnclaveID"])
     assert term.returncode == 0
@@ -357,3 +354,23 @@ def test_console_file_is_bounded(nd_home: Path) -> None:
     writer.close(wait=10)
     data = path.read_bytes()
     assert KEEP_BYTES <= len(data) <= TRIM_AT and data.endswith(b"x\nthe end\n")
+
+
+def test_enclave_gets_own_network_namespace_and_memory_cgroup(nd_home: Path) -> None:
+    require(is_root(), "network namespaces and cgroups need root")
+    eif = build(nd_home, "cat /proc/net/dev\nexec sleep 300", "netns")
+    info = json.loads(run(eif, "--cpu-count", "2").stdout)
+    pid = enclave_pid(info["EnclaveID"])
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    # only loopback, and it is up
+    links = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-o", "link"], capture_output=True, text=True)
+    names = [line.split(":")[1].strip() for line in links.stdout.splitlines()]
+    assert names == ["lo"] and "UP" in links.stdout.split("<")[1].split(">")[0].split(",")
+    cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+    slot = info["EnclaveID"].split("-enc")[1]
+    assert f"nitrodeck-{slot}" in cgroup
+    [item] = json.loads(emu("describe-enclaves").stdout)
+    assert item["EmulatorIsolation"]["NetworkNamespace"] is True
+    assert item["EmulatorIsolation"]["MemoryLimit"] == {"Kind": "cgroup-v1", "Bytes": 64 * 1024 * 1024}
+    assert emu("terminate-enclave", "--enclave-name", "netns").returncode == 0
+    assert_nothing_left(nd_home, [info["EnclaveID"]])

@@ -363,7 +363,7 @@ def _memory_mib(text: str) -> int:
     digits = text.strip()
     unit = digits[-1:].lower() if digits[-1:].isalpha() else ""
     number = digits[: len(digits) - len(unit)]
-    if unit not in units or not number.isdigit() or len(number) > 12:
+    if unit not in units or not (number.isascii() and number.isdigit()) or len(number) > 12:
         raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a memory size (e.g. 512, 512M, 2G)")
     return _positive_int(str(int(number) * units[unit]))
 

@@ -61,7 +61,7 @@ def parse_pin(data: bytes, where: str) -> Pin:
         raise ExpectedPcrError("expected {\"image\": str, \"pcrs\": {index: hex}}", where=where)
     pcrs: dict[int, str] = {}
     for key, value in obj["pcrs"].items():
-        if not (isinstance(key, str) and key.isdigit() and int(key) in PCR_INDEXES):
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) in PCR_INDEXES):
             raise ExpectedPcrError(f"PCR index {str(key)[:10]!r} is not one of {sorted(PCR_INDEXES)}", where=where)
         if not isinstance(value, str) or not _HEX.match(value.lower()):
             raise ExpectedPcrError(f"PCR{key} is not 96 hex characters", where=where)

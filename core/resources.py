@@ -85,6 +85,11 @@ class Resources:
     enclaves: list[EnclaveHolding] = field(default_factory=list)
 
 
+def _is_decimal(text: str) -> bool:
+    # str.isdigit() also accepts "²" and other digits int() refuses
+    return text.isascii() and text.isdigit()
+
+
 def parse_cpu_list(text: str, where: str = "cpu list") -> list[int]:
     """Kernel cpu-list syntax (``1,3,6-9``); empty means no CPUs. Sorted, without duplicates."""
     text = text.strip()
@@ -96,7 +101,7 @@ def parse_cpu_list(text: str, where: str = "cpu list") -> list[int]:
     for part in text.split(","):
         part = part.strip()
         lo_text, dash, hi_text = part.partition("-")
-        if not lo_text.isdigit() or (dash and not hi_text.isdigit()):
+        if not _is_decimal(lo_text) or (dash and not _is_decimal(hi_text)):
             raise ResourceError(f"bad cpu-list item {part[:20]!r}", where=where)
         lo = int(lo_text)
         hi = int(hi_text) if dash else lo
@@ -112,7 +117,7 @@ def _read_int(path: Path) -> int | None:
             text = fh.read(_SMALL_FILE).decode("ascii", "replace").strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    return int(text) if _is_decimal(text) else None
 
 
 def _pools_in(directory: Path, node: int | None) -> list[HugepagePool]:

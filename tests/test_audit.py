@@ -69,3 +69,16 @@ def test_concurrent_appends_do_not_interleave(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert len(lines) == 90
     assert all(json.loads(line)["action"] == "launch" for line in lines)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=60) | st.binary(max_size=60).map(lambda b: b.decode("latin-1")), max_size=10))
+def test_entries_skip_garbage(tmp_path_factory, junk: list[str]) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("audit") / "audit.log"
+    log = AuditLog(path)
+    log.record("launch", ["a"], ok=True)
+    with open(path, "a", encoding="utf-8", errors="replace") as fh:
+        fh.write("\n".join(j.replace("\n", " ") for j in junk) + "\n")
+    log.record("terminate", ["b"], ok=True)
+    actions = [e.get("action") for e in log.entries()]
+    assert actions[0] == "launch" and actions[-1] == "terminate"

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from console.output import Check, checklist, emit_json, key_values, table
 from tests.conftest import REPO
@@ -125,3 +127,17 @@ def test_memory_sizes() -> None:
     for bad in ("", "G", "256_mb", "1.5G", "-1", "9" * 20):
         with pytest.raises(argparse.ArgumentTypeError):
             _memory_mib(bad)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=16))
+def test_memory_sizes_fuzz(text: str) -> None:
+    import argparse
+
+    from console.cmd_lifecycle import _memory_mib
+
+    try:
+        value = _memory_mib(text)
+    except argparse.ArgumentTypeError:
+        return
+    assert 0 <= value <= 1 << 32

@@ -45,6 +45,9 @@ def test_bad_names_and_files(nd_home: Path) -> None:
         exp.get("bad")
     with pytest.raises(InputTooLarge):
         parse_pin(b" " * 70000, "big")
+    for key in ("\u00b2", "5", "-1", "x"):  # "²".isdigit() is True, yet int() refuses it
+        with pytest.raises(ExpectedPcrError):
+            parse_pin(json.dumps({"image": "x", "pcrs": {key: A}}).encode(), "keys")
 
 
 @settings(max_examples=200, deadline=None)

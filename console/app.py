@@ -89,6 +89,11 @@ class NitrodeckApp(App[int]):
 
     # -- layout
 
+    def _dash(self, selector: str, expect_type: type[Any] | None = None) -> Any:
+        """Query the dashboard, whichever screen is on top (App.query_one looks at the top screen)."""
+        screen = self.screen_stack[0] if self.screen_stack else self.screen
+        return screen.query_one(selector, expect_type) if expect_type else screen.query_one(selector)
+
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
         with Container(id="main"):
@@ -101,16 +106,16 @@ class NitrodeckApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#enclaves", EnclaveTable).border_title = "Enclaves"
-        self.query_one("#detail").border_title = "Detail"
-        self.query_one("#console").border_title = "Console"
-        self.query_one("#resources").border_title = "Resources"
-        self.query_one("#commands").border_title = "Command log"
+        self._dash("#enclaves", EnclaveTable).border_title = "Enclaves"
+        self._dash("#detail").border_title = "Detail"
+        self._dash("#console").border_title = "Console"
+        self._dash("#resources").border_title = "Resources"
+        self._dash("#commands").border_title = "Command log"
         self._layout_for(self.size.width)
         for record in self.source.initial_commands():
-            self.query_one("#commands", CommandLog).add(record)
+            self._dash("#commands", CommandLog).add(record)
         self._render_header()
-        self.query_one("#enclaves", EnclaveTable).focus()
+        self._dash("#enclaves", EnclaveTable).focus()
         self.refresh_status()
         if self.refresh_seconds > 0:
             self.set_interval(self.refresh_seconds, self._tick, name="refresh-timer")
@@ -120,8 +125,8 @@ class NitrodeckApp(App[int]):
 
     def _layout_for(self, width: int) -> None:
         narrow = width < WIDE_COLUMNS
-        self.query_one("#main").set_class(narrow, "-narrow")
-        table = self.query_one("#enclaves", EnclaveTable)
+        self._dash("#main").set_class(narrow, "-narrow")
+        table = self._dash("#enclaves", EnclaveTable)
         if table.narrow != narrow:
             table.narrow = narrow
             if self.snapshot is not None:
@@ -164,6 +169,8 @@ class NitrodeckApp(App[int]):
 
     @on(StatusRefreshed)
     def _status_refreshed(self, message: StatusRefreshed) -> None:
+        if not self.screen_stack:
+            return  # arrived while the app shuts down
         snap = message.snapshot
         previous = self.snapshot
         self.snapshot = snap
@@ -184,7 +191,7 @@ class NitrodeckApp(App[int]):
     def _render_header(self) -> None:
         backend = self.source.backend
         taken = self.snapshot.status.taken_at if self.snapshot else None
-        self.query_one("#header", StatusHeader).show(
+        self._dash("#header", StatusHeader).show(
             instance_id=self.snapshot.status.instance_id if self.snapshot else None,
             backend_name=backend.display_name,
             is_emulator=backend.is_emulator,
@@ -199,10 +206,10 @@ class NitrodeckApp(App[int]):
         snap = self.snapshot
         if snap is None:
             return
-        table = self.query_one("#enclaves", EnclaveTable)
+        table = self._dash("#enclaves", EnclaveTable)
         table.show(snap.enclaves, snap.matches, list(self.gone.values()), self.filter_text)
         table.border_title = f"Enclaves ({len(snap.enclaves)} running)"
-        self.query_one("#resources", ResourcesPane).show(
+        self._dash("#resources", ResourcesPane).show(
             snap.status.resources, snap.enclaves + list(self.gone.values()), list(self.cpu_history), list(self.mem_history)
         )
         self._selection_changed()
@@ -211,7 +218,7 @@ class NitrodeckApp(App[int]):
 
     def selected(self) -> tuple[EnclaveInfo | None, bool]:
         """The selected enclave and whether it has exited."""
-        enclave_id = self.query_one("#enclaves", EnclaveTable).selected_id
+        enclave_id = self._dash("#enclaves", EnclaveTable).selected_id
         if enclave_id is None:
             return None, False
         if self.snapshot is not None:
@@ -234,7 +241,7 @@ class NitrodeckApp(App[int]):
         if enclave is not None and snap is not None:
             verdict = "exited" if exited else snap.matches.get(enclave.enclave_id, "unpinned")
             expected = snap.expected.get(enclave.enclave_id)
-        self.query_one("#detail", DetailPane).show(enclave, verdict, expected, exited)
+        self._dash("#detail", DetailPane).show(enclave, verdict, expected, exited)
         self._attach_console(enclave, exited)
 
     def _attach_console(self, enclave: EnclaveInfo | None, exited: bool) -> None:
@@ -242,7 +249,7 @@ class NitrodeckApp(App[int]):
         if key == self.console_for:
             return
         self.console_for = key
-        pane = self.query_one("#console", ConsolePane)
+        pane = self._dash("#console", ConsolePane)
         self.workers.cancel_group(self, "console")
         if enclave is None:
             pane.reset("")
@@ -259,7 +266,7 @@ class NitrodeckApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console", description="read the enclave console")
     def stream_console(self, enclave_id: str) -> None:
         worker = get_current_worker()
-        inbox = self.query_one("#console", ConsolePane).inbox
+        inbox = self._dash("#console", ConsolePane).inbox
         run_async_iter(self.source.console(enclave_id), inbox.append, lambda: worker.is_cancelled)
         if not worker.is_cancelled:
             self.post_message(ConsoleEnded(enclave_id, "console closed: the enclave exited"))
@@ -270,7 +277,7 @@ class NitrodeckApp(App[int]):
         if path is None or not Path(path).is_file():
             self.post_message(ConsoleEnded(enclave_id, "no console log was kept"))
             return
-        inbox = self.query_one("#console", ConsolePane).inbox
+        inbox = self._dash("#console", ConsolePane).inbox
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in deque(fh, maxlen=self.console_max_lines):
                 inbox.append(line.rstrip("\n"))
@@ -278,7 +285,7 @@ class NitrodeckApp(App[int]):
 
     @on(ConsoleEnded)
     def _console_ended(self, message: ConsoleEnded) -> None:
-        self.query_one("#console", ConsolePane).set_note(message.reason)
+        self._dash("#console", ConsolePane).set_note(message.reason)
 
     # -- the one worker-outcome handler
 
@@ -294,7 +301,7 @@ class NitrodeckApp(App[int]):
             return
         if name in ("console", "console-log"):
             code = getattr(err, "code", type(err).__name__)
-            self.query_one("#console", ConsolePane).set_note(f"{code}: {getattr(err, 'message', str(err))}"[:160])
+            self._dash("#console", ConsolePane).set_note(f"{code}: {getattr(err, 'message', str(err))}"[:160])
             return
         if not isinstance(err, NitrodeckError):
             self.log.error(f"worker {name} failed: {err!r}")
@@ -332,7 +339,7 @@ class NitrodeckApp(App[int]):
 
     @on(CommandRan)
     def _command_ran(self, message: CommandRan) -> None:
-        self.query_one("#commands", CommandLog).add(message.record)
+        self._dash("#commands", CommandLog).add(message.record)
 
     @on(BuildStage)
     def _build_stage(self, message: BuildStage) -> None:
@@ -447,10 +454,11 @@ class NitrodeckApp(App[int]):
         enclave = self._running_selection("pin")
         if enclave is None:
             return
-        if enclave.measurements is None or not enclave.image_name:
-            self.notify("pin: this enclave reports no image name or measurements", severity="warning")
+        image = enclave.image_name or enclave.name  # what core.expected matches enclaves by
+        if enclave.measurements is None or not image:
+            self.notify("pin: this enclave reports no image name, name or measurements", severity="warning")
             return
-        image, meas = enclave.image_name, enclave.measurements
+        meas = enclave.measurements
 
         def confirmed(yes: bool | None) -> None:
             if yes:
@@ -474,23 +482,23 @@ class NitrodeckApp(App[int]):
             return
         self.pane = pane
         for name in PANES:
-            self.query_one(f"#{name}").set_class(name == pane, "-shown")
-        target = self.query_one(f"#{pane}")
+            self._dash(f"#{name}").set_class(name == pane, "-shown")
+        target = self._dash(f"#{pane}")
         if pane == "console":
-            self.query_one("#console", ConsolePane).log_widget.focus()
+            self._dash("#console", ConsolePane).log_widget.focus()
         else:
             target.focus()
 
     def _console_focused(self) -> bool:
         focused = self.focused
-        pane = self.query_one("#console", ConsolePane)
+        pane = self._dash("#console", ConsolePane)
         return focused is not None and (focused is pane or pane in focused.ancestors)
 
     def action_filter(self) -> None:
         if self._console_focused():
-            self.query_one("#console", ConsolePane).open_search()
+            self._dash("#console", ConsolePane).open_search()
             return
-        box = self.query_one("#table-filter", Input)
+        box = self._dash("#table-filter", Input)
         box.remove_class("hidden")
         box.value = self.filter_text
         box.focus()
@@ -504,29 +512,29 @@ class NitrodeckApp(App[int]):
     @on(Input.Submitted, "#table-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         event.input.add_class("hidden")
-        self.query_one("#enclaves", EnclaveTable).focus()
+        self._dash("#enclaves", EnclaveTable).focus()
 
     def on_key(self, event: Any) -> None:
-        box = self.query_one("#table-filter", Input)
+        box = self._dash("#table-filter", Input)
         if event.key == "escape" and box.has_focus:
             event.stop()
             box.value = ""
             box.add_class("hidden")
-            self.query_one("#enclaves", EnclaveTable).focus()
+            self._dash("#enclaves", EnclaveTable).focus()
 
     def action_toggle_follow(self) -> None:
-        pane = self.query_one("#console", ConsolePane)
+        pane = self._dash("#console", ConsolePane)
         pane.follow = not pane.follow
 
     def action_toggle_wrap(self) -> None:
-        pane = self.query_one("#console", ConsolePane)
+        pane = self._dash("#console", ConsolePane)
         pane.wrap = not pane.wrap
 
     def action_next_match(self) -> None:
-        self.query_one("#console", ConsolePane).next_match()
+        self._dash("#console", ConsolePane).next_match()
 
     def action_save_console(self) -> None:
-        pane = self.query_one("#console", ConsolePane)
+        pane = self._dash("#console", ConsolePane)
         enclave, _ = self.selected()
         if not pane.raw:
             self.notify("the console buffer is empty", severity="warning")
@@ -549,8 +557,8 @@ class NitrodeckApp(App[int]):
         return await self.run_action(command.action)
 
 
-def run_tui(args: argparse.Namespace) -> int:
-    """`nitrodeck` with no subcommand."""
+def live_app(backend: str | None = None, read_only: bool = False, refresh_seconds: float = 2.0) -> NitrodeckApp:
+    """The TUI on the real lifecycle; its command log receives every command the driver runs."""
     from console.screens.source import LiveSource
 
     holder: list[NitrodeckApp] = []
@@ -559,22 +567,24 @@ def run_tui(args: argparse.Namespace) -> int:
         if holder:
             holder[0].post_message(CommandRan(record))
 
-    try:
-        source = LiveSource(getattr(args, "backend", None), bool(getattr(args, "read_only", False)), on_command)
-    except ImportError as exc:
-        print(f"nitrodeck: the lifecycle library is not available in this checkout ({exc.name}); the TUI cannot start", file=sys.stderr)
-        return 1
-    except NitrodeckError as err:
-        print(f"nitrodeck: {err}", file=sys.stderr)
-        return err.exit_status
+    app = NitrodeckApp(LiveSource(backend, read_only, on_command), refresh_seconds=refresh_seconds)
+    holder.append(app)
+    return app
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    """`nitrodeck` with no subcommand."""
     refresh = float(getattr(args, "refresh", 2.0) or 2.0)
     if refresh < 0.2:
         print("nitrodeck: --refresh must be at least 0.2 seconds", file=sys.stderr)
         return 2
-    app = NitrodeckApp(source, refresh_seconds=refresh)
-    holder.append(app)
+    try:
+        app = live_app(getattr(args, "backend", None), bool(getattr(args, "read_only", False)), refresh)
+    except NitrodeckError as err:
+        print(f"nitrodeck: {err}", file=sys.stderr)
+        return err.exit_status
     app.run()
     return int(app.return_code or 0)
 
 
-__all__ = ["NitrodeckApp", "ReadOnlyError", "run_tui"]
+__all__ = ["NitrodeckApp", "ReadOnlyError", "live_app", "run_tui"]

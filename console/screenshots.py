@@ -1,0 +1,168 @@
+"""Every screen and dialog of the TUI, rendered from the frozen world: `make screenshots`.
+
+The same scenes feed the snapshot tests (tests/test_tui_snapshots.py), so the SVGs in
+screenshots/ are what the tests compare against, modulo size. Usage:
+``python -m console.screenshots OUTPUT_DIR`` writes ``<scene>-<W>x<H>.svg`` and ``.png`` (rsvg-convert).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from console.app import NitrodeckApp
+from console.screens.base import Dialog
+from console.screens.frozen import FrozenSource
+from console.screens.launch import LaunchDialog
+from console.widgets.console_pane import ConsolePane
+
+SIZES = ((80, 24), (160, 48))
+Setup = Callable[[Pilot[int]], Awaitable[None]]
+
+
+async def wait_until(pilot: Pilot[int], condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let workers and timers run until ``condition`` holds (raises after ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError("the TUI did not reach the expected state")
+        await pilot.pause(0.02)
+
+
+def _still_cursors(app: NitrodeckApp) -> None:
+    # A blinking cursor would make two renders of the same state differ.
+    for box in app.screen.query(Input):
+        box.cursor_blink = False
+    for box in app.query(Input):
+        box.cursor_blink = False
+
+
+async def settle(pilot: Pilot[int]) -> None:
+    """The frozen world loaded, the console flushed, dialogs filled in."""
+    app = pilot.app
+    assert isinstance(app, NitrodeckApp)
+    await wait_until(pilot, lambda: app.snapshot is not None)
+    pane = app.query_one("#console", ConsolePane)
+    enclave, _ = app.selected()
+    if enclave is not None and enclave.debug_mode:
+        await wait_until(pilot, lambda: len(pane.raw) >= len(app.source.console_lines) and not pane.inbox)  # type: ignore[attr-defined]
+    if isinstance(app.screen, LaunchDialog):
+        dialog = app.screen
+        await wait_until(pilot, lambda: bool(dialog.info))
+    _still_cursors(app)
+    app.clear_notifications()
+    await pilot.pause(0.1)
+
+
+async def _select_debug(pilot: Pilot[int]) -> None:
+    await wait_until(pilot, lambda: pilot.app.snapshot is not None)  # type: ignore[attr-defined]
+    await pilot.press("down")
+
+
+def _keys(*keys: str, before: Setup | None = None) -> Setup:
+    async def run(pilot: Pilot[int]) -> None:
+        await wait_until(pilot, lambda: pilot.app.snapshot is not None)  # type: ignore[attr-defined]
+        if before is not None:
+            await before(pilot)
+        await pilot.press(*keys)
+        await settle(pilot)
+
+    return run
+
+
+async def _launch_error(pilot: Pilot[int]) -> None:
+    await _keys("l")(pilot)
+    dialog = pilot.app.screen
+    assert isinstance(dialog, LaunchDialog)
+    dialog.query_one("#memory", Input).value = "8192"
+    dialog.start()
+    await settle(pilot)
+
+
+async def _test_sign_result(pilot: Pilot[int]) -> None:
+    await _keys("s")(pilot)
+    dialog = pilot.app.screen
+    assert isinstance(dialog, Dialog)
+    dialog.start()  # type: ignore[attr-defined]
+    await wait_until(pilot, lambda: getattr(dialog, "report", None) is not None)
+    await settle(pilot)
+
+
+async def _tool_error(pilot: Pilot[int]) -> None:
+    # The frozen launch fails the way nitro-cli does (E27): the error dialog path.
+    await _keys("l")(pilot)
+    dialog = pilot.app.screen
+    assert isinstance(dialog, LaunchDialog)
+    dialog.query_one("#memory", Input).value = "512"
+    dialog.start()
+    await wait_until(pilot, lambda: not dialog.query_one("#dialog-error").has_class("hidden"))
+    await settle(pilot)
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    setup: Setup
+    read_only: bool = False
+
+
+SCENES: tuple[Scene, ...] = (
+    Scene("dashboard", _keys()),
+    Scene("dashboard-debug-console", _keys(before=_select_debug)),
+    Scene("dashboard-resources", _keys("2")),
+    Scene("dashboard-detail", _keys("1", before=_select_debug)),
+    Scene("dashboard-commands", _keys("4")),
+    Scene("dashboard-read-only", _keys(), read_only=True),
+    Scene("help", _keys("question_mark")),
+    Scene("help-read-only", _keys("question_mark"), read_only=True),
+    Scene("build", _keys("b")),
+    Scene("launch", _keys("l")),
+    Scene("launch-invalid", _launch_error),
+    Scene("launch-failed", _tool_error),
+    Scene("terminate", _keys("t")),
+    Scene("terminate-all", _keys("T")),
+    Scene("test-sign", _test_sign_result),
+)
+BY_NAME = {s.name: s for s in SCENES}
+
+
+def scene_app(scene: Scene) -> NitrodeckApp:
+    """A frozen-world app with periodic refresh off (one refresh on mount)."""
+    return NitrodeckApp(FrozenSource(read_only=scene.read_only), refresh_seconds=0)
+
+
+async def render(scene: Scene, size: tuple[int, int]) -> str:
+    app = scene_app(scene)
+    async with app.run_test(size=size) as pilot:
+        await scene.setup(pilot)
+        return app.export_screenshot(title=f"nitrodeck - {scene.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    converter = shutil.which("rsvg-convert")
+    if converter is None:
+        print("rsvg-convert not found: writing SVGs only (apt-get install librsvg2-bin)", file=sys.stderr)
+    for scene in SCENES:
+        for size in SIZES:
+            svg = out / f"{scene.name}-{size[0]}x{size[1]}.svg"
+            svg.write_text(asyncio.run(render(scene, size)), encoding="utf-8")
+            if converter is not None:
+                subprocess.run([converter, str(svg), "-o", str(svg.with_suffix(".png"))], check=True)
+            print(svg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

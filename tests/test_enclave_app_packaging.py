@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core.build import build_eif
 from core.errors import UsageError
 from enclave_app.packaging import (
     PAYLOAD_BUILD_TIME,
@@ -54,3 +55,23 @@ def test_build_request(nd_home: Path) -> None:
     assert req.name == "nitrodeck-payload" and req.payload
     with pytest.raises(UsageError, match="ISO 8601"):
         payload_build_request(str(nd_home / "p.eif"), build_time="yesterday")
+
+
+def test_same_sources_build_the_same_eif(nd_home: Path, tmp_path: Path) -> None:
+    snap = tmp_path / "src"
+    for rel in source_files():
+        (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snap / rel).write_bytes((REPO / rel).read_bytes())
+    first, second = (
+        build_eif(payload_build_request(str(tmp_path / f"{n}.eif"), repo=snap), build_time=PAYLOAD_BUILD_TIME)
+        for n in ("one", "two")
+    )
+    assert first.measurements.pcrs() == second.measurements.pcrs()
+    assert (tmp_path / "one.eif").read_bytes() == (tmp_path / "two.eif").read_bytes()
+    (snap / "enclave_app" / "server.py").write_text(
+        (snap / "enclave_app" / "server.py").read_text() + "\n# changed\n"
+    )
+    third = build_eif(
+        payload_build_request(str(tmp_path / "three.eif"), repo=snap), build_time=PAYLOAD_BUILD_TIME
+    )
+    assert third.measurements.pcr2 != first.measurements.pcr2

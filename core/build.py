@@ -350,7 +350,10 @@ def _lines(path: Path, what: str) -> list[str]:
     if path.stat().st_size > MAX_SPEC_FILE:
         raise ImageSpecError(f"{what} file is over {MAX_SPEC_FILE} bytes", where=what)
     text = path.read_bytes().decode("utf-8", "replace")
-    return [line for line in text.split("\n") if line != ""]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline; empty arguments in between are real (sh -c "")
+    return lines
 
 
 class ImageSpecError(NitrodeckError):

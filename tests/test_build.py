@@ -40,7 +40,11 @@ def make_rootfs(
 
 def rootfs_req(tmp: Path, root: Path, out: str = "app.eif", **kw: object) -> BuildRequest:
     return BuildRequest(
-        output_file=str(tmp / out), rootfs=str(root), cmd="/bin/app 'two words'", env=["A=1", "B=x y"], **kw
+        output_file=str(tmp / out),
+        rootfs=str(root),
+        cmd="/bin/app 'two words' ''",
+        env=["A=1", "B=x y"],
+        **kw,
     )  # type: ignore[arg-type]
 
 
@@ -79,13 +83,13 @@ def test_rootfs_build_layout_and_metadata(tmp_path: Path) -> None:
         "OperatingSystem": "Linux",
         "KernelVersion": "4.14.256",
     }
-    assert meta["DockerInfo"]["Config"]["Cmd"] == ["/bin/app", "two words"]
+    assert meta["DockerInfo"]["Config"]["Cmd"] == ["/bin/app", "two words", ""]
     raw_meta = b"".join(eif.iter_section(eif.metadata_section))  # type: ignore[arg-type]
     assert b": " not in raw_meta and b", " not in raw_meta.replace(b"x y", b"")  # compact JSON
     assert result.measurements == measure_eif(result.output_file)
 
     spec = read_image_spec(result.output_file, tmp_path / "unpacked")
-    assert spec.cmd == ["/bin/app", "two words"] and spec.env == ["A=1", "B=x y"]
+    assert spec.cmd == ["/bin/app", "two words", ""] and spec.env == ["A=1", "B=x y"]
     assert (spec.rootfs / "etc/conf").read_bytes() == b"k=v\n"
     assert os.readlink(spec.rootfs / "bin/sh") == "app"
     assert stat.S_IMODE((spec.rootfs / "bin/app").stat().st_mode) == 0o755

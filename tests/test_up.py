@@ -1,0 +1,272 @@
+"""`nitrodeck up` end to end on the emulator, the seed's flow:
+
+task metadata (HTTP on 127.0.0.1, shaped like the v4 endpoint) -> `nitrodeck up` (a real process)
+-> build + launch + bridge + vsock-proxy -> credentials -> the enclave gets its sealed key from KMS
+with attestation -> test-sign through the bridge shows that key -> the enclave dies and is
+relaunched and re-provisioned -> SIGTERM -> nothing left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psutil
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from core.backend import select_backend
+from core.kms import key_policy
+from core.lifecycle import Lifecycle, payload_request
+from core.testsign import test_sign as run_test_sign
+from emulator.kms import LocalKms
+from tests.conftest import REPO
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/signer:1.4.2"
+AWS = {
+    "AWS_ACCESS_KEY_ID": "AKIATESTING000000000",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class MetadataServer:
+    """ECS task metadata v4 look-alike: GET ${uri} answers this container's JSON."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer.hits += 1
+                body = json.dumps(
+                    {
+                        "DockerId": "ea32192c8553fbff06c9340478a2ff089b2bb5646fb718b4ee206641c9086d66",
+                        "Name": "signer",
+                        "DockerName": "ecs-signer-1-signer-e4e7e6d4c1dab1a2f401",
+                        "Image": IMAGE,
+                        "ImageID": "sha256:2ae34abc2ed0a22e280d17e13f9c01aaf725688b09b7a1525d1a2750e2c0d1de",
+                        "Labels": {"com.amazonaws.ecs.cluster": "default"},
+                        "DesiredStatus": "RUNNING",
+                        "KnownStatus": "RUNNING",
+                        "Type": "NORMAL",
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+        )
+        self.thread.start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v4/abc"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def metadata() -> Iterator[MetadataServer]:
+    server = MetadataServer()
+    yield server
+    server.close()
+
+
+def _configure_emulator(home: Path) -> None:
+    etc = home / "emulator" / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "allocator.yaml").write_text("---\nmemory_mib: 512\ncpu_count: 2\n")
+    (home / "emulator" / "instance.yaml").write_text(
+        "instance_id: i-0123456789abcdef0\nvcpus: 4\ncores: 2\nthreads_per_core: 2\nhugepage_sizes_kb: [2048]\n"
+    )
+
+
+class Events:
+    """Reads `up`'s JSON-lines stdout on a thread; tests wait for events with a bound."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        assert proc.stdout is not None
+        self.thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.raw.append(line)
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                continue
+
+    def wait(self, event: str, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                record = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.seen.append(record)
+            if record.get("event") == "failed":
+                raise AssertionError(f"up failed: {record}")
+            if record.get("event") == event:
+                return record
+        raise AssertionError(f"no {event!r} event; saw {[r.get('event') for r in self.seen]}")
+
+
+def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    _configure_emulator(nd_home)
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    # the emulated enclave runs `python3` from PATH: make it this interpreter's environment
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    lifecycle = Lifecycle(select_backend())
+    eif = nd_home / "eifs" / "signer.eif"
+    # the operator's side: measure the image, seal the wallet key to it (KMS runs on its own here)
+    pcrs = lifecycle.build(payload_request(str(eif))).measurements.pcrs()
+    wallet = ec.generate_private_key(ec.SECP256K1())
+    spki = wallet.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with LocalKms() as kms:
+        kms_client = boto3.client("kms", endpoint_url=kms.endpoint_url, region_name="us-east-1")
+        arn = kms_client.create_key()["KeyMetadata"]["Arn"]
+        kms_client.put_key_policy(
+            KeyId=arn, PolicyName="default", Policy=json.dumps(key_policy(pcrs, "123456789012"))
+        )
+        sealed = nd_home / "wallet.kms"
+        sealed.write_bytes(
+            kms_client.encrypt(
+                KeyId=arn, Plaintext=wallet.private_numbers().private_value.to_bytes(32, "big")
+            )["CiphertextBlob"]
+        )
+        allow = nd_home / "vsock-proxy.yaml"
+        allow.write_text(yaml.safe_dump({"allowlist": [{"address": "127.0.0.1", "port": kms.port}]}))
+        config = nd_home / "up.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "source": "payload",
+                    "eif_path": str(eif),
+                    "cpu_count": 2,
+                    "memory_mib": 128,
+                    "cid": 21,
+                    "bridge_listen": "127.0.0.1:0",
+                    "kms_endpoint": kms.endpoint_url,
+                    "proxy_config": str(allow),
+                    "key_id": arn,
+                    "ciphertext": str(sealed),
+                    "check_interval": 0.3,
+                    "backoff_initial": 0.2,
+                }
+            )
+        )
+        env = {**os.environ, "ECS_CONTAINER_METADATA_URI_V4": metadata.uri, "NITRODECK_UP_MEMORY_MIB": "256"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "console", "up", "--config", str(config), "--memory", "160"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            events = Events(proc)
+            meta = events.wait("metadata")
+            assert meta["image"] == IMAGE and metadata.hits >= 1
+            launched = events.wait("launched")
+            assert launched["cid"] == 21 and launched["memory_mib"] == 160  # flag beats env beats file
+            bridge = events.wait("bridge")
+            provisioned = events.wait("provisioned")
+            assert bytes.fromhex(provisioned["public_key"]) == spki
+            # test-sign through the bridge (the seed's socat sidecar): the sealed key signs
+            report = run_test_sign(lifecycle, launched["enclave_id"], b"transfer 1 BTC", via=bridge["listen"])
+            assert report.ok, [c for c in report.checks if not c.ok]
+            assert report.public_key == spki.hex()
+
+            # the enclave dies: up relaunches it and provisions the key again
+            lifecycle.terminate(launched["enclave_id"])
+            events.wait("enclave-exited")
+            again = events.wait("provisioned")
+            assert bytes.fromhex(again["public_key"]) == spki
+            restarted = events.wait("restarted")
+            assert restarted["enclave_id"] != launched["enclave_id"]
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        events.thread.join(5)
+        names = [json.loads(line).get("event") for line in events.raw if line.startswith("{")]
+        assert names[-3:] == ["stopping", "terminated", "stopped"]
+        # no secrets in the logs
+        everything = "".join(events.raw) + (proc.stderr.read() if proc.stderr else "")
+        assert AWS["AWS_SECRET_ACCESS_KEY"] not in everything
+        assert wallet.private_numbers().private_value.to_bytes(32, "big").hex() not in everything
+    # nothing left running: no enclave, no process of this home
+    assert lifecycle.describe() == []
+    mine = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("NITRODECK_HOME") == str(nd_home) and p.pid != os.getpid():
+                mine.append(p)
+        except (psutil.Error, OSError):
+            continue
+    assert mine == []
+
+
+def test_up_refuses_a_kms_target_outside_the_allowlist(nd_home: Path) -> None:
+    allow = nd_home / "vsock-proxy.yaml"
+    allow.write_text("allowlist:\n- {address: kms.us-east-1.amazonaws.com, port: 443}\n")
+    config = nd_home / "up.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "source": "payload",
+                "kms_endpoint": "http://127.0.0.1:9",
+                "proxy_config": str(allow),
+                "memory_mib": 128,
+            }
+        )
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "console", "up", "--config", str(config)],
+        cwd=REPO,
+        env={**os.environ, **AWS},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    failed = [r for r in records if r["event"] == "failed"]
+    assert failed and "not allowed" in failed[0]["error"]
+    assert "launched" not in [r["event"] for r in records]  # refused before any enclave started

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core import blobs as blobs_mod
 from core.blobs import kernel_identity, load_blobs
@@ -240,3 +243,18 @@ def test_blobs_real_folder_and_stand_ins(tmp_path: Path, monkeypatch: pytest.Mon
     assert got.os_and_kernel() == ("Linux", "5.10.1")
     assert kernel_identity(None) == ("Unknown", "Unknown")
     assert blobs_mod.STAND_IN_DIR.is_dir()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_fuzz_kernel_identity(text: str) -> None:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".config") as fh:
+        fh.write(text)
+        fh.flush()
+        os_name, version = kernel_identity(Path(fh.name))
+    assert isinstance(os_name, str) and isinstance(version, str)
+    lines = text.split("\n")
+    if len(lines) >= 3 and len(re.split(r"[ /-]", lines[2])) >= 4 and "\r" not in text:
+        assert os_name == re.split(r"[ /-]", lines[2])[1]

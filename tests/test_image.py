@@ -217,3 +217,25 @@ def test_fuzz_layers_only_typed_errors(
         apply_layer(io.BytesIO(data), dest, "layer 0")
     except ImageError:
         pass
+
+
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=6)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["config", "Config", "Cmd", "Entrypoint", "Env", "WorkingDir", "x"]), inner
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_JSON.map(lambda v: json.dumps(v).encode()), st.binary(max_size=80)))
+def test_fuzz_parse_config_only_typed_errors(raw: bytes) -> None:
+    try:
+        cfg = parse_config(raw)
+    except ImageError:
+        return
+    assert all(isinstance(a, str) for a in cfg.argv + cfg.env)

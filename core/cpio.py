@@ -275,10 +275,14 @@ class CpioReader:
 
     def members(self) -> Iterator[tuple[CpioMember, _Counted]]:
         """Yield (member, stream); the caller may read ``member.size`` bytes via ``read_data``."""
-        for _ in range(self.max_entries + 1):
+        count = 0
+        while True:  # bounded: every entry consumes >= 110 bytes of a max_total-limited stream
             member = self._next_header()
             if member is None:
                 return
+            count += 1
+            if count > self.max_entries:
+                raise CpioError(f"more than {self.max_entries} entries", offset=self._in.pos)
             start = self._in.pos
             yield member, self._in
             consumed = self._in.pos - start
@@ -286,7 +290,6 @@ class CpioReader:
                 raise CpioError("reader consumed past the entry", name=member.name)
             self._in.skip(member.size - consumed, "entry data")
             self._in.skip(_pad(member.size), "data padding")
-        raise CpioError(f"more than {self.max_entries} entries", offset=self._in.pos)
 
     def read_data(self, member: CpioMember, limit: int) -> bytes:
         if member.size > limit:

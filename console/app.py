@@ -379,8 +379,6 @@ class NitrodeckApp(App[int]):
         self._run_action("launch", lambda: self.source.launch(req), dialog, "run-enclave")
 
     def start_test_sign(self, enclave: EnclaveInfo, payload: bytes, scheme: str, dialog: Dialog[Any]) -> None:
-        if self._refuse_read_only("test-sign"):
-            return
         self._run_action("test-sign", lambda: self.source.test_sign(enclave, payload, scheme), dialog, "test-sign")
 
     def load_eif_info(self, path: Path, dialog: Dialog[Any]) -> None:
@@ -442,8 +440,6 @@ class NitrodeckApp(App[int]):
         self.push_screen(ConfirmTerminateAll(count), confirmed)
 
     def action_test_sign(self) -> None:
-        if self._refuse_read_only("test-sign"):
-            return
         enclave = self._running_selection("test-sign")
         if enclave is not None:
             self.push_screen(TestSignDialog(enclave, self.source.schemes))

@@ -1,7 +1,8 @@
 """The one command registry: key bindings, the footer, `?` help and the command palette all come from here.
 
 A command is what an operator can do on the dashboard. ``mutating`` commands change the world
-(build, launch, terminate, sign, pin) and disappear everywhere when nitrodeck runs read-only:
+(build, launch, terminate, pin) and disappear everywhere when nitrodeck runs read-only (test-sign
+only asks an enclave for a signature, so core allows it read-only and so does the TUI):
 the App's ``check_action`` hides their keys and the palette provider leaves them out.
 """
 
@@ -45,7 +46,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("launch", "l", "Launch", "Launch an enclave from an EIF in the library", "launch", True, "enclaves"),
     Command("terminate", "t", "Terminate", "Terminate the selected enclave (asks first)", "terminate", True, "enclaves"),
     Command("terminate-all", "T", "Term. all", "Terminate every enclave (type `all` to confirm)", "terminate_all", True, "enclaves", footer=False),
-    Command("test-sign", "s", "Test-sign", "Have the selected enclave sign a payload and verify its attestation", "test_sign", True, "enclaves"),
+    Command("test-sign", "s", "Test-sign", "Have the selected enclave sign a payload and verify its attestation", "test_sign", False, "enclaves"),
     Command("pin", "P", "Pin PCRs", "Pin the selected enclave's measurements as the expected PCRs of its image", "pin", True, "enclaves", footer=False),
     Command("filter", "slash", "Filter", "Filter the enclave table, or search the console when it has focus", "filter", False, "view", display_key="/"),
     Command("refresh", "r", "Refresh", "Refresh now", "refresh", False, "view", footer=False),

@@ -8,14 +8,49 @@ It listens on loopback only and serves a bounded number of connections at once.
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
 import threading
+from pathlib import Path
 
 from core.proxy import relay
 from core.vsock import PARENT_CID, Transport, from_env
 
 MAX_CONNECTIONS = 16
 _POLL = 0.25
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+HOSTS = Path("/etc/hosts")
+
+
+def loopback_up() -> bool:
+    """Bring ``lo`` up (a real enclave boots with it down; the kernel then adds 127.0.0.1/8).
+
+    Returns True when lo is up afterwards. Under the emulator it already is.
+    """
+    ifreq = struct.pack("16sH22x", b"lo", 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, _SIOCGIFFLAGS, ifreq))[1]
+        if flags & _IFF_UP:
+            return True
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | _IFF_UP))
+    return True
+
+
+def map_host_to_loopback(hostname: str, hosts: Path = HOSTS) -> bool:
+    """Make ``hostname`` resolve to 127.0.0.1 inside the enclave, so TLS to KMS through the
+    forwarder verifies the real name. Adds one line to /etc/hosts if the name is not there yet."""
+    try:
+        current = hosts.read_text()[:1_000_000] if hosts.exists() else ""
+    except OSError:
+        current = ""
+    if any(hostname in line.split()[1:] for line in current.splitlines() if not line.startswith("#")):
+        return False
+    with open(hosts, "a") as fh:
+        fh.write(("" if current.endswith("\n") or not current else "\n") + f"127.0.0.1 {hostname}\n")
+    return True
 
 
 class Forwarder:

@@ -39,7 +39,7 @@ from core.kms import (
     kms_client,
 )
 from core.protocol import BAD_PARAMS, ProtocolError, require_bytes
-from enclave_app.forwarder import Forwarder
+from enclave_app.forwarder import Forwarder, loopback_up, map_host_to_loopback
 from enclave_app.methods import EnclaveContext, register_method
 
 
@@ -68,11 +68,11 @@ class _State:
             )
         return creds
 
-    def forwarder(self, proxy_port: int) -> Forwarder:
+    def forwarder(self, proxy_port: int, local_port: int = 0) -> Forwarder:
         with self.lock:
             fwd = self.forwarders.get(proxy_port)
             if fwd is None or not fwd.running:
-                fwd = Forwarder(proxy_port).start()
+                fwd = Forwarder(proxy_port, local_port=local_port).start()
                 self.forwarders[proxy_port] = fwd
             return fwd
 
@@ -111,8 +111,12 @@ def endpoint_for(params: Mapping[str, Any], region: str) -> str:
         return explicit
     if os.environ.get("NITRODECK_VSOCK_DIR"):
         return f"http://127.0.0.1:{STATE.forwarder(proxy_port).port}"
-    STATE.forwarder(proxy_port)
-    return f"https://kms.{region}.amazonaws.com"
+    # On Nitro: lo up, the regional name on 127.0.0.1, the forwarder on 443, TLS as usual.
+    host = f"kms.{region}.amazonaws.com"
+    loopback_up()
+    map_host_to_loopback(host)
+    STATE.forwarder(proxy_port, local_port=443)
+    return f"https://{host}"
 
 
 class Recipient:

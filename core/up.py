@@ -14,6 +14,7 @@ Logs are JSON lines on stdout: events, IDs, measurements, timings. Never credent
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -274,11 +275,15 @@ class Up:
     def provision(self) -> None:
         from core.kms import provision_params, read_ciphertext
 
-        if not self.cfg.ciphertext:
+        if self.cfg.ciphertext_b64:
+            blob = base64.b64decode(self.cfg.ciphertext_b64)
+        elif self.cfg.ciphertext:
+            blob = read_ciphertext(Path(self.cfg.ciphertext))
+        else:
             self.log("provision-skipped", reason="no ciphertext configured")
             return
         params = provision_params(
-            read_ciphertext(Path(self.cfg.ciphertext)),
+            blob,
             key_id=self.cfg.key_id,
             region=self.cfg.region,
             proxy_port=self.cfg.proxy_port,

@@ -7,6 +7,7 @@ start-up with a clear line in the ECS log instead of half-way through a launch.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -50,6 +51,9 @@ class UpConfig:
     region: str = "us-east-1"
     key_id: str | None = None
     ciphertext: str | None = None
+    #: the same ciphertext inline (base64), for task definitions: a KMS ciphertext is not secret,
+    #: and it must not live in the image, whose measurements it is sealed to
+    ciphertext_b64: str | None = None
     #: refresh credentials this many seconds before they expire
     credentials_margin: float = 300.0
     #: how often the supervisor looks at the enclave
@@ -141,7 +145,16 @@ def _validate(cfg: UpConfig, where: Mapping[str, str]) -> None:
         raise bad("backoff_max", "backoff_max must not be below backoff_initial")
     if cfg.max_restarts < 0:
         raise bad("max_restarts", "max_restarts must be 0 (never give up) or more")
-    if cfg.ciphertext and not cfg.key_id:
+    if cfg.ciphertext and cfg.ciphertext_b64:
+        raise bad("ciphertext_b64", "set ciphertext or ciphertext_b64, not both")
+    if cfg.ciphertext_b64:
+        try:
+            blob = base64.b64decode(cfg.ciphertext_b64, validate=True)
+        except ValueError:
+            raise bad("ciphertext_b64", "ciphertext_b64 is not base64") from None
+        if not 1 <= len(blob) <= 6144:
+            raise bad("ciphertext_b64", "ciphertext_b64 must decode to 1..6144 bytes")
+    if (cfg.ciphertext or cfg.ciphertext_b64) and not cfg.key_id:
         # Decrypt works without KeyId, but pinning it stops a swapped ciphertext from another key
         raise bad("key_id", "key_id is required with ciphertext")
     if (

@@ -56,6 +56,8 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
         ({"kms_endpoint": "kms.example"}, {}, {}, "up.yaml: kms_endpoint", "http(s) URL"),
         ({"bridge_listen": "localhost"}, {}, {}, "up.yaml: bridge_listen", "HOST:PORT"),
         ({"debug_mode": "maybe"}, {}, {}, "up.yaml: debug_mode", "true or false"),
+        ({"ciphertext_b64": "%%%", "key_id": "k"}, {}, {}, "up.yaml: ciphertext_b64", "not base64"),
+        ({"ciphertext_b64": "AAAA", "ciphertext": "/x", "key_id": "k"}, {}, {}, "up.yaml: ciphertext_b64", "not both"),
     ],
 )
 def test_bad_values_name_their_source(

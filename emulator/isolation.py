@@ -142,8 +142,20 @@ def prepare_cgroup(slot: str, memory_mib: int) -> str | None:
     return str(path)
 
 
+def kill_cgroup(path: str) -> None:
+    """SIGKILL every process in the cgroup: also those that left the enclave's process group."""
+    try:
+        pids = [int(p) for p in Path(path, "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 9)
+
+
 def remove_cgroup(path: str, wait: float = 2.0) -> None:
-    """rmdir the cgroup; its last processes may still be exiting, so retry briefly."""
+    """Kill what is left in the cgroup and rmdir it; exiting processes may delay that, so retry briefly."""
+    kill_cgroup(path)
     deadline = time.monotonic() + wait
     while True:
         try:

@@ -160,9 +160,12 @@ def locked(reclaim: bool = True) -> Iterator[Table]:
                     table.remove(e.enclave_id)
                     cleanup_leftovers(e)
                     table.reclaimed.append(e)
-        yield table
-        if table.dirty:
-            _write(table.entries)
+        try:
+            yield table
+        finally:
+            # also on errors: reclaimed entries are gone for good, and callers add entries last
+            if table.dirty:
+                _write(table.entries)
     finally:
         os.close(fd)
 

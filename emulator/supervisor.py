@@ -43,6 +43,7 @@ from emulator.isolation import (
     IsolationPlan,
     child_setup,
     host_cpus_for,
+    kill_cgroup,
     observe,
     prepare_cgroup,
     prepare_child,
@@ -476,6 +477,8 @@ class Supervisor:
         if self.released:
             return
         self.released = True
+        if self.plan is not None and self.plan.cgroup:
+            kill_cgroup(self.plan.cgroup)
         if self.proc is not None:
             if self.proc.poll() is None:
                 with contextlib.suppress(OSError):

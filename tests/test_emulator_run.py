@@ -358,7 +358,8 @@ def test_console_file_is_bounded(nd_home: Path) -> None:
 
 def test_enclave_gets_own_network_namespace_and_memory_cgroup(nd_home: Path) -> None:
     require(is_root(), "network namespaces and cgroups need root")
-    eif = build(nd_home, "cat /proc/net/dev\nexec sleep 300", "netns")
+    # the setsid child leaves the enclave's process group; the cgroup still catches it at terminate
+    eif = build(nd_home, "setsid sleep 301 &\nexec sleep 300", "netns")
     info = json.loads(run(eif, "--cpu-count", "2").stdout)
     pid = enclave_pid(info["EnclaveID"])
     assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
@@ -372,5 +373,6 @@ def test_enclave_gets_own_network_namespace_and_memory_cgroup(nd_home: Path) -> 
     [item] = json.loads(emu("describe-enclaves").stdout)
     assert item["EmulatorIsolation"]["NetworkNamespace"] is True
     assert item["EmulatorIsolation"]["MemoryLimit"] == {"Kind": "cgroup-v1", "Bytes": 64 * 1024 * 1024}
+    wait_for(lambda: any("301" in " ".join(p.cmdline()) for p in home_processes(nd_home)))
     assert emu("terminate-enclave", "--enclave-name", "netns").returncode == 0
     assert_nothing_left(nd_home, [info["EnclaveID"]])

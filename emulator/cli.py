@@ -404,6 +404,8 @@ def describe_one(entry: state.Entry, metadata: bool) -> dict[str, Any] | None:
     try:
         reply = ask(entry, "describe")
     except (OSError, NitrodeckError):
+        if not any(e.enclave_id == entry.enclave_id for e in state.read_entries()):
+            return None  # terminated meanwhile: nothing to report
         if not state.entry_alive(entry):
             forget(entry)
         else:

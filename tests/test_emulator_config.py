@@ -21,7 +21,7 @@ from emulator.allocator import (
     parse_allocator,
     pick_pages,
 )
-from emulator.cli import parse_config
+from emulator.cli import parse_config, parse_memory
 from emulator.errors import TITLES, EmuError, detail, explain
 from emulator.instance import Instance, InstanceConfigError, load_instance, parse_instance
 
@@ -126,6 +126,31 @@ def test_page_picks_cover_the_request_or_say_what_is_missing(free: dict[int, int
     else:
         assert allocator.pages_mib(got) >= mib
         assert all(got[s] <= free.get(s, 0) for s in got)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sets(st.integers(0, 200), max_size=40))
+def test_cpu_list_round_trip(cpus: set[int]) -> None:
+    text = allocator.format_cpu_list(cpus)
+    assert allocator.parse_cpu_list(text) == sorted(cpus)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="0123456789,- x", max_size=60))
+def test_cpu_list_parser_only_raises_typed_errors(text: str) -> None:
+    try:
+        cpus = allocator.parse_cpu_list(text)
+    except AllocatorError:
+        return
+    assert cpus == sorted(set(cpus))
+
+
+def test_memory_units() -> None:
+    assert [parse_memory(v) for v in ("512", "512M", "2g", "1T")] == [512, 512, 2048, 1024 * 1024]
+    for bad in ("256_mb", "", "1.5G", "-1"):
+        with pytest.raises(EmuError) as err:
+            parse_memory(bad)
+        assert err.value.code == "E03"
 
 
 # --- run-enclave --config -------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""deploy/: the examples stay in step with the code that reads them (allowlist, up config, task
+definition settings, key policy shape), so a copied example works on day one."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import yaml
+
+from core.kms import ADMIN_ACTIONS, key_policy
+from core.proxy import check_allowlist, load_allowlist
+from core.upconfig import load_config
+from emulator.kms import evaluate_policy
+from tests.conftest import REPO
+
+DEPLOY = REPO / "deploy"
+
+
+def test_vsock_proxy_example_allows_only_kms() -> None:
+    entries = load_allowlist(DEPLOY / "vsock-proxy.yaml")
+    assert entries and all(e.port == 443 and e.address.startswith("kms") for e in entries)
+    check_allowlist("kms.us-east-1.amazonaws.com", 443, entries)
+
+
+def test_allocator_example_shape() -> None:
+    doc = yaml.safe_load((DEPLOY / "allocator.yaml").read_text())
+    assert set(doc) <= {"memory_mib", "cpu_count", "cpu_pool"}
+    assert doc["cpu_count"] % 2 == 0 and doc["memory_mib"] >= 512
+
+
+def test_up_example_and_task_definition_env_are_valid(tmp_path: Path) -> None:
+    env = {"ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/abc"}
+    cfg = load_config(DEPLOY / "up.yaml", env=env)
+    assert (cfg.source, cfg.proxy_port, cfg.bridge_address()) == ("docker", 8000, ("127.0.0.1", 8888))
+
+    task = json.loads((DEPLOY / "ecs-task-definition.json").read_text())
+    container = task["containerDefinitions"][0]
+    paths = {m["containerPath"] for m in container["mountPoints"]}
+    assert paths == {
+        "/var/log/nitro_enclaves",
+        "/etc/nitro_enclaves",
+        "/dev/hugepages",
+        "/var/run/docker.sock",
+    }
+    assert {v["name"] for v in task["volumes"]} == {m["sourceVolume"] for m in container["mountPoints"]}
+    assert container["linuxParameters"]["devices"][0]["hostPath"] == "/dev/nitro_enclaves"
+    assert container["command"][0] == "up"
+    task_env = {e["name"]: e["value"] for e in container["environment"]}
+    # placeholders replaced the way the operator does it
+    task_env["NITRODECK_UP_CIPHERTEXT_B64"] = base64.b64encode(b"\x01" * 180).decode()
+    cfg = load_config(None, env={**env, **task_env})
+    assert (cfg.cpu_count, cfg.memory_mib, cfg.cid) == (2, 2634, 16)
+
+
+def test_key_policy_template_matches_what_seal_writes() -> None:
+    template = json.loads((DEPLOY / "iam" / "kms-key-policy.json").read_text())
+    pcrs = {0: "aa" * 48, 1: "bb" * 48, 2: "cc" * 48}
+    generated = key_policy(pcrs, "111122223333", "arn:aws:iam::111122223333:role/nitrodeck-signer-task")
+    assert [s["Sid"] for s in template["Statement"]] == [s["Sid"] for s in generated["Statement"]]
+    assert template["Statement"][0]["Action"] == list(ADMIN_ACTIONS)
+    filled = json.loads(
+        json.dumps(template)
+        .replace("REPLACE-WITH-PCR0", pcrs[0])
+        .replace("REPLACE-WITH-PCR1", pcrs[1])
+        .replace("REPLACE-WITH-PCR2", pcrs[2])
+    )
+    assert filled == generated
+    assert evaluate_policy(filled, "Decrypt", pcrs)[0] is True
+    assert evaluate_policy(filled, "Decrypt", {**pcrs, 0: "0" * 96})[0] is False

@@ -26,8 +26,10 @@ def log_dir() -> Path:
     return home.ensure(home.emulator_log_dir())
 
 
-def log_line(origin: str, level: str, msg: str, where: str = "emulator") -> None:
-    """Append ``[origin:pid][LEVEL][time][where] msg`` like nitro-cli's logger; never fails the caller."""
+def log_line(origin: str, level: str, msg: str) -> None:
+    """Append ``[origin:pid][LEVEL][time][file:line] msg`` like nitro-cli's logger; never fails the caller."""
+    caller = sys._getframe(1)
+    where = f"emulator/{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     line = f"[{origin}:{os.getpid()}][{level}][{now}][{where}] {msg}\n"
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,10 @@ def test_run_describe_terminate(nd_home: Path, sleeper: Path) -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert_nothing_left(nd_home, [info["EnclaveID"]])
     assert emu("terminate-enclave", "--all").stdout == "[]\n"
+    log_lines = (nd_home / "emulator" / "log" / "nitro_enclaves.log").read_text().splitlines()
+    pattern = re.compile(r"^\[(nitro-cli|enc-[0-9a-f]+|enc):\d+\]\[(INFO|WARN|ERROR)\]\[[0-9T:.-]+Z\]\[emulator/\w+\.py:\d+\] ")
+    assert log_lines and all(pattern.match(line) for line in log_lines)
+    assert any(f"released resources of {info['EnclaveID']}" in line for line in log_lines)
 
 
 def test_launch_errors_are_wrapped_and_release_everything(nd_home: Path, sleeper: Path) -> None:

@@ -365,6 +365,10 @@ def _seal_body(
     if not eif.is_file():
         raise ConfigError(f"no EIF at {eif}", where="--eif")
     pcrs = measure_eif(eif).pcrs()
+    if endpoint_url is None:
+        from core.backend import select_backend
+
+        endpoint_url = default_endpoint(select_backend().is_emulator)
     client = kms_client(region, endpoint_url)
     described = kms_call(client, "describe_key", KeyId=key_id)
     arn = str(described["KeyMetadata"]["Arn"])

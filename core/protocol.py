@@ -50,6 +50,7 @@ BAD_REQUEST = "bad-request"
 UNKNOWN_METHOD = "unknown-method"
 BAD_PARAMS = "bad-params"
 INTERNAL = "internal"
+BUSY = "busy"
 
 
 class ProtocolError(NitrodeckError):
@@ -445,6 +446,10 @@ class ProtocolClient:
         except TimeoutError as exc:
             raise ProtocolTimeout(f"no answer to {method!r} within {timeout:g}s") from exc
         except (ConnectionError, OSError) as exc:
+            # The server may have said why before closing (e.g. `busy`): prefer its reason.
+            await asyncio.wait({self._reader_task}, timeout=1.0)
+            if isinstance(self._closed, RemoteError):
+                raise RemoteError(self._closed.remote_code, self._closed.remote_message) from exc
             raise ConnectionClosed(f"connection lost while calling {method!r}: {exc}") from exc
         finally:
             self._pending.pop(ident, None)

@@ -19,7 +19,16 @@ from typing import Any
 
 from core import __version__
 from core.errors import NitrodeckError
-from core.protocol import HEADER, MAX_FRAME, ProtocolError, error_for, serve_connection
+from core.protocol import (
+    BUSY,
+    HEADER,
+    MAX_FRAME,
+    ProtocolError,
+    Response,
+    encode_frame,
+    error_for,
+    serve_connection,
+)
 from core.vsock import Transport, from_env
 from enclave_app.keys import KeyStore
 from enclave_app.methods import (
@@ -36,6 +45,8 @@ DEFAULT_PORT = 5005
 #: extension modules imported at start-up if they exist, so their methods register
 EXTENSIONS = ("enclave_app.kms",)
 STOP_GRACE = 5.0
+#: connections served at once; more get a `busy` error frame and are closed (bounded memory)
+MAX_CONNECTIONS = 256
 
 
 class PayloadError(NitrodeckError):
@@ -133,6 +144,19 @@ async def serve(
         connections: set[asyncio.Task[Any]] = set()
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(connections) >= MAX_CONNECTIONS:
+                busy = Response(
+                    None, error_code=BUSY, error_message=f"more than {MAX_CONNECTIONS} connections"
+                )
+                # Say why, stop sending, and swallow the client's first request for a moment so
+                # its write does not hit a closed socket before it has read the answer.
+                with contextlib.suppress(ConnectionError, OSError, RuntimeError, TimeoutError):
+                    writer.write(encode_frame(busy.to_wire()))
+                    await writer.drain()
+                    writer.write_eof()
+                    await asyncio.wait_for(reader.read(MAX_FRAME + HEADER.size), 1.0)
+                writer.close()
+                return
             task = asyncio.current_task()
             if task is not None:
                 connections.add(task)
@@ -158,6 +182,8 @@ async def serve(
             _, pending = await asyncio.wait(list(connections), timeout=STOP_GRACE)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
     finally:
         nsm.close()
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,41 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.nsm import NsmClient
-from core.protocol import ProtocolClient, RemoteError
+from core.protocol import ProtocolClient, ProtocolError, RemoteError
 from core.vsock import PARENT_CID, Transport
 from emulator.nsm import EmulatedNsm, start_nsm_server
 from enclave_app import server
 from enclave_app.keys import KeyStore, KeyStoreError
 from enclave_app.methods import EnclaveContext, register_method, unregister_method
+
+
+@contextlib.asynccontextmanager
+async def inprocess_payload(root: Path, cid: int, logs: list[str]) -> AsyncIterator[None]:
+    """enclave_app.server.serve() on this event loop, with an emulated NSM on a real socket."""
+    nsm = EmulatedNsm(f"i-0123456789abcdef0-enc{cid:016x}", {}, False, "i-0123456789abcdef0", None)
+    nsm_path = root / f"nsm-{cid}.sock"
+    nsm_server = start_nsm_server(nsm, nsm_path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        server.serve(
+            5005,
+            nsm_client=NsmClient.open(socket_path=str(nsm_path)),
+            transport=Transport(cid, root / "vsock"),
+            stop=stop,
+            logger=logs.append,
+        )  # fmt: skip
+    )
+    try:
+        for _ in range(250):
+            if any("listening" in line for line in logs) or task.done():
+                break
+            await asyncio.sleep(0.02)
+        assert not task.done(), logs
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        nsm_server.close()
 
 
 def _store() -> KeyStore:
@@ -84,33 +114,37 @@ async def test_an_extension_method_can_install_a_released_key(nd_home: Path) -> 
         return {"installed": True}
 
     register_method("test_install_key", install, replace=True)
-    nsm = EmulatedNsm("i-0123456789abcdef0-enc0000000000000021", {}, False, "i-0123456789abcdef0", None)
-    nsm_server = start_nsm_server(nsm, nd_home / "nsm.sock")
-    stop = asyncio.Event()
     logs: list[str] = []
-    transport = Transport(21, nd_home / "vsock")
-    task = asyncio.create_task(
-        server.serve(5005, nsm_client=NsmClient.open(socket_path=str(nd_home / "nsm.sock")),
-                     transport=transport, stop=stop, logger=logs.append)  # fmt: skip
-    )
     try:
-        for _ in range(200):
-            if any("listening" in line for line in logs):
-                break
-            await asyncio.sleep(0.02)
-        parent = Transport(PARENT_CID, nd_home / "vsock")
-        async with await ProtocolClient.connect_vsock(parent, 21, 5005) as client:
-            assert (await client.call("health"))["key_source"] == "generated"
-            assert await client.call("test_install_key") == {"installed": True}
-            health = await client.call("health")
-            res = await client.call("sign", {"payload": b"p", "nonce": b"n"})
-            with pytest.raises(RemoteError):
-                await client.call("sign", {"payload": b"p", "nonce": b""})
-        assert health["key_source"] == "kms" and "test_install_key" in health["methods"]
-        released.public_key().verify(res["signature"], b"p", ec.ECDSA(hashes.SHA256()))
-        assert scalar.hex() not in "\n".join(logs)
+        async with inprocess_payload(nd_home, 21, logs):
+            parent = Transport(PARENT_CID, nd_home / "vsock")
+            async with await ProtocolClient.connect_vsock(parent, 21, 5005) as client:
+                assert (await client.call("health"))["key_source"] == "generated"
+                assert await client.call("test_install_key") == {"installed": True}
+                health = await client.call("health")
+                res = await client.call("sign", {"payload": b"p", "nonce": b"n"})
+                with pytest.raises(RemoteError):
+                    await client.call("sign", {"payload": b"p", "nonce": b""})
+            assert health["key_source"] == "kms" and "test_install_key" in health["methods"]
+            released.public_key().verify(res["signature"], b"p", ec.ECDSA(hashes.SHA256()))
+            assert scalar.hex() not in "\n".join(logs)
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
         unregister_method("test_install_key")
-        nsm_server.close()
+
+
+async def test_connection_cap_answers_busy(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 2)
+    async with inprocess_payload(nd_home, 22, []):
+        parent = Transport(PARENT_CID, nd_home / "vsock")
+        held = [await ProtocolClient.connect_vsock(parent, 22, 5005) for _ in range(2)]
+        for c in held:
+            assert (await c.call("health"))["schemes"]
+        extra = await ProtocolClient.connect_vsock(parent, 22, 5005)
+        with pytest.raises(ProtocolError, match="busy"):
+            await extra.call("health", timeout=5)
+        await extra.close()
+        await held[0].close()
+        await asyncio.sleep(0.1)
+        async with await ProtocolClient.connect_vsock(parent, 22, 5005) as again:
+            assert (await again.call("health"))["schemes"]
+        await held[1].close()

@@ -218,6 +218,9 @@ def test_console_streams_until_terminate(nd_home: Path) -> None:
             seen.append(con.stdout.readline().decode())
         assert seen[0].startswith("[    0.000000] Linux version 4.14.256")
         assert sum(s.startswith("tick ") for s in seen) >= 3
+        # a second console with --disconnect-timeout ends by itself while the enclave runs on
+        timed = emu("console", "--enclave-id", eid, "--disconnect-timeout", "1")
+        assert timed.returncode == 0 and "tick 0\n" in timed.stdout and timed.stdout.startswith("Connecting")
         assert emu("terminate-enclave", "--enclave-name", "tick").returncode == 0
         assert con.wait(timeout=20) == 0
     finally:

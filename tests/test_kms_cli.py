@@ -1,0 +1,76 @@
+"""`nitrodeck kms local-server` as a process: endpoint file, pass-through, and `kms seal` finding it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from core.kms import seal
+from core.lifecycle import payload_request
+from core.measure import measure_eif
+from tests.conftest import REPO, wait_for
+
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def test_local_server_process_and_default_seal_endpoint(
+    nd_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", "kms", "local-server"],
+        cwd=REPO,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        endpoint_file = nd_home / "emulator" / "kms.json"
+        wait_for(endpoint_file.exists, timeout=60)
+        info = json.loads(endpoint_file.read_text())
+        assert info["endpoint_url"].startswith("http://127.0.0.1:") and info["pid"] == proc.pid
+        client = boto3.client("kms", endpoint_url=info["endpoint_url"])
+        arn = client.create_key()["KeyMetadata"]["Arn"]
+        assert (
+            client.decrypt(CiphertextBlob=client.encrypt(KeyId=arn, Plaintext=b"p")["CiphertextBlob"])[
+                "Plaintext"
+            ]
+            == b"p"
+        )
+
+        eif = nd_home / "p.eif"
+        from core.backend import select_backend
+        from core.lifecycle import Lifecycle
+
+        Lifecycle(select_backend()).build(payload_request(str(eif)))
+        # no --endpoint-url: under the emulator, seal uses the running local KMS
+        report = seal(
+            key_id=arn,
+            eif=eif,
+            generate="secp256k1",
+            in_file=None,
+            apply=True,
+            endpoint_url=None,
+            region=None,
+            principal=None,
+            out=None,
+        )
+        assert report.applied and Path(report.ciphertext_file) == nd_home / "p.eif.wallet.kms"
+        pinned = json.loads(client.get_key_policy(KeyId=arn, PolicyName="default")["Policy"])
+        cond = pinned["Statement"][1]["Condition"]["StringEqualsIgnoreCase"]
+        assert cond["kms:RecipientAttestation:ImageSha384"] == measure_eif(eif).pcr0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -3,14 +3,16 @@
 The signature section is CBOR: an array of one map {"signing_certificate": PEM file bytes,
 "signature": untagged COSE_Sign1 bytes}, both encoded as arrays of small uints (serde's Vec<u8>).
 The COSE payload is CBOR {"register_index": 0, "register_value": PCR0 as 48 uints}. PCR8 is the
-PCR of the certificate's DER. Private keys are only read to sign, never logged or copied.
+PCR of the certificate's DER. Private keys are only read to sign, never logged or copied; with a
+KMS key ARN (nitro-cli accepts one too) the key never leaves KMS.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from core import cose
@@ -27,7 +30,6 @@ from core.errors import NitrodeckError
 from core.models import Measurements
 
 MAX_PEM = 64 * 1024
-KMS_ARN_PREFIX = "arn:"
 
 # OpenSSL long names, which describe-eif uses as IssuerName keys
 _LONG_NAMES = {
@@ -105,12 +107,23 @@ def load_certificate(pem: bytes, where: str) -> x509.Certificate:
         raise SigningError(f"not a PEM X.509 certificate: {exc}", where=where) from exc
 
 
+# nitro-cli accepts a KMS key ARN in place of a key file
+KMS_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):kms:([a-z0-9-]+):(\d{12}):key[:/]([A-Za-z0-9-]+)$")
+_KMS_ALGS = {"secp256r1": "ECDSA_SHA_256", "secp384r1": "ECDSA_SHA_384", "secp521r1": "ECDSA_SHA_512"}
+_COSE_ALGS = {"secp256r1": -7, "secp384r1": -35, "secp521r1": -36}  # ES256/ES384/ES512
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Whatever holds the private key: a local EC key, or a KMS key that never leaves KMS."""
+
+    public_key: ec.EllipticCurvePublicKey
+    sign_der: Callable[[bytes], bytes]  # DER ECDSA signature over the message, hash per curve
+    where: str
+
+
 def load_private_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey:
     text = str(path)
-    if text.startswith(KMS_ARN_PREFIX):
-        raise SigningError(
-            "KMS key ARNs are not supported for signing here; use a local EC private key PEM", where=text
-        )
     data = _read_small(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -118,9 +131,54 @@ def load_private_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey
         raise SigningError(f"not an unencrypted PEM private key: {exc}", where=text) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise SigningError("the private key must be an EC key (P-256/P-384/P-521)", where=text)
-    if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+    if key.curve.name not in _KMS_ALGS:
         raise SigningError(f"unsupported curve {key.curve.name}", where=text)
     return key
+
+
+def _local_signer(path: str | os.PathLike[str]) -> Signer:
+    key = load_private_key(path)
+    hash_cls = cose.ALGORITHMS[_COSE_ALGS[key.curve.name]][0]
+    return Signer(key.public_key(), lambda data: key.sign(data, ec.ECDSA(hash_cls())), str(path))
+
+
+def _kms_signer(arn: str) -> Signer:
+    """Signs through KMS (endpoint from boto3's own settings, e.g. AWS_ENDPOINT_URL_KMS)."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    match = KMS_ARN.match(arn)
+    assert match is not None
+    config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10, read_timeout=30)
+    client = boto3.client("kms", region_name=match.group(2), config=config)
+    try:
+        der = client.get_public_key(KeyId=arn)["PublicKey"]
+    except (BotoCoreError, ClientError) as exc:
+        raise SigningError(f"cannot get the KMS public key: {exc}", where=arn) from None
+    public = serialization.load_der_public_key(der)
+    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in _KMS_ALGS:
+        raise SigningError("the KMS key must be an ECC_NIST_P256/P384/P521 signing key", where=arn)
+    algorithm = _KMS_ALGS[public.curve.name]
+
+    def sign_der(data: bytes) -> bytes:
+        try:
+            reply = client.sign(KeyId=arn, Message=data, MessageType="RAW", SigningAlgorithm=algorithm)
+        except (BotoCoreError, ClientError) as exc:
+            raise SigningError(f"KMS Sign failed: {exc}", where=arn) from None
+        return bytes(reply["Signature"])
+
+    return Signer(public, sign_der, arn)
+
+
+def load_signer(private_key: str | os.PathLike[str]) -> Signer:
+    """A local EC key PEM, or a KMS key ARN (as nitro-cli's --private-key accepts)."""
+    text = str(private_key)
+    if KMS_ARN.match(text):
+        return _kms_signer(text)
+    if text.startswith("arn:"):
+        raise SigningError("not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)", where=text)
+    return _local_signer(private_key)
 
 
 # --- the section ----------------------------------------------------------------------------------
@@ -130,8 +188,18 @@ def pcr0_payload(pcr0_hex: str) -> bytes:
     return cbor2.dumps({"register_index": 0, "register_value": list(bytes.fromhex(pcr0_hex))})
 
 
-def build_signature_section(cert_pem: bytes, key: ec.EllipticCurvePrivateKey, pcr0_hex: str) -> bytes:
-    message = cose.sign(pcr0_payload(pcr0_hex), key).to_bytes(tagged=False)
+def cose_sign(payload: bytes, signer: Signer) -> cose.Sign1:
+    """COSE_Sign1 through a :class:`Signer` (the key may live in KMS), raw r||s as COSE wants."""
+    alg = _COSE_ALGS[signer.public_key.curve.name]
+    size = cose.ALGORITHMS[alg][1]
+    protected = cbor2.dumps({1: alg})
+    unsigned = cose.Sign1(protected, {}, payload, b"")
+    r, s = decode_dss_signature(signer.sign_der(unsigned.sig_structure()))
+    return cose.Sign1(protected, {}, payload, r.to_bytes(size, "big") + s.to_bytes(size, "big"))
+
+
+def build_signature_section(cert_pem: bytes, signer: Signer, pcr0_hex: str) -> bytes:
+    message = cose_sign(pcr0_payload(pcr0_hex), signer).to_bytes(tagged=False)
     return cbor2.dumps([{"signing_certificate": list(cert_pem), "signature": list(message)}])
 
 
@@ -296,17 +364,17 @@ def sign_eif(
 
     cert_pem = _read_small(certificate, "signing certificate")
     cert = load_certificate(cert_pem, str(certificate))
-    key = load_private_key(private_key)
+    signer = load_signer(private_key)
     cert_key = cert.public_key()
     if (
         not isinstance(cert_key, ec.EllipticCurvePublicKey)
-        or cert_key.public_numbers() != key.public_key().public_numbers()
+        or cert_key.public_numbers() != signer.public_key.public_numbers()
     ):
         raise SigningError("the private key does not match the signing certificate", where=str(private_key))
     path = Path(eif_path)
     eif = read_eif(path)
     pcr0 = measure(eif).pcr0
-    section = build_signature_section(cert_pem, key, pcr0)
+    section = build_signature_section(cert_pem, signer, pcr0)
     if len(section) > MAX_SIGNATURE_SIZE:
         raise SigningError(
             f"signature section would be {len(section)} bytes, over {MAX_SIGNATURE_SIZE}",

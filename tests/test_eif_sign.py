@@ -177,8 +177,8 @@ def test_bad_signing_inputs_are_typed(tmp_path: Path) -> None:
     cases.append((cert_path, rsa_key, "must be an EC key", str(rsa_key)))
     other_key = make_cert(tmp_path, "other")[1]
     cases.append((cert_path, other_key, "does not match the signing certificate", str(other_key)))
-    arn = "arn:aws:kms:us-east-1:123456789012:key/abcd"
-    cases.append((cert_path, Path(arn), "KMS key ARNs", arn))
+    arn = "arn:aws:kms:us-east-1:key/abcd"
+    cases.append((cert_path, Path(arn), "not a KMS key ARN", arn))
     for cert, key, text, where in cases:
         with pytest.raises(SigningError) as err:
             sign_eif(eif_path, cert, key)
@@ -223,3 +223,48 @@ def test_fuzz_signature_section_parser(data: bytes) -> None:
         assert entries and all(isinstance(e.certificate_pem, bytes) for e in entries)
     except EifError as exc:
         assert exc.problem in ("bad signature", "signature too large")
+
+
+def _kms_cert(tmp: Path, public_key: ec.EllipticCurvePublicKey) -> Path:
+    """A certificate for a key that lives in KMS, issued by a local test CA."""
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kms signer")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")]))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(ca_key, hashes.SHA384())
+    )
+    path = tmp / "kms-cert.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_kms_key_signs_through_moto(tmp_path: Path, moto_kms: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", moto_kms)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    kms = boto3.client("kms", region_name="us-east-1")
+    arn = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+    public = serialization.load_der_public_key(kms.get_public_key(KeyId=arn)["PublicKey"])
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    cert_path = _kms_cert(tmp_path, public)
+    eif_path = unsigned(tmp_path)
+    result = sign_eif(eif_path, cert_path, arn)
+    info = check_signature(eif_path)
+    assert info.ok and info.pcr8 == result.pcr8
+    assert info.certificate_info["IssuerName"] == {"commonName": "test CA"}
+    # a certificate for another key is refused before anything is signed
+    other_cert, _, _ = make_cert(tmp_path, "other")
+    with pytest.raises(SigningError, match="does not match"):
+        sign_eif(eif_path, other_cert, arn)
+    missing = arn.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
+    with pytest.raises(SigningError, match="cannot get the KMS public key") as err:
+        sign_eif(eif_path, cert_path, missing)
+    assert err.value.where == missing

@@ -188,3 +188,27 @@ async def test_real_backend_console_copy_is_kept(fake: Fake, nd_home: Path) -> N
     kept = lc.console_log(ENCLAVE_ID)
     assert kept == nd_home / "logs" / "console" / f"{ENCLAVE_ID}.log"
     assert kept.read_text() == "boot ok\napp says hi\n"
+
+
+def test_read_only_against_the_emulator(nd_home: Path, tmp_path: Path) -> None:
+    """The real emulator: refused actions leave no audit line, no EIF, no enclave and no slot."""
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    (rootfs / "run.sh").write_text("#!/bin/sh\nsleep 30\n")
+    eif = tmp_path / "ro.eif"
+    writer = Lifecycle()
+    writer.build(BuildRequest(str(eif), rootfs=str(rootfs), cmd="/bin/sh /run.sh"))
+    (nd_home / "audit.log").unlink()
+
+    lc = Lifecycle(read_only=True)
+    with pytest.raises(ReadOnlyError):
+        lc.build(BuildRequest(str(tmp_path / "other.eif"), rootfs=str(rootfs), cmd="/bin/sh /run.sh"))
+    with pytest.raises(ReadOnlyError):
+        lc.launch(LaunchRequest(str(eif), 64, cpu_count=2))
+    with pytest.raises(ReadOnlyError):
+        lc.terminate_all()
+    assert not (tmp_path / "other.eif").exists() and not (nd_home / "audit.log").exists()
+    assert lc.describe() == []
+    run_dir = nd_home / "emulator" / "run"
+    slots = [p for p in run_dir.iterdir() if p.is_dir()] if run_dir.exists() else []
+    assert slots == []

@@ -269,7 +269,7 @@ class Lifecycle:
         )
 
     def find(self, enclave: str) -> EnclaveInfo:
-        """By exact ID, exact name, or a unique ID suffix (what follows ``-enc``, or its start)."""
+        """By exact ID, exact name, or a unique start (4+ characters) of the part after ``-enc``."""
         wanted = enclave.strip()
         if not wanted or len(wanted) > 256:
             raise UsageError("give an enclave ID or name", where="enclave")

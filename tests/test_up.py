@@ -8,6 +8,7 @@ relaunched and re-provisioned -> SIGTERM -> nothing left running.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import queue
@@ -36,6 +37,7 @@ from emulator.kms import LocalKms
 from tests.conftest import REPO
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/signer:1.4.2"
+ROLE_SECRET = "role-secret-never-logged"
 AWS = {
     "AWS_ACCESS_KEY_ID": "AKIATESTING000000000",
     "AWS_SECRET_ACCESS_KEY": "testing-secret",
@@ -48,6 +50,7 @@ class MetadataServer:
 
     def __init__(self) -> None:
         self.hits = 0
+        self.credential_hits = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,8 +58,20 @@ class MetadataServer:
                 return
 
             def do_GET(self) -> None:  # noqa: N802
+                if self.path == "/creds":
+                    outer.credential_hits += 1
+                    expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+                    self._json(
+                        {
+                            "AccessKeyId": "ASIAROLECREDS0000000",
+                            "SecretAccessKey": ROLE_SECRET,
+                            "Token": "role-session-token",
+                            "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        }
+                    )
+                    return
                 outer.hits += 1
-                body = json.dumps(
+                self._json(
                     {
                         "DockerId": "ea32192c8553fbff06c9340478a2ff089b2bb5646fb718b4ee206641c9086d66",
                         "Name": "signer",
@@ -68,7 +83,10 @@ class MetadataServer:
                         "KnownStatus": "RUNNING",
                         "Type": "NORMAL",
                     }
-                ).encode()
+                )
+
+            def _json(self, doc: dict[str, Any]) -> None:
+                body = json.dumps(doc).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -84,6 +102,10 @@ class MetadataServer:
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v4/abc"
+
+    @property
+    def credentials_uri(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/creds"
 
     def close(self) -> None:
         self.server.shutdown()
@@ -183,11 +205,19 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
                     "key_id": arn,
                     "ciphertext": str(sealed),
                     "check_interval": 0.3,
+                    # an hour-long credential is "about to expire" at once: refresh on every check
+                    "credentials_margin": 3599.0,
                     "backoff_initial": 0.2,
                 }
             )
         )
-        env = {**os.environ, "ECS_CONTAINER_METADATA_URI_V4": metadata.uri, "NITRODECK_UP_MEMORY_MIB": "256"}
+        # the parent gets role credentials the ECS way (container credentials endpoint, with expiry)
+        env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        env.update(
+            ECS_CONTAINER_METADATA_URI_V4=metadata.uri,
+            AWS_CONTAINER_CREDENTIALS_FULL_URI=metadata.credentials_uri,
+            NITRODECK_UP_MEMORY_MIB="256",
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "console", "up", "--config", str(config), "--memory", "160"],
             cwd=REPO,
@@ -210,6 +240,11 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             assert report.ok, [c for c in report.checks if not c.ok]
             assert report.public_key == spki.hex()
 
+            # role credentials are refreshed before they expire, from the credentials endpoint
+            first = metadata.credential_hits
+            refreshed = events.wait("credentials")
+            assert refreshed["expires"] and metadata.credential_hits > first >= 1
+
             # the enclave dies: up relaunches it and provisions the key again
             lifecycle.terminate(launched["enclave_id"])
             events.wait("enclave-exited")
@@ -229,7 +264,7 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
         assert names[-3:] == ["stopping", "terminated", "stopped"]
         # no secrets in the logs
         everything = "".join(events.raw) + (proc.stderr.read() if proc.stderr else "")
-        assert AWS["AWS_SECRET_ACCESS_KEY"] not in everything
+        assert ROLE_SECRET not in everything and "role-session-token" not in everything
         assert wallet.private_numbers().private_value.to_bytes(32, "big").hex() not in everything
     # nothing left running: no enclave, no process of this home
     assert lifecycle.describe() == []

@@ -97,3 +97,17 @@ def test_property_matches_reference(kernel: bytes, cmdline: bytes, rds: list[byt
     finally:
         measure.CHUNK = old
     assert (m.pcr0, m.pcr1, m.pcr2) == reference(kernel, cmdline, rds)
+
+
+def test_default_chunking_on_a_multi_chunk_ramdisk(tmp_path: Path) -> None:
+    # 13 MiB: more chunks than buffers, so buffers are recycled while the PCR2 thread still hashes
+    block = bytes(range(256)) * 4096
+    big = tmp_path / "rd1.bin"
+    with open(big, "wb") as fh:
+        for i in range(13):
+            fh.write(bytes([i]) + block[1:])
+    w = EifWriter().add(K, b"kernel").add(C, b"console=ttyS0").add(R, b"rd0").add(R, big)
+    w.write(tmp_path / "big.eif")
+    data = big.read_bytes()
+    m = measure_eif(tmp_path / "big.eif")
+    assert (m.pcr0, m.pcr1, m.pcr2) == reference(b"kernel", b"console=ttyS0", [b"rd0", data])

@@ -149,8 +149,24 @@ class EifFile:
     file_size: int
     header: EifHeader
     sections: list[EifSection]
-    computed_crc: int
-    crc_ok: bool
+    _crc: int | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def computed_crc(self) -> int:
+        """CRC over header[0:544] + every section in file order; computed on first use, because it
+        is a full pass over the file that measuring does not need."""
+        if self._crc is None:
+            crc = zlib.crc32(self.header.pack()[:CRC_COVERED])
+            with open(self.path, "rb") as fh:
+                for sec in self.sections:
+                    for data in _iter_range(fh, sec.offset, SECTION_HEADER_SIZE + sec.size, CHUNK):
+                        crc = zlib.crc32(data, crc)
+            self._crc = crc
+        return self._crc
+
+    @property
+    def crc_ok(self) -> bool:
+        return self.computed_crc == self.header.crc32
 
     @property
     def version(self) -> int:
@@ -387,18 +403,7 @@ def _parse(fh: BinaryIO, path: Path, file_size: int) -> EifFile:
     if early:
         raise _fail("section order", early[0].offset, "a ramdisk section comes before the kernel")
 
-    crc = zlib.crc32(raw[:CRC_COVERED])
-    for sec in typed:
-        for data in _iter_range(fh, sec.offset, SECTION_HEADER_SIZE + sec.size, CHUNK):
-            crc = zlib.crc32(data, crc)
-    return EifFile(
-        path=path,
-        file_size=file_size,
-        header=header,
-        sections=typed,
-        computed_crc=crc,
-        crc_ok=crc == header.crc32,
-    )
+    return EifFile(path=path, file_size=file_size, header=header, sections=typed)
 
 
 # --- writing --------------------------------------------------------------------------------------

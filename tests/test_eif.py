@@ -296,6 +296,7 @@ def test_fuzz_mutated_eifs_only_raise_eif_error_and_stay_small(seed: int, count:
             eif = read_eif(path)
             eif.metadata()
             eif.cmdline()
+            assert eif.crc_ok == (eif.computed_crc == eif.header.crc32)
             if data == _BASE:
                 assert eif.crc_ok
         except EifError as exc:

@@ -231,9 +231,12 @@ class BuildDialog(Dialog[None]):
             pin = self.query_one("#pin", Button)
             pin.remove_class("hidden")
             pin.focus()
+            self.call_after_refresh(box.scroll_visible, animate=False)
         elif kind == "pin":
             self.query_one("#pin", Button).add_class("hidden")
-            self.query_one("#result", Static).update(Text(f"Pinned as the expected PCRs of {result}", style="bold green"))
+            box = self.query_one("#result", Static)
+            box.update(Text(f"Pinned as the expected PCRs of {result}", style="bold green"))
+            self.call_after_refresh(box.scroll_visible, animate=False)
 
     def show_error(self, err: BaseException) -> None:
         self.query_one("#build", Button).disabled = False

@@ -88,7 +88,9 @@ class TestSignDialog(Dialog[None]):
     def action_done(self, kind: str, result: Any) -> None:
         self.query_one("#sign", Button).disabled = False
         self.report = result
-        self.query_one("#checklist", Static).update(checklist_text(result))
+        box = self.query_one("#checklist", Static)
+        box.update(checklist_text(result))
+        self.call_after_refresh(box.scroll_visible, animate=False)
 
     def show_error(self, err: BaseException) -> None:
         self.query_one("#sign", Button).disabled = False

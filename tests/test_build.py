@@ -258,3 +258,11 @@ def test_fuzz_kernel_identity(text: str) -> None:
     lines = text.split("\n")
     if len(lines) >= 3 and len(re.split(r"[ /-]", lines[2])) >= 4 and "\r" not in text:
         assert os_name == re.split(r"[ /-]", lines[2])[1]
+
+
+def test_unreachable_docker_engine_is_e50(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
+    with pytest.raises(BuildError) as err:
+        build_eif(BuildRequest(output_file=str(tmp_path / "d.eif"), docker_uri="anything:latest"))
+    assert err.value.cli_code == "E50" and "cannot reach the Docker engine" in err.value.message
+    assert not (tmp_path / "d.eif").exists()

@@ -339,7 +339,11 @@ class NitrodeckApp(App[int]):
 
     @on(CommandRan)
     def _command_ran(self, message: CommandRan) -> None:
-        self._dash("#commands", CommandLog).add(message.record)
+        record = message.record
+        # The periodic describe would bury the actions; a failing one still shows.
+        if getattr(record, "ok", False) and " describe-enclaves" in str(getattr(record, "command", "")):
+            return
+        self._dash("#commands", CommandLog).add(record)
 
     @on(BuildStage)
     def _build_stage(self, message: BuildStage) -> None:

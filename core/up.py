@@ -243,7 +243,11 @@ class Up:
         from core.protocol import BlockingClient
 
         assert self.cid is not None
-        sock = self.backend.transport().connect(self.cid, self.cfg.enclave_port, timeout=10)
+        try:
+            sock = self.backend.transport().connect(self.cid, self.cfg.enclave_port, timeout=10)
+        except OSError as exc:
+            # the enclave may have just exited; the supervisor decides what to do about it
+            raise UpError(f"cannot reach the enclave for {method}: {exc}", where=f"vsock {self.cid}") from exc
         with BlockingClient(sock) as client:
             return client.call(method, params, timeout=timeout)
 

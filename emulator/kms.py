@@ -200,8 +200,18 @@ class _Handler(BaseHTTPRequestHandler):
         return  # request lines can carry nothing secret, but keep the console quiet
 
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
         if length < 0 or length > MAX_BODY:
+            # drain a moderately oversized body so the client reads our answer, not a reset
+            left = length if length <= 2 * MAX_BODY else 0
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
             self._reply_error(
                 KmsLayerError("ValidationException", f"request body over {MAX_BODY} bytes", 413)
             )

@@ -141,3 +141,30 @@ def test_memory_sizes_fuzz(text: str) -> None:
     except argparse.ArgumentTypeError:
         return
     assert 0 <= value <= 1 << 32
+
+
+def test_status_human_table_with_enclaves() -> None:
+    from console.cmd_lifecycle import status_json, status_text
+    from core.lifecycle import Status
+    from core.models import EnclaveInfo, Measurements
+    from core.resources import CpuPool, HostStats, HugepagePool, Resources
+
+    e = EnclaveInfo("i-0abc-enc1a2b3c4d5e6f7", 99, 16, 2, [1, 5], 128, "RUNNING", "DEBUG_MODE", name="web",
+                    measurements=Measurements("ab" * 48, "cd" * 48, "ef" * 48))
+    res = Resources(
+        hugepages=[HugepagePool(1048576, 0, 1, 1, 0, "sysfs"), HugepagePool(2048, 1, 256, 192, 64, "sysfs")],
+        cpus=CpuPool([1, 5, 2, 6], {e.enclave_id: [1, 5]}, [2, 6], "sysfs"),
+        host=HostStats(12.5, 8 * 1024**3, 2 * 1024**3),
+    )
+    st = Status("real", "nitro-cli", "i-0abc", [e], res, True, "2026-01-01T00:00:00+00:00")
+    text = status_text(st, {e.enclave_id: "debug"}, "auto")
+    for needle in ("nitro-cli (real, auto)", "read-only: yes", "Enclaves (1)", "web", "abababababababab…",
+                   "CPU pool (sysfs)", "free: 2,6", "1G", "2M", "192", "384/512 MiB", "12.5 %",
+                   "2.0 GiB used of 8.0 GiB"):
+        assert needle in text, needle
+    row = next(line for line in text.splitlines() if line.startswith("web"))
+    assert row.split()[-1] == "debug" and "1,5" in row.split()
+    data = status_json(st, {e.enclave_id: "debug"})
+    assert data["enclaves"][0]["Flags"] == "DEBUG_MODE" and data["enclaves"][0]["ExpectedPCRs"] == "debug"
+    assert data["hugepages"][1] == {"size_kb": 2048, "node": 1, "total": 256, "free": 192,
+                                    "held_by_enclaves": 64, "source": "sysfs"}

@@ -124,6 +124,8 @@ class FrozenSource(Source):
         self._enclaves = [PAYMENTS, SHELL, LEGACY] if enclaves is None else enclaves
         self.console_lines = list(CONSOLE_LINES)
         self.mutations: list[str] = []
+        #: console logs kept for enclaves (tests point these at real files)
+        self.kept_logs: dict[str, Path] = {}
 
     def now(self) -> datetime:
         return FROZEN_NOW
@@ -267,6 +269,13 @@ class FrozenSource(Source):
 
     def console(self, enclave_id: str) -> AsyncIterator[str]:
         return self._lines()
+
+    def console_log(self, enclave_id: str) -> Path | None:
+        return self.kept_logs.get(enclave_id)
+
+    def set_enclaves(self, enclaves: list[EnclaveInfo]) -> None:
+        """Change the world (tests: an enclave exits)."""
+        self._enclaves = list(enclaves)
 
 
 def zero_pcrs() -> Measurements:

@@ -1,0 +1,134 @@
+"""The dashboard's own behaviour on the frozen world: console follow/TAIL, search, wrap, save, the
+kept log of an exited enclave, the table filter, pause, help from the registry, narrow layout."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+from textual.widgets import Input
+
+from console import commands
+from console.app import NitrodeckApp
+from console.screens.frozen import LEGACY, PAYMENTS, SHELL, FrozenSource
+from console.screens.help import HelpScreen, help_table
+from console.screenshots import wait_until
+from console.widgets.console_pane import ConsolePane
+from console.widgets.enclave_table import EnclaveTable
+from console.widgets.header import StatusHeader
+from core import home
+
+LONG = "x" * 300
+
+
+def frozen_with_console(n: int = 400) -> FrozenSource:
+    source = FrozenSource()
+    source.console_lines = [f"line {i}" + (" ERROR disk" if i % 100 == 7 else "") for i in range(n)] + [LONG]
+    return source
+
+
+async def test_console_follow_search_wrap_save(nd_home: Path) -> None:
+    source = frozen_with_console()
+    app = NitrodeckApp(source, refresh_seconds=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        await pilot.press("down")  # the debug-mode enclave: its console streams
+        pane = app.query_one("#console", ConsolePane)
+        await wait_until(pilot, lambda: len(pane.raw) == 401 and not pane.inbox)
+        log = pane.log_widget
+        await wait_until(pilot, lambda: log.is_vertical_scroll_end)
+        assert pane.follow and "TAIL" in str(pane.query_one("#tail-indicator").render())
+
+        # scrolling up stops following: new lines do not move the view, the indicator says PAUSED
+        await pilot.press("3")
+        assert log.has_focus
+        await pilot.press("pageup")
+        await wait_until(pilot, lambda: not pane.follow)
+        assert "PAUSED" in str(pane.query_one("#tail-indicator").render())
+        where = log.scroll_y
+        pane.inbox.extend(f"more {i}" for i in range(50))
+        await wait_until(pilot, lambda: not pane.inbox)
+        await pilot.pause(0.1)
+        assert log.scroll_y == where and not log.is_vertical_scroll_end
+        await pilot.press("end")
+        await wait_until(pilot, lambda: pane.follow and log.is_vertical_scroll_end)
+
+        # `/` in the console searches it; `n` walks the matches
+        await pilot.press("slash")
+        box = pane.query_one("#console-search", Input)
+        assert box.has_focus
+        await pilot.press(*"ERROR", "enter")
+        assert len(pane._matches) == 4 and not pane.follow
+        first = pane._match_at
+        await pilot.press("n")
+        assert pane._match_at == (first + 1) % 4
+        assert "/ERROR: 4 matches" in str(pane.query_one("#console-title").render())
+
+        # wrap splits the long line to the pane's width, and back
+        before = len(log.lines)
+        await pilot.press("w")
+        assert pane.wrap and len(log.lines) > before
+        await pilot.press("w")
+        assert not pane.wrap and len(log.lines) == before
+
+        # save writes every kept raw line to a new file under the logs folder
+        await pilot.press("S")
+        saved = list(home.logs_dir().glob("console-*.log"))
+        assert len(saved) == 1
+        assert saved[0].read_text().splitlines() == list(pane.raw)
+
+
+async def test_exited_enclave_shows_its_kept_log(nd_home: Path, tmp_path: Path) -> None:
+    source = FrozenSource()
+    kept = tmp_path / "kept.log"
+    kept.write_text("booted\nworking\npanic: out of memory\n")
+    source.kept_logs[SHELL.enclave_id] = kept
+    app = NitrodeckApp(source, refresh_seconds=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        source.set_enclaves([PAYMENTS, LEGACY])
+        app.refresh_status()
+        await wait_until(pilot, lambda: SHELL.enclave_id in app.gone)
+        table = app.query_one("#enclaves", EnclaveTable)
+        table.move_cursor(row=table.get_row_index(SHELL.enclave_id))
+        pane = app.query_one("#console", ConsolePane)
+        await wait_until(pilot, lambda: list(pane.raw) == ["booted", "working", "panic: out of memory"])
+        await wait_until(pilot, lambda: "kept log" in pane.note)
+        enclave, exited = app.selected()
+        assert enclave == SHELL and exited
+
+
+async def test_filter_pause_help_and_narrow_layout(nd_home: Path) -> None:
+    app = NitrodeckApp(FrozenSource(), refresh_seconds=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        table = app.query_one("#enclaves", EnclaveTable)
+        assert table.row_count == 3 and app.query_one("#main").has_class("-narrow")
+
+        await pilot.press("slash", *"legacy")
+        assert table.row_count == 1 and table.selected_id == LEGACY.enclave_id
+        await pilot.press("escape")
+        assert table.row_count == 3 and table.has_focus
+
+        await pilot.press("p")
+        assert app.paused
+        assert "PAUSED" in str(app.query_one("#header", StatusHeader).render())
+        await pilot.press("p")
+        assert not app.paused
+
+        # one pane at a time at 80 columns; the keys from the registry switch it
+        for key, pane in (("1", "detail"), ("2", "resources"), ("4", "commands"), ("3", "console")):
+            await pilot.press(key)
+            shown = [name for name in ("detail", "resources", "console", "commands") if app.query_one(f"#{name}").display]
+            assert shown == [pane]
+
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        console = Console(width=250, record=True, file=io.StringIO())
+        console.print(help_table(app.screen.read_only))
+        text = console.export_text()
+        for command in commands.COMMANDS:
+            assert command.description in text and command.shown_key in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)

@@ -158,6 +158,7 @@ def test_launch_errors_are_wrapped_and_release_everything(nd_home: Path, sleeper
         (("--cpu-ids", "1", "1"), "64", "[ E20 ] Invalid CPU configuration. User provided `cpu-ids` contains same CPU(s) (CPU(s) 1) multiple times."),
         (("--cpu-count", "1"), "64", "[ E29 ] Ioctl failure."),
         (("--cpu-count", "0"), "64", "[ E29 ] Ioctl failure."),
+        (("--cpu-ids", "1"), "64", "[ E29 ] Ioctl failure."),  # half a core
     ]
     for flags, memory, expected in cases:
         res = run(sleeper, *flags, memory=memory)
@@ -243,8 +244,9 @@ def test_console_needs_debug_mode(nd_home: Path, sleeper: Path) -> None:
 
 
 def test_killed_supervisor_is_reported_and_cleaned_up(nd_home: Path, sleeper: Path) -> None:
-    res = run(sleeper, "--cpu-count", "2")
+    res = run(sleeper, "--cpu-ids", "5", "1")
     info = json.loads(res.stdout)
+    assert info["CPUIDs"] == [1, 5] and info["NumberOfCPUs"] == 2
     pid = enclave_pid(info["EnclaveID"])
     os.kill(info["ProcessID"], signal.SIGKILL)
     wait_for(lambda: not psutil.pid_exists(info["ProcessID"]) or psutil.Process(info["ProcessID"]).status() == psutil.STATUS_ZOMBIE)

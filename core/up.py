@@ -304,9 +304,20 @@ class Up:
 
     def bring_up_enclave(self) -> None:
         self.launch()
-        self.wait_ready()
-        self.hand_credentials()
-        self.provision()
+        try:
+            self.wait_ready()
+            self.hand_credentials()
+            self.provision()
+        except NitrodeckError:
+            # never leave an enclave serving with a key other than the sealed one
+            self.terminate_quietly()
+            raise
+
+    def terminate_quietly(self) -> None:
+        if self.enclave_id is None:
+            return
+        with contextlib.suppress(NitrodeckError):
+            self.lifecycle.terminate(self.enclave_id)
 
     def refresh_due(self) -> bool:
         creds = self.credentials
@@ -343,18 +354,19 @@ class Up:
                 break
             backoff = min(backoff * 2, self.cfg.backoff_max)
             try:
-                with contextlib.suppress(NitrodeckError):
-                    if self.enclave_id:
-                        await asyncio.to_thread(self.lifecycle.terminate, self.enclave_id)
+                await asyncio.to_thread(self.terminate_quietly)
                 await asyncio.to_thread(self.bring_up_enclave)
                 self.restarts += 1
                 self.log("restarted", enclave_id=self.enclave_id, restarts=self.restarts)
             except NitrodeckError as exc:
                 failures += 1
                 self.log("restart-failed", error=exc.message, where=exc.where, failures=failures)
-                if self.cfg.max_restarts and failures >= self.cfg.max_restarts:
-                    self.log("giving-up", failures=failures)
-                    return 1
+            except Exception as exc:  # noqa: BLE001 - the supervisor outlives one bad iteration
+                failures += 1
+                self.log("restart-failed", error=f"unexpected {type(exc).__name__}", failures=failures)
+            if failures and self.cfg.max_restarts and failures >= self.cfg.max_restarts:
+                self.log("giving-up", failures=failures)
+                return 1
         return 0
 
     async def shutdown(self) -> None:

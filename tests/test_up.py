@@ -8,6 +8,7 @@ relaunched and re-provisioned -> SIGTERM -> nothing left running.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -147,7 +148,7 @@ class Events:
             except ValueError:
                 continue
 
-    def wait(self, event: str, timeout: float = 90) -> dict[str, Any]:
+    def wait(self, event: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -305,3 +306,47 @@ def test_up_refuses_a_kms_target_outside_the_allowlist(nd_home: Path) -> None:
     failed = [r for r in records if r["event"] == "failed"]
     assert failed and "not allowed" in failed[0]["error"]
     assert "launched" not in [r["event"] for r in records]  # refused before any enclave started
+
+
+def test_up_exits_and_cleans_up_when_kms_refuses_the_image(
+    nd_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key sealed to other measurements: up says why, leaves no enclave behind, and fails."""
+    _configure_emulator(nd_home)
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with LocalKms() as kms:
+        client = boto3.client("kms", endpoint_url=kms.endpoint_url, region_name="us-east-1")
+        arn = client.create_key()["KeyMetadata"]["Arn"]
+        other = {0: "11" * 48, 1: "22" * 48, 2: "33" * 48}
+        client.put_key_policy(
+            KeyId=arn, PolicyName="default", Policy=json.dumps(key_policy(other, "123456789012"))
+        )
+        blob = client.encrypt(KeyId=arn, Plaintext=b"\x05" * 32)["CiphertextBlob"]
+        allow = nd_home / "vsock-proxy.yaml"
+        allow.write_text(yaml.safe_dump({"allowlist": [{"address": "127.0.0.1", "port": kms.port}]}))
+        env = {
+            **os.environ,
+            "NITRODECK_UP_SOURCE": "payload",
+            "NITRODECK_UP_MEMORY_MIB": "128",
+            "NITRODECK_UP_KMS_ENDPOINT": kms.endpoint_url,
+            "NITRODECK_UP_PROXY_CONFIG": str(allow),
+            "NITRODECK_UP_KEY_ID": arn,
+            "NITRODECK_UP_CIPHERTEXT_B64": base64.b64encode(blob).decode(),
+            "NITRODECK_UP_BRIDGE_LISTEN": "127.0.0.1:0",
+        }
+        res = subprocess.run(
+            [sys.executable, "-m", "console", "up"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    failed = [r for r in records if r["event"] == "failed"]
+    assert res.returncode != 0
+    assert failed and "AccessDeniedException" in failed[0]["error"] and "do not match" in failed[0]["error"]
+    assert [r["event"] for r in records][-2:] == ["terminated", "stopped"]
+    assert Lifecycle(select_backend()).describe() == []

@@ -46,6 +46,7 @@ ACTIONS = {
     "build-enclave": "Build Enclave",
     "describe-eif": "Describe EIF",
     "pcr": "Get PCR",
+    "sign-eif": "Sign EIF",
 }
 
 
@@ -135,6 +136,11 @@ def build_parser() -> _Parser:
     pw = pcr.add_mutually_exclusive_group(required=True)
     pw.add_argument("--input", metavar="input")
     pw.add_argument("--signing-certificate", metavar="signing-certificate")
+
+    sign = sub.add_parser("sign-eif", help="Signs an existing enclave image file")
+    sign.add_argument("--eif-path", metavar="eif-path", required=True)
+    sign.add_argument("--signing-certificate", metavar="signing-certificate", required=True)
+    sign.add_argument("--private-key", metavar="private-key", required=True)
 
     exp = sub.add_parser("explain", help="Display detailed information about an error returned by a misbehaving Nitro CLI command")
     exp.add_argument("--error-code", metavar="error-code", required=True)
@@ -568,6 +574,26 @@ def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
     return 0
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    from core.eif_sign import sign_eif
+
+    try:
+        try:
+            with open(args.eif_path, "rb"):
+                pass
+        except OSError:
+            raise EmuError(code="E19", info=[args.eif_path, "Open"]) from None
+        try:
+            measurements = sign_eif(args.eif_path, args.signing_certificate, args.private_key)
+        except NitrodeckError as exc:
+            raise EmuError(code=str(getattr(exc, "cli_code", "E60")), subactions=[str(exc)]) from None
+    except EmuError as err:
+        return fail(err, ACTIONS["sign-eif"])
+    sys.stderr.write("Enclave Image successfully signed.\n")
+    out_json({"Measurements": measurements.as_dict()})
+    return 0
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -597,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_describe_eif(args)
         if args.command == "pcr":
             return cmd_pcr(args)
+        if args.command == "sign-eif":
+            return cmd_sign(args)
         if args.command == "build-enclave":
             return cmd_build(args, parser)
         if args.command == "explain":

@@ -97,3 +97,19 @@ def test_build_usage_rules(nd_home: Path) -> None:
     bad_eif.write_bytes(b"not an eif")
     junk = emu("describe-eif", "--eif-path", str(bad_eif))
     assert junk.returncode == 35 and junk.stderr.startswith("[ E35 ]")
+
+
+def test_sign_eif_in_place(nd_home: Path) -> None:
+    rootfs = nd_home / "root"
+    rootfs.mkdir()
+    out = nd_home / "plain.eif"
+    built = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "true", "--output-file", str(out))
+    unsigned = json.loads(built.stdout)["Measurements"]
+    cert, key = signing_pair(nd_home)
+    signed = emu("sign-eif", "--eif-path", str(out), "--signing-certificate", str(cert), "--private-key", str(key))
+    assert signed.returncode == 0 and signed.stderr == "Enclave Image successfully signed.\n"
+    measurements = json.loads(signed.stdout)["Measurements"]
+    assert measurements["PCR0"] == unsigned["PCR0"] and "PCR8" in measurements
+    assert json.loads(emu("describe-eif", "--eif-path", str(out)).stdout)["SignatureCheck"] is True
+    bad = emu("sign-eif", "--eif-path", str(out), "--signing-certificate", str(cert), "--private-key", str(cert))
+    assert bad.returncode == 60 and bad.stderr.startswith("[ E60 ] Signing error.")

@@ -59,7 +59,7 @@ PANES = ("detail", "resources", "console", "commands")
 
 
 class NitrodeckApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "nitrodeck"
     BINDINGS = commands.bindings()
     COMMANDS = {commands.CommandsProvider}

@@ -103,6 +103,8 @@ class ConsolePane(Vertical):
         self._matches: list[int] = []
         self._match_at = -1
         self._highlighter = SearchHighlighter()
+        #: lines moved from the inbox into the view since start (the benchmark reads it)
+        self.flushed = 0
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="console-bar"):
@@ -149,6 +151,7 @@ class ConsolePane(Vertical):
                 batch.append(pop())
         except IndexError:
             pass
+        self.flushed += len(batch)
         self.raw.extend(batch)
         log = self.log_widget
         log.write_lines(self._shape(batch), scroll_end=self.follow and not log.is_vertical_scrollbar_grabbed)

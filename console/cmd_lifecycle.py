@@ -241,6 +241,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         version=args.version,
         metadata=args.metadata,
         payload=args.payload,
+        build_time=args.build_time,
     )
     if args.payload and (req.docker_uri or req.rootfs or req.image_tar):
         raise UsageError("--payload builds the nitrodeck payload; it takes no other image source", where="build")
@@ -397,6 +398,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="emulator only; repeatable")
     p.add_argument("--image-tar", help="emulator only: a docker save / OCI tarball")
     p.add_argument("--payload", action="store_true", help="build the nitrodeck enclave payload")
+    p.add_argument(
+        "--build-time",
+        metavar="RFC3339",
+        help="emulator only: fixed BuildTime so the same inputs give a bit-identical EIF (--payload fixes it)",
+    )
     _common(p)
     p.set_defaults(func=cmd_build)
 

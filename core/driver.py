@@ -303,6 +303,7 @@ def build_args(req: BuildRequest, backend: Backend) -> list[str]:
         "--cmd": req.cmd,
         "--image-tar": req.image_tar,
         "--env": req.env or None,
+        "--build-time": req.build_time,
     }
     used = [flag for flag, value in emulator_only.items() if value]
     if used and not backend.is_emulator:
@@ -326,6 +327,7 @@ def build_args(req: BuildRequest, backend: Backend) -> list[str]:
         ("--rootfs", req.rootfs),
         ("--cmd", req.cmd),
         ("--image-tar", req.image_tar),
+        ("--build-time", req.build_time),
     ):
         if value:
             args += [flag, value]

@@ -300,7 +300,7 @@ class Lifecycle:
     @mutating("build")
     def build(self, req: BuildRequest) -> BuildResult:
         if req.payload and not (req.docker_uri or req.rootfs or req.image_tar):
-            req = payload_request(req.output_file)
+            req = payload_request(req.output_file, req.build_time)
         Path(req.output_file).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
         return self.driver.build_enclave(req)
 
@@ -380,7 +380,7 @@ def validate_launch(req: LaunchRequest) -> None:
                          hint="build one with `nitrodeck build`")
 
 
-def payload_request(output_file: str) -> BuildRequest:
+def payload_request(output_file: str, build_time: str | None = None) -> BuildRequest:
     """The nitrodeck enclave payload's build request (enclave_app provides it)."""
     try:
         from enclave_app.packaging import payload_build_request
@@ -390,5 +390,5 @@ def payload_request(output_file: str) -> BuildRequest:
             where="build --payload",
             hint=f"build from --rootfs/--docker-uri instead ({exc.name or exc})",
         ) from None
-    req: BuildRequest = payload_build_request(output_file)
+    req: BuildRequest = payload_build_request(output_file, build_time=build_time)
     return req

@@ -223,6 +223,8 @@ class BuildRequest:
     metadata: str | None = None
     #: build the nitrodeck enclave payload image (see enclave_app); emulator + nitrodeck only
     payload: bool = False
+    #: fixed BuildTime (RFC 3339) so the same inputs give a bit-identical EIF; emulator only
+    build_time: str | None = None
 
 
 @dataclass

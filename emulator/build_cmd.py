@@ -39,7 +39,9 @@ def run_build(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         # core.build says "Start building..." / "Enclave Image successfully created." itself
-        result = build.build_eif(request_from_args(args), progress=progress)
+        result = build.build_eif(
+            request_from_args(args), progress=progress, build_time=getattr(args, "build_time", None)
+        )
     except NitrodeckError as exc:
         code = getattr(exc, "cli_code", None) or "E48"
         if code not in TITLES:

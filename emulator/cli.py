@@ -122,6 +122,11 @@ def build_parser() -> _Parser:
     build.add_argument("--cmd", metavar="ARGS", help='(emulator only) command of the image, e.g. "python3 -m app"')
     build.add_argument("--env", metavar="K=V", action="append", default=[], help="(emulator only) environment entry; repeatable")
     build.add_argument("--image-tar", metavar="FILE", help="(emulator only) build from a `docker save` / OCI tarball")
+    build.add_argument(
+        "--build-time",
+        metavar="RFC3339",
+        help="(emulator only) fixed BuildTime for a bit-identical EIF (default: $SOURCE_DATE_EPOCH, else now)",
+    )
 
     deif = sub.add_parser("describe-eif", help="Returns information about the EIF found at a given path")
     deif.add_argument("--eif-path", metavar="eif-path", required=True)

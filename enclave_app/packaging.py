@@ -96,4 +96,5 @@ def payload_build_request(
         name=PAYLOAD_NAME,
         version=__version__,
         payload=True,
+        build_time=when,
     )

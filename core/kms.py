@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,16 @@ class KmsError(NitrodeckError):
     """A KMS call, a sealed key, or the release flow failed."""
 
     code = "ND-KMS"
+
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+def check_region(region: str, where: str) -> str:
+    """Regions become host names (kms.<region>.amazonaws.com): accept only the AWS shape."""
+    if not _REGION.fullmatch(region):
+        raise KmsError(f"{region[:40]!r} is not an AWS region name", where=where, hint="e.g. us-east-1")
+    return region
 
 
 class CredentialsError(NitrodeckError):
@@ -109,7 +120,7 @@ class AwsCredentials:
         access = text("access_key_id")
         secret = text("secret_access_key")
         token = text("session_token", optional=True)
-        region = text("region", optional=True) or DEFAULT_REGION
+        region = check_region(text("region", optional=True) or DEFAULT_REGION, where)
         exp_text = text("expiration", optional=True)
         expiration = None
         if exp_text is not None:

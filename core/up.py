@@ -78,15 +78,19 @@ def container_metadata(uri: str, timeout: float = METADATA_TIMEOUT) -> Container
             raw = resp.read(MAX_METADATA + 1)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise UpError(f"cannot read the ECS task metadata: {exc}", where=uri) from exc
+    return parse_container_metadata(raw, uri)
+
+
+def parse_container_metadata(raw: bytes, where: str = "task metadata") -> ContainerMetadata:
     if len(raw) > MAX_METADATA:
-        raise UpError(f"task metadata larger than {MAX_METADATA} bytes", where=uri)
+        raise UpError(f"task metadata larger than {MAX_METADATA} bytes", where=where)
     try:
         data = json.loads(raw)
-    except ValueError as exc:
-        raise UpError("task metadata is not JSON", where=uri) from exc
+    except (ValueError, RecursionError) as exc:
+        raise UpError("task metadata is not JSON", where=where) from exc
     image = data.get("Image") if isinstance(data, dict) else None
     if not isinstance(image, str) or not image or len(image) > 1024:
-        raise UpError("task metadata has no Image for this container", where=uri)
+        raise UpError("task metadata has no Image for this container", where=where)
     image_id = data.get("ImageID")
     name = data.get("Name")
     return ContainerMetadata(

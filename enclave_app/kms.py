@@ -35,6 +35,7 @@ from core.kms import (
     AwsCredentials,
     CredentialsError,
     KmsError,
+    check_region,
     kms_call,
     kms_client,
 )
@@ -155,7 +156,7 @@ async def make_recipient(ctx: EnclaveContext) -> Recipient:
 
 def _client(params: Mapping[str, Any]) -> tuple[Any, AwsCredentials]:
     creds = STATE.current_credentials()
-    region = _str_param(params, "region", 64) or creds.region or DEFAULT_REGION
+    region = check_region(_str_param(params, "region", 64) or creds.region or DEFAULT_REGION, "kms region")
     return kms_client(region, endpoint_for(params, region), creds), creds
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from core.errors import ConfigError, NitrodeckError
 from core.kms import AwsCredentials
-from core.up import UpError, _kms_target, container_metadata
+from core.up import UpError, _kms_target, container_metadata, parse_container_metadata
 from core.upconfig import UpConfig, load_config
 
 BASE_ENV = {"ECS_CONTAINER_METADATA_URI_V4": "http://127.0.0.1:1/v4/x"}
@@ -57,7 +57,13 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
         ({"bridge_listen": "localhost"}, {}, {}, "up.yaml: bridge_listen", "HOST:PORT"),
         ({"debug_mode": "maybe"}, {}, {}, "up.yaml: debug_mode", "true or false"),
         ({"ciphertext_b64": "%%%", "key_id": "k"}, {}, {}, "up.yaml: ciphertext_b64", "not base64"),
-        ({"ciphertext_b64": "AAAA", "ciphertext": "/x", "key_id": "k"}, {}, {}, "up.yaml: ciphertext_b64", "not both"),
+        (
+            {"ciphertext_b64": "AAAA", "ciphertext": "/x", "key_id": "k"},
+            {},
+            {},
+            "up.yaml: ciphertext_b64",
+            "not both",
+        ),
     ],
 )
 def test_bad_values_name_their_source(
@@ -178,5 +184,46 @@ def test_kms_target_and_credentials_expiry() -> None:
     assert wire == creds
     with pytest.raises(NitrodeckError, match="ISO 8601"):
         AwsCredentials.from_wire({**creds.to_wire(), "expiration": "tomorrow"})
+    with pytest.raises(NitrodeckError, match="not an AWS region"):
+        AwsCredentials.from_wire({**creds.to_wire(), "region": "evil.example/x"})
     with pytest.raises(NitrodeckError, match="secret_access_key"):
         AwsCredentials.from_wire({**creds.to_wire(), "secret_access_key": ""})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda kids: (
+            st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(["Image", "ImageID", "Name"]), kids)
+        ),
+        max_leaves=8,
+    ).map(lambda doc: json.dumps(doc).encode())
+)
+def test_fuzz_metadata_parser(raw: bytes) -> None:
+    try:
+        meta = parse_container_metadata(raw)
+    except UpError:
+        return
+    assert isinstance(meta.image, str) and meta.image
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["access_key_id", "secret_access_key", "session_token", "expiration", "region"]),
+        st.none()
+        | st.integers()
+        | st.text(max_size=40)
+        | st.just("2030-01-01T00:00:00Z")
+        | st.just("x" * 5000),
+    )
+)
+def test_fuzz_credentials_wire(params: dict[str, Any]) -> None:
+    try:
+        creds = AwsCredentials.from_wire(params)
+    except NitrodeckError:
+        return
+    assert creds.access_key_id and creds.secret_access_key and creds.region
+    assert creds.expiration is None or creds.expiration.tzinfo is not None

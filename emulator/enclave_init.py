@@ -54,6 +54,8 @@ def main(argv: list[str]) -> int:
     boot_socket, rootfs, cmd = argv[0], argv[1], argv[3:]
     sys.stdout.write(BANNER)
     sys.stdout.flush()
+    if os.path.isdir(rootfs):
+        os.chdir(rootfs)  # the image's working folder: relative commands resolve inside the rootfs
     program = resolve(cmd[0], os.environ.get("PATH", os.defpath))
     if program is None:
         print(f"nitrodeck-init: cannot execute {cmd[0]!r}: not found or not executable", flush=True)
@@ -61,8 +63,6 @@ def main(argv: list[str]) -> int:
     if not heartbeat(boot_socket):
         print("nitrodeck-init: boot heartbeat was not acknowledged", flush=True)
         return 1
-    if os.path.isdir(rootfs):
-        os.chdir(rootfs)
     try:
         os.execve(program, cmd, dict(os.environ))
     except OSError as exc:

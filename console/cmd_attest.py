@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--trust-root", type=Path, action="append", metavar="PEM",
                    help="also trust this root certificate (repeatable); the AWS root is always trusted")
     p.add_argument("--trust-emulator", action="store_true",
-                   help="also trust this home's nitrodeck emulator test root (never do this for real enclaves)")
+                   help="also trust this home's nitrodeck emulator test root (automatic when the emulator backend "
+                        "is active; never do this for real enclaves)")
     p.add_argument("--max-age", type=float, metavar="SECONDS", help="fail documents older than this")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify_attestation)
@@ -114,10 +115,16 @@ def cmd_verify_attestation(args: argparse.Namespace) -> int:
     at = parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
     policy = _policy(args)
     roots = trust.default_roots() + [trust.load_root_pem(p) for p in (args.trust_root or [])]
-    report = verify(read_document(args.file), at=at, roots=roots, trust_emulator=args.trust_emulator,
-                    policy=policy)
+    # The emulator's root is trusted only while the emulator backend is active (or when asked): on a
+    # real parent instance (backend auto -> real) an emulator-made document never passes.
+    from core.backend import select_backend
+
+    trust_emulator = bool(args.trust_emulator) or select_backend(getattr(args, "backend", None)).is_emulator
+    report = verify(read_document(args.file), at=at, roots=roots, trust_emulator=trust_emulator, policy=policy)
     if args.json:
         out = report.to_dict()
+        out["trusted_roots"] = ["aws-nitro-root-g1", *(["emulator-root"] if trust_emulator else []),
+                                *(str(p) for p in (args.trust_root or []))]
         out["at"] = at.isoformat()
         out["file"] = str(args.file)
         output.emit_json(out)

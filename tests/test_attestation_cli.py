@@ -83,11 +83,14 @@ def test_cli_emulator_root_and_trust_flag(tmp_path: Path) -> None:
                                                                  "public_key": None}})))
     doc = tmp_path / "emu.bin"
     doc.write_bytes(answer["Attestation"]["document"])
-    refused = run("verify-attestation", str(doc), "--json", home=home)
+    refused = run("--backend", "real", "verify-attestation", str(doc), "--json", home=home)
     assert refused.returncode == 3
+    assert json.loads(refused.stdout)["trusted_roots"] == ["aws-nitro-root-g1"]
     assert not {c["name"]: c["ok"] for c in json.loads(refused.stdout)["checks"]}["root"]
     trusted = run("verify-attestation", str(doc), "--trust-emulator", "--nonce", b"abc".hex(), "--max-age", "600",
                   home=home)
     assert trusted.returncode == 0, trusted.stdout
-    by_file = run("verify-attestation", str(doc), "--trust-root", str(etc / EMULATOR_ROOT_CERT_FILE), home=home)
+    auto = run("--backend", "emulator", "verify-attestation", str(doc), "--json", home=home)
+    assert auto.returncode == 0 and "emulator-root" in json.loads(auto.stdout)["trusted_roots"]
+    by_file = run("--backend", "real", "verify-attestation", str(doc), "--trust-root", str(etc / EMULATOR_ROOT_CERT_FILE), home=home)
     assert by_file.returncode == 0, by_file.stdout

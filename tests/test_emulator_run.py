@@ -295,10 +295,16 @@ def test_twenty_concurrent_launches_for_room_of_four(nd_home: Path, sleeper: Pat
     assert len(ok) == 4 and len(failed) == 16
     assert all(rc in (0, 39) for rc, _, _ in outs)
     for err in failed:
+        assert "Traceback" not in err
         assert err.splitlines()[-1].startswith("If you open a support ticket")
         assert "[ E39 ]" in err and any(c in err for c in ("[ E28 ]", "[ E27 ]", "[ E29 ]"))
     entries = table()
     assert sorted(e.enclave_id for e in entries) == sorted(i["EnclaveID"] for i in ok)
+    # the 16 losers' supervisors are gone: 4 supervisors + 4 enclave processes remain
+    wait_for(lambda: len(home_processes(nd_home)) == 8, timeout=15)
+    assert sorted(p.pid for p in home_processes(nd_home) if "emulator.supervisor" in " ".join(p.cmdline())) == sorted(
+        i["ProcessID"] for i in ok
+    )
     held = [c for e in entries for c in e.cpu_ids]
     assert len(held) == len(set(held)) == 8
     snap = snapshot()

@@ -405,24 +405,42 @@ def _seal_body(
 
 
 class _Sealer:
-    """Owner object for the mutating decorator (read-only flag, audit log)."""
+    """Owner object for the mutating decorator (read-only flag, default audit log)."""
 
     def __init__(self, read_only: bool) -> None:
         self.read_only = read_only
-        self.backend = None
-
-    def run(self, **kwargs: Any) -> SealReport:
-        return _seal_body(**kwargs)
 
 
-def seal(read_only: bool = False, **kwargs: Any) -> SealReport:
+def seal(
+    *,
+    key_id: str,
+    eif: Path,
+    generate: str | None = None,
+    in_file: Path | None = None,
+    apply: bool = False,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    principal: str | None = None,
+    out: Path | None = None,
+    read_only: bool = False,
+) -> SealReport:
     """`nitrodeck kms seal`: see the module docstring. Mutating (audited; refused when read-only)."""
     from core.lifecycle import mutating, note_command
 
     @mutating("kms-seal")
-    def run(owner: _Sealer) -> SealReport:
-        note_command(["kms", "seal", "--key-id", str(kwargs.get("key_id")), "--eif", str(kwargs.get("eif"))])
-        return owner.run(**kwargs)
+    def run(_owner: _Sealer) -> SealReport:
+        note_command(["kms", "seal", "--key-id", key_id, "--eif", str(eif), *(["--apply"] if apply else [])])
+        return _seal_body(
+            key_id=key_id,
+            eif=eif,
+            generate=generate,
+            in_file=in_file,
+            apply=apply,
+            endpoint_url=endpoint_url,
+            region=region,
+            principal=principal,
+            out=out,
+        )
 
     return run(_Sealer(read_only))
 

@@ -65,6 +65,8 @@ def test_local_server_process_and_default_seal_endpoint(
             out=None,
         )
         assert report.applied and Path(report.ciphertext_file) == nd_home / "p.eif.wallet.kms"
+        audit = [json.loads(line) for line in (nd_home / "audit.log").read_text().splitlines()]
+        assert any("kms-seal" in json.dumps(entry) and "--apply" in json.dumps(entry) for entry in audit)
         pinned = json.loads(client.get_key_policy(KeyId=arn, PolicyName="default")["Policy"])
         cond = pinned["Statement"][1]["Condition"]["StringEqualsIgnoreCase"]
         assert cond["kms:RecipientAttestation:ImageSha384"] == measure_eif(eif).pcr0

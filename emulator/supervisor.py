@@ -449,7 +449,8 @@ class Supervisor:
     def handle(self, conn: socket.socket) -> bool:
         """One request; True when the supervisor should stop."""
         with conn:
-            conn.settimeout(5.0)
+            # requests are served one at a time; a client that stalls mid-frame holds the others only briefly
+            conn.settimeout(2.0)
             try:
                 cmd = control.parse_request(control.recv_body(conn))
             except (OSError, NitrodeckError) as exc:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from core.unixsock import short_path
 from emulator import state
 from emulator.allocator import snapshot
 from emulator.instance import load_instance
@@ -134,6 +136,18 @@ def test_run_describe_terminate(nd_home: Path, sleeper: Path) -> None:
     eif_desc = json.loads(emu("describe-eif", "--eif-path", str(sleeper)).stdout)
     assert eif_desc["Measurements"] == item["Measurements"]
     assert iso["NetworkNamespace"] == (os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"))
+
+    # garbage on the control socket gets an error reply or a closed connection, never a dead supervisor
+    control_path = nd_home / "emulator" / "run" / info["EnclaveID"].split("-enc")[1] / "control.sock"
+    for junk in (b"\x00\x00\x00\x05hello", b"\xff\xff\xff\xff", b"\x00\x00\x00\x0e" + b'{"cmd":"boom"}', b"\x00\x00"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(short_path(control_path))
+            sock.sendall(junk)
+            sock.shutdown(socket.SHUT_WR)
+            reply = sock.recv(65536)
+            assert reply == b"" or b"error" in reply
+    assert len(json.loads(emu("describe-enclaves").stdout)) == 1
 
     term = emu("terminate-enclave", "--enclave-id", info["EnclaveID"])
     assert term.returncode == 0

@@ -133,6 +133,8 @@ class CpioWriter:
 def write_archive(out: BinaryIO, entries: Iterable[CpioEntry], mtime: int = 0) -> int:
     """Write a reproducible archive: entries sorted by name; returns the bytes written."""
     ordered = sorted(entries, key=lambda e: e.name.encode())
+    if len(ordered) > MAX_ENTRIES:
+        raise CpioError(f"{len(ordered)} entries, more than the {MAX_ENTRIES} limit")
     seen: set[str] = set()
     writer = CpioWriter(out, mtime=mtime)
     for entry in ordered:
@@ -161,7 +163,11 @@ def tree_entries(root: Path, prefix: str, root_perm: int = 0o755) -> Iterator[Cp
             st = os.lstat(full)
             perm = stat.S_IMODE(st.st_mode)
             if stat.S_ISLNK(st.st_mode):
-                yield symlink(arc, os.readlink(full))
+                target = os.readlink(full)
+                if not _link_stays_inside(rel, target):
+                    # the extractor would refuse it later; say so while the author can still fix it
+                    raise CpioError(f"symlink to {target!r} points outside the tree", name=arc)
+                yield symlink(arc, target)
             elif stat.S_ISDIR(st.st_mode):
                 yield directory(arc, perm)
             elif stat.S_ISREG(st.st_mode):

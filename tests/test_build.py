@@ -266,3 +266,11 @@ def test_unreachable_docker_engine_is_e50(tmp_path: Path, monkeypatch: pytest.Mo
         build_eif(BuildRequest(output_file=str(tmp_path / "d.eif"), docker_uri="anything:latest"))
     assert err.value.cli_code == "E50" and "cannot reach the Docker engine" in err.value.message
     assert not (tmp_path / "d.eif").exists()
+
+
+def test_rootfs_with_escaping_symlink_is_refused(tmp_path: Path) -> None:
+    root = make_rootfs(tmp_path / "root")
+    (root / "lib" / "up").symlink_to("../../../etc/passwd")
+    with pytest.raises(BuildError, match="points outside the tree") as err:
+        build_eif(rootfs_req(tmp_path, root), build_time=T1)
+    assert err.value.cli_code == "E48" and err.value.where == "cpio entry 'rootfs/lib/up'"

@@ -30,6 +30,9 @@ class EchoServer:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
@@ -42,13 +45,22 @@ class EchoServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            try:
-                while data := conn.recv(4096):
-                    conn.sendall(data.upper())
-            except OSError:
-                pass
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            with conn:
+                conn.settimeout(5)
+                # hold each connection a moment so concurrent ones overlap if the proxy lets them
+                self.stop.wait(0.05)
+                try:
+                    while data := conn.recv(4096):
+                        conn.sendall(data.upper())
+                except OSError:
+                    pass
+        finally:
+            with self.lock:
+                self.active -= 1
 
     def close(self) -> None:
         self.stop.set()
@@ -94,6 +106,7 @@ def test_relay_from_enclave_to_tcp(tmp_path: Path, echo: EchoServer) -> None:
             t.join(15)
         assert sorted(results) == sorted(f"HELLO {i} ".encode() * 500 for i in range(5))
         assert proxy.connections == 5
+        assert 1 <= echo.max_active <= 2  # -w 2: never more than two relays at once
 
 
 def test_allowlist_refusal_and_resolved_match() -> None:

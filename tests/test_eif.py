@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import struct
 import tempfile
 import tracemalloc
@@ -233,6 +235,7 @@ def test_unreadable_file_is_typed(tmp_path: Path) -> None:
 _FUZZ_DIR = Path(
     tempfile.mkdtemp(prefix="nd-eif-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 )
+atexit.register(shutil.rmtree, _FUZZ_DIR, True)
 _BASE = tiny_bytes(_FUZZ_DIR)
 _U16_FIELDS = [4, 6, 0x18, OFF_NUM_SECTIONS] + [o + d for o in (548, 566, 591, 605, 625) for d in (0, 2)]
 _U64_FIELDS = (

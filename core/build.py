@@ -142,6 +142,11 @@ def _docker_source(req: BuildRequest, client: Any, work: Path, progress: Progres
     finally:
         tarball.unlink(missing_ok=True)
     info = dict(image.attrs)
+    # LastTagTime changes whenever the tag is (re)applied, e.g. by every --docker-dir build; it is
+    # not part of the image, and keeping it would make identical builds differ
+    meta = info.get("Metadata")
+    if isinstance(meta, dict) and "LastTagTime" in meta:
+        info["Metadata"] = {k: v for k, v in meta.items() if k != "LastTagTime"}
     # the engine's inspect Config is authoritative for what runs
     cfg = info.get("Config") or {}
     config.cmd = list(cfg.get("Cmd") or [])

@@ -97,6 +97,14 @@ def test_docker_build_to_eif_and_back(docker_client, docker_dir: Path, tag: str,
     assert "Using the locally available Docker image..." in lines
     assert Path(second.output_file).read_bytes() == Path(first.output_file).read_bytes()
 
+    # building from the Dockerfile again re-tags the image; the EIF must still be the same
+    again = build_eif(
+        BuildRequest(output_file=str(tmp_path / "a2.eif"), docker_uri=tag, docker_dir=str(docker_dir)),
+        docker_client=docker_client,
+        build_time=T1,
+    )
+    assert Path(again.output_file).read_bytes() == Path(first.output_file).read_bytes()
+
     # the same image through `docker save` gives the same filesystem, hence the same PCR2
     tarball = tmp_path / "img.tar"
     with open(tarball, "wb") as fh:

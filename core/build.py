@@ -246,7 +246,7 @@ def _custom_metadata(path: str | None) -> Any:
         )
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
         raise BuildError(f"the metadata file is not JSON: {exc}", cli_code="E48", where=path) from None
 
 

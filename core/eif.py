@@ -235,7 +235,10 @@ class EifFile:
         raw = self.read_section(section, MAX_METADATA_SIZE)
         try:
             value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (
+            ValueError,
+            RecursionError,
+        ) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
             raise EifError(
                 f"metadata section is not valid JSON: {exc}",
                 offset=section.data_offset,

@@ -82,7 +82,7 @@ def parse_config(raw: bytes, repo_tags: list[str] | None = None) -> ImageConfig:
         )
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
         raise ImageError(f"image config is not JSON: {exc}", where="image config") from exc
     if not isinstance(doc, dict):
         raise ImageError("image config is not a JSON object", where="image config")
@@ -230,7 +230,7 @@ def _read_json(tar: tarfile.TarFile, name: str) -> Any:
     raw = _read_bytes(tar, name)
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
         raise ImageError(f"{name} is not JSON: {exc}", where=name) from exc
 
 

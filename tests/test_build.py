@@ -175,9 +175,10 @@ def test_metadata_file_limits(tmp_path: Path) -> None:
         build_eif(rootfs_req(tmp_path, root, metadata=str(big)), build_time=T1)
     assert err.value.cli_code == "E48" and err.value.where == str(big)
     bad = tmp_path / "bad.json"
-    bad.write_text("{oops")
-    with pytest.raises(BuildError, match="not JSON"):
-        build_eif(rootfs_req(tmp_path, root, metadata=str(bad)), build_time=T1)
+    for text in ("{oops", "[" * 2048 + "]" * 2048):
+        bad.write_text(text)
+        with pytest.raises(BuildError, match="not JSON"):
+            build_eif(rootfs_req(tmp_path, root, metadata=str(bad)), build_time=T1)
 
 
 def test_signed_build(tmp_path: Path) -> None:

@@ -322,3 +322,11 @@ def test_fuzz_measure_only_raises_eif_error(seed: int, count: int) -> None:
         assert len(m.pcr0) == 96
     except EifError:
         pass
+
+
+def test_deeply_nested_metadata_is_typed(tmp_path: Path) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    EifWriter().add(K, b"k").add(C, b"c").add(M, deep).add(R, b"r").write(tmp_path / "deep.eif")
+    with pytest.raises(EifError) as err:
+        read_eif(tmp_path / "deep.eif").metadata()
+    assert err.value.problem == "bad metadata"

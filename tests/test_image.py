@@ -239,3 +239,8 @@ def test_fuzz_parse_config_only_typed_errors(raw: bytes) -> None:
     except ImageError:
         return
     assert all(isinstance(a, str) for a in cfg.argv + cfg.env)
+
+
+def test_deeply_nested_config_is_typed() -> None:
+    with pytest.raises(ImageError, match="not JSON"):
+        parse_config(b"[" * 50_000 + b"]" * 50_000)

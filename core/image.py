@@ -146,7 +146,7 @@ def apply_layer(layer: IO[bytes], dest: Path, where: str, budget: _Budget | None
                 members.append(member)
                 if len(members) > MAX_ENTRIES_PER_LAYER:
                     raise ImageError(f"layer has more than {MAX_ENTRIES_PER_LAYER} entries", where=where)
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise ImageError(f"layer tar is corrupt: {exc}", where=where) from exc
         # whiteouts hide lower layers only, so apply them all before this layer's own content
         for member in members:
@@ -310,7 +310,10 @@ def flatten_tarball(tarball: Path, dest: Path) -> ImageConfig:
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ImageError(f"cannot open image tarball: {exc}", where=str(tarball)) from exc
     with tar:
-        names = set(tar.getnames())
+        try:
+            names = set(tar.getnames())
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise ImageError(f"image tarball is corrupt: {exc}", where=str(tarball)) from exc
         if "manifest.json" in names:
             config_name, layers, tags = _docker_manifest(tar)
         elif "index.json" in names:

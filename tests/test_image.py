@@ -244,3 +244,19 @@ def test_fuzz_parse_config_only_typed_errors(raw: bytes) -> None:
 def test_deeply_nested_config_is_typed() -> None:
     with pytest.raises(ImageError, match="not JSON"):
         parse_config(b"[" * 50_000 + b"]" * 50_000)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 1 << 20), st.binary(min_size=1, max_size=32), st.booleans())
+def test_fuzz_saved_image_only_typed_errors(
+    tmp_path_factory: pytest.TempPathFactory, at: int, noise: bytes, truncate: bool
+) -> None:
+    work = tmp_path_factory.mktemp("fzimg")
+    base = legacy_tarball(work / "base.tar", LAYERS).read_bytes()
+    at %= len(base)
+    data = base[:at] if truncate else base[:at] + noise + base[at + len(noise) :]
+    (work / "m.tar").write_bytes(data)
+    try:
+        flatten_tarball(work / "m.tar", work / "root")
+    except ImageError:
+        pass

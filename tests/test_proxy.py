@@ -109,6 +109,37 @@ def test_relay_from_enclave_to_tcp(tmp_path: Path, echo: EchoServer) -> None:
         assert 1 <= echo.max_active <= 2  # -w 2: never more than two relays at once
 
 
+def test_ipv6_only_relay(tmp_path: Path) -> None:
+    """-6: the remote is reached over IPv6 (here ::1), the allowlist names it literally."""
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    port = server.getsockname()[1]
+    server.settimeout(10)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"v6:" + conn.recv(100))
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    with VsockProxy(
+        8010, "::1", port, transport=Transport(3, tmp_path), allowlist=[AllowEntry("::1", port)], ip_version=6
+    ):
+        sock = Transport(16, tmp_path).connect(3, 8010, timeout=5)
+        with sock:
+            sock.settimeout(10)
+            sock.sendall(b"hi")
+            assert sock.recv(100) == b"v6:hi"
+    thread.join(5)
+    server.close()
+    with pytest.raises(ProxyError):
+        # -4 cannot resolve an IPv6 literal to anything allowlisted under another name
+        check_allowlist("::1", port, [AllowEntry("localhost", port)], ip_version=4)
+
+
 def test_allowlist_refusal_and_resolved_match() -> None:
     with pytest.raises(ProxyError) as info:
         check_allowlist("127.0.0.1", 443, [AllowEntry("127.0.0.1", 444), AllowEntry("127.0.0.2", 443)])

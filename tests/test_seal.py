@@ -261,6 +261,8 @@ def test_debug_mode_enclave_is_refused(world: World) -> None:
     blob = client.encrypt(KeyId=arn, Plaintext=b"\x08" * 32)["CiphertextBlob"]
     enclave_id, cid = world.launch(debug=True)
     try:
+        with pytest.raises(RemoteError, match="has not called set_credentials"):
+            world.call(cid, "provision", {"ciphertext": blob, "key_id": arn})
         world.call(cid, "set_credentials", _wire_credentials())
         with pytest.raises(RemoteError) as info:
             world.call(cid, "provision", {"ciphertext": blob, "key_id": arn})

@@ -55,6 +55,7 @@ MAX_ENCLAVES = 4
 FIRST_AUTO_CID = 16
 MAX_CID = 0xFFFFFFFF
 BOOT_TIMEOUT_CAP = 60.0
+HOME_CHECK_INTERVAL = 5.0
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
@@ -436,7 +437,12 @@ class Supervisor:
                 sel.register(self.control_sock, selectors.EVENT_READ, "control")
                 sel.register(pidfd, selectors.EVENT_READ, "exit")
                 while True:
-                    for key, _ in sel.select():
+                    events = sel.select(timeout=HOME_CHECK_INTERVAL)
+                    if not events and self.entry is not None and not state.slot_dir(self.entry.slot).exists():
+                        # our home was deleted: nobody can reach or terminate this enclave any more
+                        log_line(f"enc-{self.entry.slot}", "WARN", "runtime folder removed; terminating")
+                        return
+                    for key, _ in events:
                         if key.data == "exit":
                             log_line(f"enc-{self.entry.slot if self.entry else '?'}", "INFO", "enclave process exited")
                             return
@@ -503,8 +509,9 @@ class Supervisor:
             import shutil
 
             shutil.rmtree(state.slot_dir(self.entry.slot), ignore_errors=True)
-            with state.locked(reclaim=False) as table:
-                table.remove(self.entry.enclave_id)
+            if home.emulator_run_dir().exists():  # a deleted home is not brought back just to unlist us
+                with state.locked(reclaim=False) as table:
+                    table.remove(self.entry.enclave_id)
             log_line(f"enc-{self.entry.slot}", "INFO", f"released resources of {self.entry.enclave_id}")
 
 

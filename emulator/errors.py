@@ -207,7 +207,7 @@ class EmuError(NitrodeckError):
 
     @property
     def exit_status(self) -> int:  # type: ignore[override]
-        return int(self.code[1:])
+        return int(self.code[1:]) or 1  # E00 must not look like success
 
     def with_subaction(self, text: str) -> EmuError:
         self.subactions.insert(0, text)

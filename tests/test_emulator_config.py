@@ -278,3 +278,13 @@ def test_unknown_enclave_id_is_e11_and_eif_missing_is_wrapped(nd_home: Path) -> 
     assert lines[0] == "[ E19 ] File operation failure."
     assert "Failed connections: 1" in lines
     assert lines[lines.index("Failed connections: 1") + 1].startswith("[ E39 ] Enclave process connection failure.")
+
+
+def test_corrupt_enclave_table_is_a_clean_error(nd_home: Path) -> None:
+    run_dir = nd_home / "emulator" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "enclaves.json").write_text("{garbage")
+    res = emu("describe-enclaves")
+    assert res.returncode == 1 and res.stderr.startswith("[ E00 ]") and "Traceback" not in res.stderr
+    log = Path(res.stderr.split('error log found at "')[1].split('"')[0])
+    assert "corrupt enclave table" in log.read_text()

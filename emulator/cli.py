@@ -135,7 +135,7 @@ def build_parser() -> _Parser:
     cw = con.add_mutually_exclusive_group(required=True)
     cw.add_argument("--enclave-id", metavar="enclave-id")
     cw.add_argument("--enclave-name", metavar="enclave-name")
-    con.add_argument("--disconnect-timeout", metavar="disconnect-timeout", type=_positive_int)
+    con.add_argument("--disconnect-timeout", metavar="disconnect-timeout")
 
     pcr = sub.add_parser("pcr", help="Return the PCR hash value of the given input")
     pw = pcr.add_mutually_exclusive_group(required=True)
@@ -150,12 +150,6 @@ def build_parser() -> _Parser:
     exp = sub.add_parser("explain", help="Display detailed information about an error returned by a misbehaving Nitro CLI command")
     exp.add_argument("--error-code", metavar="error-code", required=True)
     return p
-
-
-def _positive_int(text: str) -> int:
-    if not re.fullmatch(r"\d{1,9}", text) or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"invalid value '{text}': expected a positive integer")
-    return int(text)
 
 
 # --- run-enclave --------------------------------------------------------------------------------
@@ -173,18 +167,17 @@ def parse_memory(text: str) -> int:
 
 
 def check_cid(value: int) -> int:
+    """nitro-cli's CID rules. Like nitro-cli these E03s carry no parameters: the line shows MISSING_INFO."""
     if value == 0:
         sys.stderr.write("The enclave CID will be auto-generated as the provided CID is 0\n")
         return 0
     if value in (1, 2, U32_MAX):
-        raise EmuError(code="E03", info=["enclave-cid", str(value)], subactions=[f"CID {value} is a well-known CID, not to be used for enclaves"])
+        raise EmuError(code="E03", subactions=[f"CID {value} is a well-known CID, not to be used for enclaves"])
     if value == 3:
-        raise EmuError(code="E03", info=["enclave-cid", str(value)], subactions=["CID 3 is the CID of the parent VM, not to be used for enclaves"])
+        raise EmuError(code="E03", subactions=["CID 3 is the CID of the parent VM, not to be used for enclaves"])
     if value > U32_MAX:
         raise EmuError(
-            code="E03",
-            info=["enclave-cid", str(value)],
-            subactions=[f"CID {value} is higher than the maximum supported (u32 max) for a vsock device"],
+            code="E03", subactions=[f"CID {value} is higher than the maximum supported (u32 max) for a vsock device"]
         )
     return value
 
@@ -206,12 +199,16 @@ def launch_from_args(args: argparse.Namespace, parser: _Parser) -> dict[str, Any
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     if args.cpu_ids is None and args.cpu_count is None:
         parser.error("one of the arguments --cpu-ids --cpu-count is required")
+    # nitro-cli's parse order, so the first bad value reported is the same one
+    cpu_count = parse_int("cpu-count", args.cpu_count) if args.cpu_count is not None else None
     cid = check_cid(parse_int("enclave-cid", args.enclave_cid)) if args.enclave_cid is not None else 0
+    memory = parse_memory(args.memory)
+    cpu_ids = [parse_int("cpu-ids", c) for c in args.cpu_ids] if args.cpu_ids is not None else None
     return {
         "eif_path": args.eif_path,
-        "memory_mib": parse_memory(args.memory),
-        "cpu_count": parse_int("cpu-count", args.cpu_count) if args.cpu_count is not None else None,
-        "cpu_ids": [parse_int("cpu-ids", c) for c in args.cpu_ids] if args.cpu_ids is not None else None,
+        "memory_mib": memory,
+        "cpu_count": cpu_count,
+        "cpu_ids": cpu_ids,
         "cid": cid,
         "debug": bool(args.debug_mode or args.attach_console),
         "name": args.enclave_name,
@@ -269,9 +266,10 @@ def parse_config(raw: bytes, where: str) -> dict[str, Any]:
     has_count = data.get("cpu_count") is not None
     has_ids = data.get("cpu_ids") is not None
     if not has_count and not has_ids:
-        raise EmuError(code="E01", info=["cpu-count, cpu-ids"], subactions=["Missing both `cpu-count` and `cpu-ids`"])
+        # nitro-cli attaches no parameters here either (the printed line shows MISSING_INFO)
+        raise EmuError(code="E01", subactions=["Missing both `cpu-count` and `cpu-ids`"])
     if has_count and has_ids:
-        raise EmuError(code="E02", info=["cpu-count", "cpu-ids"])
+        raise EmuError(code="E02", subactions=["`cpu-count` and `cpu-ids` cannot be used together"])
     cid = data.get("enclave_cid")
     attach = bool(data.get("attach_console", False))
     return {
@@ -623,7 +621,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "terminate-enclave":
             return cmd_terminate(args)
         if args.command == "console":
-            return attach_console(args.enclave_id, args.enclave_name, args.disconnect_timeout)
+            try:
+                timeout = None
+                if args.disconnect_timeout is not None:
+                    timeout = parse_int("disconnect-timeout", args.disconnect_timeout)
+            except EmuError as err:
+                return fail(err, ACTIONS["console"])
+            return attach_console(args.enclave_id, args.enclave_name, timeout)
         if args.command == "describe-eif":
             return cmd_describe_eif(args)
         if args.command == "pcr":

@@ -124,9 +124,8 @@ def _register_kms(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _cmd_seal(args: argparse.Namespace) -> int:
-    from core.kms import seal
-
     from console.output import emit_json
+    from core.kms import seal
 
     report = seal(
         key_id=args.key_id,
@@ -152,12 +151,13 @@ def _cmd_seal(args: argparse.Namespace) -> int:
 
 
 def _cmd_local_server(args: argparse.Namespace) -> int:
-    from emulator.kms import LocalKms
-
     from console.output import emit_json
+    from emulator.kms import LocalKms, allow_in_proxy_config
 
     kms = LocalKms().start()
     info = kms.write_endpoint_file()
+    # so `nitrodeck proxy 8000 127.0.0.1 <port>` works with the emulator's default allowlist
+    info["allowlist"] = str(allow_in_proxy_config(kms.port))
     if args.json:
         emit_json(info)
     else:
@@ -187,9 +187,8 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:
-    from core.kms import provision_enclave
-
     from console.output import emit_json
+    from core.kms import provision_enclave
 
     result = provision_enclave(
         args.enclave,

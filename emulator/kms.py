@@ -442,6 +442,27 @@ class LocalKms:
         return info
 
 
+def allow_in_proxy_config(port: int, path: Path | None = None) -> Path:
+    """Add 127.0.0.1:``port`` to the emulator's vsock-proxy.yaml (created with the stock KMS entry
+    if absent), as an operator would for a new endpoint; existing entries are left as they are."""
+    from core.proxy import load_allowlist
+
+    target = path or home.emulator_etc() / "vsock-proxy.yaml"
+    home.ensure(target.parent)
+    if target.exists():
+        if any(e.address == "127.0.0.1" and e.port == port for e in load_allowlist(target)):
+            return target
+        text = target.read_text()
+    else:
+        text = "allowlist:\n- {address: kms.us-east-1.amazonaws.com, port: 443}\n"
+    text += ("" if text.endswith("\n") else "\n") + f"- {{address: 127.0.0.1, port: {port}}}\n"
+    # whole-file replace: a proxy starting now reads the old list or the new one, never half
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    return target
+
+
 def endpoint_file() -> Path:
     return home.emulator_dir() / "kms.json"
 

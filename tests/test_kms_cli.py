@@ -15,6 +15,7 @@ import pytest
 from core.kms import seal
 from core.lifecycle import payload_request
 from core.measure import measure_eif
+from core.proxy import check_allowlist, default_config, load_allowlist
 from tests.conftest import REPO, wait_for
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -38,6 +39,10 @@ def test_local_server_process_and_default_seal_endpoint(
         wait_for(endpoint_file.exists, timeout=60)
         info = json.loads(endpoint_file.read_text())
         assert info["endpoint_url"].startswith("http://127.0.0.1:") and info["pid"] == proc.pid
+        # the emulator's default vsock-proxy.yaml now allows the local KMS
+        port = int(info["endpoint_url"].rsplit(":", 1)[1])
+        wait_for(lambda: (nd_home / "emulator" / "etc" / "vsock-proxy.yaml").exists(), timeout=30)
+        check_allowlist("127.0.0.1", port, load_allowlist(default_config(emulated=True)))
         client = boto3.client("kms", endpoint_url=info["endpoint_url"])
         arn = client.create_key()["KeyMetadata"]["Arn"]
         assert (

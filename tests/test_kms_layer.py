@@ -271,3 +271,18 @@ def test_b64_document_garbage(world: World) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
     assert b"not base64" in info.value.read()
+
+
+def test_allow_in_proxy_config_keeps_existing_entries(tmp_path: Path) -> None:
+    from core.proxy import AllowEntry, load_allowlist
+    from emulator.kms import allow_in_proxy_config
+
+    cfg = tmp_path / "vsock-proxy.yaml"
+    cfg.write_text("# operator's list\nallowlist:\n- {address: kms.eu-west-1.amazonaws.com, port: 443}")
+    allow_in_proxy_config(4566, cfg)
+    allow_in_proxy_config(4566, cfg)  # idempotent
+    assert load_allowlist(cfg) == [AllowEntry("kms.eu-west-1.amazonaws.com", 443), AllowEntry("127.0.0.1", 4566)]
+    assert cfg.read_text().startswith("# operator's list")
+    fresh = tmp_path / "new" / "vsock-proxy.yaml"
+    allow_in_proxy_config(9000, fresh)
+    assert AllowEntry("127.0.0.1", 9000) in load_allowlist(fresh)

@@ -17,7 +17,6 @@ through enclave_app.forwarder (TCP loopback -> vsock -> the parent's vsock-proxy
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import threading
 from collections.abc import Mapping
@@ -240,9 +239,6 @@ async def generate_data_key(ctx: EnclaveContext, params: Mapping[str, Any]) -> d
         "key_id": response.get("KeyId"),
         "ciphertext_blob": bytes(response["CiphertextBlob"]),
         "plaintext_length": len(data_key),
-        "ciphertext_for_recipient_b64_length": len(
-            base64.b64encode(bytes(response["CiphertextForRecipient"]))
-        ),
     }
 
 

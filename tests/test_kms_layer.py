@@ -286,3 +286,29 @@ def test_allow_in_proxy_config_keeps_existing_entries(tmp_path: Path) -> None:
     fresh = tmp_path / "new" / "vsock-proxy.yaml"
     allow_in_proxy_config(9000, fresh)
     assert AllowEntry("127.0.0.1", 9000) in load_allowlist(fresh)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["Decrypt", "GenerateDataKey", "GenerateRandom", "Encrypt", ""]),
+    st.dictionaries(
+        st.sampled_from(["AttestationDocument", "KeyEncryptionAlgorithm", "x"]),
+        st.none() | st.integers() | st.text(max_size=30) | st.just("RSAES_OAEP_SHA_256") | st.just("AAAA"),
+        max_size=3,
+    )
+    | st.integers()
+    | st.text(max_size=10),
+)
+def test_fuzz_recipient_requests_only_kms_errors(action: str, recipient: Any) -> None:
+    """Whatever arrives as Recipient, the layer answers with a KMS error and reaches no key."""
+    from emulator.kms import KmsLayerError, RecipientLayer
+
+    layer = RecipientLayer("http://127.0.0.1:9")  # nothing listens: a call to moto would fail loudly
+    with pytest.raises(KmsLayerError) as info:
+        layer.with_recipient(action, {"CiphertextBlob": "AA==", "Recipient": recipient}, {})
+    assert info.value.kms_type in (
+        "ValidationException",
+        "UnsupportedOperationException",
+        "KMSInternalException",
+    )
+    assert not layer.decisions

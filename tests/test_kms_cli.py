@@ -11,8 +11,12 @@ from pathlib import Path
 
 import boto3
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from core.kms import seal
+from core.kms import KmsError, load_wallet_key, raw_scalar, seal
 from core.lifecycle import payload_request
 from core.measure import measure_eif
 from core.proxy import check_allowlist, default_config, load_allowlist
@@ -81,3 +85,40 @@ def test_local_server_process_and_default_seal_endpoint(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.text(alphabet="0123456789abcdefx \n", min_size=60, max_size=70).map(str.encode)
+)
+def test_fuzz_wallet_key_loader(data: bytes) -> None:
+    """Key files: a secp256k1 key or a KmsError that never quotes the input."""
+    try:
+        key = load_wallet_key(data, "--in")
+    except KmsError as exc:
+        assert data.hex() not in str(exc) or not data
+        return
+    assert isinstance(key.curve, ec.SECP256K1)
+
+
+def test_wallet_key_forms() -> None:
+    key = ec.generate_private_key(ec.SECP256K1())
+    raw = raw_scalar(key)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    for form in (raw, raw.hex().encode() + b"\n", b"0x" + raw.hex().encode(), pem, der):
+        assert raw_scalar(load_wallet_key(form, "--in")) == raw
+    p256 = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(KmsError, match="secp256k1"):
+        load_wallet_key(p256, "--in")
+    with pytest.raises(KmsError):
+        load_wallet_key(b"\x00" * 32, "--in")  # scalar 0 is not a key

@@ -226,6 +226,9 @@ class Up:
             )
         )
         self.enclave_id, self.cid = info.enclave_id, info.cid
+        if self.bridge is not None and self.bridge.cid != info.cid:
+            # an auto-assigned CID can change across relaunches; the bridge follows it
+            self.bridge.cid = info.cid
         self.log(
             "launched",
             enclave_id=info.enclave_id,

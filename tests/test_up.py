@@ -253,6 +253,9 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             assert bytes.fromhex(again["public_key"]) == spki
             restarted = events.wait("restarted")
             assert restarted["enclave_id"] != launched["enclave_id"]
+            # the same bridge reaches the new enclave, which signs with the same sealed key
+            report = run_test_sign(lifecycle, restarted["enclave_id"], b"after restart", via=bridge["listen"])
+            assert report.ok and report.public_key == spki.hex()
 
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0

@@ -353,3 +353,69 @@ def test_up_exits_and_cleans_up_when_kms_refuses_the_image(
     assert failed and "AccessDeniedException" in failed[0]["error"] and "do not match" in failed[0]["error"]
     assert [r["event"] for r in records][-2:] == ["terminated", "stopped"]
     assert Lifecycle(select_backend()).describe() == []
+
+
+def test_up_backs_off_and_gives_up_when_relaunches_keep_failing(
+    nd_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key policy is re-pinned to another image while up runs: each relaunch is refused by
+    KMS and torn down, the waits double, and after max_restarts up exits non-zero."""
+    _configure_emulator(nd_home)
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    eif = nd_home / "eifs" / "signer.eif"
+    pcrs = Lifecycle(select_backend()).build(payload_request(str(eif))).measurements.pcrs()
+    with LocalKms() as kms:
+        client = boto3.client("kms", endpoint_url=kms.endpoint_url, region_name="us-east-1")
+        arn = client.create_key()["KeyMetadata"]["Arn"]
+        client.put_key_policy(
+            KeyId=arn, PolicyName="default", Policy=json.dumps(key_policy(pcrs, "123456789012"))
+        )
+        blob = client.encrypt(KeyId=arn, Plaintext=b"\x09" * 32)["CiphertextBlob"]
+        allow = nd_home / "vsock-proxy.yaml"
+        allow.write_text(yaml.safe_dump({"allowlist": [{"address": "127.0.0.1", "port": kms.port}]}))
+        env = {
+            **os.environ,
+            "NITRODECK_UP_SOURCE": "payload",
+            "NITRODECK_UP_EIF_PATH": str(eif),
+            "NITRODECK_UP_MEMORY_MIB": "128",
+            "NITRODECK_UP_KMS_ENDPOINT": kms.endpoint_url,
+            "NITRODECK_UP_PROXY_CONFIG": str(allow),
+            "NITRODECK_UP_KEY_ID": arn,
+            "NITRODECK_UP_CIPHERTEXT_B64": base64.b64encode(blob).decode(),
+            "NITRODECK_UP_BRIDGE_LISTEN": "127.0.0.1:0",
+            "NITRODECK_UP_CHECK_INTERVAL": "0.2",
+            "NITRODECK_UP_BACKOFF_INITIAL": "0.1",
+            "NITRODECK_UP_BACKOFF_MAX": "0.3",
+            "NITRODECK_UP_MAX_RESTARTS": "3",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "console", "up"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            events = Events(proc)
+            launched = events.wait("ready")
+            other = {**pcrs, 2: "ee" * 48}
+            client.put_key_policy(
+                KeyId=arn, PolicyName="default", Policy=json.dumps(key_policy(other, "123456789012"))
+            )
+            Lifecycle(select_backend()).terminate(launched["enclave_id"])
+            assert proc.wait(120) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        events.thread.join(5)
+    records = [json.loads(line) for line in events.raw if line.startswith("{")]
+    waits = [r["restart_in"] for r in records if r["event"] == "enclave-exited"]
+    assert waits == [0.1, 0.2, 0.3]  # doubling, capped at backoff_max
+    failures = [r for r in records if r["event"] == "restart-failed"]
+    assert len(failures) == 3 and all("do not match" in r["error"] for r in failures)
+    assert "giving-up" in [r["event"] for r in records]
+    assert Lifecycle(select_backend()).describe() == []

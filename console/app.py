@@ -61,7 +61,7 @@ PANES = ("detail", "resources", "console", "commands")
 class NitrodeckApp(App[int]):
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "nitrodeck"
-    BINDINGS = commands.bindings()
+    BINDINGS = commands.bindings()  # type: ignore[assignment]  # list[Binding] is what App wants, invariance aside
     COMMANDS = {commands.CommandsProvider}
     COMMAND_PALETTE_BINDING = "ctrl+p"
 
@@ -140,11 +140,11 @@ class NitrodeckApp(App[int]):
         return not (self.read_only and action in commands.MUTATING_ACTIONS)
 
     def watch_read_only(self, read_only: bool) -> None:
-        if self.is_mounted:
+        if self._is_mounted:  # App.is_mounted is a method about widgets, not the app
             self._render_header()
 
     def watch_paused(self, paused: bool) -> None:
-        if self.is_mounted:
+        if self._is_mounted:
             self._render_header()
 
     def _refuse_read_only(self, what: str) -> bool:

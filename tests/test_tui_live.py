@@ -65,6 +65,11 @@ async def test_every_action_against_the_emulator(world: Path) -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, BuildDialog))
         dialog = app.screen
         assert isinstance(dialog, BuildDialog)
+        # the local Docker daemon's images load in a worker; without a daemon the dialog says so
+        note = dialog.query_one("#docker-note", Static)
+        await wait_until(pilot, lambda: bool(str(note.render()).strip()), 20)
+        daemon = bool(os.environ.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists()
+        assert ("on the local daemon" in str(note.render()) or "has no images" in str(note.render())) == daemon, str(note.render())
         dialog.query_one("#src-rootfs", RadioButton).value = True
         await pilot.pause()
         dialog.query_one("#rootfs", Input).value = str(world / "no-such-folder")

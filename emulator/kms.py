@@ -270,6 +270,9 @@ class RecipientLayer:
                 return resp.status, dict(resp.headers.items()), resp.read(MAX_BODY)
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers.items()), exc.read(MAX_BODY)
+        except (urllib.error.URLError, OSError) as exc:
+            down = {"__type": "KMSInternalException", "message": f"the local KMS store is down: {exc}"}
+            return 500, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(down).encode()
 
     def _moto(self, action: str, request: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
         h = dict(headers)

@@ -312,3 +312,15 @@ def test_fuzz_recipient_requests_only_kms_errors(action: str, recipient: Any) ->
         "KMSInternalException",
     )
     assert not layer.decisions
+
+
+def test_store_down_is_a_kms_error() -> None:
+    """With moto gone, both pass-through and Recipient calls answer KMSInternalException."""
+    from emulator.kms import KmsLayerError, RecipientLayer
+
+    layer = RecipientLayer("http://127.0.0.1:9")
+    status, _headers, body = layer.forward(b"{}", {"X-Amz-Target": "TrentService.ListKeys"})
+    assert status == 500 and json.loads(body)["__type"] == "KMSInternalException"
+    with pytest.raises(KmsLayerError) as info:
+        layer._moto("GetKeyPolicy", {"KeyId": "k"}, {})
+    assert info.value.kms_type == "KMSInternalException" and "down" in info.value.message

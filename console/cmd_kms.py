@@ -9,8 +9,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core.errors import NitrodeckError, UsageError
-
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_proxy(sub)
@@ -241,10 +239,5 @@ def _cmd_up(args: argparse.Namespace) -> int:
         "source": args.source,
         "debug_mode": args.debug_mode,
     }
-    try:
-        config = load_config(args.config, flags={k: v for k, v in flags.items() if v is not None})
-    except NitrodeckError:
-        raise
-    except ValueError as exc:
-        raise UsageError(str(exc), where="up") from exc
+    config = load_config(args.config, flags={k: v for k, v in flags.items() if v is not None})
     return run_up(config, backend_flag=getattr(args, "backend", None))

@@ -240,4 +240,6 @@ def _cmd_up(args: argparse.Namespace) -> int:
         "debug_mode": args.debug_mode,
     }
     config = load_config(args.config, flags={k: v for k, v in flags.items() if v is not None})
-    return run_up(config, backend_flag=getattr(args, "backend", None))
+    return run_up(
+        config, backend_flag=getattr(args, "backend", None), read_only=bool(getattr(args, "read_only", False))
+    )

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from core.errors import ConfigError, NitrodeckError
+from core.errors import ConfigError, NitrodeckError, ReadOnlyError
 from core.upconfig import UpConfig
 
 MAX_METADATA = 256 * 1024
@@ -424,5 +424,12 @@ class Up:
         return status
 
 
-def run_up(cfg: UpConfig, backend_flag: str | None = None) -> int:
+def run_up(cfg: UpConfig, backend_flag: str | None = None, read_only: bool = False) -> int:
+    if read_only:
+        # up exists to launch and provision; say so before building anything
+        raise ReadOnlyError(
+            "up launches and provisions enclaves, and nitrodeck runs read-only",
+            where="up",
+            hint="restart without --read-only",
+        )
     return asyncio.run(Up(cfg, backend_flag).run())

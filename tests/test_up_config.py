@@ -227,3 +227,13 @@ def test_fuzz_credentials_wire(params: dict[str, Any]) -> None:
         return
     assert creds.access_key_id and creds.secret_access_key and creds.region
     assert creds.expiration is None or creds.expiration.tzinfo is not None
+
+
+def test_read_only_refuses_up_before_anything_happens(tmp_path: Path) -> None:
+    from core.errors import ReadOnlyError
+    from core.up import run_up
+
+    cfg = UpConfig(source="payload", eif_path=str(tmp_path / "x.eif"))
+    with pytest.raises(ReadOnlyError):
+        run_up(cfg, backend_flag="emulator", read_only=True)
+    assert not (tmp_path / "x.eif").exists()

@@ -55,6 +55,8 @@ from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
 #: below this width the dashboard shows the table and one pane at a time
 WIDE_COLUMNS = 120
 HISTORY = 60
+#: exited enclaves kept in the table (their console logs stay readable)
+MAX_GONE = 16
 PANES = ("detail", "resources", "console", "commands")
 
 
@@ -135,7 +137,8 @@ class NitrodeckApp(App[int]):
     # -- read-only and the registry
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in commands.BY_ACTION and action not in ("quit", "command_palette") and isinstance(self.screen, Dialog):
+        on_top = self.screen_stack[-1] if self.screen_stack else None
+        if action in commands.BY_ACTION and action not in ("quit", "command_palette") and isinstance(on_top, Dialog):
             return False  # dashboard keys do nothing under a dialog
         return not (self.read_only and action in commands.MUTATING_ACTIONS)
 
@@ -182,6 +185,8 @@ class NitrodeckApp(App[int]):
                     self.gone[enclave.enclave_id] = enclave
         for enclave_id in running:
             self.gone.pop(enclave_id, None)
+        while len(self.gone) > MAX_GONE:
+            self.gone.pop(next(iter(self.gone)))
         host = getattr(snap.status.resources, "host", None)
         if host is not None and previous is not None:
             self.cpu_history.append(float(host.cpu_percent))
@@ -256,28 +261,27 @@ class NitrodeckApp(App[int]):
             return
         if exited:
             pane.reset(enclave.label, "exited: kept log")
-            self.read_kept_log(enclave.enclave_id)
+            self.read_kept_log(enclave.enclave_id, pane.inbox)
         elif enclave.debug_mode:
             pane.reset(enclave.label)
-            self.stream_console(enclave.enclave_id)
+            self.stream_console(enclave.enclave_id, pane.inbox)
         else:
             pane.reset(enclave.label, "not in debug mode: its console is not readable")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console", description="read the enclave console")
-    def stream_console(self, enclave_id: str) -> None:
+    def stream_console(self, enclave_id: str, inbox: deque[str]) -> None:
+        # Only the deque crosses threads (appends are atomic); widgets stay on the UI thread.
         worker = get_current_worker()
-        inbox = self._dash("#console", ConsolePane).inbox
         run_async_iter(self.source.console(enclave_id), inbox.append, lambda: worker.is_cancelled)
         if not worker.is_cancelled:
             self.post_message(ConsoleEnded(enclave_id, "console closed: the enclave exited"))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console-log", description="read a kept console log")
-    def read_kept_log(self, enclave_id: str) -> None:
+    def read_kept_log(self, enclave_id: str, inbox: deque[str]) -> None:
         path = self.source.console_log(enclave_id)
         if path is None or not Path(path).is_file():
             self.post_message(ConsoleEnded(enclave_id, "no console log was kept"))
             return
-        inbox = self._dash("#console", ConsolePane).inbox
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in deque(fh, maxlen=self.console_max_lines):
                 inbox.append(line.rstrip("\n"))

@@ -43,6 +43,13 @@ def audit_size(home: Path) -> int:
     return log.stat().st_size if log.exists() else 0
 
 
+def test_read_only_turns_itself_on_without_device_access(nd_home: Path) -> None:
+    # A real backend on a host where this user cannot write /dev/nitro_enclaves (here: none at all)
+    app = live_app("real", read_only=False, refresh_seconds=0)
+    assert app.read_only and app.source.read_only
+    assert app.check_action("launch", ()) is False
+
+
 def test_registry_marks_the_mutating_commands() -> None:
     assert {c.id for c in MUTATING} == {"build", "launch", "terminate", "terminate-all", "pin"}
     assert not [c for c in commands.visible(read_only=True) if c.mutating]

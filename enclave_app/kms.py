@@ -107,9 +107,14 @@ def endpoint_for(params: Mapping[str, Any], region: str) -> str:
     """
     explicit = _str_param(params, "endpoint_url")
     proxy_port = _int_param(params, "proxy_port", DEFAULT_PROXY_PORT, 1, 0xFFFFFFFF)
+    emulated = bool(os.environ.get("NITRODECK_VSOCK_DIR"))
     if explicit:
+        # The parent is not trusted: on Nitro, a parent-chosen endpoint could be a fake KMS over
+        # plain HTTP that hands the enclave a key the parent knows. Only TLS to the real name.
+        if not emulated:
+            raise KmsError("endpoint_url is accepted only under the emulator", where="provision")
         return explicit
-    if os.environ.get("NITRODECK_VSOCK_DIR"):
+    if emulated:
         return f"http://127.0.0.1:{STATE.forwarder(proxy_port).port}"
     # On Nitro: lo up, the regional name on 127.0.0.1, the forwarder on 443, TLS as usual.
     host = f"kms.{region}.amazonaws.com"
@@ -117,6 +122,22 @@ def endpoint_for(params: Mapping[str, Any], region: str) -> str:
     map_host_to_loopback(host)
     STATE.forwarder(proxy_port, local_port=443)
     return f"https://{host}"
+
+
+#: KMS key ARNs this image accepts keys from (comma-separated). Set it in the image (Dockerfile
+#: ENV), where it is measured: then a parent holding credentials for some other key (its own
+#: account, a policy open to any enclave) cannot make the enclave adopt a key the parent knows.
+ENV_TRUSTED_KEYS = "NITRODECK_KMS_KEY_ARNS"
+
+
+def check_trusted_key(key_arn: str) -> None:
+    pinned = [k.strip() for k in os.environ.get(ENV_TRUSTED_KEYS, "").split(",") if k.strip()]
+    if pinned and key_arn not in pinned:
+        raise KmsError(
+            f"KMS released a key of {key_arn[:200] or 'an unnamed key'}, which this image does not trust",
+            where="provision",
+            hint=f"the image pins {ENV_TRUSTED_KEYS}; seal the wallet key under one of those keys",
+        )
 
 
 class Recipient:
@@ -194,6 +215,7 @@ async def provision(ctx: EnclaveContext, params: Mapping[str, Any]) -> dict[str,
     if key_id:
         request["KeyId"] = key_id
     response = await _blocking(lambda: kms_call(client, "decrypt", **request))
+    check_trusted_key(str(response.get("KeyId", "")))
     secret = recipient.open(response, "Decrypt")
     try:
         ctx.keys.set_signing_key(secret, source="kms")

@@ -349,3 +349,30 @@ def test_seal_errors_are_typed(world: World, tmp_path: Path) -> None:
             out=tmp_path / "y",
         )
     assert not (tmp_path / "y").exists()
+
+
+def test_image_pinned_key_arn_refuses_other_keys(world: World) -> None:
+    """A parent with credentials for another key (open policy) cannot plant a key it knows."""
+    client = world.kms_client()
+    trusted = client.create_key()["KeyMetadata"]["Arn"]
+    planted = client.create_key()["KeyMetadata"]["Arn"]
+    req = payload_request(str(world.home / "pinned.eif"))
+    req.env = [*req.env, f"NITRODECK_KMS_KEY_ARNS={trusted}"]
+    pcrs = world.lifecycle.build(req).measurements.pcrs()
+    assert pcrs != world.pcrs  # the pin is part of the measured image
+    for arn in (trusted, planted):
+        client.put_key_policy(
+            KeyId=arn, PolicyName="default", Policy=json.dumps(key_policy(pcrs, "123456789012"))
+        )
+    info = world.lifecycle.launch(LaunchRequest(eif_path=req.output_file, memory_mib=128, cpu_count=2))
+    try:
+        _wait_ready(world, info.cid)
+        world.call(info.cid, "set_credentials", _wire_credentials())
+        bad = client.encrypt(KeyId=planted, Plaintext=b"\x0a" * 32)["CiphertextBlob"]
+        with pytest.raises(RemoteError, match="does not trust"):
+            world.call(info.cid, "provision", {"ciphertext": bad})
+        assert world.call(info.cid, "health", {})["key_source"] == "generated"
+        good = client.encrypt(KeyId=trusted, Plaintext=b"\x0b" * 32)["CiphertextBlob"]
+        assert world.call(info.cid, "provision", {"ciphertext": good})["key_id"] == trusted
+    finally:
+        world.lifecycle.terminate(info.enclave_id)

@@ -255,6 +255,7 @@ async def generate_data_key(ctx: EnclaveContext, params: Mapping[str, Any]) -> d
             client, "generate_data_key", KeyId=key_id, KeySpec=spec, Recipient=recipient.request()
         )
     )
+    check_trusted_key(str(response.get("KeyId", "")))
     data_key = recipient.open(response, "GenerateDataKey")
     # the data key stays inside; the parent learns only that it exists and its sealed form
     return {

@@ -12,6 +12,10 @@ Methods registered with the payload:
 Each release makes a fresh RSA-2048 key pair, asks the NSM for an attestation document carrying its
 public key, and decrypts KMS's CiphertextForRecipient with core.cms. KMS traffic leaves the enclave
 through enclave_app.forwarder (TCP loopback -> vsock -> the parent's vsock-proxy).
+
+The parent is not trusted: on Nitro only TLS to kms.<region>.amazonaws.com is used (no
+parent-chosen endpoints), and an image that sets NITRODECK_KMS_KEY_ARNS accepts keys only from
+those KMS keys.
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ def test_fuzz_wallet_key_loader(data: bytes) -> None:
     try:
         key = load_wallet_key(data, "--in")
     except KmsError as exc:
-        assert data.hex() not in str(exc) or not data
+        if len(data) >= 8:  # shorter strings occur in any English sentence
+            assert data.hex() not in str(exc) and data.decode("latin-1") not in str(exc)
         return
     assert isinstance(key.curve, ec.SECP256K1)
 

@@ -322,18 +322,27 @@ class NitrodeckApp(App[int]):
         def body() -> None:
             self.post_message(ActionFinished(kind, fn()))
 
+        # eif-info is not exclusive: describing one EIF must not cancel describing another
         self.run_worker(
-            body, thread=True, exclusive=True, exit_on_error=False, group=f"action-{kind}", name=kind, description=description
+            body,
+            thread=True,
+            exclusive=kind != "eif-info",
+            exit_on_error=False,
+            group=f"action-{kind}",
+            name=kind,
+            description=description,
         )
 
     @on(ActionFinished)
     def _action_finished(self, message: ActionFinished) -> None:
-        dialog = self._waiting.pop(message.kind, None)
         if message.kind == "eif-info":
+            # several EIFs may be described one after another for the same dialog: keep it waiting
             path, info, size = message.result
-            if isinstance(dialog, LaunchDialog) and dialog.is_attached:
-                dialog.eif_described(path, info, size)
+            waiting = self._waiting.get("eif-info")
+            if isinstance(waiting, LaunchDialog) and waiting.is_attached:
+                waiting.eif_described(path, info, size)
             return
+        dialog = self._waiting.pop(message.kind, None)
         if dialog is not None and dialog.is_attached:
             dialog.action_done(message.kind, message.result)
         if message.kind in ("launch", "terminate", "terminate-all", "pin"):

@@ -38,6 +38,14 @@ class Term:
             self.tmux("send-keys", "-t", self.session, key)
             time.sleep(0.15)  # one key per frame: the app reads them as separate key events
 
+    def wait_gone(self, text: str, timeout: float = 20.0) -> None:
+        """Keys sent while a dialog is still closing would go to the dialog: wait it out."""
+        deadline = time.monotonic() + timeout
+        while text in self.screen():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} still on screen after {timeout}s:\n{self.screen()}")
+            time.sleep(0.1)
+
     def wait_for(self, text: str, timeout: float = 40.0) -> str:
         deadline = time.monotonic() + timeout
         shown = ""
@@ -87,12 +95,14 @@ def test_build_launch_sign_terminate_by_keys(term: Term, nd_home: Path) -> None:
     term.keys("Enter")  # the focused "Pin PCRs" button
     term.wait_for("Pinned as the expected PCRs of nitrodeck-payload")
     term.keys("Escape")
+    term.wait_gone("Build an EIF")
 
     # launch it (2 CPUs, the suggested memory, production mode): tab to CPUs, enter launches
     term.keys("l")
     term.wait_for("Launch an enclave")
     term.wait_for("needs >=")  # describe-eif details arrived
     term.keys("Tab", "Enter")
+    term.wait_gone("Launch an enclave", timeout=60)
     shown = term.wait_for("(1 running)", timeout=60)
     assert "nitrodeck-payload" in shown and "MATCH" in shown
     term.wait_for("nitro-emu run-enclave")  # the command log shows the exact command
@@ -104,6 +114,7 @@ def test_build_launch_sign_terminate_by_keys(term: Term, nd_home: Path) -> None:
     shown = term.wait_for("PASS", timeout=60)
     assert "[ok]" in shown and "[FAIL]" not in shown
     term.keys("Escape")
+    term.wait_gone("Test-sign with")
 
     # terminate, after confirming
     term.keys("t")

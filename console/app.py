@@ -246,7 +246,8 @@ class NitrodeckApp(App[int]):
         if enclave is not None and snap is not None:
             verdict = "exited" if exited else snap.matches.get(enclave.enclave_id, "unpinned")
             expected = snap.expected.get(enclave.enclave_id)
-        self._dash("#detail", DetailPane).show(enclave, verdict, expected, exited)
+        eif = snap.eifs.get(enclave.enclave_id) if (snap is not None and enclave is not None) else None
+        self._dash("#detail", DetailPane).show(enclave, verdict, expected, exited, eif)
         self._attach_console(enclave, exited)
 
     def _attach_console(self, enclave: EnclaveInfo | None, exited: bool) -> None:

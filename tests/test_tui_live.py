@@ -114,6 +114,9 @@ async def test_every_action_against_the_emulator(world: Path) -> None:
         await wait_until(pilot, lambda: app.snapshot is not None and len(app.snapshot.enclaves) == 1, 20)
         enclave = app.snapshot.enclaves[0]  # type: ignore[union-attr]
         assert enclave.debug_mode
+        # the detail pane: the debug warning, and the EIF's own describe-eif details
+        await wait_until(pilot, lambda: "EIF v4 nitrodeck-payload" in str(app.query_one("#detail-body", Static).render()))
+        assert "all-zero PCRs" in str(app.query_one("#detail-body", Static).render()).replace("\n", " ")
         assert any("run-enclave" in c and "--debug-mode" in c for c in commands_run(app))
 
         # the console of the selected debug enclave streams into the pane

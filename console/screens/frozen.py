@@ -159,6 +159,7 @@ class FrozenSource(Source):
             status,
             {k: v for k, v in MATCHES.items() if k in ids} | {e.enclave_id: UNPINNED for e in self._enclaves if e.enclave_id not in MATCHES},
             {k: v for k, v in EXPECTED.items() if k in ids},
+            {e.enclave_id: self.describe_eif(Path(e.eif_path)) for e in self._enclaves if e.eif_path},
         )
 
     def host_history(self) -> tuple[list[float], list[float]]:

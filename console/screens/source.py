@@ -36,6 +36,8 @@ class Snapshot:
     status: Any  # core.lifecycle.Status (backend, instance_id, enclaves, resources, read_only, taken_at)
     matches: dict[str, str] = field(default_factory=dict)
     expected: dict[str, dict[int, str] | None] = field(default_factory=dict)
+    #: describe-eif of the EIF each enclave was launched from, when known (enclave ID -> EifInfo)
+    eifs: dict[str, EifInfo] = field(default_factory=dict)
 
     @property
     def enclaves(self) -> list[EnclaveInfo]:
@@ -148,8 +150,8 @@ class LiveSource(Source):
         from core.testsign import SCHEMES
 
         self.schemes = tuple(SCHEMES)
-        self._cpu: list[float] = []
-        self._mem: list[float] = []
+        #: describe-eif results by (path, mtime): an EIF is described once, not every refresh
+        self._eif_cache: dict[tuple[str, float], EifInfo] = {}
 
     def snapshot(self) -> Snapshot:
         status = self.lifecycle.status()
@@ -162,7 +164,24 @@ class LiveSource(Source):
             except NitrodeckError:
                 matches[enclave.enclave_id] = UNPINNED
                 expected[enclave.enclave_id] = None
-        return Snapshot(status, matches, expected)
+        return Snapshot(status, matches, expected, self._eifs_of(status.enclaves))
+
+    def _eifs_of(self, enclaves: list[EnclaveInfo]) -> dict[str, EifInfo]:
+        out: dict[str, EifInfo] = {}
+        for enclave in enclaves:
+            if not enclave.eif_path:
+                continue
+            try:
+                key = (enclave.eif_path, Path(enclave.eif_path).stat().st_mtime)
+            except OSError:
+                continue  # the EIF was moved or deleted since launch; nothing to describe
+            if key not in self._eif_cache:
+                try:
+                    self._eif_cache[key] = self.lifecycle.describe_eif(enclave.eif_path)
+                except NitrodeckError:
+                    continue
+            out[enclave.enclave_id] = self._eif_cache[key]
+        return out
 
     def describe_eif(self, path: Path) -> EifInfo:
         return self.lifecycle.describe_eif(path)  # type: ignore[no-any-return]

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from core.models import EnclaveInfo
+from core.models import EifInfo, EnclaveInfo
 
 DEBUG_WARNING = (
     "DEBUG MODE: this enclave's attestation documents carry all-zero PCRs. The values below are "
@@ -16,7 +16,13 @@ DEBUG_WARNING = (
 )
 
 
-def render_detail(enclave: EnclaveInfo | None, verdict: str, expected: dict[int, str] | None, exited: bool = False) -> Text:
+def render_detail(
+    enclave: EnclaveInfo | None,
+    verdict: str,
+    expected: dict[int, str] | None,
+    exited: bool = False,
+    eif: EifInfo | None = None,
+) -> Text:
     text = Text()
     if enclave is None:
         text.append("No enclave selected.\n", style="dim")
@@ -31,6 +37,13 @@ def render_detail(enclave: EnclaveInfo | None, verdict: str, expected: dict[int,
         text.append(f"image {enclave.image_name or '?'} {enclave.image_version or ''}\n")
     if enclave.eif_path:
         text.append(f"EIF {enclave.eif_path}\n")
+    if eif is not None:
+        signed = "signed" if eif.is_signed else "unsigned"
+        if eif.is_signed and eif.signature_check is False:
+            signed = "signature INVALID"
+        text.append(f"EIF v{eif.version} {eif.image_name or '?'} {eif.image_version or ''}  {signed}  CRC {'ok' if eif.check_crc else 'BAD'}\n")
+        if eif.metadata:
+            text.append(f"EIF metadata {json.dumps(eif.metadata, sort_keys=True)[:300]}\n", style="dim")
     if enclave.metadata:
         meta = json.dumps(enclave.metadata, sort_keys=True)
         text.append(f"metadata {meta[:300]}\n", style="dim")
@@ -70,5 +83,12 @@ class DetailPane(VerticalScroll):
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static(render_detail(None, "unpinned", None), id="detail-body")
 
-    def show(self, enclave: EnclaveInfo | None, verdict: str, expected: dict[int, str] | None, exited: bool = False) -> None:
-        self.query_one("#detail-body", Static).update(render_detail(enclave, verdict, expected, exited))
+    def show(
+        self,
+        enclave: EnclaveInfo | None,
+        verdict: str,
+        expected: dict[int, str] | None,
+        exited: bool = False,
+        eif: EifInfo | None = None,
+    ) -> None:
+        self.query_one("#detail-body", Static).update(render_detail(enclave, verdict, expected, exited, eif))

@@ -267,7 +267,7 @@ class NitrodeckApp(App[int]):
             pane.reset(enclave.label)
             self.stream_console(enclave.enclave_id, pane.inbox)
         else:
-            pane.reset(enclave.label, "not in debug mode: its console is not readable")
+            pane.reset(enclave.label, "no console: not in debug mode")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console", description="read the enclave console")
     def stream_console(self, enclave_id: str, inbox: deque[str]) -> None:

@@ -185,6 +185,11 @@ class ConsolePane(Vertical):
             self.log_widget.scroll_end(animate=False)
         self._update_bar()
 
+    def on_resize(self, event: events.Resize) -> None:
+        # wrapped lines were cut for the old width
+        if self.wrap and self.raw:
+            self._rerender()
+
     def watch_wrap(self, wrap: bool) -> None:
         if self.is_mounted:
             self._rerender()

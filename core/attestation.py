@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from core import trust
@@ -128,7 +128,7 @@ def _check_chain(doc: AttestationDoc, root: TrustRoot) -> tuple[_Window, ...]:
         child, issuer = certs[index], certs[index + 1]
         try:
             child.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature) as exc:
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
             reason = str(exc) or type(exc).__name__
             raise _ChainFailure(f"{labels[index]} is not signed by {labels[index + 1]}: {reason}") from exc
     leaf = certs[0]
@@ -184,7 +184,7 @@ def _signature_check(doc: AttestationDoc) -> Check:
     try:
         leaf = x509.load_der_x509_certificate(doc.certificate)
         key = leaf.public_key()
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:  # e.g. a curve OID cryptography does not know
         return Check("signature", False, f"leaf certificate unreadable: {exc}")
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         return Check("signature", False, "leaf key is not ECDSA P-384")
@@ -337,7 +337,7 @@ def pcrs_from_json(data: Any, where: str = "expected PCRs") -> dict[int, str]:
         if key == "HashAlgorithm":
             continue
         text = str(key).upper().removeprefix("PCR")
-        if not text.isdigit() or not 0 <= int(text) < 32:
+        if not (text.isascii() and text.isdigit()) or not 0 <= int(text) < 32:
             raise AttestationError(f"unknown key {str(key)[:20]!r}; expected PCR0..PCR31", where=where)
         if not isinstance(value, str) or len(value) not in sizes:
             raise AttestationError(f"{key} should be a hex string of {sorted(sizes)} digits", where=where)

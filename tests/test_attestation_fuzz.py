@@ -85,3 +85,18 @@ def test_hostile_cbor_is_a_structure_failure() -> None:
         for doc in (payload, _wrap(payload, tagged=False)):
             report = verify(doc, at=SAMPLE_AT)
             assert not report.ok and report.checks[0].name == "structure" and report.checks[0].ok is False
+
+
+def test_unknown_curve_oid_in_leaf_is_a_failed_check_not_a_crash() -> None:
+    """Found by hypothesis: 1.3.132.0.34 (P-384) turned into 1.2.132.0.34 made public_key() raise."""
+    from core.attestation import verify
+    from tests.conftest import testdata
+
+    raw = testdata("attestation", "evervault-beta-nondebug-2022-10-13.bin").read_bytes()
+    p384 = bytes.fromhex("06052b81040022")
+    assert p384 in raw
+    mutated = raw.replace(p384, bytes.fromhex("06052a81040022"), 1)
+    report = verify(mutated)
+    assert not report.ok
+    failed = {c.name for c in report.checks if c.ok is False}
+    assert "signature" in failed

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The demo's world; tests make their own under /tmp.
 export NITRODECK_HOME ?= $(CURDIR)/.nitrodeck-home
 
-.PHONY: install system-deps run test lint typecheck pytest screenshots bench clean
+.PHONY: install system-deps run stop test lint typecheck pytest screenshots bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ system-deps:
 	@scripts/system-deps.sh
 
 run: $(STAMP)
-	$(BIN)/python -m console.demo
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m console.demo
+
+# The demo's enclaves outlive the TUI (as real ones do); this ends them.
+stop: $(STAMP)
+	NITRODECK_BACKEND=emulator $(BIN)/python -m console terminate --all
 
 lint: $(STAMP)
 	$(BIN)/ruff check core console enclave_app emulator tests benchmarks
@@ -42,5 +46,5 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/attest.py
 	$(BIN)/python benchmarks/tui_console.py
 
-clean:
+clean: stop
 	rm -rf $(VENV) .nitrodeck-home .dockerd .pytest_cache .mypy_cache .ruff_cache

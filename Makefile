@@ -46,5 +46,6 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/attest.py
 	$(BIN)/python benchmarks/tui_console.py
 
-clean: stop
+clean:
+	-test -x $(BIN)/python && NITRODECK_BACKEND=emulator $(BIN)/python -m console terminate --all
 	rm -rf $(VENV) .nitrodeck-home .dockerd .pytest_cache .mypy_cache .ruff_cache

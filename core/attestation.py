@@ -238,8 +238,16 @@ def _pcr_checks(doc: AttestationDoc, expected: Mapping[int, str]) -> list[Check]
         elif index in DEBUG_ZERO_PCRS and have == bytes(len(have)):
             out.append(Check(name, False, f"debug mode: all-zero PCRs (expected {want[:16]}…)"))
         else:
-            out.append(Check(name, False, f"mismatch: document has {have.hex()[:16]}…, expected {want[:16]}…"))
+            out.append(Check(name, False, "mismatch: " + _hex_difference(have.hex(), want)))
     return out
+
+
+def _hex_difference(have: str, want: str) -> str:
+    """Short prefixes when they already differ; else both values in full and where they part."""
+    first = next((i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b), min(len(have), len(want)))
+    if first < 16:
+        return f"document has {have[:16]}…, expected {want[:16]}…"
+    return f"document has {have}, expected {want} (first difference at hex digit {first})"
 
 
 def _field_check(name: str, have: bytes | None, want: bytes | None) -> Check:

@@ -168,6 +168,16 @@ def test_policy_checks_named() -> None:
     assert names(old) == {"age"}
 
 
+def test_pcr_mismatch_detail_shows_where_the_values_differ() -> None:
+    data, at, meta = real(NONDEBUG)
+    late = meta["pcr0"][:-1] + ("0" if meta["pcr0"][-1] != "0" else "1")  # only the last digit differs
+    detail = verify(data, at=at, policy=Policy(pcrs={0: late})).check("pcr0").detail  # type: ignore[union-attr]
+    assert meta["pcr0"] in detail and late in detail and "hex digit 95" in detail
+    early = "f" + meta["pcr0"][1:] if meta["pcr0"][0] != "f" else "0" + meta["pcr0"][1:]
+    detail = verify(data, at=at, policy=Policy(pcrs={0: early})).check("pcr0").detail  # type: ignore[union-attr]
+    assert detail == f"mismatch: document has {meta['pcr0'][:16]}…, expected {early[:16]}…"
+
+
 def test_debug_documents_report_zero_pcrs_as_debug() -> None:
     data, at, _ = real(DEBUG)
     expected = real("blocky-nitrite-2024-09-07.bin")[2]["pcr0"]

@@ -67,6 +67,49 @@ async def test_many_concurrent_connections_with_half_close(enclave_side: Path) -
     assert bridge.stats.bytes_up == sum(len(p) for p in payloads)
 
 
+async def test_backpressure_a_stalled_enclave_stalls_the_client(tmp_path: Path) -> None:
+    """While the enclave side reads nothing, the bridge must not soak up what the client sends."""
+    total = 32 * 1024 * 1024
+    release = asyncio.Event()
+    received = asyncio.get_running_loop().create_future()
+
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        count = 0
+        while chunk := await reader.read(1 << 20):
+            count += len(chunk)
+        received.set_result(count)
+        writer.close()
+
+    server = await Transport(CID, tmp_path).start_server(stalled, PORT)
+    try:
+        async with Bridge(ListenAddress("127.0.0.1", 0), CID, PORT, Transport(PARENT_CID, tmp_path)) as bridge:
+            reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+            sent = 0
+
+            async def push() -> None:
+                nonlocal sent
+                chunk = b"b" * (256 * 1024)
+                while sent < total:
+                    writer.write(chunk)
+                    await writer.drain()
+                    sent += len(chunk)
+                writer.write_eof()
+
+            pusher = asyncio.create_task(push())
+            last, steady = -1, 0
+            while steady < 6 and sent < total:  # wait until the client's writes stop being accepted
+                await asyncio.sleep(0.05)
+                steady, last = (steady + 1, last) if sent == last else (0, sent)
+            assert sent < total // 2, f"the bridge accepted {sent} bytes that the enclave never read"
+            release.set()
+            await asyncio.wait_for(pusher, 60)
+            assert await asyncio.wait_for(received, 60) == total  # nothing lost once it flows
+            writer.close()
+    finally:
+        server.close()
+
+
 async def test_unreachable_enclave_closes_the_client(tmp_path: Path) -> None:
     async with Bridge(ListenAddress("127.0.0.1", 0), 99, PORT, Transport(PARENT_CID, tmp_path)) as bridge:
         assert await _exchange(bridge.port, b"hello") == b""

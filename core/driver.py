@@ -192,7 +192,11 @@ def hint_for(code: str, message: str, backend: Backend) -> str | None:
 def error_from_output(argv: list[str], stderr: str, exit_code: int, backend: Backend) -> NitrodeckError:
     blocks = parse_error_blocks(stderr)
     if not blocks:
-        last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "")
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        # a usage error (clap, argparse) says what is wrong on its `error:` line, not on the help footer
+        last = next((ln for ln in reversed(lines) if ln.lstrip().lower().startswith("error")), None) or (
+            lines[-1] if lines else ""
+        )
         return CommandFailed(
             f"{backend.display_name} exited with status {exit_code}" + (f": {last[:500]}" if last else ""),
             exit_status=exit_code,

@@ -279,6 +279,15 @@ def test_failure_without_block_keeps_exit_status(fake: Fake) -> None:
     assert info.value.exit_status == 2 and "--bogus" in info.value.message
 
 
+def test_failure_without_block_names_the_usage_error_not_the_help_footer(fake: Fake) -> None:
+    # clap and argparse print the usage, then `error: ...`, then a "For more information" footer
+    stderr = "usage: nitro-cli [-h]\n       ...\nerror: --rootfs requires --cmd\n\nFor more information try --help\n"
+    drv = fake.driver({"build-enclave": {"stderr": stderr, "exit": 2}})
+    with pytest.raises(CommandFailed) as info:
+        drv.build_enclave(BuildRequest("o.eif", docker_uri="x:1"))
+    assert info.value.exit_status == 2 and "error: --rootfs requires --cmd" in info.value.message
+
+
 def test_bad_json_is_typed(fake: Fake) -> None:
     drv = fake.driver({"describe-enclaves": {"stdout": '[{"EnclaveID": 5}]'}})
     with pytest.raises(Exception) as info:

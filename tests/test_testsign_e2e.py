@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -28,10 +30,12 @@ from core.lifecycle import Lifecycle
 from core.models import ZERO_PCR, EnclaveInfo, LaunchRequest
 from core.protocol import ProtocolClient, ProtocolError
 from core.testsign import TestSignError, attest, test_sign
+from emulator.instance import load_instance
 from enclave_app.packaging import PAYLOAD_BUILD_TIME, payload_build_request
 from tests.conftest import REPO
 
 VENV_BIN = str(Path(sys.executable).parent)
+ROLE_ARN = "arn:aws:iam::123456789012:role/Webserver"
 
 
 @pytest.fixture
@@ -112,6 +116,11 @@ def failed(report: dict[str, Any]) -> set[str]:
 def test_sign_and_attest_on_the_emulator(world: tuple[Lifecycle, str], tmp_path: Path) -> None:
     lifecycle, eif = world
     built = lifecycle.describe_eif(eif).measurements
+    # the modelled instance has an IAM role: PCR3 = SHA384(0^48 || role ARN), PCR4 from its instance ID
+    instance = dataclasses.replace(load_instance(), iam_role_arn=ROLE_ARN)
+    home.emulator_instance_file().write_text(instance.to_yaml())
+    pcr3 = hashlib.sha384(bytes(48) + ROLE_ARN.encode()).hexdigest()
+    pcr4 = hashlib.sha384(bytes(48) + instance.instance_id.encode()).hexdigest()
     prod = launch(lifecycle, eif, "prod")
     dbg = launch(lifecycle, eif, "dbg", debug=True)
     assert dbg.debug_mode
@@ -121,6 +130,7 @@ def test_sign_and_attest_on_the_emulator(world: tuple[Lifecycle, str], tmp_path:
     assert report["ok"] and not failed(report)
     for index, value in built.pcrs().items():
         assert report["pcrs"][str(index)] == value
+    assert report["pcrs"]["3"] == pcr3 and report["pcrs"]["4"] == pcr4
     assert report["enclave_id"] == prod.enclave_id and report["cid"] == prod.cid
 
     # the library path, other scheme, read-only lifecycle (test-sign changes nothing)
@@ -149,6 +159,7 @@ def test_sign_and_attest_on_the_emulator(world: tuple[Lifecycle, str], tmp_path:
     assert status == 3
     assert {"debug mode", "pcr0", "pcr1", "pcr2"} <= failed(report)
     assert report["pcrs"]["0"] == ZERO_PCR
+    assert report["pcrs"]["3"] == pcr3 and report["pcrs"]["4"] == pcr4  # debug mode keeps PCR3/4
     zeros = {0: ZERO_PCR, 1: ZERO_PCR, 2: ZERO_PCR}
     assert attest(lifecycle, "dbg", expected_pcrs=zeros).ok
 

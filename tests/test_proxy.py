@@ -48,8 +48,8 @@ class EchoServer:
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
-        try:
-            with conn:
+        with conn:
+            try:
                 conn.settimeout(5)
                 # hold each connection a moment so concurrent ones overlap if the proxy lets them
                 self.stop.wait(0.05)
@@ -58,9 +58,11 @@ class EchoServer:
                         conn.sendall(data.upper())
                 except OSError:
                     pass
-        finally:
-            with self.lock:
-                self.active -= 1
+            finally:
+                # count down before the close: the proxy frees its worker only after it sees this
+                # close, so a relay it starts next can never be counted while this one still is
+                with self.lock:
+                    self.active -= 1
 
     def close(self) -> None:
         self.stop.set()

@@ -97,7 +97,7 @@ def _register_kms(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     seal = ksub.add_parser(
         "seal",
         help="pin a KMS key policy to an EIF's PCRs and encrypt a wallet key under it",
-        description="Prints the key policy for review; --apply puts it. The plaintext key never touches disk.",
+        description="Prints the key policy for review; --apply puts it, then seals. The plaintext key never touches disk.",
     )
     seal.add_argument("--key-id", required=True)
     seal.add_argument("--eif", required=True, type=Path)
@@ -108,7 +108,11 @@ def _register_kms(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     src.add_argument(
         "--in", dest="in_file", type=Path, default=None, help="raw 32-byte or PEM/DER private key"
     )
-    seal.add_argument("--apply", action="store_true", help="apply the policy with PutKeyPolicy")
+    seal.add_argument(
+        "--apply",
+        action="store_true",
+        help="put the policy (PutKeyPolicy), then seal; without it: review only",
+    )
     seal.add_argument("--endpoint-url", default=None, help="KMS endpoint (default: AWS, or the local KMS)")
     seal.add_argument("--region", default=None)
     seal.add_argument("--principal", default=None, help="IAM principal ARN allowed to call Decrypt")
@@ -142,9 +146,21 @@ def _cmd_seal(args: argparse.Namespace) -> int:
         return 0
     print("Key policy pinned to the EIF's measurements (review before applying):")
     print(report.policy_json)
-    print(f"policy applied: {'yes' if report.applied else 'no (use --apply)'}", file=sys.stderr)
+    if not report.applied:
+        print(
+            "policy applied: no. Nothing was sealed: review the policy, then run again with --apply",
+            file=sys.stderr,
+        )
+        return 0
+    print("policy applied: yes", file=sys.stderr)
     print(f"ciphertext written to {report.ciphertext_file}", file=sys.stderr)
     print(f"wallet public key: {report.public_key_hex}", file=sys.stderr)
+    if report.public_key_der is not None:
+        # the form `nitrodeck sign` and `up`'s "provisioned" event show
+        print(
+            f"wallet public key (SPKI DER, as test-sign shows it): {report.public_key_der.hex()}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -329,9 +329,10 @@ class SealReport:
     measurements: dict[int, str]
     policy: dict[str, Any]
     applied: bool
-    ciphertext_file: str
-    public_key_hex: str
-    public_key_der: bytes = field(repr=False)
+    #: None when nothing was sealed (without --apply the policy is only shown for review)
+    ciphertext_file: str | None
+    public_key_hex: str | None
+    public_key_der: bytes | None = field(repr=False)
 
     @property
     def policy_json(self) -> str:
@@ -345,7 +346,7 @@ class SealReport:
             "PolicyApplied": self.applied,
             "CiphertextFile": self.ciphertext_file,
             "WalletPublicKey": self.public_key_hex,
-            "WalletPublicKeyDer": self.public_key_der.hex(),
+            "WalletPublicKeyDer": self.public_key_der.hex() if self.public_key_der is not None else None,
         }
 
 
@@ -392,16 +393,21 @@ def _seal_body(
             raise ConfigError(f"cannot read the key file: {exc.strerror}", where="--in") from exc
         if len(data) > MAX_KEY_FILE:
             raise ConfigError("the key file is too large to be a private key", where="--in")
-        wallet = load_wallet_key(data, "--in")
+        wallet = load_wallet_key(data, "--in")  # checked now, so a bad file shows up at review time
         del data
+    elif not apply:
+        wallet = None
     else:
         wallet = ec.generate_private_key(ec.SECP256K1())
-    if apply:
-        kms_call(client, "put_key_policy", KeyId=arn, PolicyName="default", Policy=json.dumps(policy))
+    if not apply or wallet is None:
+        # review first: nothing is generated or encrypted under a policy that is not in place yet
+        del wallet
+        return SealReport(arn, pcrs, policy, False, None, None, None)
+    kms_call(client, "put_key_policy", KeyId=arn, PolicyName="default", Policy=json.dumps(policy))
     blob = kms_call(client, "encrypt", KeyId=arn, Plaintext=raw_scalar(wallet))["CiphertextBlob"]
     target = out or eif.with_name(eif.name + ".wallet.kms")
     _write_private(target, bytes(blob))
-    return SealReport(arn, pcrs, policy, apply, str(target), wallet_public_hex(wallet), wallet_spki(wallet))
+    return SealReport(arn, pcrs, policy, True, str(target), wallet_public_hex(wallet), wallet_spki(wallet))
 
 
 class _Sealer:

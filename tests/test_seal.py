@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from console.cli import main as cli_main
 from core.backend import select_backend
 from core.errors import ConfigError
 from core.kms import AwsCredentials, KmsError, key_policy, seal
@@ -153,7 +154,9 @@ def world() -> Iterator[World]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_seal_provision_and_test_sign(world: World, tmp_path: Path) -> None:
+def test_seal_provision_and_test_sign(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     client = world.kms_client()
     arn = client.create_key()["KeyMetadata"]["Arn"]
     wallet = ec.generate_private_key(ec.SECP256K1())
@@ -179,22 +182,11 @@ def test_seal_provision_and_test_sign(world: World, tmp_path: Path) -> None:
         and "RecipientAttestation:ImageSha384" in shown.policy_json
     )
     assert "kms:RecipientAttestation" not in client.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
-    res = world.cli(
-        "kms",
-        "seal",
-        "--key-id",
-        arn,
-        "--eif",
-        str(world.eif),
-        "--in",
-        str(key_file),
-        "--endpoint-url",
-        world.kms.endpoint_url,
-        "--out",
-        str(out),
-        "--apply",
-        "--json",
-    )
+    # ... and nothing is sealed under a key whose policy is not pinned yet
+    assert not out.exists() and shown.ciphertext_file is None and shown.public_key_hex is None
+    seal_args = ["kms", "seal", "--key-id", arn, "--eif", str(world.eif), "--in", str(key_file)]
+    seal_args += ["--endpoint-url", world.kms.endpoint_url, "--apply"]
+    res = world.cli(*seal_args, "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["PolicyApplied"] is True
@@ -210,6 +202,12 @@ def test_seal_provision_and_test_sign(world: World, tmp_path: Path) -> None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert report["WalletPublicKeyDer"] == spki.hex()
+    # the human output names the key in the form test-sign shows, so the operator can compare
+    # (in-process: the world's environment is this process's)
+    status = cli_main([*seal_args, "--out", str(tmp_path / "again.kms")])
+    human = capsys.readouterr().err
+    assert status == 0, human
+    assert "ciphertext written" in human and f"as test-sign shows it): {spki.hex()}" in human
 
     res = world.cli(
         "provision", world.enclave_id, "--ciphertext", str(out), "--key-id", arn, "--credentials", "--json"

@@ -218,7 +218,10 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     else:
-        print(f"provisioned: signing key {result.get('public_key', '?')}")
+        public = result.get("public_key")
+        # hex, the form `nitrodeck sign` shows (the enclave answers with raw SPKI DER bytes)
+        shown = public.hex() if isinstance(public, bytes | bytearray) else str(public or "?")
+        print(f"provisioned: signing key {shown}")
     return 0
 
 

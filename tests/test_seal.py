@@ -209,11 +209,10 @@ def test_seal_provision_and_test_sign(
     assert status == 0, human
     assert "ciphertext written" in human and f"as test-sign shows it): {spki.hex()}" in human
 
-    res = world.cli(
-        "provision", world.enclave_id, "--ciphertext", str(out), "--key-id", arn, "--credentials", "--json"
-    )
+    res = world.cli("provision", world.enclave_id, "--ciphertext", str(out), "--key-id", arn, "--credentials")
     assert res.returncode == 0, res.stderr
     assert scalar.hex() not in res.stdout + res.stderr
+    assert res.stdout.strip() == f"provisioned: signing key {spki.hex()}"
     sign = run_test_sign(world.lifecycle, world.enclave_id, b"pay the invoice")
     assert sign.ok, [c for c in sign.checks if not c.ok]
     assert sign.public_key == spki.hex()

@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,20 +69,56 @@ class _Source:
 # --- time -----------------------------------------------------------------------------------------
 
 
+#: SOURCE_DATE_EPOCH up to 9999-12-31T23:59:59Z (datetime's range)
+_MAX_EPOCH = 253402300799
+_MAX_BUILD_TIME = 64
+
+
+def check_build_time(value: str) -> str:
+    """An explicit BuildTime must be an RFC 3339 time (it is written as-is into the metadata)."""
+    try:
+        ok = 0 < len(value) <= _MAX_BUILD_TIME and "T" in value.upper()
+        parsed = dt.datetime.fromisoformat(value) if ok else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise BuildError(
+            f"not an RFC 3339 time with a zone: {value[:80]!r}",
+            cli_code="E48",
+            where="--build-time",
+            hint="e.g. 2025-01-02T03:04:05Z or 2025-01-02T03:04:05+00:00",
+        )
+    return value
+
+
+def rfc3339_auto_si(ns: int) -> str:
+    """chrono's ``to_rfc3339()`` (SecondsFormat::AutoSi): 0, 3, 6 or 9 fraction digits, ``+00:00``."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    text = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac:
+        digits = f"{frac:09d}"
+        for width in (3, 6, 9):
+            if int(digits[width:] or "0") == 0:
+                text += "." + digits[:width]
+                break
+    return text + "+00:00"
+
+
 def resolve_build_time(build_time: str | None) -> str:
     """The explicit value, else $SOURCE_DATE_EPOCH as RFC 3339, else now (as nitro-cli's to_rfc3339)."""
-    if build_time:
-        return build_time
+    if build_time is not None:
+        return check_build_time(build_time)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
-        try:
-            seconds = int(epoch)
-        except ValueError:
+        # the reproducible-builds spec: a decimal integer, as `date +%s` prints it
+        if not (epoch.isascii() and epoch.isdigit() and len(epoch) <= 12 and int(epoch) <= _MAX_EPOCH):
             raise BuildError(
-                f"SOURCE_DATE_EPOCH is not an integer: {epoch!r}", cli_code="E48", where="SOURCE_DATE_EPOCH"
-            ) from None
-        return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
-    return dt.datetime.now(dt.UTC).isoformat()
+                f"SOURCE_DATE_EPOCH is not a non-negative integer up to {_MAX_EPOCH}: {epoch[:40]!r}",
+                cli_code="E48",
+                where="SOURCE_DATE_EPOCH",
+            )
+        return rfc3339_auto_si(int(epoch) * 1_000_000_000)
+    return rfc3339_auto_si(time.time_ns())
 
 
 # --- sources --------------------------------------------------------------------------------------

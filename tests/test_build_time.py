@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core import build
 from core.backend import select_backend
 from core.driver import build_args
 from core.errors import UsageError
@@ -37,3 +38,43 @@ def test_build_time_is_emulator_only() -> None:
     assert "--build-time" in build_args(req, select_backend("emulator"))
     with pytest.raises(UsageError, match="only supported by the emulator"):
         build_args(req, select_backend("real"))
+
+
+def test_build_time_now_has_nanoseconds_like_chrono(monkeypatch: pytest.MonkeyPatch) -> None:
+    # nitro-cli: chrono's Utc::now().to_rfc3339() -> "2025-10-05T13:12:27.410516995+00:00"
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    monkeypatch.setattr(build.time, "time_ns", lambda: 1759669947_410516995)
+    assert build.resolve_build_time(None) == "2025-10-05T13:12:27.410516995+00:00"
+    monkeypatch.setattr(build.time, "time_ns", lambda: 1759669947_000000000)
+    assert build.resolve_build_time(None) == "2025-10-05T13:12:27+00:00"  # AutoSi: no zero fraction
+    monkeypatch.setattr(build.time, "time_ns", lambda: 1759669947_410000000)
+    assert build.resolve_build_time(None) == "2025-10-05T13:12:27.410+00:00"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
+    assert build.resolve_build_time(None) == "1970-01-01T00:00:01+00:00"
+
+
+@pytest.mark.parametrize("epoch", ["99999999999999999", "-1", "1e9", " 12", "²"])
+def test_bad_source_date_epoch_is_a_build_error(monkeypatch: pytest.MonkeyPatch, epoch: str) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    with pytest.raises(build.BuildError) as info:
+        build.resolve_build_time(None)
+    assert info.value.cli_code == "E48" and info.value.where == "SOURCE_DATE_EPOCH"
+
+
+@pytest.mark.parametrize("value", ["not a time", "2025-13-01T00:00:00Z", "", "2025-01-01T00:00:00Z" + "0" * 100])
+def test_bad_build_time_is_a_build_error(value: str) -> None:
+    with pytest.raises(build.BuildError) as info:
+        build.resolve_build_time(value) if value else build.check_build_time(value)
+    assert info.value.cli_code == "E48" and info.value.where == "--build-time"
+
+
+def test_bad_build_time_through_nitro_emu_is_e48(nd_home: Path) -> None:
+    rootfs = nd_home / "rootfs"
+    rootfs.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "emulator", "build-enclave", "--rootfs", str(rootfs), "--cmd", "/bin/app",
+         "--build-time", "yesterday", "--output-file", str(nd_home / "x.eif")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 48 and any(ln.startswith("[ E48 ] ") for ln in done.stderr.splitlines())
+    assert not (nd_home / "x.eif").exists()

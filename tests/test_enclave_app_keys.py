@@ -72,6 +72,17 @@ def test_generated_keys_are_fresh_and_sign() -> None:
     assert "PRIVATE" not in repr(a) and "secp256k1" in repr(a)
 
 
+def test_nsm_random_is_mixed_into_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the OS RNG pinned, the NSM's bytes alone decide the keys: they are really in the seed."""
+    import enclave_app.keys as keys_module
+
+    monkeypatch.setattr(keys_module.os, "urandom", lambda n: b"\x01" * n)
+    same = KeyStore.generate(b"\x02" * 32).public_keys()
+    assert KeyStore.generate(b"\x02" * 32).public_keys() == same
+    other = KeyStore.generate(b"\x03" * 32).public_keys()
+    assert other["secp256k1"] != same["secp256k1"] and other["ed25519"] != same["ed25519"]
+
+
 def test_set_signing_key_accepts_object_der_and_scalar() -> None:
     store = _store()
     released = ec.generate_private_key(ec.SECP256K1())

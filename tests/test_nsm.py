@@ -197,6 +197,17 @@ def test_device_transport_on_non_device_is_typed(tmp_path: Path) -> None:
         transport.close()
 
 
+def test_ioctl_number_matches_struct_nsm_raw() -> None:
+    """_IOWR(0x0A, 0, struct nsm_raw): direction, type, number and the struct's size are all encoded."""
+    import ctypes
+
+    code = nsm_client.NSM_IOCTL_RAW
+    assert code == 0xC0200A00
+    assert code >> 30 == 3 and (code >> 8) & 0xFF == 0x0A and code & 0xFF == 0
+    assert (code >> 16) & 0x3FFF == ctypes.sizeof(nsm_client._NsmRaw) == 32  # two {u64 addr, u64 len}
+    assert nsm_client.MAX_RESPONSE == 12 * 1024 and nsm_client.MAX_REQUEST == 4096
+
+
 def test_decode_response_shapes() -> None:
     assert decode_response(cbor2.dumps("LockPCR"), "LockPCR") is None
     with pytest.raises(NsmError) as info:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from core.backend import select_backend
 from core.kms import key_policy
 from core.lifecycle import Lifecycle, payload_request
+from core.measure import measure_eif
 from core.testsign import test_sign as run_test_sign
 from emulator.kms import LocalKms
 from tests.conftest import REPO
@@ -49,7 +51,8 @@ AWS = {
 class MetadataServer:
     """ECS task metadata v4 look-alike: GET ${uri} answers this container's JSON."""
 
-    def __init__(self) -> None:
+    def __init__(self, image: str = IMAGE) -> None:
+        self.image = image
         self.hits = 0
         self.credential_hits = 0
         outer = self
@@ -77,7 +80,7 @@ class MetadataServer:
                         "DockerId": "ea32192c8553fbff06c9340478a2ff089b2bb5646fb718b4ee206641c9086d66",
                         "Name": "signer",
                         "DockerName": "ecs-signer-1-signer-e4e7e6d4c1dab1a2f401",
-                        "Image": IMAGE,
+                        "Image": outer.image,
                         "ImageID": "sha256:2ae34abc2ed0a22e280d17e13f9c01aaf725688b09b7a1525d1a2750e2c0d1de",
                         "Labels": {"com.amazonaws.ecs.cluster": "default"},
                         "DesiredStatus": "RUNNING",
@@ -126,6 +129,18 @@ def _configure_emulator(home: Path) -> None:
     (etc / "allocator.yaml").write_text("---\nmemory_mib: 512\ncpu_count: 2\n")
     (home / "emulator" / "instance.yaml").write_text(
         "instance_id: i-0123456789abcdef0\nvcpus: 4\ncores: 2\nthreads_per_core: 2\nhugepage_sizes_kb: [2048]\n"
+    )
+
+
+def _run_up(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`nitrodeck up` with this environment, to the end (for runs that are meant to stop on their own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "console", "up"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
@@ -339,14 +354,7 @@ def test_up_exits_and_cleans_up_when_kms_refuses_the_image(
             "NITRODECK_UP_CIPHERTEXT_B64": base64.b64encode(blob).decode(),
             "NITRODECK_UP_BRIDGE_LISTEN": "127.0.0.1:0",
         }
-        res = subprocess.run(
-            [sys.executable, "-m", "console", "up"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        res = _run_up(env)
     records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     failed = [r for r in records if r["event"] == "failed"]
     assert res.returncode != 0
@@ -418,4 +426,52 @@ def test_up_backs_off_and_gives_up_when_relaunches_keep_failing(
     failures = [r for r in records if r["event"] == "restart-failed"]
     assert len(failures) == 3 and all("do not match" in r["error"] for r in failures)
     assert "giving-up" in [r["event"] for r in records]
+    assert Lifecycle(select_backend()).describe() == []
+
+
+@pytest.mark.docker
+def test_up_builds_this_containers_image_through_docker(nd_home: Path, docker_client: Any) -> None:
+    """source: docker (the ECS default): the image named by the task metadata is built into the EIF
+    through the Docker socket and its measurements are reported. This image's entry point is no
+    nitrodeck payload, so the enclave never answers: up says so, cleans up and fails."""
+    _configure_emulator(nd_home)
+    ctx = nd_home / "ctx"
+    ctx.mkdir()
+    (ctx / "hello").write_text("not a payload\n")
+    (ctx / "Dockerfile").write_text('FROM scratch\nCOPY hello /hello\nENTRYPOINT ["/hello"]\n')
+    tag = f"nd-up-test-{uuid.uuid4().hex[:10]}:v1"
+    docker_client.images.build(path=str(ctx), tag=tag, rm=True)
+    server = MetadataServer(image=tag)
+    allow = nd_home / "vsock-proxy.yaml"
+    allow.write_text("allowlist:\n- {address: 127.0.0.1, port: 9}\n")
+    eif = nd_home / "eifs" / "task.eif"
+    env = {
+        **os.environ,
+        **AWS,
+        "ECS_CONTAINER_METADATA_URI_V4": server.uri,
+        "NITRODECK_UP_EIF_PATH": str(eif),
+        "NITRODECK_UP_MEMORY_MIB": "128",
+        "NITRODECK_UP_CID": "23",
+        "NITRODECK_UP_READY_TIMEOUT": "2",
+        "NITRODECK_UP_KMS_ENDPOINT": "http://127.0.0.1:9",
+        "NITRODECK_UP_PROXY_CONFIG": str(allow),
+        "NITRODECK_UP_BRIDGE_LISTEN": "127.0.0.1:0",
+    }
+    try:
+        res = _run_up(env)
+    finally:
+        server.close()
+        try:
+            docker_client.images.remove(tag, force=True)
+        except Exception:  # noqa: BLE001 - best effort cleanup of our own tag
+            pass
+    records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    by_event = {r["event"]: r for r in records}
+    assert by_event["metadata"]["image"] == tag and server.hits >= 1
+    assert by_event["build"]["image"] == tag
+    measured = measure_eif(eif)
+    assert by_event["measurements"]["PCR0"] == measured.pcr0
+    assert by_event["measurements"]["PCR2"] == measured.pcr2
+    assert res.returncode != 0 and "failed" in by_event
+    assert [r["event"] for r in records][-1] == "stopped"
     assert Lifecycle(select_backend()).describe() == []

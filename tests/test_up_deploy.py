@@ -69,3 +69,19 @@ def test_key_policy_template_matches_what_seal_writes() -> None:
     assert filled == generated
     assert evaluate_policy(filled, "Decrypt", pcrs)[0] is True
     assert evaluate_policy(filled, "Decrypt", {**pcrs, 0: "0" * 96})[0] is False
+
+
+def test_task_role_policy_grants_release_only_with_attestation() -> None:
+    policy = json.loads((DEPLOY / "iam" / "task-role-policy.json").read_text())
+    granted: set[str] = set()
+    for st in policy["Statement"]:
+        actions = set(st["Action"])
+        recipient = actions & {"kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateRandom"}
+        if recipient:
+            cond = st["Condition"]["StringEqualsIgnoreCase"]
+            assert "kms:RecipientAttestation:ImageSha384" in cond  # never without an attestation
+            granted |= recipient
+        if "kms:GenerateRandom" in actions:
+            # GenerateRandom names no key: IAM grants it only with Resource "*"
+            assert st["Resource"] == "*" and actions == {"kms:GenerateRandom"}
+    assert granted == {"kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateRandom"}

@@ -35,6 +35,18 @@ def _get(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str
     return value
 
 
+#: the kernel's CPU numbers fit comfortably below this (nr_cpu_ids is at most 8192 today)
+MAX_CPU_ID = 65535
+
+
+def _cpu_ids(obj: dict[str, Any], where: str) -> list[int]:
+    values = _get(obj, "CPUIDs", list, where)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_CPU_ID:
+            raise OutputFormatError(f"field 'CPUIDs' should hold CPU numbers, got {str(v)[:40]!r}", where=where)
+    return list(values)
+
+
 def _obj(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise OutputFormatError(f"expected a JSON object, got {type(data).__name__}", where=where)
@@ -95,7 +107,7 @@ class RunInfo:
             process_id=_get(obj, "ProcessID", int, where),
             cid=_get(obj, "EnclaveCID", int, where),
             cpu_count=_get(obj, "NumberOfCPUs", int, where),
-            cpu_ids=[int(c) for c in _get(obj, "CPUIDs", list, where)],
+            cpu_ids=_cpu_ids(obj, where),
             memory_mib=_get(obj, "MemoryMiB", int, where),
         )
 
@@ -140,7 +152,7 @@ class EnclaveInfo:
             process_id=_get(obj, "ProcessID", int, where),
             cid=_get(obj, "EnclaveCID", int, where),
             cpu_count=_get(obj, "NumberOfCPUs", int, where),
-            cpu_ids=[int(c) for c in _get(obj, "CPUIDs", list, where)],
+            cpu_ids=_cpu_ids(obj, where),
             memory_mib=_get(obj, "MemoryMiB", int, where),
             state=_get(obj, "State", str, where),
             flags=_get(obj, "Flags", str, where),

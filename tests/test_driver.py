@@ -27,7 +27,7 @@ from core.driver import (
     build_args,
 )
 from core.errors import InputTooLarge, NitroCliError, UsageError
-from core.models import BuildRequest, LaunchRequest
+from core.models import BuildRequest, LaunchRequest, OutputFormatError
 from tests.conftest import wait_for
 
 FAKE = r'''
@@ -375,3 +375,45 @@ async def test_console_consumer_stop_kills_child(fake: Fake, tmp_path: Path) -> 
     await asyncio.to_thread(
         wait_for, lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10
     )
+
+
+# nitro-cli before 1.2.0 (the user guide's "Hello enclave"): no EnclaveName, no Measurements
+OLD_DESCRIBE = f"""[
+  {{
+    "EnclaveID": "{ENCLAVE_ID}",
+    "ProcessID": 7,
+    "EnclaveCID": 16,
+    "NumberOfCPUs": 2,
+    "CPUIDs": [1, 3],
+    "MemoryMiB": 512,
+    "State": "RUNNING",
+    "Flags": "NONE"
+  }}
+]
+"""
+
+
+def test_older_versions_and_metadata_fields(fake: Fake) -> None:
+    drv = fake.driver({"describe-enclaves": {"stdout": OLD_DESCRIBE}})
+    [e] = drv.describe_enclaves()
+    assert e.name is None and e.measurements is None and e.label == ENCLAVE_ID and not e.debug_mode
+    with_meta = json.loads(DESCRIBE)
+    with_meta[0].update({"ImageName": "payments-app", "ImageVersion": "5d5eab01",
+                         "Metadata": {"BuildTool": "nitro-cli", "DockerInfo": {"Id": "sha256:5d5eab01"}}})
+    drv = fake.driver({"describe-enclaves": {"stdout": json.dumps(with_meta, indent=2)}})
+    [e] = drv.describe_enclaves(metadata=True)
+    assert (e.image_name, e.image_version) == ("payments-app", "5d5eab01")
+    assert e.metadata == {"BuildTool": "nitro-cli", "DockerInfo": {"Id": "sha256:5d5eab01"}}
+
+
+@pytest.mark.parametrize("cpu_ids", [["1"], [1.5], [True], [None], [-1], [2**40]])
+def test_cpu_ids_must_be_cpu_numbers(fake: Fake, cpu_ids: list[Any]) -> None:
+    bad = json.loads(DESCRIBE)
+    bad[0]["CPUIDs"] = cpu_ids
+    run = json.loads(RUN_STDOUT)
+    run["CPUIDs"] = cpu_ids
+    drv = fake.driver({"describe-enclaves": {"stdout": json.dumps(bad)}, "run-enclave": {"stdout": json.dumps(run)}})
+    for call in (drv.describe_enclaves, lambda: drv.run_enclave(LaunchRequest("x.eif", 64, cpu_count=2))):
+        with pytest.raises(OutputFormatError) as info:
+            call()
+        assert "CPUIDs" in str(info.value)

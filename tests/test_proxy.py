@@ -252,3 +252,12 @@ def test_fuzz_allowlist_documents(doc: object) -> None:
     except NitrodeckError:
         return
     assert all(isinstance(e.address, str) and 0 <= e.port <= 65535 for e in entries)
+
+
+def test_cli_defaults_match_vsock_proxy() -> None:
+    from console.cli import build_parser
+
+    args = build_parser().parse_args(["proxy", "8000", "kms.us-east-1.amazonaws.com", "443"])
+    assert (args.num_workers, args.ip_version, args.config) == (4, None, None)  # -w 4, mixed mode
+    args = build_parser().parse_args(["proxy", "--num_workers", "7", "-6", "8000", "h", "443"])
+    assert (args.num_workers, args.ip_version) == (7, 6)

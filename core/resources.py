@@ -234,7 +234,9 @@ def emulator_resources(enclaves: list[EnclaveInfo]) -> tuple[list[HugepagePool],
     uses = getattr(snap, "hugepages", None)
     if isinstance(pool, list) and isinstance(uses, list) and not getattr(snap, "error", None):
         pages = [
-            HugepagePool(int(u.size_kb), 0, int(u.total), int(u.free), int(u.held), "emulator-model")
+            HugepagePool(
+                int(u.size_kb), int(getattr(u, "node", 0)), int(u.total), int(u.free), int(u.held), "emulator-model"
+            )
             for u in uses
         ]
         return pages, [int(c) for c in pool]

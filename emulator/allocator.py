@@ -260,6 +260,8 @@ class HugepageUse:
     total: int
     free: int
     held: int
+    #: the NUMA node the allocator reserved them on: the CPU pool's node (the driver wants both together)
+    node: int = 0
 
 
 @dataclass
@@ -302,8 +304,9 @@ def _snapshot(inst: Instance, state: Any) -> PoolSnapshot:
         for size, n in e.pages.items():
             held_pages[size] = held_pages.get(size, 0) + n
         held.append(HeldResources(e.enclave_id, e.name, list(e.cpu_ids), e.memory_mib, dict(e.pages)))
+    node = inst.numa_node_of(pool[0]) if pool else 0
     hugepages = [
-        HugepageUse(size, total, max(total - held_pages.get(size, 0), 0), held_pages.get(size, 0))
+        HugepageUse(size, total, max(total - held_pages.get(size, 0), 0), held_pages.get(size, 0), node)
         for size, total in sorted(hp.items(), reverse=True)
     ]
     total_mib = pages_mib(hp)

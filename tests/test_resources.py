@@ -108,3 +108,18 @@ def test_emulator_model(nd_home: Path) -> None:
     assert res.hugepages and all(p.source == "emulator-model" for p in res.hugepages)
     assert sum(p.total * p.size_kb for p in res.hugepages) // 1024 >= 1024
     assert all(p.held_by_enclaves == 0 for p in res.hugepages)
+
+
+def test_emulator_model_hugepages_on_the_pool_node(nd_home: Path) -> None:
+    # 2 NUMA nodes of 4 cores; the pool is on node 1, so the allocator reserves its hugepages there
+    (nd_home / "emulator" / "etc").mkdir(parents=True)
+    (nd_home / "emulator" / "instance.yaml").write_text(
+        "instance_id: i-0123456789abcdef0\nvcpus: 16\ncores: 8\nthreads_per_core: 2\nmemory_mib: 16384\n"
+        "numa_nodes: 2\n"
+    )
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_pool: 4,12\n")
+    res = gather([], emulator=True)
+    assert res.cpus.pool == [4, 12]
+    assert res.hugepages and {p.node for p in res.hugepages} == {1}
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_pool: 1,9\n")
+    assert {p.node for p in gather([], emulator=True).hugepages} == {0}

@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,14 +154,17 @@ def _make_ca(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_ca_usage(cert_sign_only), critical=True)
-        .sign(issuer.key, hashes.SHA384())
     )
-    return Issued(cert, key)
+    if pathlen > 0:  # AWS's regional and zonal CAs name a CRL (nobody checks it: "We do not use CRL")
+        url = f"http://crl.emulator.nitro-enclaves.invalid/crl/{uuid.uuid4()}.crl"
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)
+        cert = cert.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+    return Issued(cert.sign(issuer.key, hashes.SHA384()), key)
 
 
 def enclave_serial_part(module_id: str) -> int:
     """The 64-bit enclave id in a module id ``i-<...>-enc<16 hex>``; a stable hash for other ids."""
-    match = re.search(r"-enc([0-9a-fA-F]{16})$", module_id)
+    match = re.search(r"-enc([0-9a-fA-F]{1,16})$", module_id)  # nitro-cli prints the u64 unpadded
     if match:
         return int(match.group(1), 16)
     return int.from_bytes(hashlib.sha256(module_id.encode()).digest()[:8], "big")
@@ -236,6 +240,7 @@ class EmulatorPki:
         self._instance: Issued | None = None
         self._leaves: dict[str, Issued] = {}
         self._tag = os.urandom(8).hex()
+        self._instance_id: str | None = None  # from the first module id: the instance CA's name
 
     # --- the root -------------------------------------------------------------------------------
 
@@ -296,7 +301,7 @@ class EmulatorPki:
         if level == "regional":
             return _name(CN=f"{self._tag}.{self.region}.emulator.nitro-enclaves", OU="nitrodeck emulator",
                          O="nitrodeck", C="US")
-        prefix = f"{self._tag}.zonal" if level == "zonal" else f"i-{self._tag}"
+        prefix = f"{self._tag}.zonal" if level == "zonal" else (self._instance_id or f"i-{self._tag}")
         return _name(CN=f"{prefix}.{self.region}.emulator.nitro-enclaves", OU="nitrodeck emulator",
                      O="nitrodeck", L="Seattle", ST="WA", C="US")
 
@@ -321,6 +326,9 @@ class EmulatorPki:
         """The signing leaf for one enclave: reused for its 3-hour life, renewed near the end."""
         now = now or _now()
         with self._lock:
+            if self._instance_id is None:
+                match = re.fullmatch(r"(i-[0-9a-fA-F]{1,32})-enc[0-9a-fA-F]{1,16}", module_id)
+                self._instance_id = match.group(1) if match else None
             instance = self._intermediates(now)
             leaf = self._leaves.get(module_id)
             if leaf is None or leaf.remaining(now) < LEAF_REFRESH:

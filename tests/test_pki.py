@@ -53,6 +53,12 @@ def test_chain_shape_matches_nitro(tmp_path: Path) -> None:
     signer = pki.leaf_for(MODULE_ID)
     bundle = [x509.load_der_x509_certificate(d) for d in signer.cabundle]
     assert [_bc(c).path_length for c in bundle] == [None, 2, 1, 0]
+    # as on AWS: CRL distribution points on the regional and zonal CAs only; the instance CA is
+    # named after the instance the module id belongs to
+    crl = [ExtensionOID.CRL_DISTRIBUTION_POINTS in {e.oid for e in c.extensions} for c in bundle]
+    assert crl == [False, True, True, False]
+    instance_cn = bundle[3].subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert instance_cn == "i-0123456789abcdef0.us-east-1.emulator.nitro-enclaves"
     instance_ku = bundle[3].extensions.get_extension_for_class(x509.KeyUsage)
     assert instance_ku.critical and instance_ku.value.key_cert_sign and not instance_ku.value.digital_signature
     for child, parent in zip(bundle[1:], bundle[:-1], strict=True):
@@ -68,6 +74,11 @@ def test_chain_shape_matches_nitro(tmp_path: Path) -> None:
     oids = {e.oid for e in leaf.extensions}
     assert ExtensionOID.AUTHORITY_KEY_IDENTIFIER not in oids and ExtensionOID.SUBJECT_KEY_IDENTIFIER not in oids
     assert leaf.serial_number >> 64 == 0x0191CCEB4289903F == enclave_serial_part(MODULE_ID)
+    # nitro-cli (and the emulator) print the enclave's u64 without padding: 15 digits happen
+    assert enclave_serial_part("i-4c8b9a4d3ae18ee48-enc1a21d7c098af050") == 0x1A21D7C098AF050
+    short = EmulatorPki.load_or_create(tmp_path).leaf_for("i-4c8b9a4d3ae18ee48-enc1a21d7c098af050")
+    short_instance = x509.load_der_x509_certificate(short.cabundle[3]).subject
+    assert short_instance.rfc4514_string().startswith("CN=i-4c8b9a4d3ae18ee48.us-east-1.emulator.nitro-enclaves")
     assert leaf.serial_number & (2**64 - 1) == int(leaf.not_valid_before_utc.timestamp())
     cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert cn == f"{MODULE_ID}.us-east-1.aws"

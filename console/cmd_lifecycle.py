@@ -110,6 +110,7 @@ def status_json(st: Status, verdicts: dict[str, str]) -> dict[str, Any]:
         ],
         "host": {"cpu_percent": res.host.cpu_percent, "mem_total": res.host.mem_total,
                  "mem_used": res.host.mem_used},
+        "allocator_error": res.problem,
     }
 
 
@@ -153,7 +154,8 @@ def status_text(st: Status, verdicts: dict[str, str], chosen_by: str) -> str:
         ("taken at", st.taken_at),
     ])
     names = {e.enclave_id: e.label for e in st.enclaves}
-    pool = key_values([("pool", res.cpus.pool or "(empty)"), ("free", res.cpus.free or "(none)")])
+    pool = key_values([("pool", res.cpus.pool or "(empty)"), ("free", res.cpus.free or "(none)")]
+                      + ([("allocator", res.problem)] if res.problem else []))
     held = table([[names.get(k, k), v] for k, v in res.cpus.held.items()], ["ENCLAVE", "CPUS"],
                  empty="(no CPUs held)")
     pages = table(
@@ -170,7 +172,7 @@ def status_text(st: Status, verdicts: dict[str, str], chosen_by: str) -> str:
         head,
         section(f"Enclaves ({len(st.enclaves)})", enclaves_table(st.enclaves, verdicts)),
         section(f"CPU pool ({res.cpus.source})", pool + "\n" + held),
-        section(f"Hugepages ({res.hugepages[0].source if res.hugepages else 'sysfs'})", pages),
+        section(f"Hugepages ({res.hugepages[0].source if res.hugepages else res.cpus.source})", pages),
         section("Host", host),
     ])
 

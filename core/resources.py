@@ -83,6 +83,8 @@ class Resources:
     cpus: CpuPool
     host: HostStats
     enclaves: list[EnclaveHolding] = field(default_factory=list)
+    #: why the pools are empty or partial (e.g. the emulator's allocator refused allocator.yaml)
+    problem: str | None = None
 
 
 def _is_decimal(text: str) -> bool:
@@ -227,31 +229,37 @@ def _emulator_allocator_file() -> tuple[list[int], int]:
     return cpus, memory_mib
 
 
-def emulator_resources(enclaves: list[EnclaveInfo]) -> tuple[list[HugepagePool], list[int]]:
-    """The emulator allocator's model; falls back to allocator.yaml when the model is unavailable."""
+def emulator_resources(enclaves: list[EnclaveInfo]) -> tuple[list[HugepagePool], list[int], str | None]:
+    """The emulator allocator's model (pages, pool, its error); falls back to allocator.yaml when the
+    model is unavailable. When the model refuses allocator.yaml, the pools are empty, as on a parent
+    whose nitro-enclaves-allocator service failed, and the error says why."""
     snap = _emulator_snapshot()
     pool = getattr(snap, "pool_cpus", None)
     uses = getattr(snap, "hugepages", None)
-    if isinstance(pool, list) and isinstance(uses, list) and not getattr(snap, "error", None):
+    error = getattr(snap, "error", None)
+    if isinstance(pool, list) and isinstance(uses, list):
+        if error:
+            return [], [], str(error)
         pages = [
             HugepagePool(
                 int(u.size_kb), int(getattr(u, "node", 0)), int(u.total), int(u.free), int(u.held), "emulator-model"
             )
             for u in uses
         ]
-        return pages, [int(c) for c in pool]
+        return pages, [int(c) for c in pool], None
     cpus, memory_mib = _emulator_allocator_file()
     # Without the model, count the reservation as 2 MiB pages (the smallest x86 size).
     total = memory_mib // 2
     held = min(sum(e.memory_mib for e in enclaves) // 2, total)
-    return [HugepagePool(2048, 0, total, total - held, held, "emulator-model")], cpus
+    return [HugepagePool(2048, 0, total, total - held, held, "emulator-model")], cpus, None
 
 
 def gather(enclaves: list[EnclaveInfo], emulator: bool, root: Path = Path("/")) -> Resources:
+    problem = None
     if emulator:
-        pages, pool = emulator_resources(enclaves)
+        pages, pool, problem = emulator_resources(enclaves)
         cpus = cpu_pool(pool, enclaves, "emulator-model")
     else:
         pages = sysfs_hugepages(root)
         cpus = cpu_pool(sysfs_cpu_pool(root) or [], enclaves, "sysfs")
-    return Resources(pages, cpus, host_stats(), holdings(enclaves))
+    return Resources(pages, cpus, host_stats(), holdings(enclaves), problem)

@@ -168,3 +168,16 @@ def test_status_human_table_with_enclaves() -> None:
     assert data["enclaves"][0]["Flags"] == "DEBUG_MODE" and data["enclaves"][0]["ExpectedPCRs"] == "debug"
     assert data["hugepages"][1] == {"size_kb": 2048, "node": 1, "total": 256, "free": 192,
                                     "held_by_enclaves": 64, "source": "sysfs"}
+
+
+def test_status_reports_a_broken_allocator(nd_home: Path) -> None:
+    (nd_home / "emulator" / "etc").mkdir(parents=True)
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 3\n")
+    done = nd("status", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["cpu_pool"]["pool"] == [] and data["hugepages"] == []
+    assert "not multiple of 2" in data["allocator_error"]
+    done = nd("status")
+    assert "allocator: The CPU count is not multiple of 2" in done.stdout
+    assert "Hugepages (emulator-model)" in done.stdout

@@ -123,3 +123,14 @@ def test_emulator_model_hugepages_on_the_pool_node(nd_home: Path) -> None:
     assert res.hugepages and {p.node for p in res.hugepages} == {1}
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_pool: 1,9\n")
     assert {p.node for p in gather([], emulator=True).hugepages} == {0}
+
+
+def test_emulator_allocator_error_is_shown_not_papered_over(nd_home: Path) -> None:
+    # 3 CPUs on a 2-threads-per-core model: nitro-enclaves-allocator refuses it, so there is no pool
+    (nd_home / "emulator" / "etc").mkdir(parents=True)
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 3\n")
+    res = gather([], emulator=True)
+    assert res.cpus.pool == [] and res.hugepages == []
+    assert res.problem is not None and "not multiple of 2" in res.problem
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
+    assert gather([], emulator=True).problem is None

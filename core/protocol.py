@@ -257,6 +257,7 @@ async def serve_connection(
     max_frame: int = MAX_FRAME,
     max_in_flight: int = MAX_IN_FLIGHT,
     on_error: Callable[[ProtocolError], None] | None = None,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> None:
     """Serve one connection until the peer closes it or sends a frame we cannot trust.
 
@@ -300,7 +301,7 @@ async def serve_connection(
     try:
         while True:
             try:
-                body = await read_frame(reader, max_frame)
+                body = await read_frame(reader, max_frame, body_timeout)
                 if body is None:
                     break
                 message = decode_body(body, max_frame)

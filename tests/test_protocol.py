@@ -201,6 +201,25 @@ async def test_a_bad_frame_closes_only_that_connection(server: int, bad: bytes, 
         assert await good.call("echo", {"x": 1}) == {"x": 1}
 
 
+async def test_a_stalled_frame_body_times_out_with_an_error_frame() -> None:
+    """A peer that sends a header and then nothing gets `truncated` once the body timeout passes."""
+    srv = await asyncio.start_server(
+        lambda r, w: serve_connection(r, w, _dispatch, body_timeout=0.2), "127.0.0.1", 0
+    )
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await _raw(port)
+        writer.write(struct.pack(">I", 100) + b"\xa1")  # the rest never comes, and no EOF either
+        await writer.drain()
+        frame = await _read_error_then_eof(reader)
+        writer.close()
+        assert frame["id"] is None and frame["error"]["code"] == TRUNCATED
+        async with await ProtocolClient.connect_tcp("127.0.0.1", port) as client:
+            assert await client.call("echo", {"after": 1}) == {"after": 1}
+    finally:
+        srv.close()
+
+
 async def test_unknown_version_answers_and_keeps_the_connection(server: int) -> None:
     reader, writer = await _raw(server)
     body = cbor2.dumps({"v": 7, "id": 41, "method": "echo", "params": {}})

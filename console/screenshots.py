@@ -8,6 +8,8 @@ screenshots/ are what the tests compare against, modulo size. Usage:
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Footer, Input
 
 from console.app import NitrodeckApp
 from console.screens.base import Dialog
@@ -60,6 +62,10 @@ async def settle(pilot: Pilot[int]) -> None:
         await wait_until(pilot, lambda: bool(dialog.info))
     _still_cursors(app)
     app.clear_notifications()
+    # The footer recomposes its keys after focus settles (a frame or two after mount); a scene taken
+    # before that would show an empty footer. Wait for the keys to be laid out, then one more frame.
+    footer = app.screen.query_one(Footer) if app.screen.query(Footer) else app.screen_stack[0].query_one(Footer)
+    await wait_until(pilot, lambda: bool(footer.children) and all(key.region.width for key in footer.children))
     await pilot.pause(0.1)
 
 
@@ -147,6 +153,27 @@ async def render(scene: Scene, size: tuple[int, int]) -> str:
         return app.export_screenshot(title=f"nitrodeck - {scene.name}")
 
 
+_TEXT = re.compile(r'(<text [^>]*?\bx=")([\d.]+)("[^>]*?textLength=")([\d.]+)("[^>]*>)((?:&#160;)+)([^<]*)(</text>)')
+
+
+def _for_rsvg(svg: str) -> str:
+    """rsvg-convert drops the leading (non-breaking) spaces of each <text> run, which shifts
+    indented text left in the PNG (browsers render the SVG right). Move such runs' x instead."""
+
+    def shift(m: re.Match[str]) -> str:
+        lead = m.group(6).count("&#160;")
+        rest = m.group(7)
+        if not rest.replace("&#160;", ""):
+            return m.group(0)
+        cells = lead + len(html.unescape(rest))
+        width = float(m.group(4)) / cells
+        x = float(m.group(2)) + lead * width
+        length = float(m.group(4)) - lead * width
+        return f"{m.group(1)}{x:g}{m.group(3)}{length:g}{m.group(5)}{rest}{m.group(8)}"
+
+    return _TEXT.sub(shift, svg)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "screenshots")
@@ -157,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     for scene in SCENES:
         for size in SIZES:
             svg = out / f"{scene.name}-{size[0]}x{size[1]}.svg"
-            svg.write_text(asyncio.run(render(scene, size)), encoding="utf-8")
+            text = asyncio.run(render(scene, size))
+            svg.write_text(text, encoding="utf-8")
             if converter is not None:
-                subprocess.run([converter, str(svg), "-o", str(svg.with_suffix(".png"))], check=True)
+                subprocess.run([converter, "-o", str(svg.with_suffix(".png"))], input=_for_rsvg(text).encode(), check=True)
             print(svg)
     return 0
 

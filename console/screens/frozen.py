@@ -58,7 +58,7 @@ PAYMENTS = EnclaveInfo(
     measurements=_meas("payments"),
     image_name="payments-signer",
     image_version="1.4.2",
-    metadata={"BuildTime": "2026-11-26T09:14:02Z", "DockerInfo": {"Id": "sha256:5e1f...c0de"}},
+    metadata=None,  # set below: describe-enclaves --metadata reports the launched EIF's metadata
     eif_path="/var/lib/nitrodeck/eifs/payments.eif",
 )
 SHELL = EnclaveInfo(
@@ -98,18 +98,56 @@ EXPECTED: dict[str, dict[int, str]] = {
 }
 MATCHES = {PAYMENTS.enclave_id: MATCH, SHELL.enclave_id: DEBUG, LEGACY.enclave_id: MISMATCH}
 
+def _eif_metadata(seed: str) -> dict[str, Any]:
+    """What the emulator's build-enclave writes into an EIF (the shape of nitro-cli's metadata)."""
+    if seed == "payments":
+        docker: dict[str, Any] = {
+            "Id": "sha256:5e1f0c9d2b7a43e8a61f0b2c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e",
+            "RepoTags": ["payments-signer:1.4.2"],
+            "Config": {"Cmd": ["/usr/local/bin/payments-signer", "--vsock-port", "5005"], "Env": ["PATH=/usr/local/bin:/usr/bin"]},
+        }
+        built = "2026-11-26T09:14:02Z"
+    else:
+        docker = {
+            "Id": "",
+            "RepoTags": [],
+            "Config": {
+                "Cmd": ["python3", "-m", "enclave_app", "--port", "5005"],
+                "Env": ["PYTHONPATH=/app", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
+            },
+        }
+        built = "2026-01-01T00:00:00Z"
+    return {
+        "BuildTime": built,
+        "BuildTool": "nitrodeck",
+        "BuildToolVersion": "0.1.0",
+        "OperatingSystem": "Linux",
+        "KernelVersion": "4.14.256",
+        "DockerInfo": docker,
+    }
+
+
+PAYMENTS.metadata = _eif_metadata("payments")
+
+ZEROS = "0" * 96
+#: the nitrodeck payload's console in debug mode, as the emulator prints it (enclave_app/server.py):
+#: debug mode attests all-zero PCR0-2 (PCR3 and PCR8 are zero without an IAM role or signing cert)
 CONSOLE_LINES = [
-    "[    0.000000] Linux version 4.14.256-209.484.amzn2.x86_64 (nitro-emu stand-in)",
-    "[    0.012000] Command line: reboot=k panic=30 pci=off nomodules console=ttyS0",
-    "[    0.150000] nsm: loading out-of-tree module taints kernel.",
-    "[    0.151000] random: crng init done",
-    "nitrodeck-payload 0.1.0 starting (cid 17, debug mode)",
-    "listening on vsock port 5000 (protocol v1, CBOR frames)",
-    "signing key generated: P-384, public key bound to attestation",
-    "request 1: sign payload sha256=9f86d081...0f00a08 scheme=ES384",
-    "request 1: attestation document 4.6 KiB, nonce bound",
-    "request 2: health ok",
-    "WARN: debug mode: PCRs in attestation documents are all zeros",
+    "[    0.000000] Linux version 4.14.256 (nitrodeck emulator stand-in)",
+    "[    0.000000] Command line: reboot=k panic=30 pci=off nomodules console=ttyS0 random.trust_cpu=on",
+    "[    0.000000] x86/fpu: emulated enclave, no hypervisor",
+    "[    0.010000] nsm: emulated Nitro Secure Module at $NITRODECK_NSM_SOCKET",
+    "[    0.020000] Run /init as init process",
+    "2026-11-27T11:58:41Z nitrodeck-enclave: starting version=0.1.0 pid=4310 cid=17 port=5005",
+    *(f"2026-11-27T11:58:41Z nitrodeck-enclave: PCR{i} {ZEROS}" for i in (0, 1, 2, 3)),
+    f"2026-11-27T11:58:41Z nitrodeck-enclave: PCR4 {_pcr('payload-pcr4')}",
+    f"2026-11-27T11:58:41Z nitrodeck-enclave: PCR8 {ZEROS}",
+    "2026-11-27T11:58:42Z nitrodeck-enclave: extension loaded: enclave_app.kms",
+    "2026-11-27T11:58:42Z nitrodeck-enclave: listening on vsock port 5005; methods: attest, health, "
+    "kms_generate_data_key, kms_generate_random, provision, public_keys, set_credentials, sign; keys: generated",
+    "2026-11-27T11:59:10Z nitrodeck-enclave: request method=health in=0B out=412B 1.9ms",
+    "2026-11-27T11:59:58Z nitrodeck-enclave: request method=sign in=61B out=4748B 43.7ms",
+    "2026-11-27T11:59:59Z nitrodeck-enclave: request method=sign in=61B out=4692B 41.2ms",
 ]
 
 
@@ -177,9 +215,18 @@ class FrozenSource(Source):
     def initial_commands(self) -> list[Any]:
         return [
             CommandRecord("nitro-emu describe-enclaves", [], 0, 0.04, True),
-            CommandRecord("nitro-emu build-enclave --rootfs payload-rootfs --cmd 'python3 -m enclave_app --port 5005' --output-file /var/lib/nitrodeck/eifs/nitrodeck-payload.eif", [], 0, 2.31, True),
-            CommandRecord("nitro-emu run-enclave --eif-path /var/lib/nitrodeck/eifs/nitrodeck-payload.eif --memory 512 --cpu-count 2 --debug-mode", [], 0, 1.12, True),
-            CommandRecord("nitro-emu run-enclave --eif-path /var/lib/nitrodeck/eifs/big.eif --memory 4096 --cpu-count 2", [], 27, 0.35, False, "E27"),
+            CommandRecord(
+                "nitro-emu build-enclave --rootfs /var/lib/nitrodeck/build/payload/rootfs --cmd 'python3 -m enclave_app --port 5005' "
+                "--build-time 2026-01-01T00:00:00Z --env PYTHONPATH=/app --env PYTHONDONTWRITEBYTECODE=1 --env PYTHONUNBUFFERED=1 "
+                "--output-file /var/lib/nitrodeck/eifs/nitrodeck-payload.eif --name nitrodeck-payload --version 0.1.0",
+                [], 0, 2.31, True,
+            ),
+            CommandRecord(
+                "nitro-emu run-enclave --eif-path /var/lib/nitrodeck/eifs/nitrodeck-payload.eif --memory 512 --cpu-count 2 "
+                "--debug-mode --enclave-name nitrodeck-payload",
+                [], 0, 1.12, True,
+            ),
+            CommandRecord("nitro-emu run-enclave --eif-path /var/lib/nitrodeck/eifs/payments.eif --memory 4096 --cpu-count 2 --enclave-name payments-2", [], 27, 0.35, False, "E27"),
         ]
 
     def eif_size(self, path: Path) -> int:
@@ -194,7 +241,7 @@ class FrozenSource(Source):
             check_crc=True,
             image_name=path.stem,
             image_version="1.4.2" if seed == "payments" else "0.1.0",
-            metadata={"BuildTime": "2026-11-26T09:14:02Z"},
+            metadata=_eif_metadata(seed),
         )
 
     def docker_images(self) -> list[str]:
@@ -236,19 +283,38 @@ class FrozenSource(Source):
         from core.testsign import SignReport
 
         debug = enclave.debug_mode
+        # the checks and wording core.testsign and core.attestation produce for a real test-sign
+        expected = EXPECTED.get(enclave.enclave_id, {})
         checks = [
-            Check("enclave", True, f"{enclave.label} answered on CID {enclave.cid}"),
-            Check("payload signature", True, f"{scheme} signature verifies with the enclave's key"),
-            Check("document signature", True, "COSE_Sign1 ES384 verifies"),
-            Check("chain", True, "chains to the emulator test root"),
-            Check("nonce", True, "the document carries our fresh nonce"),
-            Check("user_data", True, "binds key, payload and nonce"),
+            Check("enclave", True, f"{enclave.enclave_id} (CID {enclave.cid}) over vsock {enclave.cid}:5005"),
+            Check("payload signature", True, f"{scheme} signature verifies with the returned key"),
+            Check("structure", True, "COSE_Sign1 untagged, 16 PCRs, cabundle of 4"),
+            Check("document signature", True, "ES384 over the payload, by the leaf certificate's key"),
+            Check("root", True, "cabundle[0] is the pinned root nitrodeck-emulator-test-root (sha256 9013EBF0146AD476…)"),
+            Check("chain", True, "5 certificates, constraints and key usages hold"),
+            Check("validity", True, "every certificate valid at 2026-11-27T12:00:00+00:00 (chain expires 2026-11-27T15:00:03+00:00)"),
         ]
-        for index in (0, 1, 2):
-            checks.append(Check(f"pcr{index}", not debug, "all zeros (debug mode)" if debug else "matches the expected value"))
-        checks.append(Check("debug mode", not debug, "the enclave runs in debug mode" if debug else "production mode"))
+        for index in sorted(expected):
+            want = expected[index]
+            have = enclave.measurements.pcrs().get(index, "") if enclave.measurements else ""
+            if debug:
+                checks.append(Check(f"pcr{index}", False, f"debug mode: all-zero PCRs (expected {want[:16]}…)"))
+            elif have == want:
+                checks.append(Check(f"pcr{index}", True, f"matches {want[:16]}…"))
+            else:
+                checks.append(Check(f"pcr{index}", False, f"mismatch: document has {have[:16]}…, expected {want[:16]}…"))
+        checks += [
+            Check("nonce", True, "matches (32 bytes)"),
+            Check("user_data", True, "matches (32 bytes)"),
+            Check("public_key", True, "matches (88 bytes)"),
+            Check("age", True, "0s old (allowed 300s)"),
+        ]
+        if debug:
+            checks.append(Check("debug mode", False, "enclave runs in debug mode: it attests all-zero PCR0/1/2, so nothing proves which image runs"))
+        else:
+            checks.append(Check("debug mode", True, "production enclave: PCRs are the image's measurements"))
         return SignReport(
-            ok=not debug,
+            ok=all(c.ok for c in checks),
             scheme=scheme,
             enclave_id=enclave.enclave_id,
             cid=enclave.cid,

@@ -126,13 +126,8 @@ class NitrodeckApp(App[int]):
         self._layout_for(event.size.width)
 
     def _layout_for(self, width: int) -> None:
-        narrow = width < WIDE_COLUMNS
-        self._dash("#main").set_class(narrow, "-narrow")
-        table = self._dash("#enclaves", EnclaveTable)
-        if table.narrow != narrow:
-            table.narrow = narrow
-            if self.snapshot is not None:
-                self._render_all()
+        # the table picks its own columns for its width (see EnclaveTable.show)
+        self._dash("#main").set_class(width < WIDE_COLUMNS, "-narrow")
 
     # -- read-only and the registry
 

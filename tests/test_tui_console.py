@@ -114,8 +114,15 @@ async def test_filter_pause_help_and_narrow_layout(nd_home: Path) -> None:
         await pilot.press("p")
         assert app.paused
         assert "PAUSED" in str(app.query_one("#header", StatusHeader).render())
+        # the periodic tick does nothing while paused, and refreshes again once resumed
+        before = app.snapshot
+        app._tick()
+        await pilot.pause(0.2)
+        assert app.snapshot is before
         await pilot.press("p")
         assert not app.paused
+        app._tick()
+        await wait_until(pilot, lambda: app.snapshot is not before)
 
         # one pane at a time at 80 columns; the keys from the registry switch it
         for key, pane in (("1", "detail"), ("2", "resources"), ("4", "commands"), ("3", "console")):
@@ -132,3 +139,38 @@ async def test_filter_pause_help_and_narrow_layout(nd_home: Path) -> None:
             assert command.description in text and command.shown_key in text
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_table_columns_fit_the_width_and_detail_shows_every_pcr_in_full(nd_home: Path) -> None:
+    source = FrozenSource()
+    app = NitrodeckApp(source, refresh_seconds=0)
+    essentials = ("Name", "CID", "State", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        table = app.query_one("#enclaves", EnclaveTable)
+        assert "ID" in table.columns_shown
+        # 120 columns: the wide layout's table is 72 cells, too few for the ID; 100: the narrow layout's
+        # full-width table has room for it again; 80: not
+        for size, with_id in (((120, 36), False), ((100, 30), True), ((80, 24), False)):
+            await pilot.resize_terminal(*size)
+            await wait_until(pilot, lambda want=with_id: ("ID" in table.columns_shown) == want)
+            await pilot.pause()
+            assert all(col in table.columns_shown for col in essentials), size
+            # every column fits: nothing is pushed off to the right
+            assert table.virtual_size.width <= table.scrollable_content_region.width, size
+            # the verdict column is whole, not cut to a letter
+            verdicts = [str(table.get_cell_at((row, table.columns_shown.index("PCRs")))) for row in range(table.row_count)]
+            assert verdicts == ["MATCH", "debug", "MISMATCH"], size
+
+        # the detail pane: every PCR digit, actual and (for a mismatch) expected, and one metadata block
+        await pilot.resize_terminal(160, 48)
+        await pilot.press("down", "down")
+        detail = app.query_one("#detail-body")
+        await wait_until(pilot, lambda: LEGACY.label in str(detail.render()))
+        text = "".join(str(detail.render()).split())  # the hex may be cut into lines
+        for index, actual in LEGACY.measurements.pcrs().items():  # type: ignore[union-attr]
+            assert actual in text and source.snapshot().expected[LEGACY.enclave_id][index] in text
+        await pilot.press("up", "up")
+        await wait_until(pilot, lambda: PAYMENTS.label in str(detail.render()))
+        body = str(detail.render())
+        assert body.count("BuildTime") == 1 and "DockerInfo.Config.Cmd" in body

@@ -202,7 +202,7 @@ class ConsolePane(Vertical):
         title.append("Console ", style="bold")
         title.append(self.enclave_label or "(select a debug-mode enclave)")
         if self.note:
-            title.append(f"\u00a0- {self.note}", style="italic")
+            title.append(f" - {self.note}", style="italic")
         if self.term:
             found = len(self._matches)
             title.append(f"  /{self.term}: {found} match{'es' if found != 1 else ''}")

@@ -1,10 +1,16 @@
-"""The detail pane: everything about the selected enclave, PCRs expected vs actual first."""
+"""The detail pane: everything about the selected enclave, PCRs expected vs actual first.
+
+PCR values are shown in full (96 hex digits for SHA-384), cut into chunks that fit the pane's
+width, so an operator can read and compare every digit at 80 columns as well as at 200.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
@@ -14,6 +20,41 @@ DEBUG_WARNING = (
     "DEBUG MODE: this enclave's attestation documents carry all-zero PCRs. The values below are "
     "the EIF's build measurements; a verifier sees zeros and must not trust this enclave."
 )
+#: indent of the hex lines under a PCR label
+HEX_INDENT = 2
+
+
+def hex_width(width: int) -> int:
+    """How many hex digits per line fit a pane ``width`` cells wide (a whole PCR, half, a third, a quarter)."""
+    for chunk in (96, 48, 32, 24):
+        if HEX_INDENT + chunk <= width:
+            return chunk
+    return 16
+
+
+def _hex_lines(text: Text, value: str, chunk: int, style: str = "") -> None:
+    for i in range(0, len(value), chunk):
+        text.append(" " * HEX_INDENT)
+        text.append(value[i : i + chunk] + "\n", style=style)
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested metadata as (dotted key, value) rows; lists of strings joined with spaces (a Cmd reads as typed)."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for key in sorted(value):
+            rows.extend(_flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [(prefix, " ".join(value) if value else "[]")]
+    return [(prefix, value if isinstance(value, str) else json.dumps(value))]
+
+
+def _metadata(text: Text, title: str, meta: dict[str, Any]) -> None:
+    text.append(f"{title}\n", style="bold")
+    for key, value in _flatten(meta):
+        text.append(f"  {key} ", style="dim")
+        text.append((value or '""')[:200] + "\n")
 
 
 def render_detail(
@@ -22,42 +63,30 @@ def render_detail(
     expected: dict[int, str] | None,
     exited: bool = False,
     eif: EifInfo | None = None,
+    width: int = 80,
 ) -> Text:
     text = Text()
     if enclave is None:
         text.append("No enclave selected.\n", style="dim")
         text.append("Launch one with `l` (or build an EIF first with `b`).", style="dim")
         return text
-    text.append(f"{enclave.label}\n", style="bold")
+    chunk = hex_width(width)
+    text.append(f"{enclave.label}  ", style="bold")
     text.append(f"{enclave.enclave_id}\n", style="dim")
-    state = "EXITED (kept console log below)" if exited else enclave.state
+    state = "EXITED (kept console log)" if exited else enclave.state
     text.append(f"state {state}  flags {enclave.flags}  CID {enclave.cid}  PID {enclave.process_id}\n")
     text.append(f"CPUs {','.join(map(str, enclave.cpu_ids)) or '-'} ({enclave.cpu_count})  memory {enclave.memory_mib} MiB\n")
-    if enclave.image_name or enclave.image_version:
-        text.append(f"image {enclave.image_name or '?'} {enclave.image_version or ''}\n")
-    if enclave.eif_path:
-        text.append(f"EIF {enclave.eif_path}\n")
-    if eif is not None:
-        signed = "signed" if eif.is_signed else "unsigned"
-        if eif.is_signed and eif.signature_check is False:
-            signed = "signature INVALID"
-        text.append(f"EIF v{eif.version} {eif.image_name or '?'} {eif.image_version or ''}  {signed}  CRC {'ok' if eif.check_crc else 'BAD'}\n")
-        if eif.metadata:
-            text.append(f"EIF metadata {json.dumps(eif.metadata, sort_keys=True)[:300]}\n", style="dim")
-    if enclave.metadata:
-        meta = json.dumps(enclave.metadata, sort_keys=True)
-        text.append(f"metadata {meta[:300]}\n", style="dim")
     if enclave.debug_mode:
-        text.append("\n")
         text.append(DEBUG_WARNING, style="bold black on yellow")
         text.append("\n")
-    text.append("\nPCRs: ")
+    text.append("PCRs ", style="bold")
     style = {"match": "bold green", "mismatch": "bold red", "debug": "bold yellow"}.get(verdict, "dim")
     label = {
         "match": "MATCH expected",
         "mismatch": "MISMATCH: not the pinned image",
         "debug": "debug mode (attests zeros)",
         "unpinned": "no expected PCRs pinned (P pins these)",
+        "exited": "enclave exited",
     }.get(verdict, verdict)
     text.append(label + "\n", style=style)
     actual = enclave.measurements.pcrs() if enclave.measurements else {}
@@ -67,21 +96,60 @@ def render_detail(
     for index in sorted(set(actual) | set(wanted)):
         have = actual.get(index)
         want = wanted.get(index)
-        mark, mark_style = ("  ", "")
+        text.append(f"PCR{index:<2} ", style="bold")
+        if want is not None and have is not None and want == have:
+            text.append("ok", style="bold green")
+            text.append("  actual = expected\n", style="dim")
+            _hex_lines(text, have, chunk)
+            continue
         if want is not None and have is not None:
-            mark, mark_style = ("ok", "bold green") if want == have else ("!!", "bold red")
-        text.append(f"PCR{index:<2}", style="bold")
-        text.append(f" {mark} ", style=mark_style)
-        text.append(f"actual   {have or '-'}\n")
+            text.append("!!", style="bold red")
+            text.append("  actual\n", style="dim")
+            _hex_lines(text, have, chunk, "red")
+        elif have is not None:
+            text.append("    actual (nothing pinned)\n", style="dim")
+            _hex_lines(text, have, chunk)
+        else:
+            text.append("--  actual: not reported\n", style="dim")
         if want is not None:
-            text.append("        expected " , style="dim")
-            text.append(f"{want}\n", style="green" if want == have else "red")
+            text.append("        expected\n", style="dim")
+            _hex_lines(text, want, chunk, "green")
+    if enclave.image_name or enclave.image_version:
+        text.append("image ", style="bold")
+        text.append(f"{enclave.image_name or '?'} {enclave.image_version or ''}\n")
+    if enclave.eif_path:
+        text.append("EIF ", style="bold")
+        text.append(f"{enclave.eif_path}\n")
+    if eif is not None:
+        signed = "signed" if eif.is_signed else "unsigned"
+        if eif.is_signed and eif.signature_check is False:
+            signed = "signature INVALID"
+        text.append("EIF ", style="bold")
+        text.append(f"v{eif.version} {eif.image_name or '?'} {eif.image_version or ''}  {signed}  CRC {'ok' if eif.check_crc else 'BAD'}\n")
+    # describe-enclaves --metadata reports the metadata of the EIF the enclave was launched from;
+    # describe-eif reports the file's now. One block when they agree, both when the file changed.
+    launched = enclave.metadata or None
+    on_disk = eif.metadata if eif is not None and eif.metadata else None
+    if launched and on_disk and launched != on_disk:
+        _metadata(text, "metadata at launch", launched)
+        _metadata(text, "metadata of the EIF file now (it changed since launch)", on_disk)
+    elif launched or on_disk:
+        _metadata(text, "metadata", launched or on_disk or {})
+    text.rstrip()
     return text
 
 
 class DetailPane(VerticalScroll):
+    def __init__(self, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._shown: tuple[Any, ...] = (None, "unpinned", None, False, None)
+
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static(render_detail(None, "unpinned", None), id="detail-body")
+
+    def _width(self) -> int:
+        # the vertical scrollbar may come and go: leave room for it
+        return max(self.scrollable_content_region.width - self.styles.scrollbar_size_vertical, 16) if self.size.width else 80
 
     def show(
         self,
@@ -91,4 +159,8 @@ class DetailPane(VerticalScroll):
         exited: bool = False,
         eif: EifInfo | None = None,
     ) -> None:
-        self.query_one("#detail-body", Static).update(render_detail(enclave, verdict, expected, exited, eif))
+        self._shown = (enclave, verdict, expected, exited, eif)
+        self.query_one("#detail-body", Static).update(render_detail(enclave, verdict, expected, exited, eif, self._width()))
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.show(*self._shown)

@@ -1,4 +1,8 @@
-"""The enclave table: one row per enclave, filterable, keeping the selection across refreshes."""
+"""The enclave table: one row per enclave, filterable, keeping the selection across refreshes.
+
+Columns follow the table's width: the long ID column goes first when space runs out (the detail
+pane shows the full ID), then long names are shortened, so name, CID, state, flags, CPUs, memory,
+PCR0 and the PCR verdict always show, from 80 columns up."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from core.models import EnclaveInfo
 
 MATCH_STYLE = {"match": "bold green", "mismatch": "bold red", "unpinned": "dim", "debug": "bold yellow"}
 COLUMNS = ("Name", "ID", "CID", "State", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
-#: at 80 columns the ID and PCR0 live in the detail pane only
-NARROW_COLUMNS = ("Name", "CID", "State", "Flags", "CPUs", "MiB", "PCRs")
+#: without the ID (it stays in the detail pane): what every width shows
+NARROW_COLUMNS = ("Name", "CID", "State", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
+#: names are shortened down to this many cells before anything else gives way
+MIN_NAME = 8
 
 
 def short_id(enclave_id: str) -> str:
@@ -32,19 +38,47 @@ def row_matches(enclave: EnclaveInfo, needle: str) -> bool:
     return needle.lower() in hay
 
 
-class EnclaveTable(DataTable[Text | str]):
-    narrow = False
+def fit(cells: list[dict[str, Text]], width: int, padding: int = 1) -> tuple[tuple[str, ...], int]:
+    """The columns to show in ``width`` cells and the longest name allowed (0: no limit)."""
+    if width <= 0:
+        return COLUMNS, 0
 
+    def need(columns: tuple[str, ...], name_max: int = 0) -> int:
+        total = 0
+        for col in columns:
+            widest = max([len(col)] + [row[col].cell_len for row in cells])
+            if col == "Name" and name_max:
+                widest = max(len(col), min(widest, name_max))
+            total += widest + 2 * padding
+        return total
+
+    if need(COLUMNS) <= width:
+        return COLUMNS, 0
+    over = need(NARROW_COLUMNS) - width
+    if over <= 0:
+        return NARROW_COLUMNS, 0
+    longest = max([len("Name")] + [row["Name"].cell_len for row in cells])
+    return NARROW_COLUMNS, max(MIN_NAME, longest - over)
+
+
+class EnclaveTable(DataTable[Text | str]):
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        self._columns_for(self.narrow)
+        self._columns: tuple[str, ...] = ()
+        self._last: tuple[list[EnclaveInfo], dict[str, str], list[EnclaveInfo], str] | None = None
 
-    def _columns_for(self, narrow: bool) -> None:
+    def _set_columns(self, columns: tuple[str, ...]) -> None:
+        if columns == self._columns:
+            return
         self.clear(columns=True)
-        for col in NARROW_COLUMNS if narrow else COLUMNS:
+        for col in columns:
             self.add_column(col, key=col)
-        self._shown_narrow = narrow
+        self._columns = columns
+
+    @property
+    def columns_shown(self) -> tuple[str, ...]:
+        return self._columns
 
     @property
     def selected_id(self) -> str | None:
@@ -56,20 +90,22 @@ class EnclaveTable(DataTable[Text | str]):
             return None
         return str(key.value) if key.value is not None else None
 
+    def on_resize(self) -> None:
+        if self._last is not None:
+            self.show(*self._last)
+
     def show(self, enclaves: list[EnclaveInfo], matches: dict[str, str], gone: list[EnclaveInfo], needle: str) -> None:
+        self._last = (enclaves, matches, gone, needle)
         keep = self.selected_id
-        if getattr(self, "_shown_narrow", None) != self.narrow:
-            self._columns_for(self.narrow)
-        self.clear()
-        rows = [(e, False) for e in enclaves] + [(e, True) for e in gone]
-        for enclave, exited in rows:
+        rows: list[tuple[str, dict[str, Text]]] = []
+        for enclave, exited in [(e, False) for e in enclaves] + [(e, True) for e in gone]:
             if not row_matches(enclave, needle):
                 continue
             verdict = "exited" if exited else matches.get(enclave.enclave_id, "unpinned")
             pcr0 = enclave.measurements.pcr0[:8] if enclave.measurements else "-"
             dim = "dim" if exited else ""
-            cells = {
-                "Name": Text((enclave.name or "-")[:20], style=dim),
+            rows.append((enclave.enclave_id, {
+                "Name": Text(enclave.name or "-", style=dim),
                 "ID": Text(short_id(enclave.enclave_id), style=dim),
                 "CID": Text(str(enclave.cid), style=dim),
                 "State": Text("EXITED" if exited else enclave.state, style=dim or ("green" if enclave.state == "RUNNING" else "yellow")),
@@ -78,8 +114,16 @@ class EnclaveTable(DataTable[Text | str]):
                 "MiB": Text(str(enclave.memory_mib), style=dim),
                 "PCR0": Text(pcr0, style=dim),
                 "PCRs": Text(verdict.upper() if verdict in ("match", "mismatch") else verdict, style=MATCH_STYLE.get(verdict, "dim")),
-            }
-            self.add_row(*(cells[c] for c in (NARROW_COLUMNS if self.narrow else COLUMNS)), key=enclave.enclave_id)
+            }))
+        # leave room for a vertical scrollbar when the rows will not fit
+        width = self.scrollable_content_region.width if self.size.width else 0
+        columns, name_max = fit([cells for _, cells in rows], width, self.cell_padding)
+        self._set_columns(columns)
+        self.clear()
+        for key, cells in rows:
+            if name_max and cells["Name"].cell_len > name_max:
+                cells["Name"].truncate(name_max, overflow="ellipsis")
+            self.add_row(*(cells[c] for c in columns), key=key)
         if keep is not None:
             try:
                 self.move_cursor(row=self.get_row_index(keep), animate=False)

@@ -325,6 +325,8 @@ class Up:
             return
         with contextlib.suppress(NitrodeckError):
             self.lifecycle.terminate(self.enclave_id)
+        # gone either way: shutdown must not try (and log a failure) to terminate it again
+        self.enclave_id = None
 
     def refresh_due(self) -> bool:
         creds = self.credentials

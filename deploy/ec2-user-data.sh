@@ -20,6 +20,8 @@ allowlist:
 YAML
 
 systemctl enable --now nitro-enclaves-allocator.service
+# Leave nitro-enclaves-vsock-proxy.service disabled: `nitrodeck up` runs the proxy on vsock port
+# 8000 itself (same allowlist file), and two proxies cannot both listen on that port.
 
 # Join the cluster and advertise the capability the task definition's placement constraint needs.
 cat >> /etc/ecs/ecs.config <<CFG

@@ -19,6 +19,9 @@ from typing import Any
 
 import psutil
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from console.cli import main
 from core import home
@@ -131,12 +134,20 @@ def test_sign_and_attest_on_the_emulator(world: tuple[Lifecycle, str], tmp_path:
     for index, value in built.pcrs().items():
         assert report["pcrs"][str(index)] == value
     assert report["pcrs"]["3"] == pcr3 and report["pcrs"]["4"] == pcr4
+    # the signature checks out with cryptography directly, not only with nitrodeck's own checks
+    secp = serialization.load_der_public_key(bytes.fromhex(report["public_key"]))
+    assert isinstance(secp, ec.EllipticCurvePublicKey) and isinstance(secp.curve, ec.SECP256K1)
+    secp.verify(bytes.fromhex(report["signature"]), b"hello enclave", ec.ECDSA(hashes.SHA256()))
+    assert report["payload_sha256"] == hashlib.sha256(b"hello enclave").hexdigest()
     assert report["enclave_id"] == prod.enclave_id and report["cid"] == prod.cid
 
     # the library path, other scheme, read-only lifecycle (test-sign changes nothing)
     ro = Lifecycle(select_backend("emulator"), read_only=True)
     ed = test_sign(ro, prod.enclave_id, b"\x00\x01binary", scheme="ed25519")
     assert ed.ok and ed.scheme == "ed25519" and len(bytes.fromhex(ed.signature)) == 64
+    ed_key = serialization.load_der_public_key(bytes.fromhex(ed.public_key))
+    assert isinstance(ed_key, Ed25519PublicKey)
+    ed_key.verify(bytes.fromhex(ed.signature), b"\x00\x01binary")
 
     # through the TCP bridge (the ECS sidecar path), from another thread's event loop
     with running_bridge(lifecycle, prod.cid) as port:

@@ -185,7 +185,10 @@ def hint_for(code: str, message: str, backend: Backend) -> str | None:
     if code == "E29":
         return "the driver refused the enclave setup (often an odd CPU count on a hyperthreaded host): use full cores"
     if code == "E59":
-        return "the EIF's signing certificate is invalid or expired: re-sign the EIF"
+        return (
+            "the EIF's signature does not check out (it covers another PCR0, or the certificate is invalid or "
+            "expired; details in the error log): re-sign the EIF with `nitro-cli sign-eif`"
+        )
     return None
 
 

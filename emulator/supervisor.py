@@ -193,6 +193,19 @@ class Supervisor:
         except OSError:
             self.chan = None  # run-enclave went away; the enclave keeps running like nitro-cli's
 
+    def _check_signature(self, eif: Any) -> None:
+        """nitro-cli's PcrSignatureChecker, before anything is allocated: the COSE signature must verify
+        with the certificate's key, cover this EIF's PCR0, and the certificate must be valid now."""
+        from core.eif_sign import check_signature
+
+        try:
+            info = check_signature(eif, pcr0=self.measurements.get("PCR0"))
+        except NitrodeckError as exc:
+            raise EmuError(code="E59", subactions=[f"Signature check failed: {exc}"]) from None
+        problem = info.problem if not info.ok else None if info.valid_now else "signing certificate is not valid now"
+        if problem:
+            raise EmuError(code="E59", subactions=["Failed to verify the EIF's PCR signature", problem])
+
     def progress(self, line: str) -> None:
         self.tell({"stderr": line + "\n"})
 
@@ -222,6 +235,8 @@ class Supervisor:
             self.identity = identity(eif)
         except NitrodeckError as exc:
             raise EmuError(code="E35", subactions=[f"EIF parsing failed: {exc}"]) from None
+        if eif.signature is not None:
+            self._check_signature(eif)
         try:
             inst = load_instance()
             cfg = load_allocator()

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from core.eif import read_eif
+from core.eif import EifWriter, FileRange, SectionType, read_eif
+from core.eif_sign import sign_eif
 from core.measure import pcr_of_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,16 +26,17 @@ def emu(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "emulator", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
-def signing_pair(folder: Path) -> tuple[Path, Path]:
+def signing_pair(folder: Path, valid_days: tuple[int, int] = (-1, 30), stem: str = "") -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nitro-emu test")])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(7).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+        .serial_number(7).not_valid_before(now + dt.timedelta(days=valid_days[0]))
+        .not_valid_after(now + dt.timedelta(days=valid_days[1]))
         .sign(key, hashes.SHA384())
     )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path, key_path = folder / f"{stem}cert.pem", folder / f"{stem}key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
@@ -118,3 +120,36 @@ def test_sign_eif_in_place(nd_home: Path) -> None:
     assert json.loads(emu("describe-eif", "--eif-path", str(out)).stdout)["SignatureCheck"] is True
     bad = emu("sign-eif", "--eif-path", str(out), "--signing-certificate", str(cert), "--private-key", str(cert))
     assert bad.returncode == 60 and bad.stderr.startswith("[ E60 ] Signing error.")
+
+
+def test_run_checks_the_signature_e59(nd_home: Path) -> None:
+    """nitro-cli's PcrSignatureChecker: a signed EIF runs only if its COSE signature covers its PCR0 and
+    the certificate is valid now; otherwise E59 (wrapped in E39) and nothing is allocated."""
+    rootfs = nd_home / "root"
+    rootfs.mkdir()
+    a, b, grafted, expired = (nd_home / f"{n}.eif" for n in ("a", "b", "grafted", "expired"))
+    for out, cmd in ((a, "sleep 30"), (b, "sleep 31")):
+        assert emu("build-enclave", "--rootfs", str(rootfs), "--cmd", cmd, "--output-file", str(out)).returncode == 0
+    cert, key = signing_pair(nd_home)
+    sign_eif(a, cert, key)
+    # b's sections with a's signature: the signed PCR0 is not b's
+    eif_a, eif_b = read_eif(a), read_eif(b)
+    writer = EifWriter()
+    for sec in eif_b.sections:
+        writer.add(sec.type, FileRange(b, sec.data_offset, sec.size))
+    sig = eif_a.signature
+    assert sig is not None
+    writer.add(SectionType.SIGNATURE, FileRange(a, sig.data_offset, sig.size))
+    writer.write(grafted)
+    old_cert, old_key = signing_pair(nd_home, (-30, -1), "old-")
+    sign_eif(b, old_cert, old_key, output=expired)
+
+    for bad in (grafted, expired):
+        res = emu("run-enclave", "--eif-path", str(bad), "--memory", "64", "--cpu-count", "2")
+        assert res.returncode == 39, res.stderr
+        assert res.stderr.splitlines()[0] == "[ E59 ] EIF signature checker error.", res.stderr
+        assert "[ E39 ]" in res.stderr and "Start allocating memory..." not in res.stderr
+        assert json.loads(emu("describe-enclaves").stdout) == []
+    ok = emu("run-enclave", "--eif-path", str(a), "--memory", "64", "--cpu-count", "2")
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads(emu("terminate-enclave", "--all").stdout)) == 1

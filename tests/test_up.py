@@ -248,6 +248,7 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             assert meta["image"] == IMAGE and metadata.hits >= 1
             launched = events.wait("launched")
             assert launched["cid"] == 21 and launched["memory_mib"] == 160  # flag beats env beats file
+            assert launched["cpus"] == 2
             bridge = events.wait("bridge")
             provisioned = events.wait("provisioned")
             assert bytes.fromhex(provisioned["public_key"]) == spki

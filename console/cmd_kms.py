@@ -26,13 +26,12 @@ def _register_proxy(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="vsock-proxy compatible relay: vsock LOCAL_PORT -> TCP REMOTE_ADDR:REMOTE_PORT",
         description="Relay vsock connections on the parent (CID 3) to a TCP endpoint on the allowlist.",
     )
-    p.add_argument("local_port", type=int, metavar="LOCAL_PORT")
+    # numbers are parsed by _cmd_proxy, so bad ones get vsock-proxy's messages and exit status 1
+    p.add_argument("local_port", metavar="LOCAL_PORT")
     p.add_argument("remote_addr", metavar="REMOTE_ADDR")
-    p.add_argument("remote_port", type=int, metavar="REMOTE_PORT")
+    p.add_argument("remote_port", metavar="REMOTE_PORT")
     p.add_argument("--config", type=Path, default=None, help="allowlist YAML (default: vsock-proxy.yaml)")
-    p.add_argument(
-        "-w", "--num_workers", type=int, default=4, dest="num_workers", help="concurrent connections"
-    )
+    p.add_argument("-w", "--num_workers", default="4", dest="num_workers", help="concurrent connections")
     ipv = p.add_mutually_exclusive_group()
     ipv.add_argument("-4", "--ipv4", action="store_const", const=4, dest="ip_version")
     ipv.add_argument("-6", "--ipv6", action="store_const", const=6, dest="ip_version")
@@ -49,22 +48,44 @@ def _wait_for_signal(stop: threading.Event) -> None:
         pass
 
 
+def _unsigned(text: str, high: int) -> int | None:
+    """Rust's ``str::parse`` for an unsigned type: optional '+', decimal digits, in range; else None."""
+    digits = text[1:] if text.startswith("+") else text
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 20:
+        return None
+    value = int(digits)
+    return value if value <= high else None
+
+
 def _cmd_proxy(args: argparse.Namespace) -> int:
     from core.backend import select_backend
     from core.proxy import ProxyError, VsockProxy
 
-    if args.num_workers == 0:
+    # vsock-proxy's order and words: local port (u32), remote port (u16), workers (usize, not 0)
+    local_port = _unsigned(args.local_port, 0xFFFFFFFF)
+    remote_port = _unsigned(args.remote_port, 0xFFFF)
+    workers = _unsigned(args.num_workers, 2**63 - 1)
+    for value, message in (
+        (local_port, "Local port is not valid"),
+        (remote_port, "Remote port is not valid"),
+        (workers, "Number of workers is not valid"),
+    ):
+        if value is None:
+            print(f'Error: "{message}"', file=sys.stderr)
+            return 1
+    assert local_port is not None and remote_port is not None and workers is not None
+    if workers == 0:
         print('Error: "Number of workers must not be 0"', file=sys.stderr)
         return 1
     try:
         backend = select_backend(getattr(args, "backend", None))
         proxy = VsockProxy(
-            args.local_port,
+            local_port,
             args.remote_addr,
-            args.remote_port,
+            remote_port,
             transport=backend.transport(),
             config=args.config,
-            workers=args.num_workers,
+            workers=workers,
             ip_version=args.ip_version,
         )
         proxy.start()

@@ -34,7 +34,8 @@ DEFAULT_WORKERS = 4
 _BUF = 64 * 1024
 _POLL = 0.25
 
-NOT_ALLOWED = "Error at checking the allowlist: The given address and port are not allowed"
+ALLOWLIST_PREFIX = "Error at checking the allowlist: "
+NOT_ALLOWED = f"{ALLOWLIST_PREFIX}The given address and port are not allowed"
 
 
 class ProxyError(NitrodeckError):
@@ -77,19 +78,21 @@ def parse_allowlist(doc: Any, where: str = "allowlist") -> list[AllowEntry]:
     if not isinstance(doc, dict) or "allowlist" not in doc:
         raise ProxyError("No allowlist field", where=where)
     items = doc["allowlist"]
-    if items is None:
-        return []
-    if not isinstance(items, list) or len(items) > MAX_ENTRIES:
-        raise ProxyError("Bad yaml format", where=where, hint="allowlist must be a list of {address, port}")
+    if not isinstance(items, list):
+        # vsock-proxy: an allowlist that is not a list (null included) is no allowlist
+        raise ProxyError(
+            "No allowlist field", where=where, hint="allowlist must be a list of {address, port}"
+        )
+    if len(items) > MAX_ENTRIES:
+        raise ProxyError("Bad yaml format", where=where, hint=f"more than {MAX_ENTRIES} entries")
     out = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ProxyError("Bad yaml format", where=f"{where}: allowlist[{i}]")
-        address, port = item.get("address"), item.get("port")
-        if not isinstance(address, str) or not address or isinstance(port, bool) or not isinstance(port, int):
-            raise ProxyError(
-                "Bad yaml format", where=f"{where}: allowlist[{i}]", hint="needs address (text) and port"
-            )
+        address = item.get("address") if isinstance(item, dict) else None
+        port = item.get("port") if isinstance(item, dict) else None
+        if not isinstance(address, str) or not address:
+            raise ProxyError("No address field", where=f"{where}: allowlist[{i}]")
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise ProxyError("No port field or invalid type", where=f"{where}: allowlist[{i}]")
         if not 0 <= port <= 65535:
             raise ProxyError(
                 "Bad yaml format", where=f"{where}: allowlist[{i}].port", hint="port is 0..65535"
@@ -172,7 +175,11 @@ class VsockProxy:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> VsockProxy:
-        entries = self._allowlist if self._allowlist is not None else load_allowlist(self._config)
+        try:
+            entries = self._allowlist if self._allowlist is not None else load_allowlist(self._config)
+        except ProxyError as exc:
+            # vsock-proxy reports every allowlist file problem under this prefix too
+            raise ProxyError(f"{ALLOWLIST_PREFIX}{exc.message}", where=exc.where, hint=exc.hint) from exc
         check_allowlist(self.remote_addr, self.remote_port, entries, self.ip_version)
         try:
             self._listener = self.transport.listen(self.local_port)

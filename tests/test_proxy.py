@@ -170,7 +170,12 @@ def test_proxy_refuses_target_outside_allowlist(tmp_path: Path) -> None:
         (None, "Could not open the file"),
         ("allowlist: [unclosed", "Bad yaml format"),
         ("other: 1\n", "No allowlist field"),
-        ("allowlist:\n- {address: 1.2.3.4}\n", "Bad yaml format"),
+        ("allowlist:\n", "No allowlist field"),
+        ("allowlist: {address: 1.2.3.4, port: 443}\n", "No allowlist field"),
+        ("allowlist:\n- {port: 443}\n", "No address field"),
+        ("allowlist:\n- just-a-host\n", "No address field"),
+        ("allowlist:\n- {address: 1.2.3.4}\n", "No port field or invalid type"),
+        ("allowlist:\n- {address: 1.2.3.4, port: '443'}\n", "No port field or invalid type"),
         ("allowlist:\n- {address: 1.2.3.4, port: 70000}\n", "Bad yaml format"),
     ],
 )
@@ -203,9 +208,20 @@ def test_cli_refusal_matches_vsock_proxy(nd_home: Path) -> None:
     assert f'Error: "{NOT_ALLOWED}"' in res.stderr
     # default config under the emulator: <home>/emulator/etc/vsock-proxy.yaml, missing here
     res = _cli(nd_home, "proxy", "8000", "127.0.0.1", "443")
-    assert res.returncode == 1 and 'Error: "Could not open the file"' in res.stderr
+    assert (
+        res.returncode == 1
+        and 'Error: "Error at checking the allowlist: Could not open the file"' in res.stderr
+    )
     res = _cli(nd_home, "proxy", "-w", "0", "8000", "127.0.0.1", "443", "--config", str(cfg))
-    assert res.returncode == 1 and "must not be 0" in res.stderr
+    assert res.returncode == 1 and 'Error: "Number of workers must not be 0"' in res.stderr
+    # numbers vsock-proxy cannot parse: its messages, exit 1, checked before the allowlist
+    for argv, message in (
+        (("-w", "many", "8000", "127.0.0.1", "443"), "Number of workers is not valid"),
+        (("8000", "127.0.0.1", "65536"), "Remote port is not valid"),
+        (("x", "127.0.0.1", "443"), "Local port is not valid"),
+    ):
+        res = _cli(nd_home, "proxy", *argv, "--config", str(cfg))
+        assert (res.returncode, res.stderr.strip()) == (1, f'Error: "{message}"')
     res = _cli(nd_home, "proxy", "-4", "-6", "8000", "127.0.0.1", "443")
     assert res.returncode == 2 and "not allowed with argument" in res.stderr
 
@@ -258,6 +274,6 @@ def test_cli_defaults_match_vsock_proxy() -> None:
     from console.cli import build_parser
 
     args = build_parser().parse_args(["proxy", "8000", "kms.us-east-1.amazonaws.com", "443"])
-    assert (args.num_workers, args.ip_version, args.config) == (4, None, None)  # -w 4, mixed mode
+    assert (args.num_workers, args.ip_version, args.config) == ("4", None, None)  # -w 4, mixed mode
     args = build_parser().parse_args(["proxy", "--num_workers", "7", "-6", "8000", "h", "443"])
-    assert (args.num_workers, args.ip_version) == (7, 6)
+    assert (args.num_workers, args.ip_version) == ("7", 6)

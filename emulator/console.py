@@ -21,10 +21,32 @@ from core import home
 KEEP_BYTES = 4 * 1024 * 1024
 TRIM_AT = 5 * 1024 * 1024
 POLL = 0.05
+#: consoles of ended enclaves kept (newest first); with TRIM_AT per file this caps the folder
+KEEP_ENDED = 64
 
 
 def console_file(enclave_id: str) -> Path:
     return home.ensure(home.emulator_console_dir()) / f"{enclave_id}.log"
+
+
+def prune_kept(live_ids: set[str], keep: int = KEEP_ENDED) -> None:
+    """Delete the oldest console files of ended enclaves beyond ``keep``; never a live enclave's."""
+    folder = home.emulator_console_dir()
+    ended: list[tuple[float, Path]] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.endswith(".log") or entry.name[: -len(".log")] in live_ids:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                ended.append((entry.stat(follow_symlinks=False).st_mtime, Path(entry.path)))
+    ended.sort(reverse=True)
+    for _, path in ended[keep:]:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 class ConsoleWriter:

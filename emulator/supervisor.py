@@ -36,7 +36,7 @@ from emulator.allocator import (
     pages_mib,
     pick_pages,
 )
-from emulator.console import ConsoleWriter, console_file
+from emulator.console import ConsoleWriter, console_file, prune_kept
 from emulator.errors import EmuError
 from emulator.instance import Instance, InstanceConfigError, load_instance
 from emulator.isolation import (
@@ -330,6 +330,7 @@ class Supervisor:
             env["NITRODECK_NSM_SOCKET"] = str(nsm_path)
         home.ensure(home.emulator_vsock_dir())
         self.console = ConsoleWriter(console_file(entry.enclave_id))
+        prune_kept({e.enclave_id for e in state.read_entries()} | {entry.enclave_id})
         cgroup = prepare_cgroup(entry.slot, entry.memory_mib)
         self.plan = IsolationPlan(host_cpus=host_cpus_for(entry.cpu_ids), memory_mib=entry.memory_mib, cgroup=cgroup)
         init = Path(__file__).with_name("enclave_init.py")

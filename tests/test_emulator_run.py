@@ -386,6 +386,26 @@ def test_console_file_is_bounded(nd_home: Path) -> None:
     assert KEEP_BYTES <= len(data) <= TRIM_AT and data.endswith(b"x\nthe end\n")
 
 
+def test_kept_consoles_of_ended_enclaves_are_capped(nd_home: Path) -> None:
+    """Each console file is bounded, and so is their number: the oldest consoles of ended enclaves go
+    (a relaunch loop would otherwise fill the disk); live enclaves' consoles always stay."""
+    from emulator.console import KEEP_ENDED, console_file, prune_kept
+
+    paths = [console_file(f"i-0-enc{i:x}") for i in range(KEEP_ENDED + 5)]
+    for i, path in enumerate(paths):
+        path.write_bytes(b"x\n")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    live = {"i-0-enc0", "i-0-enc1"}  # the two oldest files, but their enclaves still run
+    prune_kept(live)
+    left = {p.name for p in paths if p.exists()}
+    assert {"i-0-enc0.log", "i-0-enc1.log"} <= left
+    assert len(left) == KEEP_ENDED + 2
+    assert not any(paths[i].exists() for i in range(2, 5)) and paths[5].exists() and paths[-1].exists()
+    (console_file("i-0-enc1").parent / "notes.txt").write_text("not a console")
+    prune_kept(live)
+    assert (console_file("i-0-enc1").parent / "notes.txt").exists()
+
+
 def test_enclave_gets_own_network_namespace_and_memory_cgroup(nd_home: Path) -> None:
     require(is_root(), "network namespaces and cgroups need root")
     # the setsid child leaves the enclave's process group; the cgroup still catches it at terminate

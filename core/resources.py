@@ -233,7 +233,10 @@ def emulator_resources(enclaves: list[EnclaveInfo]) -> tuple[list[HugepagePool],
     """The emulator allocator's model (pages, pool, its error); falls back to allocator.yaml when the
     model is unavailable. When the model refuses allocator.yaml, the pools are empty, as on a parent
     whose nitro-enclaves-allocator service failed, and the error says why."""
-    snap = _emulator_snapshot()
+    try:
+        snap = _emulator_snapshot()
+    except NitrodeckError as exc:  # instance.yaml or allocator.yaml unusable: say so, keep status up
+        return [], [], str(exc)
     pool = getattr(snap, "pool_cpus", None)
     uses = getattr(snap, "hugepages", None)
     error = getattr(snap, "error", None)

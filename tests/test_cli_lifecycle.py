@@ -181,3 +181,13 @@ def test_status_reports_a_broken_allocator(nd_home: Path) -> None:
     done = nd("status")
     assert "allocator: The CPU count is not multiple of 2" in done.stdout
     assert "Hugepages (emulator-model)" in done.stdout
+
+
+def test_status_survives_a_broken_instance_model(nd_home: Path) -> None:
+    (nd_home / "emulator").mkdir(parents=True)
+    (nd_home / "emulator" / "instance.yaml").write_text("vcpus: [")
+    done = nd("status", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["enclaves"] == [] and data["cpu_pool"]["pool"] == []
+    assert "instance.yaml" in data["allocator_error"] and "not valid YAML" in data["allocator_error"]

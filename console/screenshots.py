@@ -22,9 +22,13 @@ from textual.widgets import Footer, Input
 
 from console.app import NitrodeckApp
 from console.screens.base import Dialog
-from console.screens.frozen import FrozenSource
+from console.screens.build import BuildDialog
+from console.screens.error import ErrorDialog
+from console.screens.frozen import PAYMENTS, FrozenSource
 from console.screens.launch import LaunchDialog
 from console.widgets.console_pane import ConsolePane
+from core.driver import hint_for
+from core.errors import NitroCliError
 
 SIZES = ((80, 24), (160, 48))
 Setup = Callable[[Pilot[int]], Awaitable[None]]
@@ -103,6 +107,16 @@ async def _test_sign_result(pilot: Pilot[int]) -> None:
     await settle(pilot)
 
 
+async def _build_result(pilot: Pilot[int]) -> None:
+    # the payload (the default source) built: stages, measurements and the offer to pin them
+    await _keys("b")(pilot)
+    dialog = pilot.app.screen
+    assert isinstance(dialog, BuildDialog)
+    dialog.start()
+    await wait_until(pilot, lambda: dialog.result is not None and "done" in dialog.stages)
+    await settle(pilot)
+
+
 async def _tool_error(pilot: Pilot[int]) -> None:
     # The frozen launch fails the way nitro-cli does (E27): the error dialog path.
     await _keys("l")(pilot)
@@ -111,6 +125,25 @@ async def _tool_error(pilot: Pilot[int]) -> None:
     dialog.query_one("#memory", Input).value = "512"
     dialog.start()
     await wait_until(pilot, lambda: not dialog.query_one("#dialog-error").has_class("hidden"))
+    await settle(pilot)
+
+
+async def _action_failed(pilot: Pilot[int]) -> None:
+    # A failure that belongs to no open dialog goes through the app's one worker-outcome handler.
+    await _keys()(pilot)
+    app = pilot.app
+    assert isinstance(app, NitrodeckApp)
+
+    def terminate() -> None:
+        raise NitroCliError(
+            code="E11",
+            message=f"Failed to connect to the enclave process of {PAYMENTS.enclave_id}: no such enclave",
+            hint=hint_for("E11", "", app.source.backend),
+            log_path="/var/log/nitro_enclaves/err2026-11-27T12:00:00.000000000+00:00.log",
+        )
+
+    app._run_action("terminate", terminate, None, "terminate-enclave")
+    await wait_until(pilot, lambda: isinstance(app.screen, ErrorDialog))
     await settle(pilot)
 
 
@@ -131,11 +164,14 @@ SCENES: tuple[Scene, ...] = (
     Scene("help", _keys("question_mark")),
     Scene("help-read-only", _keys("question_mark"), read_only=True),
     Scene("build", _keys("b")),
+    Scene("build-result", _build_result),
     Scene("launch", _keys("l")),
     Scene("launch-invalid", _launch_error),
     Scene("launch-failed", _tool_error),
     Scene("terminate", _keys("t")),
     Scene("terminate-all", _keys("T")),
+    Scene("pin", _keys("P")),
+    Scene("action-failed", _action_failed),
     Scene("test-sign", _test_sign_result),
 )
 BY_NAME = {s.name: s for s in SCENES}

@@ -254,8 +254,12 @@ class FrozenSource(Source):
 
     def build(self, req: BuildRequest, stage: Callable[[str], None]) -> BuildResult:
         self._refuse("build")
-        stage("building")
-        return BuildResult(_meas(Path(req.output_file).stem), req.output_file)
+        # the stages LiveSource.build reports
+        source = "payload" if req.payload else "Docker image" if req.docker_uri else "rootfs" if req.rootfs else "image"
+        stage(f"building the EIF from the {source}: flatten, ramdisks, measure")
+        stage("measured PCR0/1/2" + ("/8 (signed)" if req.signing_certificate else ""))
+        stem = Path(req.output_file).stem
+        return BuildResult(_meas("payload" if "payload" in stem else stem), req.output_file)
 
     def pin(self, image_name: str, measurements: Measurements) -> None:
         self._refuse("pin")

@@ -32,13 +32,15 @@ def render_resources(resources: Any, enclaves: Sequence[EnclaveInfo]) -> Text:
         text.append(f"{','.join(map(str, cpus.free)) or 'none'}\n", style="green" if cpus.free else "bold red")
         for enclave_id, ids in sorted(cpus.held.items(), key=lambda kv: names.get(kv[0], kv[0])):
             text.append(f"  {names.get(enclave_id, enclave_id)[:24]:<24} holds {','.join(map(str, ids))}\n")
-    text.append("Hugepages ", style="bold")
-    text.append("size node  total   free   held  (MiB free)\n", style="dim")
+    # the column heads on their own line: at 120 columns the pane is 44 cells wide
+    text.append("Hugepages", style="bold")
+    text.append(" per size and NUMA node\n", style="dim")
+    text.append("   size node  total   free   held  MiB free\n", style="dim")
     for pool in resources.hugepages:
         free_mib = pool.free * pool.size_kb // 1024
         node = "all" if pool.node is None else str(pool.node)
         text.append(f"  {size_label(pool.size_kb):>5} {node:>4} {pool.total:>6} {pool.free:>6} {pool.held_by_enclaves:>6}")
-        text.append(f"  ({free_mib})\n", style="green" if free_mib else "dim")
+        text.append(f"  {free_mib:>8}\n", style="green" if free_mib else "dim")
     if not resources.hugepages:
         text.append("  none reserved\n", style="dim")
     host = resources.host

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 import os
@@ -300,7 +301,17 @@ class Lifecycle:
     @mutating("build")
     def build(self, req: BuildRequest) -> BuildResult:
         if req.payload and not (req.docker_uri or req.rootfs or req.image_tar):
-            req = payload_request(req.output_file, req.build_time)
+            # The payload fixes the image (rootfs, cmd, env); what the operator adds on top
+            # (signing, name, version, custom metadata, build time) is kept.
+            base = payload_request(req.output_file, req.build_time)
+            req = dataclasses.replace(
+                base,
+                signing_certificate=req.signing_certificate,
+                private_key=req.private_key,
+                name=req.name or base.name,
+                version=req.version or base.version,
+                metadata=req.metadata,
+            )
         Path(req.output_file).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
         return self.driver.build_enclave(req)
 

@@ -78,3 +78,40 @@ def test_bad_build_time_through_nitro_emu_is_e48(nd_home: Path) -> None:
     )
     assert done.returncode == 48 and any(ln.startswith("[ E48 ] ") for ln in done.stderr.splitlines())
     assert not (nd_home / "x.eif").exists()
+
+
+def test_payload_keeps_signing_and_naming(nd_home: Path) -> None:
+    """`build --payload` fixes the image but keeps what the operator adds: signature (PCR8), name."""
+    import datetime as dt
+    import json
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "payload signer")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(7).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA384())
+    )
+    (nd_home / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (nd_home / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    out = nd_home / "signed-payload.eif"
+    res = subprocess.run(
+        [sys.executable, "-m", "console", "build", "--payload", "--output-file", str(out), "--name", "wallet",
+         "--signing-certificate", str(nd_home / "cert.pem"), "--private-key", str(nd_home / "key.pem"), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "PCR8" in json.loads(res.stdout)["Measurements"]
+    info = subprocess.run([sys.executable, "-m", "emulator", "describe-eif", "--eif-path", str(out)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    described = json.loads(info.stdout)
+    assert described["IsSigned"] is True and described["SignatureCheck"] is True
+    assert described["ImageName"] == "wallet"

@@ -123,8 +123,8 @@ def cmd_verify_attestation(args: argparse.Namespace) -> int:
     report = verify(read_document(args.file), at=at, roots=roots, trust_emulator=trust_emulator, policy=policy)
     if args.json:
         out = report.to_dict()
-        out["trusted_roots"] = ["aws-nitro-root-g1", *(["emulator-root"] if trust_emulator else []),
-                                *(str(p) for p in (args.trust_root or []))]
+        emulator = trust.emulator_root() if trust_emulator else None
+        out["trusted_roots"] = [r.name for r in roots] + ([emulator.name] if emulator else [])
         out["at"] = at.isoformat()
         out["file"] = str(args.file)
         output.emit_json(out)

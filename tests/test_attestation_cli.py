@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cbor2
 
+from core import trust
 from core.trust import EMULATOR_ROOT_CERT_FILE
 from emulator.nsm import EmulatedNsm
 from emulator.pki import EmulatorPki
@@ -85,12 +86,13 @@ def test_cli_emulator_root_and_trust_flag(tmp_path: Path) -> None:
     doc.write_bytes(answer["Attestation"]["document"])
     refused = run("--backend", "real", "verify-attestation", str(doc), "--json", home=home)
     assert refused.returncode == 3
-    assert json.loads(refused.stdout)["trusted_roots"] == ["aws-nitro-root-g1"]
+    assert json.loads(refused.stdout)["trusted_roots"] == [trust.aws_root().name]
     assert not {c["name"]: c["ok"] for c in json.loads(refused.stdout)["checks"]}["root"]
     trusted = run("verify-attestation", str(doc), "--trust-emulator", "--nonce", b"abc".hex(), "--max-age", "600",
                   home=home)
     assert trusted.returncode == 0, trusted.stdout
     auto = run("--backend", "emulator", "verify-attestation", str(doc), "--json", home=home)
-    assert auto.returncode == 0 and "emulator-root" in json.loads(auto.stdout)["trusted_roots"]
+    assert auto.returncode == 0
+    assert json.loads(auto.stdout)["trusted_roots"] == [trust.aws_root().name, trust.emulator_root(etc).name]
     by_file = run("--backend", "real", "verify-attestation", str(doc), "--trust-root", str(etc / EMULATOR_ROOT_CERT_FILE), home=home)
     assert by_file.returncode == 0, by_file.stdout

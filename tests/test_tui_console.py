@@ -174,3 +174,36 @@ async def test_table_columns_fit_the_width_and_detail_shows_every_pcr_in_full(nd
         await wait_until(pilot, lambda: PAYMENTS.label in str(detail.render()))
         body = str(detail.render())
         assert body.count("BuildTime") == 1 and "DockerInfo.Config.Cmd" in body
+
+
+async def test_build_over_an_existing_eif_asks_first(nd_home: Path, tmp_path: Path) -> None:
+    from console.screens.build import BuildDialog
+    from console.screens.terminate import Confirm
+
+    source = FrozenSource()
+    existing = tmp_path / "app.eif"
+    existing.write_bytes(b"an older EIF")
+    source.existing_outputs.add(existing)
+    app = NitrodeckApp(source, refresh_seconds=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, BuildDialog))
+        dialog = app.screen
+        assert isinstance(dialog, BuildDialog)
+        dialog.query_one("#output", Input).value = str(existing)
+        dialog.start()
+        await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+        await pilot.press("n")  # declined: nothing is built
+        await wait_until(pilot, lambda: app.screen is dialog)
+        assert source.mutations == [] and dialog.result is None
+        dialog.start()
+        await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: dialog.result is not None)
+        assert source.mutations == ["build"]
+        # a new output path builds without asking
+        dialog.query_one("#output", Input).value = str(tmp_path / "new.eif")
+        dialog.start()
+        await wait_until(pilot, lambda: source.mutations == ["build", "build"])
+        assert app.screen is dialog

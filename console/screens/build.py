@@ -13,6 +13,7 @@ from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Select,
 
 from console.screens.base import Dialog
 from console.screens.source import default_output_path
+from console.screens.terminate import Confirm
 from core.errors import NitrodeckError, UsageError
 from core.models import BuildRequest, BuildResult
 
@@ -206,6 +207,20 @@ class BuildDialog(Dialog[None]):
         except NitrodeckError as err:
             self.show_error(err)
             return
+        out = Path(req.output_file).expanduser()
+        if self.host.source.output_exists(out):
+            # building replaces the file: that is destructive, so it asks first
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self._build(req)
+
+            self.app.push_screen(
+                Confirm("Replace the EIF?", f"{out} exists.\nBuilding writes a new EIF over it.", "Replace"), confirmed
+            )
+            return
+        self._build(req)
+
+    def _build(self, req: BuildRequest) -> None:
         self.request = req
         self.stages = []
         self.query_one("#build", Button).disabled = True

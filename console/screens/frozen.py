@@ -164,6 +164,8 @@ class FrozenSource(Source):
         self.mutations: list[str] = []
         #: console logs kept for enclaves (tests point these at real files)
         self.kept_logs: dict[str, Path] = {}
+        #: build outputs that exist in this world (nothing on the machine is looked at)
+        self.existing_outputs: set[Path] = set()
 
     def now(self) -> datetime:
         return FROZEN_NOW
@@ -228,6 +230,9 @@ class FrozenSource(Source):
             ),
             CommandRecord("nitro-emu run-enclave --eif-path /var/lib/nitrodeck/eifs/payments.eif --memory 4096 --cpu-count 2 --enclave-name payments-2", [], 27, 0.35, False, "E27"),
         ]
+
+    def output_exists(self, path: Path) -> bool:
+        return path in self.existing_outputs
 
     def eif_size(self, path: Path) -> int:
         return 42 * 1024 * 1024 if "payments" in path.name else 23 * 1024 * 1024

@@ -78,6 +78,10 @@ class Source:
     def eif_size(self, path: Path) -> int:
         return path.stat().st_size
 
+    def output_exists(self, path: Path) -> bool:
+        """Would a build replace a file (the build dialog asks first)?"""
+        return path.exists()
+
     def describe_eif(self, path: Path) -> EifInfo:
         raise NotImplementedError
 

@@ -397,8 +397,13 @@ class NitroCli:
         if self.on_command is not None:
             self.on_command(record)
 
-    def run(self, args: list[str], timeout: float | None = None) -> Completed:
-        """Run one command; raise the parsed error unless it exits 0."""
+    def run(
+        self, args: list[str], timeout: float | None = None, progress: Callable[[str], None] | None = None
+    ) -> Completed:
+        """Run one command; raise the parsed error unless it exits 0.
+
+        ``progress`` receives each stderr line as it arrives (nitro-cli's progress goes to stderr).
+        """
         argv = [*self.backend.argv, *args]
         text = command_text(self.backend, args)
         limit = self.timeout if timeout is None else timeout
@@ -419,7 +424,7 @@ class NitroCli:
                 hint="install aws-nitro-enclaves-cli, or use --backend emulator",
             ) from None
         try:
-            out, err = self._collect(proc, started + limit)
+            out, err = self._collect(proc, started + limit, progress)
         except DriverTimeout:
             _kill_group(proc)
             proc.wait()
@@ -447,10 +452,13 @@ class NitroCli:
         return Completed(argv, code, stdout, stderr)
 
     @staticmethod
-    def _collect(proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bytes]:
+    def _collect(
+        proc: subprocess.Popen[bytes], deadline: float, progress: Callable[[str], None] | None = None
+    ) -> tuple[bytes, bytes]:
         assert proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
         bufs = {out_fd: bytearray(), err_fd: bytearray()}
+        reported = 0  # stderr bytes already handed to ``progress``
         try:
             with selectors.DefaultSelector() as sel:
                 for fd in bufs:
@@ -473,6 +481,13 @@ class NitroCli:
                         bufs[fd] += chunk
                         if len(bufs[fd]) > MAX_OUTPUT:
                             raise InputTooLarge(f"output exceeds {MAX_OUTPUT} bytes", where="nitro-cli output")
+                        if progress is not None and fd == err_fd:
+                            end = bufs[fd].rfind(b"\n") + 1
+                            if end > reported:
+                                for line in bytes(bufs[fd][reported:end]).decode(errors="replace").splitlines():
+                                    if line.strip():
+                                        progress(line.strip())
+                                reported = end
             try:
                 proc.wait(max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
@@ -489,8 +504,10 @@ class NitroCli:
         text = done.stdout.strip() or done.stderr.strip()
         return text.splitlines()[0] if text else ""
 
-    def build_enclave(self, req: BuildRequest) -> BuildResult:
-        done = self.run(build_args(req, self.backend), timeout=max(self.timeout, self.build_timeout))
+    def build_enclave(self, req: BuildRequest, progress: Callable[[str], None] | None = None) -> BuildResult:
+        done = self.run(
+            build_args(req, self.backend), timeout=max(self.timeout, self.build_timeout), progress=progress
+        )
         return parse_build(done.stdout, req.output_file)
 
     def run_enclave(self, req: LaunchRequest) -> RunInfo:

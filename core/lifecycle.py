@@ -299,7 +299,8 @@ class Lifecycle:
     # -- changes
 
     @mutating("build")
-    def build(self, req: BuildRequest) -> BuildResult:
+    def build(self, req: BuildRequest, progress: Callable[[str], None] | None = None) -> BuildResult:
+        """Build an EIF; ``progress`` gets nitro-cli's stage lines as they are printed."""
         if req.payload and not (req.docker_uri or req.rootfs or req.image_tar):
             # The payload fixes the image (rootfs, cmd, env); what the operator adds on top
             # (signing, name, version, custom metadata, build time) is kept.
@@ -313,7 +314,7 @@ class Lifecycle:
                 metadata=req.metadata,
             )
         Path(req.output_file).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
-        return self.driver.build_enclave(req)
+        return self.driver.build_enclave(req, progress=progress)
 
     @mutating("launch")
     def launch(self, req: LaunchRequest) -> RunInfo:

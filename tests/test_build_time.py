@@ -115,3 +115,20 @@ def test_payload_keeps_signing_and_naming(nd_home: Path) -> None:
     described = json.loads(info.stdout)
     assert described["IsSigned"] is True and described["SignatureCheck"] is True
     assert described["ImageName"] == "wallet"
+
+
+def test_build_progress_lines_arrive_through_the_lifecycle(nd_home: Path) -> None:
+    """nitro-cli prints its stages on stderr; Lifecycle.build hands them over as they come."""
+    from core.lifecycle import Lifecycle
+
+    rootfs = nd_home / "rootfs"
+    rootfs.mkdir()
+    (rootfs / "app").write_text("#!/bin/sh\n")
+    seen: list[str] = []
+    lc = Lifecycle(select_backend("emulator"))
+    result = lc.build(
+        BuildRequest(output_file=str(nd_home / "p.eif"), rootfs=str(rootfs), cmd="/app"), progress=seen.append
+    )
+    assert result.measurements.pcr0
+    assert seen[0] == "Start building the Enclave Image..."
+    assert seen[-1] == "Enclave Image successfully created."

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ class Snapshot:
         return list(self.status.enclaves)
 
 
-class Source:
+class Source(ABC):
     """What the dashboard needs. Subclasses: LiveSource, FrozenSource."""
 
     backend: Any  # core.backend.Backend
@@ -54,8 +55,9 @@ class Source:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    @abstractmethod
     def snapshot(self) -> Snapshot:
-        raise NotImplementedError
+        ...
 
     def host_history(self) -> tuple[list[float], list[float]]:
         """Samples to seed the host sparklines with (CPU %, memory %)."""
@@ -82,8 +84,9 @@ class Source:
         """Would a build replace a file (the build dialog asks first)?"""
         return path.exists()
 
+    @abstractmethod
     def describe_eif(self, path: Path) -> EifInfo:
-        raise NotImplementedError
+        ...
 
     def docker_images(self) -> list[str]:
         """Tags of the local Docker daemon's images; DockerUnavailable when there is no daemon."""
@@ -101,26 +104,33 @@ class Source:
             ) from None
         return sorted({tag for image in images for tag in image.tags})
 
+    @abstractmethod
     def build(self, req: BuildRequest, stage: Callable[[str], None]) -> BuildResult:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def pin(self, image_name: str, measurements: Measurements) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def launch(self, req: LaunchRequest) -> RunInfo:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def terminate(self, enclave_id: str) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def terminate_all(self) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def test_sign(self, enclave: EnclaveInfo, payload: bytes, scheme: str) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def console(self, enclave_id: str) -> AsyncIterator[str]:
-        raise NotImplementedError
+        ...
 
     def console_log(self, enclave_id: str) -> Path | None:
         return None
@@ -192,8 +202,8 @@ class LiveSource(Source):
 
     def build(self, req: BuildRequest, stage: Callable[[str], None]) -> BuildResult:
         source = "payload" if req.payload else "Docker image" if req.docker_uri else "rootfs" if req.rootfs else "image"
-        stage(f"building the EIF from the {source}: flatten, ramdisks, measure")
-        result = self.lifecycle.build(req)
+        stage(f"building the EIF from the {source}")
+        result = self.lifecycle.build(req, progress=stage)
         stage("measured PCR0/1/2" + ("/8 (signed)" if req.signing_certificate else ""))
         return result
 

@@ -23,6 +23,9 @@ def render_resources(resources: Any, enclaves: Sequence[EnclaveInfo]) -> Text:
         text.append("resources unknown", style="dim")
         return text
     names = {e.enclave_id: e.label for e in enclaves}
+    problem = getattr(resources, "problem", None)
+    if problem:  # e.g. allocator.yaml refused: the pools below are empty for a reason, say which
+        text.append(f"{problem}\n", style="bold red")
     cpus = resources.cpus
     text.append("CPU pool ", style="bold")
     if cpus is None:

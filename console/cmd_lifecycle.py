@@ -245,8 +245,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         payload=args.payload,
         build_time=args.build_time,
     )
-    if args.payload and (req.docker_uri or req.rootfs or req.image_tar):
-        raise UsageError("--payload builds the nitrodeck payload; it takes no other image source", where="build")
+    if args.payload and (req.rootfs or req.image_tar or req.docker_dir):
+        raise UsageError(
+            "--payload builds the nitrodeck payload; it takes no other image source "
+            "(with --docker-uri TAG it is built as that Docker image first)",
+            where="build",
+        )
     lc = make_lifecycle(args)
     result = lc.build(req)
     if args.json:
@@ -399,7 +403,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cmd", help="emulator only: the command for --rootfs")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="emulator only; repeatable")
     p.add_argument("--image-tar", help="emulator only: a docker save / OCI tarball")
-    p.add_argument("--payload", action="store_true", help="build the nitrodeck enclave payload")
+    p.add_argument(
+        "--payload",
+        action="store_true",
+        help="build the nitrodeck enclave payload (without Docker; with --docker-uri TAG, through Docker)",
+    )
     p.add_argument(
         "--build-time",
         metavar="RFC3339",

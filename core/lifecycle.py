@@ -301,10 +301,13 @@ class Lifecycle:
     @mutating("build")
     def build(self, req: BuildRequest, progress: Callable[[str], None] | None = None) -> BuildResult:
         """Build an EIF; ``progress`` gets nitro-cli's stage lines as they are printed."""
-        if req.payload and not (req.docker_uri or req.rootfs or req.image_tar):
+        if req.payload and not (req.rootfs or req.image_tar or req.docker_dir):
             # The payload fixes the image (rootfs, cmd, env); what the operator adds on top
-            # (signing, name, version, custom metadata, build time) is kept.
-            base = payload_request(req.output_file, req.build_time)
+            # (signing, name, version, custom metadata, build time) is kept. With a docker URI
+            # the same rootfs is built into that image by the local Docker daemon first.
+            base = payload_request(req.output_file, req.build_time, docker_uri=req.docker_uri)
+            if base.docker_uri and not self.backend.is_emulator:
+                base = dataclasses.replace(base, build_time=None)  # --build-time is emulator-only
             req = dataclasses.replace(
                 base,
                 signing_certificate=req.signing_certificate,
@@ -392,15 +395,17 @@ def validate_launch(req: LaunchRequest) -> None:
                          hint="build one with `nitrodeck build`")
 
 
-def payload_request(output_file: str, build_time: str | None = None) -> BuildRequest:
+def payload_request(output_file: str, build_time: str | None = None, docker_uri: str | None = None) -> BuildRequest:
     """The nitrodeck enclave payload's build request (enclave_app provides it)."""
     try:
-        from enclave_app.packaging import payload_build_request
+        from enclave_app.packaging import payload_build_request, payload_docker_request
     except ImportError as exc:
         raise UsageError(
             "this checkout has no enclave payload packaging (enclave_app.packaging)",
             where="build --payload",
             hint=f"build from --rootfs/--docker-uri instead ({exc.name or exc})",
         ) from None
+    if docker_uri:
+        return payload_docker_request(output_file, docker_uri, build_time=build_time)
     req: BuildRequest = payload_build_request(output_file, build_time=build_time)
     return req

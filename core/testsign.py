@@ -154,6 +154,10 @@ def _bytes_field(result: Any, name: str) -> bytes:
     return bytes(value)
 
 
+#: how long a just-launched enclave may take to start listening
+STARTUP_GRACE = 5.0
+
+
 def _label(via: str | None, cid: int, port: int) -> str:
     return f"tcp {via}" if via else f"vsock {cid}:{port}"
 
@@ -161,10 +165,20 @@ def _label(via: str | None, cid: int, port: int) -> str:
 async def _connect(
     lifecycle: Any, info: EnclaveInfo, via: str | None, port: int, timeout: float
 ) -> ProtocolClient:
-    if via:
-        address = parse_host_port(via, where="--via")
-        return await ProtocolClient.connect_tcp(address.host, address.port, timeout=timeout)
-    return await ProtocolClient.connect_vsock(lifecycle.backend.transport(), info.cid, port, timeout=timeout)
+    # A payload that has just booted may not listen yet (run-enclave returns at the boot heartbeat,
+    # before the application binds its port): retry refused connections for a short grace period.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, STARTUP_GRACE)
+    while True:
+        try:
+            if via:
+                address = parse_host_port(via, where="--via")
+                return await ProtocolClient.connect_tcp(address.host, address.port, timeout=timeout)
+            return await ProtocolClient.connect_vsock(lifecycle.backend.transport(), info.cid, port, timeout=timeout)
+        except ProtocolError:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def _ask(

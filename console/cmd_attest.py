@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UsageError
-from core.trust import read_limited
+from core.files import read_limited
 
 EXIT_FAILED_CHECKS = 3
 MAX_JSON_FILE = 1024 * 1024

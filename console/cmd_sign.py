@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from console.cmd_lifecycle import make_lifecycle
@@ -20,28 +19,17 @@ from core.backend import CHOICES, select_backend
 from core.bridge import Bridge, parse_host_port, run_until_signalled
 from core.checks import Check
 from core.errors import InputTooLarge, UsageError
+from core.files import read_limited
 from core.testsign import MAX_NONCE, MAX_PAYLOAD, PAYLOAD_PORT, SCHEMES, attest, test_sign
 
 CHECK_FAILED = 3
 MAX_PCR_FILE = 64 * 1024
 
 
-def _read_limited(path_text: str, limit: int, where: str) -> bytes:
-    path = Path(path_text).expanduser()
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}", where=where) from exc
-    if len(data) > limit:
-        raise InputTooLarge(f"{path} is larger than {limit} bytes", where=where)
-    return data
-
-
 def read_payload(value: str) -> bytes:
     """``TEXT`` (UTF-8) or ``@FILE`` (raw bytes)."""
     if value.startswith("@"):
-        return _read_limited(value[1:], MAX_PAYLOAD, "--payload")
+        return read_limited(value[1:], MAX_PAYLOAD, "--payload")
     data = value.encode()
     if len(data) > MAX_PAYLOAD:
         raise InputTooLarge(
@@ -54,7 +42,7 @@ def read_expected_pcrs(path: str | None) -> dict[int, str] | None:
     """``{"PCR0": hex, ...}`` or describe-eif / build output; None when no file was given."""
     if path is None:
         return None
-    raw = _read_limited(path, MAX_PCR_FILE, "--expect-pcrs")
+    raw = read_limited(path, MAX_PCR_FILE, "--expect-pcrs")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -17,7 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from core import home
-from core.errors import InputTooLarge, NitrodeckError, UsageError
+from core.errors import NitrodeckError
+from core.files import read_limited
 
 AWS_ROOT_G1_SHA256 = "641A0321A3E244EFE456463195D606317ED7CDCC3C1756E09893F3C68F79BB5B"
 AWS_ROOT_G1_PEM = b"""-----BEGIN CERTIFICATE-----
@@ -72,18 +73,6 @@ def aws_root() -> TrustRoot:
 def default_roots() -> list[TrustRoot]:
     """What real mode trusts: the AWS Nitro root G1 and nothing else."""
     return [aws_root()]
-
-
-def read_limited(path: Path, limit: int) -> bytes:
-    """A whole operator-named file, refusing (typed) anything over ``limit`` bytes or unreadable."""
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read: {exc.strerror}", where=str(path)) from exc
-    if len(data) > limit:
-        raise InputTooLarge(f"file is larger than {limit} bytes", where=str(path))
-    return data
 
 
 def load_root_pem(path: Path, name: str | None = None) -> TrustRoot:

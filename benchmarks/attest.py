@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.attestation import verify  # noqa: E402
-from core.trust import TrustRoot  # noqa: E402
+from core.attest.trust import TrustRoot  # noqa: E402
+from core.attest.verify import verify  # noqa: E402
 from emulator.nsm import EmulatedNsm  # noqa: E402
 from emulator.pki import EmulatorPki  # noqa: E402
 

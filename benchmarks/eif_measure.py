@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.eif import EifWriter, SectionType  # noqa: E402
-from core.measure import measure_eif  # noqa: E402
+from core.eif.format import EifWriter, SectionType  # noqa: E402
+from core.eif.measure import measure_eif  # noqa: E402
 
 BLOCK = 4 * 1024 * 1024
 

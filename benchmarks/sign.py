@@ -90,9 +90,9 @@ def _row(name: str, elapsed: float, lat: list[float], errors: int) -> float:
 
 
 async def run(seconds: float, clients: int, root: Path) -> None:
-    from core.nsm import NsmClient
-    from core.protocol import ProtocolClient
-    from core.vsock import PARENT_CID, Transport
+    from core.attest.nsm import NsmClient
+    from core.channel.protocol import ProtocolClient
+    from core.channel.vsock import PARENT_CID, Transport
     from enclave_app.keys import KeyStore
     from enclave_app.methods import EnclaveContext, Nsm, call_method
 

@@ -463,7 +463,7 @@ class NitrodeckApp(App[int]):
         enclave = self._running_selection("pin")
         if enclave is None:
             return
-        image = enclave.image_name or enclave.name  # what core.expected matches enclaves by
+        image = enclave.image_name or enclave.name  # what core.ops.expected matches enclaves by
         if enclave.measurements is None or not image:
             self.notify("pin: this enclave reports no image name, name or measurements", severity="warning")
             return

@@ -70,7 +70,7 @@ def _hex(text: str | None, flag: str) -> bytes | None:
 
 def read_document(path: Path) -> bytes:
     """Raw CBOR as is; a text file holding hex or base64 of the document is decoded."""
-    from core.attestation_doc import MAX_DOCUMENT
+    from core.attest.document import MAX_DOCUMENT
 
     # text encodings take up to 2x the bytes; the decoded document is limited again by the parser
     data = read_limited(path, 2 * MAX_DOCUMENT + 64)
@@ -86,7 +86,7 @@ def read_document(path: Path) -> bytes:
 
 
 def _policy(args: argparse.Namespace) -> Any:
-    from core.attestation import Policy, pcrs_from_json
+    from core.attest.verify import Policy, pcrs_from_json
 
     pcrs: dict[int, str] = {}
     if args.expect_pcrs is not None:
@@ -109,15 +109,15 @@ def _policy(args: argparse.Namespace) -> Any:
 
 def cmd_verify_attestation(args: argparse.Namespace) -> int:
     from console import output
-    from core import trust
-    from core.attestation import verify
+    from core.attest import trust
+    from core.attest.verify import verify
 
     at = parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
     policy = _policy(args)
     roots = trust.default_roots() + [trust.load_root_pem(p) for p in (args.trust_root or [])]
     # The emulator's root is trusted only while the emulator backend is active (or when asked): on a
     # real parent instance (backend auto -> real) an emulator-made document never passes.
-    from core.backend import select_backend
+    from core.backends.registry import select_backend
 
     trust_emulator = bool(args.trust_emulator) or select_backend(getattr(args, "backend", None)).is_emulator
     report = verify(read_document(args.file), at=at, roots=roots, trust_emulator=trust_emulator, policy=policy)

@@ -58,8 +58,8 @@ def _unsigned(text: str, high: int) -> int | None:
 
 
 def _cmd_proxy(args: argparse.Namespace) -> int:
-    from core.backend import select_backend
-    from core.proxy import ProxyError, VsockProxy
+    from core.backends.registry import select_backend
+    from core.channel.proxy import ProxyError, VsockProxy
 
     # vsock-proxy's order and words: local port (u32), remote port (u16), workers (usize, not 0)
     local_port = _unsigned(args.local_port, 0xFFFFFFFF)
@@ -148,7 +148,7 @@ def _register_kms(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def _cmd_seal(args: argparse.Namespace) -> int:
     from console.output import emit_json
-    from core.kms import seal
+    from core.ops.provision import seal
 
     report = seal(
         key_id=args.key_id,
@@ -223,7 +223,7 @@ def _register_provision(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 def _cmd_provision(args: argparse.Namespace) -> int:
     from console.output import emit_json
-    from core.kms import provision_enclave
+    from core.ops.provision import provision_enclave
 
     result = provision_enclave(
         args.enclave,
@@ -265,8 +265,8 @@ def _register_up(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from core.up import run_up
-    from core.upconfig import load_config
+    from core.up.config import load_config
+    from core.up.runner import run_up
 
     flags = {
         "cpu_count": args.cpu_count,
@@ -280,6 +280,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         "debug_mode": args.debug_mode,
     }
     config = load_config(args.config, flags={k: v for k, v in flags.items() if v is not None})
+    from console.wiring import payload_factory
+
     return run_up(
-        config, backend_flag=getattr(args, "backend", None), read_only=bool(getattr(args, "read_only", False))
+        config,
+        backend_flag=getattr(args, "backend", None),
+        read_only=bool(getattr(args, "read_only", False)),
+        payload=payload_factory,
     )

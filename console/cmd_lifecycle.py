@@ -1,6 +1,6 @@
 """Headless lifecycle commands: status, describe, build, describe-eif, launch, terminate, console.
 
-Every command talks to :class:`core.lifecycle.Lifecycle`, the same layer the TUI uses, so read-only
+Every command talks to :class:`core.ops.lifecycle.Lifecycle`, the same layer the TUI uses, so read-only
 and the audit log apply here too. ``--json`` output shapes are documented in docs/cli-json.md and
 always carry ``"backend"``. In human mode the exact nitro-cli/nitro-emu command lines go to stderr.
 """
@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from console.output import emit_json, key_values, progress, section, table
+from console.wiring import payload_factory
 from core import home
-from core.backend import CHOICES, select_backend
-from core.driver import CommandRecord
+from core.backends.driver import CommandRecord
+from core.backends.registry import CHOICES, select_backend
 from core.errors import UsageError
-from core.lifecycle import EnclaveNotFound, Lifecycle, Status
 from core.models import BuildRequest, EifInfo, EnclaveInfo, LaunchRequest, RunInfo, TerminateInfo
+from core.ops.lifecycle import EnclaveNotFound, Lifecycle, Status
 
 _MAX_LOG_PRINT = 16 * 1024 * 1024
 
@@ -37,7 +38,7 @@ def make_lifecycle(args: argparse.Namespace, *, echo_commands: bool | None = Non
     def show(record: CommandRecord) -> None:
         progress(f"$ {record.command}" + ("" if record.ok else f"  (failed: {record.error_code})"))
 
-    return Lifecycle(backend, read_only=read_only, on_command=show if echo else None)
+    return Lifecycle(backend, read_only=read_only, on_command=show if echo else None, payload=payload_factory)
 
 
 def enclave_json(e: EnclaveInfo, verdict: str | None = None) -> dict[str, Any]:

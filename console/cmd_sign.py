@@ -14,13 +14,13 @@ from typing import Any
 
 from console.cmd_lifecycle import make_lifecycle
 from console.output import emit_json, key_values, progress
-from core.attestation import pcrs_from_json
-from core.backend import CHOICES, select_backend
-from core.bridge import Bridge, parse_host_port, run_until_signalled
+from core.attest.verify import pcrs_from_json
+from core.backends.registry import CHOICES, select_backend
+from core.channel.bridge import Bridge, parse_host_port, run_until_signalled
 from core.checks import Check
 from core.errors import InputTooLarge, UsageError
 from core.files import read_limited
-from core.testsign import MAX_NONCE, MAX_PAYLOAD, PAYLOAD_PORT, SCHEMES, attest, test_sign
+from core.ops.testsign import MAX_NONCE, MAX_PAYLOAD, PAYLOAD_PORT, SCHEMES, attest, test_sign
 
 CHECK_FAILED = 3
 MAX_PCR_FILE = 64 * 1024

@@ -35,9 +35,9 @@ def write_allocator() -> None:
 
 
 def prepare() -> None:
-    from core.backend import emulator_backend
-    from core.lifecycle import Lifecycle
     from core.models import LaunchRequest
+    from core.ops.lifecycle import Lifecycle
+    from emulator.backend import emulator_backend
 
     write_allocator()
     lc = Lifecycle(emulator_backend("flag"))

@@ -19,7 +19,7 @@ class StatusRefreshed(Message):
 
 @dataclass
 class CommandRan(Message):
-    """The driver ran one nitro-cli command (core.driver.CommandRecord or an equivalent)."""
+    """The driver ran one nitro-cli command (core.backends.driver.CommandRecord or an equivalent)."""
 
     record: Any
 

@@ -27,7 +27,7 @@ from console.screens.error import ErrorDialog
 from console.screens.frozen import PAYMENTS, FrozenSource
 from console.screens.launch import LaunchDialog
 from console.widgets.console_pane import ConsolePane
-from core.driver import hint_for
+from core.backends.driver import hint_for
 from core.errors import NitroCliError
 
 SIZES = ((80, 24), (160, 48))

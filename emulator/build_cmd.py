@@ -1,4 +1,4 @@
-"""build-enclave: core.build with nitro-cli's progress lines and errors."""
+"""build-enclave: core.eif.build with nitro-cli's progress lines and errors."""
 
 from __future__ import annotations
 
@@ -31,14 +31,15 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
 
 def run_build(args: argparse.Namespace) -> dict[str, Any]:
     """Build the EIF; returns build-enclave's stdout object ({"Measurements": ...})."""
-    from core import build
+    from core.eif import build
+    from emulator import backend  # noqa: F401 - registers the stand-in kernel blobs
 
     def progress(line: str) -> None:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
     try:
-        # core.build says "Start building..." / "Enclave Image successfully created." itself
+        # core.eif.build says "Start building..." / "Enclave Image successfully created." itself
         result = build.build_eif(
             request_from_args(args), progress=progress, build_time=getattr(args, "build_time", None)
         )

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core import home
+from core.channel.unixsock import short_path
 from core.errors import NitrodeckError
-from core.unixsock import short_path
 from emulator import control, state
 from emulator.errors import EmuError, explain
 from emulator.logs import error_block, log_line, write_err_log
@@ -509,7 +509,7 @@ def attach_console(enclave_id: str | None, name: str | None, timeout: float | No
 
 
 def cmd_describe_eif(args: argparse.Namespace) -> int:
-    from core.eif import read_eif
+    from core.eif.format import read_eif
     from emulator.eifinfo import describe_eif
 
     action = ACTIONS["describe-eif"]
@@ -530,7 +530,7 @@ def cmd_describe_eif(args: argparse.Namespace) -> int:
 
 
 def cmd_pcr(args: argparse.Namespace) -> int:
-    from core.measure import pcr_of_bytes, pcr_of_file
+    from core.eif.measure import pcr_of_bytes, pcr_of_file
 
     action = ACTIONS["pcr"]
     path = args.input or args.signing_certificate
@@ -578,7 +578,7 @@ def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from core.eif_sign import sign_eif
+    from core.eif.sign import sign_eif
 
     try:
         try:

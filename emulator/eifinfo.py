@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.eif import EifFile
+from core.eif.format import EifFile
 
 _BUILD_KEYS = ("BuildTime", "BuildTool", "BuildToolVersion", "OperatingSystem", "KernelVersion")
 
@@ -26,12 +26,12 @@ def identity(eif: EifFile) -> dict[str, Any]:
 
 def describe_eif(eif: EifFile) -> dict[str, Any]:
     """describe-eif's object, keys in nitro-cli's order."""
-    from core.measure import measure
+    from core.eif.measure import measure
 
     out: dict[str, Any] = {"EifVersion": eif.version, "Measurements": measure(eif).as_dict(), "IsSigned": eif.is_signed}
     check: bool | None = None
     if eif.is_signed:
-        from core import eif_sign
+        from core.eif import sign as eif_sign
 
         cert, check = _signature(eif, eif_sign)
         out["SigningCertificate"] = cert
@@ -43,6 +43,6 @@ def describe_eif(eif: EifFile) -> dict[str, Any]:
 
 
 def _signature(eif: EifFile, eif_sign: Any) -> tuple[dict[str, Any], bool]:
-    """SigningCertificate summary and the SignatureCheck verdict (core.eif_sign.check_signature)."""
+    """SigningCertificate summary and the SignatureCheck verdict (core.eif.sign.check_signature)."""
     info = eif_sign.check_signature(eif)
     return dict(info.certificate_info), bool(info.ok)

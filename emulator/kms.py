@@ -3,7 +3,7 @@
 moto ignores ``Recipient`` and does not enforce key policies (shared/reference §7), so the layer does
 what AWS KMS does for a Nitro enclave:
 
-1. verify the attestation document (core.attestation, trusting the emulator's root);
+1. verify the attestation document (core.attest.verify, trusting the emulator's root);
 2. evaluate the key policy's ``kms:RecipientAttestation:ImageSha384`` / ``:PCR<n>`` conditions for
    the action (policy fetched from moto with GetKeyPolicy);
 3. answer with ``CiphertextForRecipient`` (CMS to the document's RSA public key) and no plaintext.
@@ -32,7 +32,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from core import cms, home
+from core import home
+from core.crypto import cms
 from core.errors import NitrodeckError
 
 log = logging.getLogger("nitrodeck.kms")
@@ -69,9 +70,9 @@ Verifier = Callable[[bytes], Attested]
 
 
 def verify_document(doc: bytes) -> Attested:
-    """Verify with core.attestation (emulator root trusted) and pull out PCRs and the RSA key."""
+    """Verify with core.attest.verify (emulator root trusted) and pull out PCRs and the RSA key."""
     try:
-        from core import attestation
+        from core.attest import verify as attestation
     except ImportError as exc:  # fail closed: without a verifier nothing is released
         raise KmsLayerError("KMSInternalException", "attestation verification is not available") from exc
     try:
@@ -448,7 +449,7 @@ class LocalKms:
 def allow_in_proxy_config(port: int, path: Path | None = None) -> Path:
     """Add 127.0.0.1:``port`` to the emulator's vsock-proxy.yaml (created with the stock KMS entry
     if absent), as an operator would for a new endpoint; existing entries are left as they are."""
-    from core.proxy import load_allowlist
+    from core.channel.proxy import load_allowlist
 
     target = path or home.emulator_etc() / "vsock-proxy.yaml"
     home.ensure(target.parent)

@@ -21,9 +21,10 @@ from typing import Any
 
 import cbor2
 
-from core import cose, home
+from core import home
+from core.channel.unixsock import remove_stale, short_path
+from core.crypto import cose
 from core.errors import NitrodeckError
-from core.unixsock import remove_stale, short_path
 from emulator.pki import EmulatorPki
 
 MAX_PCRS = 32

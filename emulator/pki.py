@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from core.attest.trust import EMULATOR_ROOT_CERT_FILE, EMULATOR_ROOT_KEY_FILE
 from core.errors import NitrodeckError
-from core.trust import EMULATOR_ROOT_CERT_FILE, EMULATOR_ROOT_KEY_FILE
 
 ROOT_LIFETIME = dt.timedelta(days=30 * 365)
 REGIONAL_LIFETIME = dt.timedelta(days=20)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from core import home
+from core.channel.unixsock import short_path
 from core.errors import NitrodeckError
-from core.unixsock import short_path
 from emulator import control, state
 from emulator.allocator import (
     MIN_ENCLAVE_MIB,
@@ -196,7 +196,7 @@ class Supervisor:
     def _check_signature(self, eif: Any) -> None:
         """nitro-cli's PcrSignatureChecker, before anything is allocated: the COSE signature must verify
         with the certificate's key, cover this EIF's PCR0, and the certificate must be valid now."""
-        from core.eif_sign import check_signature
+        from core.eif.sign import check_signature
 
         try:
             info = check_signature(eif, pcr0=self.measurements.get("PCR0"))
@@ -212,8 +212,8 @@ class Supervisor:
     # --- launch -------------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> None:
-        from core.eif import read_eif
-        from core.measure import measure
+        from core.eif.format import read_eif
+        from core.eif.measure import measure
 
         eif_path = os.path.abspath(spec.eif_path)
         try:
@@ -298,7 +298,7 @@ class Supervisor:
             self.chan = None
 
     def boot(self, inst: Instance, eif_path: str, eif_size: int) -> None:
-        from core.build import read_image_spec
+        from core.eif.build import read_image_spec
 
         entry = self.entry
         assert entry is not None

@@ -14,8 +14,8 @@ import struct
 import threading
 from pathlib import Path
 
-from core.proxy import relay
-from core.vsock import PARENT_CID, Transport, from_env
+from core.channel.proxy import relay
+from core.channel.vsock import PARENT_CID, Transport, from_env
 
 MAX_CONNECTIONS = 16
 _POLL = 0.25

@@ -10,7 +10,7 @@ Methods registered with the payload:
   Recipient flow for GenerateRandom / GenerateDataKey (the data key's plaintext stays inside).
 
 Each release makes a fresh RSA-2048 key pair, asks the NSM for an attestation document carrying its
-public key, and decrypts KMS's CiphertextForRecipient with core.cms. KMS traffic leaves the enclave
+public key, and decrypts KMS's CiphertextForRecipient with core.crypto.cms. KMS traffic leaves the enclave
 through enclave_app.forwarder (TCP loopback -> vsock -> the parent's vsock-proxy).
 
 The parent is not trusted: on Nitro only TLS to kms.<region>.amazonaws.com is used (no
@@ -29,8 +29,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from core import cms
-from core.kms import (
+from core.channel.protocol import BAD_PARAMS, ProtocolError, require_bytes
+from core.crypto import cms
+from core.kms.client import (
     DEFAULT_PROXY_PORT,
     DEFAULT_REGION,
     KEY_ENCRYPTION_ALGORITHM,
@@ -42,7 +43,6 @@ from core.kms import (
     kms_call,
     kms_client,
 )
-from core.protocol import BAD_PARAMS, ProtocolError, require_bytes
 from enclave_app.forwarder import Forwarder, loopback_up, map_host_to_loopback
 from enclave_app.methods import EnclaveContext, register_method
 

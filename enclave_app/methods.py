@@ -1,7 +1,7 @@
 """The payload's protocol methods and the registry extension modules add theirs to.
 
 A handler is ``handler(ctx, params) -> result`` (plain or ``async``); it raises
-core.protocol.ProtocolError (wire code ``bad-params``, ``too-large``...) for bad input. Extension
+core.channel.protocol.ProtocolError (wire code ``bad-params``, ``too-large``...) for bad input. Extension
 modules (enclave_app.kms) call :func:`register_method` at import time, and may add a start-up hook
 with :func:`on_startup` to run once the key store and NSM are ready.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import __version__
-from core.protocol import (
+from core.channel.protocol import (
     BAD_PARAMS,
     UNKNOWN_METHOD,
     VERSION,
@@ -40,7 +40,7 @@ HEALTH_PCRS = (0, 1, 2, 3, 4, 8)
 class Nsm:
     """Blocking NSM calls, run one at a time on a dedicated thread so the event loop never stalls.
 
-    ``client`` is a core.nsm.NsmClient (or anything with get_random / attestation / describe_pcr).
+    ``client`` is a core.attest.nsm.NsmClient (or anything with get_random / attestation / describe_pcr).
     """
 
     def __init__(self, client: Any) -> None:

@@ -19,8 +19,10 @@ from core.errors import UsageError
 from core.models import BuildRequest
 
 REPO = Path(__file__).resolve().parent.parent
-#: packages copied into /app, and which files of them
-PACKAGES = ("core", "enclave_app")
+#: what is copied into /app: the payload and the enclave-safe part of core (tests/test_layers.py keeps
+#: enclave_app's imports inside it); the rest of core (EIF building, lifecycle, backends, up) stays out
+#: of the image and so out of PCR0
+PACKAGES = ("core", "core/crypto", "core/channel", "core/attest", "core/kms", "enclave_app")
 #: fixed so rebuilding unchanged sources reproduces the EIF bit for bit (PCRs included)
 PAYLOAD_BUILD_TIME = "2026-01-01T00:00:00Z"
 PAYLOAD_NAME = "nitrodeck-payload"
@@ -129,3 +131,11 @@ def payload_docker_request(
         payload=True,
         build_time=when,
     )
+
+
+def payload_request(output_file: str, build_time: str | None = None, docker_uri: str | None = None) -> BuildRequest:
+    """The payload's build request for core's Lifecycle (its ``payload`` factory): through the Docker
+    daemon when a URI is given, else straight from the rootfs."""
+    if docker_uri:
+        return payload_docker_request(output_file, docker_uri, build_time=build_time)
+    return payload_build_request(output_file, build_time=build_time)

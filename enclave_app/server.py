@@ -18,8 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from core import __version__
-from core.errors import NitrodeckError
-from core.protocol import (
+from core.channel.protocol import (
     BUSY,
     HEADER,
     MAX_FRAME,
@@ -29,7 +28,8 @@ from core.protocol import (
     error_for,
     serve_connection,
 )
-from core.vsock import Transport, from_env
+from core.channel.vsock import Transport, from_env
+from core.errors import NitrodeckError
 from enclave_app.keys import KeyStore
 from enclave_app.methods import (
     HEALTH_PCRS,
@@ -61,9 +61,9 @@ def log(message: str) -> None:
 
 def open_nsm() -> Any:
     try:
-        from core.nsm import NsmClient
+        from core.attest.nsm import NsmClient
     except ImportError as exc:
-        raise PayloadError("core.nsm is not available in this image", where="enclave start-up") from exc
+        raise PayloadError("core.attest.nsm is not available in this image", where="enclave start-up") from exc
     try:
         return NsmClient.open()
     except NitrodeckError:

@@ -17,6 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+import emulator.backend  # noqa: E402,F401 - registers the emulator backend and its stand-in blobs
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 TESTDATA = SHARED / "testdata"

@@ -15,10 +15,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from core import attestation as att
-from core import cose, home
-from core.attestation import AttestationError, Policy, parse_document, pcrs_from_json, verify
-from core.trust import AWS_ROOT_G1_SHA256, TrustRoot, aws_root
+from core import home
+from core.attest import verify as att
+from core.attest.trust import AWS_ROOT_G1_SHA256, TrustRoot, aws_root
+from core.attest.verify import AttestationError, Policy, parse_document, pcrs_from_json, verify
+from core.crypto import cose
 from emulator.nsm import EmulatedNsm
 from emulator.pki import EmulatorPki, Issued
 from tests import conftest

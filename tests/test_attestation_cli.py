@@ -10,8 +10,8 @@ from pathlib import Path
 
 import cbor2
 
-from core import trust
-from core.trust import EMULATOR_ROOT_CERT_FILE
+from core.attest import trust
+from core.attest.trust import EMULATOR_ROOT_CERT_FILE
 from emulator.nsm import EmulatedNsm
 from emulator.pki import EmulatorPki
 from tests import conftest

@@ -8,8 +8,8 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.attestation import AttestationError, parse_document, verify
-from core.attestation_doc import KEYS
+from core.attest.document import KEYS
+from core.attest.verify import AttestationError, parse_document, verify
 from tests import conftest
 
 _SAMPLE = conftest.TESTDATA / "attestation" / "evervault-beta-nondebug-2022-10-13.bin"
@@ -89,7 +89,7 @@ def test_hostile_cbor_is_a_structure_failure() -> None:
 
 def test_unknown_curve_oid_in_leaf_is_a_failed_check_not_a_crash() -> None:
     """Found by hypothesis: 1.3.132.0.34 (P-384) turned into 1.2.132.0.34 made public_key() raise."""
-    from core.attestation import verify
+    from core.attest.verify import verify
     from tests.conftest import testdata
 
     raw = testdata("attestation", "evervault-beta-nondebug-2022-10-13.bin").read_bytes()

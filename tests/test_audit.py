@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.audit import MASK, AuditLog, redact
+from core.ops.audit import MASK, AuditLog, redact
 
 
 def test_fields(nd_home: Path) -> None:

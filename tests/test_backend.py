@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core import home
-from core.backend import select_backend
+from core.backends.registry import select_backend
 from core.errors import ConfigError
 
 

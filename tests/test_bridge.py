@@ -1,4 +1,4 @@
-"""core.bridge: TCP loopback <-> emulated vsock, concurrency, half-close, refusal, SIGTERM stop."""
+"""core.channel.bridge: TCP loopback <-> emulated vsock, concurrency, half-close, refusal, SIGTERM stop."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import home
-from core.bridge import Bridge, ListenAddress, parse_host_port
+from core.channel.bridge import Bridge, ListenAddress, parse_host_port
+from core.channel.vsock import PARENT_CID, Transport
 from core.errors import UsageError
-from core.vsock import PARENT_CID, Transport
 from tests.conftest import REPO
 
 CID = 16

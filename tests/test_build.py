@@ -13,12 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import blobs as blobs_mod
-from core.blobs import kernel_identity, load_blobs
-from core.build import BuildError, ImageSpecError, build_eif, read_image_spec
-from core.eif import EifWriter, SectionType, read_eif
-from core.eif_sign import check_signature
-from core.measure import measure_eif
+from core.eif.blobs import kernel_identity, load_blobs
+from core.eif.build import BuildError, ImageSpecError, build_eif, read_image_spec
+from core.eif.format import EifWriter, SectionType, read_eif
+from core.eif.measure import measure_eif
+from core.eif.sign import check_signature
 from core.models import BuildRequest
 from tests.test_eif_sign import make_cert
 from tests.test_image import LAYERS, legacy_tarball, oci_tarball
@@ -243,7 +242,9 @@ def test_blobs_real_folder_and_stand_ins(tmp_path: Path, monkeypatch: pytest.Mon
     assert got.cmdline == b"console=ttyS0" and got.nsm_ko is None
     assert got.os_and_kernel() == ("Linux", "5.10.1")
     assert kernel_identity(None) == ("Unknown", "Unknown")
-    assert blobs_mod.STAND_IN_DIR.is_dir()
+    from emulator.backend import STAND_IN_BLOBS
+
+    assert STAND_IN_BLOBS.is_dir()
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.build import BuildError, build_eif, read_image_spec
-from core.eif import read_eif
+from core.eif.build import BuildError, build_eif, read_image_spec
+from core.eif.format import read_eif
 from core.models import BuildRequest
 
 T1 = "2024-05-01T12:00:00+00:00"

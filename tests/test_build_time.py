@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core import build
-from core.backend import select_backend
-from core.driver import build_args
+from core.backends.driver import build_args
+from core.backends.registry import select_backend
+from core.eif import build
 from core.errors import UsageError
 from core.models import BuildRequest
 
@@ -119,7 +119,7 @@ def test_payload_keeps_signing_and_naming(nd_home: Path) -> None:
 
 def test_build_progress_lines_arrive_through_the_lifecycle(nd_home: Path) -> None:
     """nitro-cli prints its stages on stderr; Lifecycle.build hands them over as they come."""
-    from core.lifecycle import Lifecycle
+    from core.ops.lifecycle import Lifecycle
 
     rootfs = nd_home / "rootfs"
     rootfs.mkdir()

@@ -145,9 +145,9 @@ def test_memory_sizes_fuzz(text: str) -> None:
 
 def test_status_human_table_with_enclaves() -> None:
     from console.cmd_lifecycle import status_json, status_text
-    from core.lifecycle import Status
     from core.models import EnclaveInfo, Measurements
-    from core.resources import CpuPool, HostStats, HugepagePool, Resources
+    from core.ops.lifecycle import Status
+    from core.ops.resources import CpuPool, HostStats, HugepagePool, Resources
 
     e = EnclaveInfo("i-0abc-enc1a2b3c4d5e6f7", 99, 16, 2, [1, 5], 128, "RUNNING", "DEBUG_MODE", name="web",
                     measurements=Measurements("ab" * 48, "cd" * 48, "ef" * 48))

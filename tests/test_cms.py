@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import cms
+from core.crypto import cms
 from core.errors import InputTooLarge, NitrodeckError
 from tests.conftest import testdata as vector_file
 

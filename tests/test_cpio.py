@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import cpio
-from core.cpio import CpioEntry, CpioError, CpioWriter
+from core.eif import cpio
+from core.eif.cpio import CpioEntry, CpioError, CpioWriter
 
 
 def archive(entries: list[CpioEntry], sort: bool = True) -> bytes:

@@ -1,4 +1,4 @@
-"""core.driver against nitro-cli's real transcripts (reference §2-3), replayed by a fake executable.
+"""core.backends.driver against nitro-cli's real transcripts (reference §2-3), replayed by a fake executable.
 
 The fake nitro-cli below is a mock at the process boundary, on purpose: real nitro-cli cannot run on
 this machine, and timeouts, exit codes, huge outputs and daemonized children that keep our pipes
@@ -17,8 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
-from core.backend import Backend
-from core.driver import (
+from core.backends.base import Backend
+from core.backends.driver import (
     BackendUnavailable,
     CommandFailed,
     CommandRecord,

@@ -7,8 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.backend import Backend
-from core.driver import (
+from core.backends.base import Backend
+from core.backends.driver import (
     error_from_output,
     parse_build,
     parse_eif,

@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from core.errors import NitroCliError
-from core.lifecycle import Lifecycle
 from core.models import BuildRequest, LaunchRequest
+from core.ops.lifecycle import Lifecycle
 from tests.conftest import REPO, wait_for
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.eif import (
+from core.eif.format import (
     HEADER_SIZE,
     OFF_NUM_SECTIONS,
     OFF_SECTION_OFFSETS,
@@ -28,8 +28,8 @@ from core.eif import (
     SectionType,
     read_eif,
 )
+from core.eif.measure import measure_eif
 from core.errors import NitrodeckError
-from core.measure import measure_eif
 
 K, C, M, R = SectionType.KERNEL, SectionType.CMDLINE, SectionType.METADATA, SectionType.RAMDISK
 

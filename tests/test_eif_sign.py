@@ -14,10 +14,11 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import cose
-from core.eif import EifError, EifWriter, SectionType, read_eif
-from core.eif_sign import SigningError, check_signature, parse_signature_section, sign_eif
-from core.measure import measure_eif, pcr_of_bytes
+from core.crypto import cose
+from core.eif.format import EifError, EifWriter, SectionType, read_eif
+from core.eif.measure import measure_eif, pcr_of_bytes
+from core.eif.sign import SigningError, check_signature, sign_eif
+from core.eif.signature import parse_signature_section
 
 K, C, M, R = SectionType.KERNEL, SectionType.CMDLINE, SectionType.METADATA, SectionType.RAMDISK
 

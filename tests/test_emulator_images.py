@@ -1,4 +1,4 @@
-"""nitro-emu build-enclave / describe-eif / pcr against core.build, core.measure and core.eif_sign."""
+"""nitro-emu build-enclave / describe-eif / pcr against core.eif.build, core.eif.measure and core.eif.sign."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from core.eif import EifWriter, FileRange, SectionType, read_eif
-from core.eif_sign import sign_eif
-from core.measure import pcr_of_bytes
+from core.eif.format import EifWriter, FileRange, SectionType, read_eif
+from core.eif.measure import pcr_of_bytes
+from core.eif.sign import sign_eif
 
 REPO = Path(__file__).resolve().parent.parent
 EIF_KEYS_SIGNED = ["EifVersion", "Measurements", "IsSigned", "SigningCertificate", "CheckCRC", "SignatureCheck",

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.unixsock import short_path
+from core.channel.unixsock import short_path
 from emulator import state
 from emulator.allocator import snapshot
 from emulator.instance import load_instance
@@ -45,7 +45,7 @@ def build(home: Path, script: str, name: str = "app", *extra: str) -> Path:
     """An EIF whose command is a shell script inside the rootfs (so /app/run.sh is rewritten to the copy)."""
     import importlib.util
 
-    require(importlib.util.find_spec("core.build") is not None, "core.build (EIF builder) is not in the tree yet")
+    require(importlib.util.find_spec("core.eif.build") is not None, "core.eif.build (EIF builder) is not in the tree yet")
     rootfs = home / f"rootfs-{name}"
     (rootfs / "app").mkdir(parents=True)
     run = rootfs / "app" / "run.sh"
@@ -198,7 +198,7 @@ def test_launch_errors_are_wrapped_and_release_everything(nd_home: Path, sleeper
 def test_command_not_found_is_e36_and_leaks_nothing(nd_home: Path) -> None:
     import importlib.util
 
-    require(importlib.util.find_spec("core.build") is not None, "core.build (EIF builder) is not in the tree yet")
+    require(importlib.util.find_spec("core.eif.build") is not None, "core.eif.build (EIF builder) is not in the tree yet")
     rootfs = nd_home / "rootfs-bad"
     rootfs.mkdir()
     eif = nd_home / "bad.eif"

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from core import cose, home
-from core.protocol import BAD_PARAMS, TOO_LARGE, UNKNOWN_METHOD, ProtocolClient, RemoteError
-from core.vsock import PARENT_CID, Transport
+from core import home
+from core.channel.protocol import BAD_PARAMS, TOO_LARGE, UNKNOWN_METHOD, ProtocolClient, RemoteError
+from core.channel.vsock import PARENT_CID, Transport
+from core.crypto import cose
 from emulator.nsm import EmulatedNsm, NsmServer, start_nsm_server
 from tests.conftest import REPO
 

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.nsm import NsmClient
-from core.protocol import ProtocolClient, ProtocolError, RemoteError
-from core.vsock import PARENT_CID, Transport
+from core.attest.nsm import NsmClient
+from core.channel.protocol import ProtocolClient, ProtocolError, RemoteError
+from core.channel.vsock import PARENT_CID, Transport
 from emulator.nsm import EmulatedNsm, start_nsm_server
 from enclave_app import server
 from enclave_app.keys import KeyStore, KeyStoreError

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from core.build import build_eif
+from core.eif.build import build_eif
 from core.errors import UsageError
 from enclave_app.packaging import (
     PAYLOAD_BUILD_TIME,
@@ -38,14 +40,30 @@ def test_rootfs_is_deterministic_and_holds_only_sources(tmp_path: Path) -> None:
     (snap / "core" / "__pycache__" / "x.pyc").write_bytes(b"junk")
     (snap / "core" / "notes.txt").write_text("not copied")
     first = _tree(prepare_rootfs(PAYLOAD_BUILD_TIME, dest=tmp_path / "a", repo=snap))
-    os.utime(snap / "core" / "protocol.py", (1, 1))  # source mtimes do not leak into the image
+    os.utime(snap / "core" / "channel" / "protocol.py", (1, 1))  # source mtimes do not leak into the image
     second = _tree(prepare_rootfs(PAYLOAD_BUILD_TIME, dest=tmp_path / "a", repo=snap))
     assert first == second
     files = [name for name, (_, _, digest) in first.items() if digest != "dir"]
-    assert "app/enclave_app/server.py" in files and "app/core/protocol.py" in files
+    assert "app/enclave_app/server.py" in files and "app/core/channel/protocol.py" in files
+    # only the enclave-safe part of core is measured into the image
+    assert not any(name.startswith(("app/core/ops/", "app/core/eif/", "app/core/backends/", "app/core/up/")) for name in files)
     assert all(name.endswith(".py") for name in files)
     assert not any("__pycache__" in name or name.endswith(".txt") for name in first)
     assert {mtime for _, mtime, _ in first.values()} == {1767225600}
+
+
+def test_rootfs_runs_the_payload_on_its_own(tmp_path: Path) -> None:
+    # the payload imports only from the copied sources: the repository (which the editable install puts on
+    # sys.path) is shadowed by PYTHONPATH, so a module the rootfs lacks fails to import here
+    app = prepare_rootfs(PAYLOAD_BUILD_TIME, dest=tmp_path) / "app"
+    modules = sorted(p.stem for p in (REPO / "enclave_app").glob("*.py") if p.stem not in ("__init__", "__main__"))
+    code = f"import importlib, core; assert core.__file__.startswith({str(app)!r}); "
+    code += "; ".join(f"importlib.import_module('enclave_app.{m}')" for m in modules)
+    res = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(app)}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
 
 
 def test_build_request(nd_home: Path) -> None:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputTooLarge, NitrodeckError
-from core.expected import ExpectedPcrError, ExpectedPcrs, parse_pin
 from core.models import EnclaveInfo, Measurements
+from core.ops.expected import ExpectedPcrError, ExpectedPcrs, parse_pin
 
 A, B, C = "a" * 96, "b" * 96, "c" * 96
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.image import ImageError, apply_layer, flatten_tarball, parse_config
+from core.eif.image import ImageError, apply_layer, flatten_tarball, parse_config
 
 CONFIG = {
     "architecture": "amd64",

@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.kms import KmsError, load_wallet_key, raw_scalar, seal
-from core.lifecycle import payload_request
-from core.measure import measure_eif
-from core.proxy import check_allowlist, default_config, load_allowlist
+from core.channel.proxy import check_allowlist, default_config, load_allowlist
+from core.eif.measure import measure_eif
+from core.kms import KmsError, load_wallet_key, raw_scalar
+from core.ops.provision import seal
+from enclave_app.packaging import payload_request
 from tests.conftest import REPO, wait_for
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -57,8 +58,8 @@ def test_local_server_process_and_default_seal_endpoint(
         )
 
         eif = nd_home / "p.eif"
-        from core.backend import select_backend
-        from core.lifecycle import Lifecycle
+        from core.backends.registry import select_backend
+        from core.ops.lifecycle import Lifecycle
 
         Lifecycle(select_backend()).build(payload_request(str(eif)))
         # no --endpoint-url: under the emulator, seal uses the running local KMS

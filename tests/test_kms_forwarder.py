@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from core.vsock import Transport
+from core.channel.vsock import Transport
 from enclave_app.forwarder import Forwarder, map_host_to_loopback
 from tests.conftest import REPO, is_root, require
 

@@ -1,7 +1,7 @@
 """emulator/kms.py: the local KMS (real moto + the Recipient layer over HTTP on 127.0.0.1).
 
 Attestation documents come from the emulator's real NSM (emulator/nsm.py) signed under this home's
-emulator root; the layer verifies them with core.attestation exactly as it does for an enclave.
+emulator root; the layer verifies them with core.attest.verify exactly as it does for an enclave.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import cms, home
+from core import home
+from core.crypto import cms
 from core.kms import key_policy
 from emulator.kms import LocalKms, evaluate_policy, read_endpoint_file
 from emulator.nsm import EmulatedNsm
@@ -274,7 +275,7 @@ def test_b64_document_garbage(world: World) -> None:
 
 
 def test_allow_in_proxy_config_keeps_existing_entries(tmp_path: Path) -> None:
-    from core.proxy import AllowEntry, load_allowlist
+    from core.channel.proxy import AllowEntry, load_allowlist
     from emulator.kms import allow_in_proxy_config
 
     cfg = tmp_path / "vsock-proxy.yaml"

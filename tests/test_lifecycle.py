@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import ReadOnlyError, UsageError
-from core.lifecycle import MUTATING_ACTIONS, AmbiguousEnclave, EnclaveNotFound, Lifecycle, mutating
 from core.models import BuildRequest, LaunchRequest, Measurements
+from core.ops.lifecycle import MUTATING_ACTIONS, AmbiguousEnclave, EnclaveNotFound, Lifecycle, mutating
 from tests.test_driver import DESCRIBE, ENCLAVE_ID, RUN_STDOUT, TERMINATE, Fake
 
 TWO = json.dumps([
@@ -164,7 +164,8 @@ def test_console_log_and_instance(fake: Fake, nd_home: Path) -> None:
 
 
 def test_auto_read_only(tmp_path: Path) -> None:
-    from core.backend import emulator_backend, real_backend
+    from core.backends.real import real_backend
+    from emulator.backend import emulator_backend
 
     device = tmp_path / "nitro_enclaves"
     device.write_text("")

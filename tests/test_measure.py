@@ -8,9 +8,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import measure
-from core.eif import EifWriter, SectionType
-from core.measure import extend, measure_eif, pcr_of_bytes, pcr_of_file
+from core.eif import measure
+from core.eif.format import EifWriter, SectionType
+from core.eif.measure import extend, measure_eif, pcr_of_bytes, pcr_of_file
 
 K, C, M, R = SectionType.KERNEL, SectionType.CMDLINE, SectionType.METADATA, SectionType.RAMDISK
 

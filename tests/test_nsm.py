@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import nsm as nsm_client
-from core.nsm import (
+from core.attest import nsm as nsm_client
+from core.attest.nsm import (
     DeviceTransport,
     NsmClient,
     NsmError,

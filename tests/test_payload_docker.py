@@ -5,11 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.backend import select_backend
-from core.build import read_image_spec
-from core.lifecycle import Lifecycle
+from core.backends.registry import select_backend
+from core.eif.build import read_image_spec
 from core.models import LaunchRequest
-from core.testsign import test_sign as run_test_sign
+from core.ops.lifecycle import Lifecycle
+from core.ops.testsign import test_sign as run_test_sign
 
 
 def test_payload_through_docker_launches_and_signs(nd_home: Path, docker_client) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from core.trust import EMULATOR_ROOT_KEY_FILE, aws_root
+from core.attest.trust import EMULATOR_ROOT_KEY_FILE, aws_root
 from emulator.pki import LEAF_LIFETIME, EmulatorPki, enclave_serial_part
 
 MODULE_ID = "i-0123456789abcdef0-enc0191cceb4289903f"

@@ -1,4 +1,4 @@
-"""core.protocol: framing, versioning, concurrency and the one-bad-connection rule, over real sockets."""
+"""core.channel.protocol: framing, versioning, concurrency and the one-bad-connection rule, over real sockets."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.protocol import (
+from core.channel.protocol import (
     BAD_FRAME,
     BAD_VERSION,
     MAX_FRAME,

@@ -15,9 +15,16 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.channel.proxy import (
+    NOT_ALLOWED,
+    AllowEntry,
+    ProxyError,
+    VsockProxy,
+    check_allowlist,
+    load_allowlist,
+)
+from core.channel.vsock import Transport
 from core.errors import NitrodeckError
-from core.proxy import NOT_ALLOWED, AllowEntry, ProxyError, VsockProxy, check_allowlist, load_allowlist
-from core.vsock import Transport
 from tests.conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,7 +269,7 @@ def test_cli_relays_until_sigterm(nd_home: Path, echo: EchoServer) -> None:
     )
 )
 def test_fuzz_allowlist_documents(doc: object) -> None:
-    from core.proxy import parse_allowlist
+    from core.channel.proxy import parse_allowlist
 
     try:
         entries = parse_allowlist(doc)

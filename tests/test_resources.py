@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.backends.real import real_backend
 from core.errors import InputTooLarge, NitrodeckError
 from core.models import EnclaveInfo
-from core.resources import gather, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
+from core.ops.resources import gather, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
+from emulator.backend import emulator_backend
 
 
 def write(root: Path, rel: str, text: str) -> None:
@@ -63,7 +65,7 @@ def test_hugepages_global_fallback(tmp_path: Path) -> None:
 def test_cpu_pool_and_holdings(sysfs: Path) -> None:
     assert sysfs_cpu_pool(sysfs) == [1, 3, 5, 6, 7]
     assert sysfs_cpu_pool(sysfs / "none") is None
-    res = gather([enclave("i-1-enc1", [1, 5], 512), enclave("i-1-enc2", [3], 256)], emulator=False, root=sysfs)
+    res = gather([enclave("i-1-enc1", [1, 5], 512), enclave("i-1-enc2", [3], 256)], real_backend(), root=sysfs)
     assert res.cpus.pool == [1, 3, 5, 6, 7] and res.cpus.free == [6, 7]
     assert res.cpus.held == {"i-1-enc1": [1, 5], "i-1-enc2": [3]}
     assert [(h.enclave_id, h.memory_mib) for h in res.enclaves] == [("i-1-enc1", 512), ("i-1-enc2", 256)]
@@ -103,7 +105,7 @@ def test_emulator_model(nd_home: Path) -> None:
     etc = nd_home / "emulator" / "etc"
     etc.mkdir(parents=True)
     (etc / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
-    res = gather([], emulator=True)
+    res = gather([], emulator_backend())
     assert res.cpus.source == "emulator-model" and len(res.cpus.pool) == 2 and res.cpus.free == res.cpus.pool
     assert res.hugepages and all(p.source == "emulator-model" for p in res.hugepages)
     assert sum(p.total * p.size_kb for p in res.hugepages) // 1024 >= 1024
@@ -118,19 +120,19 @@ def test_emulator_model_hugepages_on_the_pool_node(nd_home: Path) -> None:
         "numa_nodes: 2\n"
     )
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_pool: 4,12\n")
-    res = gather([], emulator=True)
+    res = gather([], emulator_backend())
     assert res.cpus.pool == [4, 12]
     assert res.hugepages and {p.node for p in res.hugepages} == {1}
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_pool: 1,9\n")
-    assert {p.node for p in gather([], emulator=True).hugepages} == {0}
+    assert {p.node for p in gather([], emulator_backend()).hugepages} == {0}
 
 
 def test_emulator_allocator_error_is_shown_not_papered_over(nd_home: Path) -> None:
     # 3 CPUs on a 2-threads-per-core model: nitro-enclaves-allocator refuses it, so there is no pool
     (nd_home / "emulator" / "etc").mkdir(parents=True)
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 3\n")
-    res = gather([], emulator=True)
+    res = gather([], emulator_backend())
     assert res.cpus.pool == [] and res.hugepages == []
     assert res.problem is not None and "not multiple of 2" in res.problem
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
-    assert gather([], emulator=True).problem is None
+    assert gather([], emulator_backend()).problem is None

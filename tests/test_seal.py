@@ -26,15 +26,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from console.cli import main as cli_main
-from core.backend import select_backend
+from core.backends.registry import select_backend
+from core.channel.protocol import BlockingClient, RemoteError
+from core.channel.proxy import AllowEntry, VsockProxy
 from core.errors import ConfigError
-from core.kms import AwsCredentials, KmsError, key_policy, seal
-from core.lifecycle import Lifecycle, payload_request
+from core.kms import AwsCredentials, KmsError, key_policy
 from core.models import LaunchRequest
-from core.protocol import BlockingClient, RemoteError
-from core.proxy import AllowEntry, VsockProxy
-from core.testsign import test_sign as run_test_sign
+from core.ops.lifecycle import Lifecycle
+from core.ops.provision import seal
+from core.ops.testsign import test_sign as run_test_sign
 from emulator.kms import LocalKms
+from enclave_app.packaging import payload_request
 from tests.conftest import REPO, kill_world
 
 AWS_ENV = {

@@ -25,14 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from console.cli import main
 from core import home
-from core.backend import select_backend
-from core.bridge import Bridge, ListenAddress
-from core.build import build_eif
+from core.backends.registry import select_backend
+from core.channel.bridge import Bridge, ListenAddress
+from core.channel.protocol import ProtocolClient, ProtocolError
+from core.eif.build import build_eif
 from core.home import ensure
-from core.lifecycle import Lifecycle
 from core.models import ZERO_PCR, EnclaveInfo, LaunchRequest
-from core.protocol import ProtocolClient, ProtocolError
-from core.testsign import TestSignError, attest, test_sign
+from core.ops.lifecycle import Lifecycle
+from core.ops.testsign import TestSignError, attest, test_sign
 from emulator.instance import load_instance
 from enclave_app.packaging import PAYLOAD_BUILD_TIME, payload_build_request
 from tests.conftest import REPO
@@ -176,7 +176,7 @@ def test_sign_and_attest_on_the_emulator(world: tuple[Lifecycle, str], tmp_path:
 
     # from inside one enclave's environment, the other enclave is unreachable over vsock
     code = (
-        "import sys\nfrom core.vsock import from_env\n"
+        "import sys\nfrom core.channel.vsock import from_env\n"
         "try:\n    from_env().connect(int(sys.argv[1]), 5005, timeout=5)\n"
         "except ConnectionRefusedError as exc:\n    print('refused', exc)\nelse:\n    print('connected')\n"
     )

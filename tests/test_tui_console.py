@@ -212,7 +212,7 @@ async def test_build_over_an_existing_eif_asks_first(nd_home: Path, tmp_path: Pa
 def test_resources_pane_names_the_allocator_problem() -> None:
     """An allocator.yaml the allocator refuses empties the pools; the pane says why instead of 'none'."""
     from console.widgets.resources import render_resources
-    from core.resources import CpuPool, HostStats, Resources
+    from core.ops.resources import CpuPool, HostStats, Resources
 
     broken = Resources([], CpuPool([], {}, []), HostStats(1.0, 2, 1), [], "allocator.yaml: cpu_count conflicts with cpu_pool")
     assert "cpu_count conflicts with cpu_pool" in render_resources(broken, []).plain

@@ -22,8 +22,8 @@ from console.screens.testsign import TestSignDialog
 from console.screenshots import wait_until
 from console.widgets.command_log import CommandLog
 from console.widgets.console_pane import ConsolePane
-from core.lifecycle import Lifecycle
 from core.models import LaunchRequest
+from core.ops.lifecycle import Lifecycle
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from console.app import live_app
 from console.screens.base import Dialog
 from console.screenshots import wait_until
 from core.errors import ReadOnlyError
-from core.lifecycle import Lifecycle
 from core.models import BuildRequest, LaunchRequest
+from core.ops.lifecycle import Lifecycle
 
 ALLOCATOR = "---\nmemory_mib: 512\ncpu_count: 4\n"
 INSTANCE = "instance_id: i-0123401234012340a\nvcpus: 8\ncores: 4\nthreads_per_core: 2\nmemory_mib: 16384\n"

@@ -31,12 +31,13 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from core.backend import select_backend
+from core.backends.registry import select_backend
+from core.eif.measure import measure_eif
 from core.kms import key_policy
-from core.lifecycle import Lifecycle, payload_request
-from core.measure import measure_eif
-from core.testsign import test_sign as run_test_sign
+from core.ops.lifecycle import Lifecycle
+from core.ops.testsign import test_sign as run_test_sign
 from emulator.kms import LocalKms
+from enclave_app.packaging import payload_request
 from tests.conftest import REPO
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/signer:1.4.2"

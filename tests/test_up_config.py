@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from core.errors import ConfigError, NitrodeckError
 from core.kms import AwsCredentials
-from core.up import UpError, _kms_target, container_metadata, parse_container_metadata
-from core.upconfig import UpConfig, load_config
+from core.up.config import UpConfig, load_config
+from core.up.runner import UpError, _kms_target, container_metadata, parse_container_metadata
 
 BASE_ENV = {"ECS_CONTAINER_METADATA_URI_V4": "http://127.0.0.1:1/v4/x"}
 
@@ -231,7 +231,7 @@ def test_fuzz_credentials_wire(params: dict[str, Any]) -> None:
 
 def test_read_only_refuses_up_before_anything_happens(tmp_path: Path) -> None:
     from core.errors import ReadOnlyError
-    from core.up import run_up
+    from core.up.runner import run_up
 
     cfg = UpConfig(source="payload", eif_path=str(tmp_path / "x.eif"))
     with pytest.raises(ReadOnlyError):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from core.channel.proxy import check_allowlist, load_allowlist
 from core.kms import ADMIN_ACTIONS, key_policy
-from core.proxy import check_allowlist, load_allowlist
-from core.upconfig import load_config
+from core.up.config import load_config
 from emulator.kms import evaluate_policy
 from tests.conftest import REPO
 

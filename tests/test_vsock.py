@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.vsock import PARENT_CID, Transport
+from core.channel.vsock import PARENT_CID, Transport
 
 
 def _echo_server(t: Transport, port: int) -> threading.Thread:
@@ -54,7 +54,7 @@ def test_enclave_to_enclave_refused_at_both_ends(tmp_path: Path) -> None:
     import socket
     import struct
 
-    from core.unixsock import short_path
+    from core.channel.unixsock import short_path
 
     raw = socket.socket(socket.AF_UNIX)
     raw.connect(short_path(b.socket_path(17, 5005)))

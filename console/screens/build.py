@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from rich.text import Text
 from textual import on
@@ -12,13 +12,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Select, Static
 
 from console.screens.base import Dialog
+from console.screens.host import DialogHost
 from console.screens.source import default_output_path
 from console.screens.terminate import Confirm
 from core.errors import NitrodeckError, UsageError
 from core.models import BuildRequest, BuildResult
-
-if TYPE_CHECKING:
-    from console.app import NitrodeckApp
 
 SOURCES = (
     ("docker", "Docker image (local daemon)"),
@@ -114,8 +112,8 @@ class BuildDialog(Dialog[None]):
         self.stages: list[str] = []
 
     @property
-    def host(self) -> NitrodeckApp:
-        return cast("NitrodeckApp", self.app)
+    def host(self) -> DialogHost:
+        return cast("DialogHost", self.app)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog build-dialog"):

@@ -1,6 +1,6 @@
 """A frozen world for snapshot tests, screenshots and the benchmark: fixed enclaves, clock and samples.
 
-Built from the real dataclasses (core.models, core.resources, core.lifecycle.Status) so the
+Built from the real dataclasses (core.models, core.ops.resources, core.ops.lifecycle.Status) so the
 dashboard renders exactly what it renders live. Nothing here touches the machine.
 """
 
@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from console.screens.source import DEBUG, MATCH, MISMATCH, UNPINNED, Snapshot, Source
-from core.backend import emulator_backend
-from core.driver import CommandRecord
+from core.backends.driver import CommandRecord
 from core.errors import NitroCliError, ReadOnlyError
-from core.lifecycle import Status
 from core.models import (
     ZERO_PCR,
     BuildRequest,
@@ -28,7 +26,9 @@ from core.models import (
     Measurements,
     RunInfo,
 )
-from core.resources import CpuPool, EnclaveHolding, HostStats, HugepagePool, Resources
+from core.ops.lifecycle import Status
+from core.ops.resources import CpuPool, EnclaveHolding, HostStats, HugepagePool, Resources
+from emulator.backend import emulator_backend
 
 FROZEN_NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 INSTANCE_ID = "i-0f1e2d3c4b5a69788"
@@ -289,10 +289,10 @@ class FrozenSource(Source):
         import hashlib
 
         from core.checks import Check
-        from core.testsign import SignReport
+        from core.ops.testsign import SignReport
 
         debug = enclave.debug_mode
-        # the checks and wording core.testsign and core.attestation produce for a real test-sign
+        # the checks and wording core.ops.testsign and core.attest.verify produce for a real test-sign
         expected = EXPECTED.get(enclave.enclave_id, {})
         checks = [
             Check("enclave", True, f"{enclave.enclave_id} (CID {enclave.cid}) over vsock {enclave.cid}:5005"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from rich.text import Text
 from textual import on
@@ -14,12 +14,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from console.screens.base import Dialog
+from console.screens.host import DialogHost
 from console.screens.source import parse_cpu_ids
 from core.errors import NitrodeckError, UsageError
 from core.models import EifInfo, LaunchRequest, RunInfo
-
-if TYPE_CHECKING:
-    from console.app import NitrodeckApp
 
 MIN_MEMORY_MIB = 64
 MAX_CID = 2**32 - 2
@@ -135,8 +133,8 @@ class LaunchDialog(Dialog[None]):
         self.sizes: dict[Path, int] = {}
 
     @property
-    def host(self) -> NitrodeckApp:
-        return cast("NitrodeckApp", self.app)
+    def host(self) -> DialogHost:
+        return cast("DialogHost", self.app)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog launch-dialog"):

@@ -1,6 +1,6 @@
 """Where the TUI gets its data: the live lifecycle, or a frozen world for snapshots and screenshots.
 
-The App only talks to a :class:`Source`. :class:`LiveSource` wraps ``core.lifecycle.Lifecycle``;
+The App only talks to a :class:`Source`. :class:`LiveSource` wraps ``core.ops.lifecycle.Lifecycle``;
 ``console.screens.frozen.FrozenSource`` returns the same dataclasses with fixed values and a frozen
 clock, so snapshot SVGs are identical on every machine. Every method here may block: the App calls
 them from thread workers only.
@@ -34,7 +34,7 @@ class DockerUnavailable(NitrodeckError):
 class Snapshot:
     """One refresh: the lifecycle's Status plus what the dashboard derives from it."""
 
-    status: Any  # core.lifecycle.Status (backend, instance_id, enclaves, resources, read_only, taken_at)
+    status: Any  # core.ops.lifecycle.Status (backend, instance_id, enclaves, resources, read_only, taken_at)
     matches: dict[str, str] = field(default_factory=dict)
     expected: dict[str, dict[int, str] | None] = field(default_factory=dict)
     #: describe-eif of the EIF each enclave was launched from, when known (enclave ID -> EifInfo)
@@ -48,7 +48,7 @@ class Snapshot:
 class Source(ABC):
     """What the dashboard needs. Subclasses: LiveSource, FrozenSource."""
 
-    backend: Any  # core.backend.Backend
+    backend: Any  # core.backends.base.Backend
     read_only: bool = False
     schemes: tuple[str, ...] = ()
 
@@ -151,17 +151,21 @@ class Source(ABC):
 
 
 class LiveSource(Source):
-    """The real thing: core.lifecycle.Lifecycle against the selected backend."""
+    """The real thing: core.ops.lifecycle.Lifecycle against the selected backend."""
 
     def __init__(self, backend_flag: str | None, read_only: bool, on_command: Callable[[Any], None]) -> None:
-        from core.backend import select_backend
-        from core.lifecycle import Lifecycle
+        from core.backends.registry import select_backend
+        from core.ops.lifecycle import Lifecycle
 
         self.backend = select_backend(backend_flag)
         auto = bool(Lifecycle.auto_read_only(self.backend))
         self.read_only = read_only or auto
-        self.lifecycle = Lifecycle(self.backend, read_only=self.read_only, on_command=on_command)
-        from core.testsign import SCHEMES
+        from console.wiring import payload_factory
+
+        self.lifecycle = Lifecycle(
+            self.backend, read_only=self.read_only, on_command=on_command, payload=payload_factory
+        )
+        from core.ops.testsign import SCHEMES
 
         self.schemes = tuple(SCHEMES)
         #: describe-eif results by (path, mtime): an EIF is described once, not every refresh
@@ -221,7 +225,7 @@ class LiveSource(Source):
 
     def test_sign(self, enclave: EnclaveInfo, payload: bytes, scheme: str) -> Any:
         # Read-only allows it: test-sign asks the enclave for a signature and changes nothing.
-        from core.testsign import test_sign
+        from core.ops.testsign import test_sign
 
         return test_sign(self.lifecycle, enclave.enclave_id, payload, scheme, self.lifecycle.expected_for(enclave))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -10,11 +10,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
 from console.screens.base import Dialog
+from console.screens.host import DialogHost
 from core.errors import UsageError
 from core.models import EnclaveInfo
-
-if TYPE_CHECKING:
-    from console.app import NitrodeckApp
 
 MAX_PAYLOAD = 64 * 1024
 
@@ -47,8 +45,8 @@ class TestSignDialog(Dialog[None]):
         self.report: Any = None
 
     @property
-    def host(self) -> NitrodeckApp:
-        return cast("NitrodeckApp", self.app)
+    def host(self) -> DialogHost:
+        return cast("DialogHost", self.app)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog testsign-dialog"):

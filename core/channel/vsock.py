@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.unixsock import remove_stale, short_path
+from core.channel.unixsock import remove_stale, short_path
 
 PARENT_CID = 3
 HYPERVISOR_CID = 0

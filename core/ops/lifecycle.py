@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from core import home
-from core.audit import AuditLog
-from core.backend import DEVICE, Backend, select_backend
-from core.driver import CommandRecord, NitroCli
+from core.backends.base import Backend
+from core.backends.driver import CommandRecord, NitroCli
+from core.backends.real import DEVICE
+from core.backends.registry import select_backend
 from core.errors import NitrodeckError, ReadOnlyError, UsageError
-from core.expected import ExpectedPcrs, Pin, Verdict
 from core.models import (
     BuildRequest,
     BuildResult,
@@ -45,7 +45,9 @@ from core.models import (
     RunInfo,
     TerminateInfo,
 )
-from core.resources import Resources, gather
+from core.ops.audit import AuditLog
+from core.ops.expected import ExpectedPcrs, Pin, Verdict
+from core.ops.resources import Resources, gather
 
 MIN_MEMORY_MIB = 64  # NE_MIN_ENCLAVE_MEM_SIZE
 ASSET_TAG = Path("/sys/devices/virtual/dmi/id/board_asset_tag")
@@ -207,6 +209,10 @@ def kept_console_dir() -> Path:
     return home.logs_dir() / "console"
 
 
+#: (output_file, build_time, docker_uri) -> the payload's BuildRequest (enclave_app.packaging.payload_request)
+PayloadFactory = Callable[[str, str | None, str | None], BuildRequest]
+
+
 class Lifecycle:
     """Thread-safe for concurrent calls: each call runs its own subprocess and holds no shared state."""
 
@@ -218,8 +224,11 @@ class Lifecycle:
         audit: AuditLog | None = None,
         driver: NitroCli | None = None,
         on_command: Callable[[CommandRecord], None] | None = None,
+        payload: PayloadFactory | None = None,
     ) -> None:
         self.backend = backend or (driver.backend if driver else select_backend())
+        #: the enclave payload's build request, from whoever ships the payload (console passes enclave_app's)
+        self.payload = payload
         self.read_only = read_only
         self.audit = audit or AuditLog()
         self._listener = on_command
@@ -255,7 +264,7 @@ class Lifecycle:
         return self.driver.describe_eif(path)
 
     def resources(self, enclaves: list[EnclaveInfo] | None = None) -> Resources:
-        return gather(self.describe() if enclaves is None else enclaves, self.backend.is_emulator)
+        return gather(self.describe() if enclaves is None else enclaves, self.backend)
 
     def status(self) -> Status:
         enclaves = self.describe()
@@ -305,7 +314,13 @@ class Lifecycle:
             # The payload fixes the image (rootfs, cmd, env); what the operator adds on top
             # (signing, name, version, custom metadata, build time) is kept. With a docker URI
             # the same rootfs is built into that image by the local Docker daemon first.
-            base = payload_request(req.output_file, req.build_time, docker_uri=req.docker_uri)
+            if self.payload is None:
+                raise UsageError(
+                    "this nitrodeck was started without the enclave payload's packaging",
+                    where="build --payload",
+                    hint="build from --rootfs or --docker-uri instead",
+                )
+            base = self.payload(req.output_file, req.build_time, req.docker_uri)
             if base.docker_uri and not self.backend.is_emulator:
                 base = dataclasses.replace(base, build_time=None)  # --build-time is emulator-only
             req = dataclasses.replace(
@@ -393,19 +408,3 @@ def validate_launch(req: LaunchRequest) -> None:
     if not eif.is_file():
         raise UsageError(f"no EIF file at {req.eif_path}", where="launch --eif-path",
                          hint="build one with `nitrodeck build`")
-
-
-def payload_request(output_file: str, build_time: str | None = None, docker_uri: str | None = None) -> BuildRequest:
-    """The nitrodeck enclave payload's build request (enclave_app provides it)."""
-    try:
-        from enclave_app.packaging import payload_build_request, payload_docker_request
-    except ImportError as exc:
-        raise UsageError(
-            "this checkout has no enclave payload packaging (enclave_app.packaging)",
-            where="build --payload",
-            hint=f"build from --rootfs/--docker-uri instead ({exc.name or exc})",
-        ) from None
-    if docker_uri:
-        return payload_docker_request(output_file, docker_uri, build_time=build_time)
-    req: BuildRequest = payload_build_request(output_file, build_time=build_time)
-    return req

@@ -379,7 +379,7 @@ class ProtocolClient:
     async def connect_vsock(
         cls, transport: Any, cid: int, port: int, timeout: float = 10.0
     ) -> ProtocolClient:
-        """``transport`` is a core.vsock.Transport (real AF_VSOCK or the emulator's folder)."""
+        """``transport`` is a core.channel.vsock.Transport (real AF_VSOCK or the emulator's folder)."""
         try:
             reader, writer = await transport.open_connection(cid, port, timeout=timeout, limit=MAX_FRAME + 4)
         except (OSError, TimeoutError) as exc:

@@ -20,8 +20,8 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.channel.vsock import Transport
 from core.errors import NitrodeckError, UsageError
-from core.vsock import Transport
 
 CHUNK = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 1024

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core import home
-from core.backend import Backend, select_backend
+from core.backends.base import Backend
+from core.backends.registry import select_backend
 from core.errors import InputTooLarge, NitroCliError, NitrodeckError, UsageError
 from core.models import (
     BuildRequest,

@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
-from core import home
+from core.backends.base import Backend, PoolModel
 from core.errors import InputTooLarge, NitrodeckError
 from core.models import EnclaveInfo
 
@@ -183,84 +182,24 @@ def host_stats() -> HostStats:
     return HostStats(float(psutil.cpu_percent(interval=None)), int(mem.total), int(mem.total - mem.available))
 
 
-# --- emulator ------------------------------------------------------------------------------------------
+# --- a backend's allocator model -----------------------------------------------------------------------
 
 
-def _emulator_snapshot() -> Any | None:
-    """The emulator's own allocator view (read-only), when the emulator package provides one."""
-    try:
-        from emulator import allocator  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    snap = getattr(allocator, "snapshot", None)
-    if snap is None:
-        return None
-    try:
-        return snap()
-    except NitrodeckError:
-        raise
-    except Exception:  # noqa: BLE001 - a broken model must not take status down; fall back to the file
-        return None
+def model_resources(model: PoolModel) -> tuple[list[HugepagePool], list[int], str | None]:
+    """A backend's allocator model (the emulator's) as pools. When the model refuses its configuration
+    the pools are empty, as on a parent whose nitro-enclaves-allocator service failed, and the error
+    says why: there is no approximation to fall back on."""
+    if model.error:
+        return [], [], model.error
+    pages = [HugepagePool(u.size_kb, u.node, u.total, u.free, u.held, "emulator-model") for u in model.hugepages]
+    return pages, list(model.pool_cpus), None
 
 
-def _emulator_allocator_file() -> tuple[list[int], int]:
-    """(CPU pool, memory_mib) from the emulator's allocator.yaml; nitro-cli's defaults when absent."""
-    import yaml
-
-    path = home.emulator_etc() / "allocator.yaml"
-    cpus: list[int] = [1, 3]
-    memory_mib = 512
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(_SMALL_FILE * 4)
-    except OSError:
-        return cpus, memory_mib
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ResourceError("not valid YAML", where=str(path)) from None
-    if isinstance(data, dict):
-        if isinstance(data.get("memory_mib"), int):
-            memory_mib = data["memory_mib"]
-        if isinstance(data.get("cpu_pool"), str | int):
-            cpus = parse_cpu_list(str(data["cpu_pool"]), str(path))
-        elif isinstance(data.get("cpu_count"), int):
-            cpus = list(range(1, 1 + data["cpu_count"]))
-    return cpus, memory_mib
-
-
-def emulator_resources(enclaves: list[EnclaveInfo]) -> tuple[list[HugepagePool], list[int], str | None]:
-    """The emulator allocator's model (pages, pool, its error); falls back to allocator.yaml when the
-    model is unavailable. When the model refuses allocator.yaml, the pools are empty, as on a parent
-    whose nitro-enclaves-allocator service failed, and the error says why."""
-    try:
-        snap = _emulator_snapshot()
-    except NitrodeckError as exc:  # instance.yaml or allocator.yaml unusable: say so, keep status up
-        return [], [], str(exc)
-    pool = getattr(snap, "pool_cpus", None)
-    uses = getattr(snap, "hugepages", None)
-    error = getattr(snap, "error", None)
-    if isinstance(pool, list) and isinstance(uses, list):
-        if error:
-            return [], [], str(error)
-        pages = [
-            HugepagePool(
-                int(u.size_kb), int(getattr(u, "node", 0)), int(u.total), int(u.free), int(u.held), "emulator-model"
-            )
-            for u in uses
-        ]
-        return pages, [int(c) for c in pool], None
-    cpus, memory_mib = _emulator_allocator_file()
-    # Without the model, count the reservation as 2 MiB pages (the smallest x86 size).
-    total = memory_mib // 2
-    held = min(sum(e.memory_mib for e in enclaves) // 2, total)
-    return [HugepagePool(2048, 0, total, total - held, held, "emulator-model")], cpus, None
-
-
-def gather(enclaves: list[EnclaveInfo], emulator: bool, root: Path = Path("/")) -> Resources:
+def gather(enclaves: list[EnclaveInfo], backend: Backend, root: Path = Path("/")) -> Resources:
     problem = None
-    if emulator:
-        pages, pool, problem = emulator_resources(enclaves)
+    model = backend.pool_model(enclaves)
+    if model is not None:
+        pages, pool, problem = model_resources(model)
         cpus = cpu_pool(pool, enclaves, "emulator-model")
     else:
         pages = sysfs_hugepages(root)

@@ -22,11 +22,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from core import trust
-from core.attestation_doc import PCR_SIZES, AttestationDoc, AttestationError, parse_document
+from core.attest import trust
+from core.attest.document import PCR_SIZES, AttestationDoc, AttestationError, parse_document
+from core.attest.trust import TrustRoot
 from core.checks import Check, all_passed
-from core.cose import CoseError
-from core.trust import TrustRoot
+from core.crypto.cose import CoseError
 
 __all__ = [
     "AttestationDoc",

@@ -15,7 +15,7 @@ from typing import Any
 
 import cbor2
 
-from core import cose
+from core.crypto import cose
 from core.errors import NitrodeckError
 
 MAX_DOCUMENT = 16 * 1024

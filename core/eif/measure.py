@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.eif import EifError, EifFile, EifSection, SectionType, read_eif
+from core.eif.format import EifError, EifFile, EifSection, SectionType, read_eif
+from core.eif.signature import signing_certificate_der
 from core.models import Measurements
 
 if TYPE_CHECKING:
@@ -132,8 +133,6 @@ def measure(eif: EifFile) -> Measurements:
     pcr0, pcr1, pcr2 = _hash_sections(eif, measured, ramdisks[0] if ramdisks else None)
     pcr8 = None
     if eif.signature is not None:
-        from core.eif_sign import signing_certificate_der
-
         pcr8 = pcr_of_bytes(signing_certificate_der(eif))
     return Measurements(pcr0=pcr0, pcr1=pcr1, pcr2=pcr2, pcr8=pcr8)
 

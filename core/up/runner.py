@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from core.errors import ConfigError, NitrodeckError, ReadOnlyError
-from core.upconfig import UpConfig
+from core.up.config import UpConfig
 
 MAX_METADATA = 256 * 1024
 METADATA_TIMEOUT = 5.0
@@ -119,13 +119,14 @@ class Up:
         backend_flag: str | None = None,
         log: Callable[..., None] | None = None,
         credentials: Callable[[], Any] | None = None,
+        payload: Any = None,
     ) -> None:
-        from core.backend import select_backend
-        from core.lifecycle import Lifecycle
+        from core.backends.registry import select_backend
+        from core.ops.lifecycle import Lifecycle
 
         self.cfg = cfg
         self.log = log or JsonLog()
-        self.lifecycle = Lifecycle(select_backend(backend_flag))
+        self.lifecycle = Lifecycle(select_backend(backend_flag), payload=payload)
         self.backend = self.lifecycle.backend
         self._credentials_source = credentials
         self.stop_event = asyncio.Event()
@@ -149,7 +150,6 @@ class Up:
         return meta.image
 
     def build(self) -> None:
-        from core.lifecycle import payload_request
         from core.models import BuildRequest
 
         eif = self.cfg.eif()
@@ -159,7 +159,7 @@ class Up:
             if self.cfg.metadata_uri:
                 # report which task image this is, even though nothing can be pulled here
                 self._image()
-            req = payload_request(str(eif))
+            req = BuildRequest(output_file=str(eif), payload=True)
             image = "nitrodeck payload"
         else:
             image = self._image()
@@ -174,15 +174,18 @@ class Up:
         )
 
     def start_proxy(self) -> None:
-        from core.proxy import AllowEntry, VsockProxy
+        from core.channel.proxy import AllowEntry, VsockProxy
 
         allowlist = None
         config = Path(self.cfg.proxy_config) if self.cfg.proxy_config else None
         if self.cfg.kms_endpoint == "local":
-            from emulator.kms import LocalKms
-
-            self.local_kms = LocalKms().start()
-            self.local_kms.write_endpoint_file()
+            self.local_kms = self.backend.start_local_kms()
+            if self.local_kms is None:
+                raise ConfigError(
+                    f"the {self.backend.name} backend has no local KMS",
+                    where="kms_endpoint: local",
+                    hint="use the regional KMS endpoint (leave kms_endpoint empty)",
+                )
             host, port = "127.0.0.1", self.local_kms.port
             allowlist = [AllowEntry(host, port)]  # the local KMS is the only place the proxy may go
             self.log("local-kms", endpoint=self.local_kms.endpoint_url)
@@ -200,7 +203,7 @@ class Up:
         self.log("proxy", vsock_port=self.cfg.proxy_port, remote=f"{host}:{port}")
 
     async def start_bridge(self) -> None:
-        from core.bridge import Bridge, ListenAddress
+        from core.channel.bridge import Bridge, ListenAddress
 
         assert self.cid is not None
         host, port = self.cfg.bridge_address()
@@ -247,7 +250,7 @@ class Up:
         return any(e.enclave_id == self.enclave_id and e.state.upper() == "RUNNING" for e in enclaves)
 
     def _call(self, method: str, params: dict[str, Any], timeout: float = 30.0) -> Any:
-        from core.protocol import BlockingClient
+        from core.channel.protocol import BlockingClient
 
         assert self.cid is not None
         try:
@@ -271,7 +274,7 @@ class Up:
         raise UpError(f"the enclave did not answer within {self.cfg.ready_timeout:g}s: {last}", where="up")
 
     def _fresh_credentials(self) -> Any:
-        from core.kms import session_credentials
+        from core.kms.client import session_credentials
 
         if self._credentials_source is not None:
             return self._credentials_source()
@@ -284,7 +287,7 @@ class Up:
         self.log("credentials", expires=exp.isoformat() if exp else None)
 
     def provision(self) -> None:
-        from core.kms import provision_params, read_ciphertext
+        from core.ops.provision import provision_params, read_ciphertext
 
         if self.cfg.ciphertext_b64:
             blob = base64.b64decode(self.cfg.ciphertext_b64)
@@ -426,7 +429,7 @@ class Up:
         return status
 
 
-def run_up(cfg: UpConfig, backend_flag: str | None = None, read_only: bool = False) -> int:
+def run_up(cfg: UpConfig, backend_flag: str | None = None, read_only: bool = False, payload: Any = None) -> int:
     if read_only:
         # up exists to launch and provision; say so before building anything
         raise ReadOnlyError(
@@ -434,4 +437,4 @@ def run_up(cfg: UpConfig, backend_flag: str | None = None, read_only: bool = Fal
             where="up",
             hint="restart without --read-only",
         )
-    return asyncio.run(Up(cfg, backend_flag).run())
+    return asyncio.run(Up(cfg, backend_flag, payload=payload).run())

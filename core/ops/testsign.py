@@ -4,7 +4,7 @@ The flow (Nautilus-style): send a payload and a fresh nonce; the enclave returns
 public key and an attestation document whose user_data binds key, payload and nonce together:
 ``user_data = sha256(public_key_DER || sha256(payload) || nonce)``, the nonce is the document's
 nonce and the key is its public_key. Nothing the enclave says is taken on trust here: the
-signature is verified with ``cryptography`` directly, the document with core.attestation against
+signature is verified with ``cryptography`` directly, the document with core.attest.verify against
 the pinned root (the emulator's test root only when the backend is the emulator), and the PCRs
 against what the operator expects, by default the enclave's own measurements from
 describe-enclaves (i.e. the EIF it was launched from).
@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from core.attestation import Policy, VerificationReport, verify
-from core.bridge import parse_host_port
+from core.attest.verify import Policy, VerificationReport, verify
+from core.channel.bridge import parse_host_port
+from core.channel.protocol import ProtocolClient, ProtocolError, RemoteError, sign_binding
 from core.checks import Check, all_passed
 from core.errors import InputTooLarge, NitrodeckError, UsageError
 from core.models import EnclaveInfo
-from core.protocol import ProtocolClient, ProtocolError, RemoteError, sign_binding
 
 PAYLOAD_PORT = 5005
 MAX_PAYLOAD = 64 * 1024

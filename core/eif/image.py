@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from core.cpio import CpioError, _check_parents, _link_stays_inside, safe_name
+from core.eif.cpio import CpioError, _check_parents, _link_stays_inside, safe_name
 from core.errors import NitrodeckError
 
 MAX_JSON = 1024 * 1024

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import core
-from core import cpio
-from core.blobs import Blobs, load_blobs
-from core.eif import EifError, EifWriter, SectionType, read_eif
+from core.eif import cpio
+from core.eif.blobs import Blobs, load_blobs
+from core.eif.format import EifError, EifWriter, SectionType, read_eif
+from core.eif.image import ImageConfig, ImageError, flatten_tarball
 from core.errors import NitrodeckError
-from core.image import ImageConfig, ImageError, flatten_tarball
 from core.models import BuildRequest, BuildResult
 
 MAX_CUSTOM_METADATA = 4096
@@ -368,7 +368,7 @@ def build_eif(
                 f"cannot write the EIF: {exc.message}", cli_code="E48", where=str(output)
             ) from None
     if req.signing_certificate and req.private_key:
-        from core.eif_sign import SigningError, sign_eif
+        from core.eif.sign import SigningError, sign_eif
 
         try:
             measurements = sign_eif(output, req.signing_certificate, req.private_key)
@@ -376,7 +376,7 @@ def build_eif(
             output.unlink(missing_ok=True)
             raise BuildError(f"signing failed: {exc.message}", cli_code="E60", where=exc.where) from None
     else:
-        from core.measure import measure_eif
+        from core.eif.measure import measure_eif
 
         measurements = measure_eif(output)
     say("Enclave Image successfully created.")

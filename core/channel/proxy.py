@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from core import home
+from core.channel.vsock import Transport
 from core.errors import NitrodeckError
-from core.vsock import Transport
 
 log = logging.getLogger("nitrodeck.proxy")
 

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import cbor2
 
+from core.channel.unixsock import short_path
 from core.errors import NitrodeckError
-from core.unixsock import short_path
 
 DEVICE = Path("/dev/nsm")
 ENV_SOCKET = "NITRODECK_NSM_SOCKET"

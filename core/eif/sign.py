@@ -24,8 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from core import cose
-from core.eif import MAX_SIGNATURE_SIZE, EifError, EifFile, EifWriter, FileRange, SectionType, read_eif
+from core.crypto import cose
+from core.eif.format import MAX_SIGNATURE_SIZE, EifFile, EifWriter, FileRange, SectionType, read_eif
+from core.eif.measure import measure, measure_eif, pcr_of_bytes
+from core.eif.signature import (
+    signature_entries,
+)
 from core.errors import NitrodeckError
 from core.models import Measurements
 
@@ -63,12 +67,6 @@ class SigningError(NitrodeckError):
 
     code = "ND-SIGNING"
     cli_code = "E60"
-
-
-@dataclass(frozen=True)
-class SignatureEntry:
-    certificate_pem: bytes
-    cose_sign1: bytes
 
 
 @dataclass
@@ -203,75 +201,6 @@ def build_signature_section(cert_pem: bytes, signer: Signer, pcr0_hex: str) -> b
     return cbor2.dumps([{"signing_certificate": list(cert_pem), "signature": list(message)}])
 
 
-def _uint_bytes(value: Any, where: str, offset: int) -> bytes:
-    if isinstance(value, bytes):  # tolerate byte strings, though nitro-cli writes arrays
-        return value
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        raise EifError(f"{where} should be an array of bytes", offset=offset, problem="bad signature")
-    try:
-        return bytes(value)
-    except (TypeError, ValueError) as exc:
-        raise EifError(
-            f"{where} holds values that are not bytes", offset=offset, problem="bad signature"
-        ) from exc
-
-
-def parse_signature_section(data: bytes, offset: int = 0) -> list[SignatureEntry]:
-    if len(data) > MAX_SIGNATURE_SIZE:
-        raise EifError("signature section too large", offset=offset, problem="signature too large")
-    try:
-        doc = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several types on garbage
-        raise EifError(
-            f"signature section is not CBOR: {exc}", offset=offset, problem="bad signature"
-        ) from exc
-    if not isinstance(doc, Sequence) or isinstance(doc, (str, bytes)) or not doc:
-        raise EifError(
-            "signature section should be a non-empty CBOR array", offset=offset, problem="bad signature"
-        )
-    entries = []
-    for i, item in enumerate(doc):
-        if not isinstance(item, Mapping):
-            raise EifError(f"signature entry {i} is not a map", offset=offset, problem="bad signature")
-        if "signing_certificate" not in item or "signature" not in item:
-            raise EifError(
-                f"signature entry {i} lacks signing_certificate/signature",
-                offset=offset,
-                problem="bad signature",
-            )
-        entries.append(
-            SignatureEntry(
-                _uint_bytes(item["signing_certificate"], f"entry {i} signing_certificate", offset),
-                _uint_bytes(item["signature"], f"entry {i} signature", offset),
-            )
-        )
-    return entries
-
-
-def _entries(eif: EifFile) -> list[SignatureEntry]:
-    section = eif.signature
-    if section is None:
-        return []
-    return parse_signature_section(eif.read_section(section, MAX_SIGNATURE_SIZE), section.data_offset)
-
-
-def signing_certificate_der(eif: EifFile) -> bytes:
-    """DER of the first signing certificate (what PCR8 measures)."""
-    section = eif.signature
-    entries = _entries(eif)
-    if not entries or section is None:
-        raise EifError("EIF has no signature", offset=0, problem="bad signature")
-    try:
-        cert = x509.load_pem_x509_certificate(entries[0].certificate_pem)
-    except ValueError as exc:
-        raise EifError(
-            f"signing certificate is not a PEM certificate: {exc}",
-            offset=section.data_offset,
-            problem="bad signature",
-        ) from exc
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
 def _asn1_time(when: dt.datetime) -> str:
     """OpenSSL's Asn1Time display: 'Mar  3 12:00:00 2023 GMT' (day padded with a space)."""
     return f"{when:%b} {when.day:2d} {when:%H:%M:%S} {when.year} GMT"
@@ -291,10 +220,8 @@ def certificate_info(cert: x509.Certificate) -> dict[str, Any]:
 def check_signature(eif: EifFile | str | os.PathLike[str], pcr0: str | None = None) -> SignatureInfo:
     """Whether the EIF is signed, and whether its signature covers its PCR0 (never raises for a
     wrongly signed EIF: the verdict is ``ok=False`` with ``problem`` set)."""
-    from core.measure import measure, pcr_of_bytes
-
     eif = eif if isinstance(eif, EifFile) else read_eif(eif)
-    entries = _entries(eif)
+    entries = signature_entries(eif)
     if not entries:
         return SignatureInfo(signed=False)
     entry = entries[0]
@@ -360,8 +287,6 @@ def sign_eif(
     output: str | os.PathLike[str] | None = None,
 ) -> Measurements:
     """Sign (or re-sign) an EIF; writes ``output`` (default: in place, atomically)."""
-    from core.measure import measure, measure_eif
-
     cert_pem = _read_small(certificate, "signing certificate")
     cert = load_certificate(cert_pem, str(certificate))
     signer = load_signer(private_key)

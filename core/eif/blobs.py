@@ -14,7 +14,8 @@ from pathlib import Path
 
 ENV_BLOBS = "NITRO_CLI_BLOBS"
 DEFAULT_BLOBS = "/usr/share/nitro_enclaves/blobs/"
-STAND_IN_DIR = Path(__file__).resolve().parent.parent / "emulator" / "blobs"
+#: folders of stand-in blobs, registered by whoever ships them (the emulator: emulator/backend.py)
+_STAND_INS: list[Path] = []
 MAX_CMDLINE = 64 * 1024
 MAX_CONFIG_HEAD = 64 * 1024
 
@@ -82,18 +83,25 @@ def _from_dir(folder: Path, stand_in: bool) -> Blobs | None:
     return None
 
 
+def register_stand_ins(folder: Path) -> None:
+    """Offer a folder of stand-in blobs for builds where nitro-cli's are absent."""
+    if folder not in _STAND_INS:
+        _STAND_INS.append(folder)
+
+
 def load_blobs() -> Blobs:
     """nitro-cli's blobs when a kernel + cmdline + init exist there, else the emulator's stand-ins."""
     real = _from_dir(Path(os.environ.get(ENV_BLOBS) or DEFAULT_BLOBS), stand_in=False)
     if real is not None:
         return real
-    stand_in = _from_dir(STAND_IN_DIR, stand_in=True)
-    if stand_in is None:  # a broken install: the package data is missing
-        from core.errors import ConfigError
+    for folder in _STAND_INS:
+        stand_in = _from_dir(folder, stand_in=True)
+        if stand_in is not None:
+            return stand_in
+    from core.errors import ConfigError
 
-        raise ConfigError(
+    raise ConfigError(
             "no kernel blobs: neither $NITRO_CLI_BLOBS nor the emulator's stand-ins are present",
-            where=str(STAND_IN_DIR),
-            hint="reinstall nitrodeck, or point NITRO_CLI_BLOBS at nitro-cli's blobs folder",
+            where=os.environ.get(ENV_BLOBS) or DEFAULT_BLOBS,
+            hint="install aws-nitro-enclaves-cli, or point NITRO_CLI_BLOBS at nitro-cli's blobs folder",
         )
-    return stand_in

@@ -1,0 +1,86 @@
+"""The backend interface: what nitrodeck needs from whatever runs enclaves.
+
+A backend names the nitro-cli-compatible program to run (``argv``), how the parent reaches enclaves
+over vsock (``transport()``), and answers the questions core would otherwise have to ask an
+emulator directly: where the allocator's model is, which local KMS to use, which stand-in kernel
+blobs exist. The real backend answers "none" to the emulator's questions; the emulator implements
+them in ``emulator/backend.py`` and registers itself with :mod:`core.backends.registry`, so core
+never imports the emulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from core.channel.vsock import Transport, parent_transport
+
+if TYPE_CHECKING:
+    from core.models import EnclaveInfo
+
+
+@dataclass(frozen=True)
+class HugepageModel:
+    """One hugepage size on one NUMA node, as an allocator model sees it."""
+
+    size_kb: int
+    node: int
+    total: int
+    free: int
+    held: int
+
+
+@dataclass(frozen=True)
+class PoolModel:
+    """The CPU pool and hugepages a backend's allocator model holds (the emulator's; none on Nitro,
+    where sysfs is the truth). ``error`` says why the pools are empty, as a failed allocator would."""
+
+    pool_cpus: list[int]
+    hugepages: list[HugepageModel]
+    error: str | None = None
+
+
+class LocalKms(Protocol):
+    """A KMS endpoint a backend runs on loopback for `nitrodeck up` (the emulator's moto + Recipient layer)."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def endpoint_url(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # "real" | "emulator"
+    argv: tuple[str, ...]
+    display_name: str  # what the operator would type: "nitro-cli" or "nitro-emu"
+    vsock_dir: Path | None = None
+    #: how the choice was made ("flag", "env", "auto"), shown by `status`
+    chosen_by: str = field(default="flag", compare=False)
+
+    @property
+    def is_emulator(self) -> bool:
+        """Emulator-only capabilities (build flags, test-root trust, no run timeout) key off this."""
+        return self.name == "emulator"
+
+    def transport(self) -> Transport:
+        """The parent's vsock transport: AF_VSOCK on Nitro, the emulated folder otherwise."""
+        return parent_transport(self.vsock_dir)
+
+    # --- what only an emulated world has; the real backend answers None -----------------------------
+
+    def pool_model(self, enclaves: list[EnclaveInfo]) -> PoolModel | None:
+        """The allocator's modelled pools, or None where sysfs is the truth."""
+        return None
+
+    def kms_endpoint(self) -> str | None:
+        """A KMS endpoint URL to use instead of AWS's regional one, or None for AWS."""
+        return None
+
+    def start_local_kms(self) -> LocalKms | None:
+        """Start a loopback KMS for `up` (``kms_endpoint: local``), or None where there is none."""
+        return None

@@ -1,0 +1,5 @@
+"""`nitrodeck up`: the unattended parent-container bootstrap (config from YAML, env and flags; build,
+launch, bridge, vsock-proxy, KMS key release, supervise).
+
+May import: anything in core. Nothing in core imports it.
+"""

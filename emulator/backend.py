@@ -1,0 +1,54 @@
+"""The emulator as a nitrodeck backend: nitro-emu's argv, the emulated vsock folder, and what only
+an emulated world has (the allocator model, the local KMS). Importing this module registers it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from core import home
+from core.backends import registry
+from core.backends.base import Backend, HugepageModel, LocalKms, PoolModel
+from core.eif import blobs
+from core.errors import NitrodeckError
+from core.models import EnclaveInfo
+
+#: the small stand-in kernel, cmdline and init that EIFs are built from where nitro-cli's blobs are absent
+STAND_IN_BLOBS = Path(__file__).resolve().parent / "blobs"
+
+
+class EmulatorBackend(Backend):
+    def pool_model(self, enclaves: list[EnclaveInfo]) -> PoolModel | None:
+        from emulator import allocator
+
+        try:
+            snap = allocator.snapshot()
+        except NitrodeckError as exc:  # instance.yaml or allocator.yaml unusable: say so, keep status up
+            return PoolModel([], [], str(exc))
+        if snap.error:
+            return PoolModel([], [], str(snap.error))
+        pages = [HugepageModel(u.size_kb, u.node, u.total, u.free, u.held) for u in snap.hugepages]
+        return PoolModel([int(c) for c in snap.pool_cpus], pages, None)
+
+    def kms_endpoint(self) -> str | None:
+        from emulator.kms import read_endpoint_file
+
+        return read_endpoint_file()
+
+    def start_local_kms(self) -> LocalKms | None:
+        from emulator.kms import LocalKms as Server
+
+        server = Server().start()
+        server.write_endpoint_file()
+        return server
+
+
+def emulator_backend(chosen_by: str = "flag") -> Backend:
+    # The same interpreter that runs nitrodeck, so a venv install needs no `nitro-emu` on PATH.
+    return EmulatorBackend(
+        "emulator", (sys.executable, "-m", "emulator"), "nitro-emu", home.emulator_vsock_dir(), chosen_by
+    )
+
+
+registry.register("emulator", emulator_backend)
+blobs.register_stand_ins(STAND_IN_BLOBS)

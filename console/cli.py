@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "console.cmd_attest",  # verify-attestation, trust
     "console.cmd_sign",  # sign, attest, bridge
     "console.cmd_kms",  # proxy, kms seal, provision, up
+    "console.cmd_doctor",  # doctor
 )
 
 

@@ -189,19 +189,43 @@ def cpu_pool(inst: Instance, cfg: AllocatorConfig) -> list[int]:
 
 def hugepage_pool(inst: Instance, cfg: AllocatorConfig) -> dict[int, int]:
     """Pages reserved per size (kB), largest first; the total rounds up to the smallest size."""
-    sizes = sorted(inst.hugepage_sizes_kb, reverse=True)
-    remaining_kb = cfg.memory_mib * 1024
     if cfg.memory_mib > inst.memory_mib:
         raise AllocatorError(
             f"Failed to configure entire amount of requested memory: {cfg.memory_mib} MiB is more than the "
             f"instance's {inst.memory_mib} MiB."
         )
+    pages = requested_hugepages(inst, cfg)
+    got = reserved_hugepages(inst, pages)
+    if got != pages:
+        raise AllocatorError(
+            f"Failed to configure entire amount of requested memory: {pages_mib(got)} MiB of {cfg.memory_mib} MiB "
+            "reserved (the instance's memory is fragmented: hugepages_reservable_mib)."
+        )
+    return pages
+
+
+def reserved_hugepages(inst: Instance, wanted: dict[int, int]) -> dict[int, int]:
+    """The pages the kernel hands out for ``wanted``: all of them, unless the model's fragmentation
+    (``hugepages_reservable_mib``) stops it first; largest size first, as the allocator asks."""
+    budget_kb = None if inst.hugepages_reservable_mib is None else inst.hugepages_reservable_mib * 1024
+    got: dict[int, int] = {}
+    for size, count in sorted(wanted.items(), reverse=True):
+        n = count if budget_kb is None else min(count, budget_kb // size)
+        got[size] = n
+        if budget_kb is not None:
+            budget_kb -= n * size
+    return got
+
+
+def requested_hugepages(inst: Instance, cfg: AllocatorConfig) -> dict[int, int]:
+    """What allocator.yaml asks the kernel for, per size (before fragmentation)."""
+    sizes = sorted(inst.hugepage_sizes_kb, reverse=True)
+    remaining_kb = cfg.memory_mib * 1024
     pages: dict[int, int] = {}
     for size in sizes[:-1]:
         pages[size] = remaining_kb // size
         remaining_kb -= pages[size] * size
-    smallest = sizes[-1]
-    pages[smallest] = -(-remaining_kb // smallest)
+    pages[sizes[-1]] = -(-remaining_kb // sizes[-1])
     return pages
 
 
@@ -276,6 +300,8 @@ class PoolSnapshot:
     hugepages: list[HugepageUse]
     enclaves: list[HeldResources] = field(default_factory=list)
     error: str | None = None
+    #: allocator.yaml's memory_mib (None when it cannot be read)
+    requested_memory_mib: int | None = None
 
 
 def snapshot(home_dir: Path | None = None) -> PoolSnapshot:
@@ -288,13 +314,18 @@ def snapshot(home_dir: Path | None = None) -> PoolSnapshot:
 
 
 def _snapshot(inst: Instance, state: Any) -> PoolSnapshot:
+    requested: int | None = None
     try:
         cfg = load_allocator()
+        requested = cfg.memory_mib
         pool = cpu_pool(inst, cfg)
         hp = hugepage_pool(inst, cfg)
         error = None
     except NitrodeckError as exc:
         pool, hp, error = [], {}, str(exc)
+        if requested is not None and requested <= inst.memory_mib:
+            # as on a parent whose allocator failed half-way: what the kernel did reserve stays
+            hp = reserved_hugepages(inst, requested_hugepages(inst, cfg))
     entries = [e for e in state.read_entries() if state.entry_alive(e)]
     held_pages: dict[int, int] = {}
     held_cpus: set[int] = set()
@@ -319,4 +350,5 @@ def _snapshot(inst: Instance, state: Any) -> PoolSnapshot:
         hugepages=hugepages,
         enclaves=held,
         error=error,
+        requested_memory_mib=requested,
     )

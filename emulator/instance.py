@@ -38,6 +38,9 @@ class Instance:
     numa_nodes: int = 1
     iam_role_arn: str | None = None
     hugepage_sizes_kb: list[int] = field(default_factory=lambda: [1048576, 2048])
+    #: memory the kernel can still turn into hugepages (None: all of it). Below the allocator's
+    #: memory_mib it models fragmentation: the allocator then gets fewer pages than it asked for.
+    hugepages_reservable_mib: int | None = None
 
     def core_of(self, cpu: int) -> int:
         return cpu % self.cores
@@ -70,7 +73,7 @@ def parse_instance(text: str, where: str = "instance.yaml") -> Instance:
         raise InstanceConfigError(f"not valid YAML: {exc}", where=where) from None
     if not isinstance(data, dict):
         raise InstanceConfigError("expected a mapping of settings", where=where)
-    known = {"instance_id", "iam_role_arn", "hugepage_sizes_kb", *_INT_FIELDS}
+    known = {"instance_id", "iam_role_arn", "hugepage_sizes_kb", "hugepages_reservable_mib", *_INT_FIELDS}
     unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
         raise InstanceConfigError(f"unknown key(s): {', '.join(unknown)}", where=where)
@@ -99,6 +102,11 @@ def parse_instance(text: str, where: str = "instance.yaml") -> Instance:
         ):
             raise InstanceConfigError("hugepage_sizes_kb must list sizes in kB, multiples of 2048", where=where)
         values["hugepage_sizes_kb"] = sorted(set(sizes), reverse=True)
+    if data.get("hugepages_reservable_mib") is not None:
+        v = data["hugepages_reservable_mib"]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise InstanceConfigError(f"hugepages_reservable_mib must be a non-negative integer, got {v!r}", where=where)
+        values["hugepages_reservable_mib"] = v
     inst = Instance(**values)
     if inst.vcpus > MAX_VCPUS:
         raise InstanceConfigError(f"vcpus above {MAX_VCPUS}", where=where)

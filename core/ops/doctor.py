@@ -1,0 +1,788 @@
+"""`nitrodeck doctor`: every precondition of running enclaves on this host, each a check with its fix.
+
+The checks work on plain inputs (:class:`DoctorInputs`): paths, a filesystem root for sysfs and
+/proc, a device path, the caller's identity, a backend-neutral view of the machine and of the
+allocator (:class:`MachineView`, :class:`AllocatorView`). On a Nitro parent
+:func:`host_inputs` gathers them from the host (sysfs, systemd, nitro-cli); under the emulator the
+caller (console/) builds the same views from the emulator's model, so core never imports it.
+
+Every probe is bounded in time: subprocesses and HTTP requests carry a short timeout, and only the
+one configured metadata endpoint is contacted. The clock reference is injectable so tests can
+bring a clock 30 minutes off without touching the machine's.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import grp
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from core.errors import NitrodeckError
+from core.resources import HugepagePool, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+STATUSES = (OK, WARN, FAIL)
+DEVICE = Path("/dev/nitro_enclaves")
+ENCLAVE_GROUP = "ne"
+ALLOCATOR_UNIT = "nitro-enclaves-allocator.service"
+VSOCK_PROXY_UNIT = "nitro-enclaves-vsock-proxy.service"
+ALLOCATOR_CONFIG = Path("/etc/nitro_enclaves/allocator.yaml")
+VSOCK_PROXY_CONFIG = Path("/etc/nitro_enclaves/vsock-proxy.yaml")
+#: IMDS's own address; the doctor contacts it only when it is the configured endpoint
+IMDS_INSTANCE_TYPE = "http://169.254.169.254/latest/meta-data/instance-type"
+ENV_METADATA_URL = "NITRODECK_METADATA_URL"
+ENV_ECS_METADATA = "ECS_CONTAINER_METADATA_URI_V4"
+PROBE_TIMEOUT = 2.0
+MAX_PROBE_BYTES = 64 * 1024
+MAX_CONFIG_BYTES = 4096
+#: the parent keeps the ECS agent, Docker, the parent container and EIF builds
+PARENT_MIB_WARN, PARENT_MIB_FAIL = 1024, 512
+#: an EIF build writes the image's layers and the EIF (hundreds of MiB)
+DISK_MIB_WARN, DISK_MIB_FAIL = 1024, 200
+#: attestation documents are accepted for 300 s (core.testsign/attestation); certificates carry time
+SKEW_WARN_S, SKEW_FAIL_S = 5.0, 120.0
+
+
+class DoctorError(NitrodeckError):
+    code = "ND-DOCTOR"
+
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who will run nitro-cli: its uid, groups and user name (for the usermod fix)."""
+
+    uid: int
+    gids: tuple[int, ...]
+    user: str
+
+    @classmethod
+    def current(cls) -> Identity:
+        uid = os.geteuid()
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        return cls(uid, tuple(sorted({os.getegid(), *os.getgroups()})), user)
+
+
+@dataclass(frozen=True)
+class MachineView:
+    """The parent instance: the emulator's instance.yaml, or this host's CPUs and memory."""
+
+    source: str  # "emulator-model" | "host"
+    vcpus: int
+    threads_per_core: int
+    memory_mib: int
+    numa_nodes: int = 1
+    instance_id: str | None = None
+    instance_type: str | None = None
+
+
+@dataclass(frozen=True)
+class AllocatorView:
+    """What the allocator was asked for (allocator.yaml) and what the kernel actually reserved."""
+
+    service_state: str  # "active" | "failed" | "inactive" | "unknown" (systemd's words)
+    service_detail: str
+    config_path: str
+    requested_memory_mib: int | None = None
+    requested_cpu_count: int | None = None
+    requested_cpu_pool: list[int] | None = None
+    config_error: str | None = None
+    #: present hugepages per size and NUMA node
+    hugepages: list[HugepagePool] = field(default_factory=list)
+    #: CPUs the driver holds for enclaves (ne_cpus), None when the driver does not say
+    pool_cpus: list[int] | None = None
+    #: of those, the CPUs actually offlined from the parent (None: not known)
+    offline_cpus: list[int] | None = None
+    pool_node: int | None = None
+
+
+@dataclass(frozen=True)
+class TimeReference:
+    when: datetime
+    source: str
+
+
+@dataclass
+class DoctorInputs:
+    backend: str  # "real" | "emulator"
+    home: Path
+    machine: MachineView | None
+    allocator: AllocatorView
+    #: /dev/nitro_enclaves, or the emulator's stand-in (its run folder, which gates enclave creation)
+    device: Path = DEVICE
+    device_is_char: bool = True  # a real device must be a character device; the stand-in is a folder
+    identity: Identity = field(default_factory=Identity.current)
+    root: Path = Path("/")  # where sys/ and proc/ are read (tests: a fake tree)
+    nitro_cli: tuple[str, ...] = ("nitro-cli",)
+    #: MiB of memory the parent keeps (MemAvailable), None to derive from the machine view
+    parent_available_mib: int | None = None
+    vsock_proxy_state: str = "unknown"
+    vsock_proxy_config: Path = VSOCK_PROXY_CONFIG
+    #: the allowlist entry the deployment needs (KMS of the region, or the local KMS)
+    kms_target: tuple[str, int] | None = None
+    docker_host: str | None = None
+    metadata_url: str | None = None
+    #: the clock's reference; default: the Date header of the metadata endpoint's answer
+    reference: Callable[[], TimeReference | None] | None = None
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    timeout: float = PROBE_TIMEOUT
+
+
+# --- result -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    id: str
+    title: str
+    status: str  # ok | warn | fail
+    found: str
+    fix: str | None = None  # the exact command (or the one step) that fixes it; None when ok
+
+
+@dataclass
+class DoctorReport:
+    backend: str
+    taken_at: str
+    checks: list[DoctorCheck]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing
+
+    @property
+    def failing(self) -> list[DoctorCheck]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    @property
+    def warnings(self) -> list[DoctorCheck]:
+        return [c for c in self.checks if c.status == WARN]
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
+        return {
+            "ok": self.ok,
+            "backend": self.backend,
+            "taken_at": self.taken_at,
+            "counts": counts,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+# --- small bounded probes -----------------------------------------------------------------------------
+
+
+def run_bounded(argv: list[str], timeout: float) -> tuple[int | None, str]:
+    """(exit status or None when it could not run / timed out, first line of output)."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        return None, f"{argv[0]}: not found"
+    except subprocess.TimeoutExpired:
+        return None, f"{argv[0]}: no answer within {timeout:g}s"
+    except OSError as exc:
+        return None, f"{argv[0]}: {exc.strerror or exc}"
+    out = (proc.stdout or proc.stderr)[:MAX_PROBE_BYTES].decode("utf-8", "replace").strip()
+    return proc.returncode, out.splitlines()[0] if out else ""
+
+
+def systemd_state(unit: str, timeout: float = PROBE_TIMEOUT) -> tuple[str, str]:
+    """(state, detail) from `systemctl is-active`; "unknown" without systemd (e.g. in a container)."""
+    code, out = run_bounded(["systemctl", "is-active", unit], timeout)
+    if code is None:
+        return "unknown", out
+    state = out.strip() or "unknown"
+    if state not in ("active", "inactive", "failed", "activating", "deactivating"):
+        return "unknown", state[:80]
+    return state, f"systemctl is-active: {state}"
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+    date: datetime | None
+
+
+def http_probe(url: str, timeout: float) -> HttpAnswer:
+    """GET ``url`` (IMDSv2 token first for IMDS-shaped paths); bounded in time and size."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DoctorError("the metadata URL must be http(s)://host/...", where=url[:200])
+    headers: dict[str, str] = {}
+    if parts.path.startswith("/latest/"):
+        token_url = f"{parts.scheme}://{parts.netloc}/latest/api/token"
+        req = urllib.request.Request(
+            token_url, method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                headers["X-aws-ec2-metadata-token"] = resp.read(4096).decode("ascii", "replace").strip()
+        except (urllib.error.URLError, OSError, ValueError):
+            pass  # IMDSv1, or an endpoint without tokens: the GET says whether it answers
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return HttpAnswer(resp.status, resp.read(MAX_PROBE_BYTES), _http_date(resp.headers.get("Date")))
+    except urllib.error.HTTPError as exc:
+        return HttpAnswer(exc.code, b"", _http_date(exc.headers.get("Date") if exc.headers else None))
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value or len(value) > 64:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+# --- allocator.yaml (the operator's request) ----------------------------------------------------------
+
+
+def parse_allocator_request(raw: bytes, where: str) -> tuple[int | None, int | None, list[int] | None]:
+    """(memory_mib, cpu_count, cpu_pool) from allocator.yaml; DoctorError names what is wrong."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise DoctorError(f"larger than {MAX_CONFIG_BYTES} bytes", where=where)
+    try:
+        data = yaml.safe_load(raw.decode("utf-8", "replace"))
+    except yaml.YAMLError:
+        raise DoctorError("not valid YAML", where=where) from None
+    if not isinstance(data, dict):
+        raise DoctorError("expected `key: value` lines", where=where)
+    mem, count, pool = data.get("memory_mib"), data.get("cpu_count"), data.get("cpu_pool")
+    if not isinstance(mem, int) or isinstance(mem, bool) or mem < 0:
+        raise DoctorError(f"memory_mib must be a non-negative integer, got {mem!r}"[:120], where=where)
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count <= 0):
+        raise DoctorError(f"cpu_count must be a positive integer, got {count!r}"[:120], where=where)
+    if (count is None) == (pool is None):
+        raise DoctorError("set exactly one of cpu_count and cpu_pool", where=where)
+    cpus = parse_cpu_list(str(pool), where) if pool is not None else None
+    return mem, count, cpus
+
+
+# --- host gathering (Nitro parent) --------------------------------------------------------------------
+
+
+def _read_text(path: Path, limit: int = 64 * 1024) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit).decode("ascii", "replace")
+    except OSError:
+        return None
+
+
+def mem_available_mib(root: Path) -> int | None:
+    text = _read_text(root / "proc/meminfo")
+    m = re.search(r"^MemAvailable:\s+(\d{1,15}) kB", text or "", re.M)
+    return int(m.group(1)) // 1024 if m else None
+
+
+def _mem_total_mib(root: Path) -> int | None:
+    m = re.search(r"^MemTotal:\s+(\d{1,15}) kB", _read_text(root / "proc/meminfo") or "", re.M)
+    return int(m.group(1)) // 1024 if m else None
+
+
+def host_machine(root: Path, instance_type: str | None = None) -> MachineView | None:
+    online = _read_text(root / "sys/devices/system/cpu/present")
+    siblings = _read_text(root / "sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
+    memory = _mem_total_mib(root)
+    if online is None or memory is None:
+        return None
+    try:
+        vcpus = len(parse_cpu_list(online, "cpu/present"))
+        threads = max(len(parse_cpu_list(siblings, "thread_siblings_list")), 1) if siblings else 1
+    except NitrodeckError:
+        return None
+    nodes = len([d for d in (root / "sys/devices/system/node").glob("node[0-9]*")]) or 1
+    return MachineView("host", vcpus, threads, memory, nodes, None, instance_type)
+
+
+def offline_cpus(root: Path, cpus: list[int]) -> list[int]:
+    return [c for c in cpus if (_read_text(root / f"sys/devices/system/cpu/cpu{c}/online") or "1").strip() == "0"]
+
+
+def host_allocator(root: Path, config: Path = ALLOCATOR_CONFIG, timeout: float = PROBE_TIMEOUT) -> AllocatorView:
+    state, detail = systemd_state(ALLOCATOR_UNIT, timeout)
+    mem = count = None
+    pool_req: list[int] | None = None
+    error = None
+    try:
+        with open(config, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        mem, count, pool_req = parse_allocator_request(raw, str(config))
+    except OSError as exc:
+        error = f"cannot read {config}: {exc.strerror or exc}"
+    except NitrodeckError as exc:
+        error = str(exc)
+    try:
+        pool = sysfs_cpu_pool(root)
+    except NitrodeckError:
+        pool = None
+    node = None
+    if pool:
+        for n in (root / "sys/devices/system/node").glob("node[0-9]*"):
+            cpulist = _read_text(n / "cpulist") or ""
+            try:
+                if pool[0] in parse_cpu_list(cpulist, str(n)):
+                    node = int(n.name[4:])
+            except NitrodeckError:
+                continue
+    return AllocatorView(
+        state,
+        detail,
+        str(config),
+        mem,
+        count,
+        pool_req,
+        error,
+        sysfs_hugepages(root),
+        pool,
+        offline_cpus(root, pool) if pool else None,
+        node,
+    )
+
+
+def default_metadata_url(backend: str) -> str | None:
+    """Only the configured endpoint is ever contacted: $NITRODECK_METADATA_URL, the ECS task's
+    metadata URI, and IMDS only on a Nitro parent (the emulator has none unless one is configured)."""
+    explicit = os.environ.get(ENV_METADATA_URL, "").strip()
+    if explicit:
+        return explicit
+    ecs = os.environ.get(ENV_ECS_METADATA, "").strip()
+    if ecs:
+        return ecs
+    return IMDS_INSTANCE_TYPE if backend == "real" else None
+
+
+def region() -> str:
+    for name in ("NITRODECK_UP_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return "us-east-1"
+
+
+def host_inputs(
+    home: Path,
+    *,
+    root: Path = Path("/"),
+    metadata_url: str | None = None,
+    timeout: float = PROBE_TIMEOUT,
+    nitro_cli: tuple[str, ...] = ("nitro-cli",),
+    allocator_config: Path = ALLOCATOR_CONFIG,
+    vsock_proxy_config: Path = VSOCK_PROXY_CONFIG,
+) -> DoctorInputs:
+    """Everything a Nitro parent's doctor needs, read from this host."""
+    proxy_state, _ = systemd_state(VSOCK_PROXY_UNIT, timeout)
+    return DoctorInputs(
+        backend="real",
+        home=home,
+        machine=host_machine(root),
+        allocator=host_allocator(root, allocator_config, timeout),
+        vsock_proxy_config=vsock_proxy_config,
+        device=root / "dev/nitro_enclaves" if root != Path("/") else DEVICE,
+        root=root,
+        nitro_cli=nitro_cli,
+        parent_available_mib=mem_available_mib(root),
+        vsock_proxy_state=proxy_state,
+        kms_target=(f"kms.{region()}.amazonaws.com", 443),
+        docker_host=os.environ.get("DOCKER_HOST"),
+        metadata_url=metadata_url or default_metadata_url("real"),
+        timeout=timeout,
+    )
+
+
+# --- the checks ---------------------------------------------------------------------------------------
+
+
+def _check(cid: str, title: str, status: str, found: str, fix: str | None = None) -> DoctorCheck:
+    return DoctorCheck(cid, title, status, found, None if status == OK else fix)
+
+
+def check_instance(inp: DoctorInputs, metadata: HttpAnswer | None) -> DoctorCheck:
+    m = inp.machine
+    if m is None:
+        return _check("instance", "instance", WARN, "cannot read the CPU and memory topology",
+                      f"ls {inp.root / 'sys/devices/system/cpu'} (is sysfs mounted?)")
+    kind = m.instance_type
+    if kind is None and metadata is not None and metadata.status == 200 and inp.metadata_url and \
+            inp.metadata_url.rstrip("/").endswith("instance-type"):
+        kind = metadata.body.decode("ascii", "replace").strip()[:40] or None
+    what = f"{kind or ('emulated instance' if m.source == 'emulator-model' else 'instance type unknown')}"
+    if m.instance_id:
+        what += f" {m.instance_id}"
+    found = f"{what}: {m.vcpus} vCPUs ({m.threads_per_core} per core), {m.memory_mib} MiB, {m.numa_nodes} NUMA node(s)"
+    # CPU 0's core stays with the parent, and an enclave takes whole cores
+    if m.vcpus - m.threads_per_core < 2:
+        return _check("instance", "instance", FAIL, found + ": no full core is left for an enclave",
+                      "use an instance type with at least 4 vCPUs that supports Nitro Enclaves (e.g. c6i.xlarge)")
+    return _check("instance", "instance", OK, found)
+
+
+def check_enclave_support(inp: DoctorInputs) -> DoctorCheck:
+    title = "enclave support"
+    try:
+        st = os.stat(inp.device)
+    except FileNotFoundError:
+        if inp.backend == "emulator":
+            return _check("device", title, OK, f"emulated; {inp.device} is created by the first run-enclave")
+        return _check("device", title, FAIL, f"{inp.device} does not exist: enclaves are not enabled on this instance",
+                      "enclave support is chosen at launch: launch with --enclave-options Enabled=true "
+                      "(deploy/nitrodeck.yaml's launch template sets EnclaveOptions.Enabled)")
+    except OSError as exc:
+        return _check("device", title, FAIL, f"{inp.device}: {exc.strerror}", f"ls -l {inp.device}")
+    if inp.device_is_char and not stat.S_ISCHR(st.st_mode):
+        return _check("device", title, FAIL, f"{inp.device} exists but is not a character device",
+                      f"sudo rm {inp.device} && sudo modprobe -r nitro_enclaves && sudo modprobe nitro_enclaves")
+    what = "device" if inp.device_is_char else "emulator stand-in"
+    return _check("device", title, OK, f"{inp.device} ({what})")
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def check_device_access(inp: DoctorInputs) -> DoctorCheck:
+    title = f"access ({ENCLAVE_GROUP} group)"
+    try:
+        st = os.stat(inp.device)
+    except OSError:
+        return _check("access", title, OK if inp.backend == "emulator" else FAIL,
+                      f"{inp.device} is missing (see enclave support)",
+                      "launch with --enclave-options Enabled=true")
+    mode = stat.S_IMODE(st.st_mode)
+    group = _group_name(st.st_gid)
+    found = f"{inp.device} {stat.filemode(st.st_mode)} {st.st_uid}:{group}; {inp.identity.user} (uid {inp.identity.uid})"
+    who = inp.identity
+    rw = (stat.S_IRUSR | stat.S_IWUSR, stat.S_IRGRP | stat.S_IWGRP, stat.S_IROTH | stat.S_IWOTH)
+    if who.uid == 0:
+        return _check("access", title, OK, found + " is root")
+    if st.st_uid == who.uid and mode & rw[0] == rw[0]:
+        return _check("access", title, OK, found + " owns it")
+    if st.st_gid in who.gids and mode & rw[1] == rw[1]:
+        return _check("access", title, OK, found + f" is in group {group}")
+    if mode & rw[2] == rw[2]:
+        return _check("access", title, WARN, found + ": anyone may use it",
+                      f"sudo chgrp {ENCLAVE_GROUP} {inp.device} && sudo chmod 0660 {inp.device}")
+    if mode & rw[1] == rw[1]:
+        return _check("access", title, FAIL, found + f" is not in group {group}",
+                      f"sudo usermod -aG {group} {who.user}  # then log in again (or: newgrp {group})")
+    return _check("access", title, FAIL, found + ": the group may not read and write it",
+                  f"sudo chgrp {ENCLAVE_GROUP} {inp.device} && sudo chmod 0660 {inp.device} && "
+                  f"sudo usermod -aG {ENCLAVE_GROUP} {who.user}")
+
+
+def check_driver(inp: DoctorInputs) -> DoctorCheck:
+    if inp.backend == "emulator":
+        return _check("driver", "driver", OK, "emulated by nitro-emu (no kernel module)")
+    module = inp.root / "sys/module/nitro_enclaves"
+    if module.is_dir():
+        return _check("driver", "driver", OK, "nitro_enclaves loaded")
+    return _check("driver", "driver", FAIL, "the nitro_enclaves module is not loaded",
+                  "sudo modprobe nitro_enclaves  # provided by the kernel of Amazon Linux 2023 and aws-nitro-enclaves-cli")
+
+
+def check_nitro_cli(inp: DoctorInputs) -> DoctorCheck:
+    name = "nitro-emu" if inp.backend == "emulator" else "nitro-cli"
+    code, out = run_bounded([*inp.nitro_cli, "--version"], inp.timeout * 3)
+    if code == 0 and out:
+        return _check("nitro-cli", name, OK, out[:80])
+    fix = ("pip install -e .  # nitro-emu ships with nitrodeck" if inp.backend == "emulator"
+           else "sudo dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel")
+    return _check("nitro-cli", name, FAIL, out[:160] or f"`{name} --version` exited {code}", fix)
+
+
+def _restart(inp: DoctorInputs) -> str:
+    if inp.backend == "emulator":
+        return f"edit {inp.allocator.config_path} (the emulator applies it at the next run-enclave)"
+    return f"sudo systemctl restart {ALLOCATOR_UNIT} && journalctl -u {ALLOCATOR_UNIT} -n 20"
+
+
+def check_allocator_service(inp: DoctorInputs) -> DoctorCheck:
+    a = inp.allocator
+    title = "allocator service"
+    if a.service_state == "active":
+        return _check("allocator", title, OK, a.service_detail or "active")
+    if a.service_state == "unknown" and a.hugepages and a.pool_cpus:
+        # no systemd to ask (a container): what the kernel reserved is what counts
+        return _check("allocator", title, WARN, f"{a.service_detail or 'cannot ask systemd'}; pools are reserved",
+                      f"systemctl status {ALLOCATOR_UNIT}  # on the host")
+    if a.service_state == "inactive":
+        return _check("allocator", title, FAIL, a.service_detail or "inactive",
+                      f"sudo systemctl enable --now {ALLOCATOR_UNIT}")
+    return _check("allocator", title, FAIL, (a.service_detail or a.service_state)[:200], _restart(inp))
+
+
+def check_allocator_config(inp: DoctorInputs) -> DoctorCheck:
+    a, m = inp.allocator, inp.machine
+    title = "allocator config"
+    edit = f"edit {a.config_path}, then: {_restart(inp)}" if inp.backend == "real" else _restart(inp)
+    if a.config_error:
+        return _check("allocator-config", title, FAIL, a.config_error[:200], edit)
+    mem = a.requested_memory_mib or 0
+    cpus = f"cpu_count {a.requested_cpu_count}" if a.requested_cpu_count is not None else \
+        f"cpu_pool {','.join(map(str, a.requested_cpu_pool or []))}"
+    found = f"memory_mib {mem}, {cpus}"
+    if m is None:
+        return _check("allocator-config", title, WARN, found + " (machine size unknown)", edit)
+    problems = []
+    if mem + PARENT_MIB_FAIL > m.memory_mib:
+        problems.append(f"memory_mib {mem} leaves less than {PARENT_MIB_FAIL} MiB of the machine's {m.memory_mib} MiB")
+    want = a.requested_cpu_count if a.requested_cpu_count is not None else len(a.requested_cpu_pool or [])
+    if want > m.vcpus - m.threads_per_core:
+        problems.append(f"{want} CPUs asked, at most {m.vcpus - m.threads_per_core} of {m.vcpus} can leave the parent "
+                        "(CPU 0's core stays)")
+    elif a.requested_cpu_count is not None and want % m.threads_per_core:
+        problems.append(f"cpu_count {want} is not a multiple of {m.threads_per_core} (whole cores only)")
+    if problems:
+        return _check("allocator-config", title, FAIL, f"{found}: " + "; ".join(problems), edit)
+    return _check("allocator-config", title, OK, f"{found} of {m.vcpus} vCPUs, {m.memory_mib} MiB")
+
+
+def _pages_text(pools: list[HugepagePool]) -> str:
+    parts = []
+    for p in pools:
+        if p.total:
+            size = f"{p.size_kb // 1048576}G" if p.size_kb >= 1048576 else f"{p.size_kb // 1024}M"
+            node = "" if p.node is None else f"@node{p.node}"
+            parts.append(f"{p.total}x{size}{node}")
+    return " + ".join(parts) or "none"
+
+
+def check_hugepages(inp: DoctorInputs) -> DoctorCheck:
+    a = inp.allocator
+    title = "hugepages"
+    want = a.requested_memory_mib
+    present = sum(p.total_mib for p in a.hugepages)
+    found = f"requested {want if want is not None else '?'} MiB, present {present} MiB ({_pages_text(a.hugepages)})"
+    if want is None:
+        return _check("hugepages", title, WARN if present else FAIL, found, _restart(inp))
+    if present < want:
+        fix = _restart(inp)
+        if inp.backend == "real":
+            fix += ("  # if fewer pages come back, memory is fragmented: reboot (the allocator reserves at boot)"
+                    " or reserve at boot with the kernel parameters hugepagesz=1G hugepages=N")
+        else:
+            fix = (f"lower memory_mib in {a.config_path}, or raise hugepages_reservable_mib in the emulator's "
+                   "instance.yaml (the model's memory fragmentation)")
+        return _check("hugepages", title, FAIL, found + f": {want - present} MiB short", fix)
+    if a.pool_node is not None:
+        elsewhere = [p for p in a.hugepages if p.total and p.node is not None and p.node != a.pool_node]
+        if elsewhere:
+            return _check("hugepages", title, WARN,
+                          found + f": pages on a node other than the CPU pool's node {a.pool_node}", _restart(inp))
+    return _check("hugepages", title, OK, found)
+
+
+def check_cpu_pool(inp: DoctorInputs) -> DoctorCheck:
+    a = inp.allocator
+    title = "CPU pool"
+    pool = a.pool_cpus or []
+    want = a.requested_cpu_count if a.requested_cpu_count is not None else len(a.requested_cpu_pool or [])
+    found = f"requested {want}, pool [{','.join(map(str, pool)) or 'empty'}]"
+    if a.offline_cpus is not None:
+        found += f", offlined [{','.join(map(str, a.offline_cpus)) or 'none'}]"
+    if len(pool) < want:
+        return _check("cpu-pool", title, FAIL, found, _restart(inp))
+    if a.requested_cpu_pool is not None and sorted(pool) != sorted(a.requested_cpu_pool):
+        return _check("cpu-pool", title, FAIL, found + " differs from the configured cpu_pool", _restart(inp))
+    if a.offline_cpus is not None and sorted(a.offline_cpus) != sorted(pool):
+        return _check("cpu-pool", title, FAIL, found + ": pool CPUs still online in the parent", _restart(inp))
+    return _check("cpu-pool", title, OK, found)
+
+
+def check_parent_memory(inp: DoctorInputs) -> DoctorCheck:
+    title = "parent memory"
+    left = inp.parent_available_mib
+    how = "available"
+    if left is None and inp.machine is not None:
+        left = inp.machine.memory_mib - (inp.allocator.requested_memory_mib or 0)
+        how = "left after the enclave reservation"
+    if left is None:
+        return _check("parent-memory", title, WARN, "unknown (no /proc/meminfo)", "free -m")
+    found = f"{left} MiB {how}"
+    fix = f"lower memory_mib in {inp.allocator.config_path}, or use a larger instance type"
+    if left < PARENT_MIB_FAIL:
+        return _check("parent-memory", title, FAIL, found + f" (below {PARENT_MIB_FAIL} MiB)", fix)
+    if left < PARENT_MIB_WARN:
+        return _check("parent-memory", title, WARN, found + f" (below {PARENT_MIB_WARN} MiB)", fix)
+    return _check("parent-memory", title, OK, found)
+
+
+def check_vsock_proxy(inp: DoctorInputs) -> DoctorCheck:
+    from core.proxy import load_allowlist
+
+    title = "vsock-proxy"
+    path = inp.vsock_proxy_config
+    if inp.backend == "emulator" and not path.exists():
+        return _check("vsock-proxy", title, WARN, f"no allowlist yet at {path}",
+                      "nitrodeck kms local-server  # writes the emulator's allowlist with its endpoint")
+    try:
+        entries = load_allowlist(path)
+    except NitrodeckError as exc:
+        example = "allowlist:\\n- {address: kms.us-east-1.amazonaws.com, port: 443}\\n"
+        return _check("vsock-proxy", title, FAIL, f"allowlist: {exc.message} ({path})"[:200],
+                      f"printf '{example}' | sudo tee {path}" if inp.backend == "real" else
+                      f"printf '{example}' > {path}")
+    listed = f"{len(entries)} allowlist entr{'y' if len(entries) == 1 else 'ies'} in {path}"
+    if inp.kms_target is not None:
+        host, port = inp.kms_target
+        if not any(e.address == host and e.port == port for e in entries):
+            return _check("vsock-proxy", title, FAIL, f"{listed}; {host}:{port} (KMS) is not listed",
+                          f"printf -- '- {{address: {host}, port: {port}}}\\n' | "
+                          f"{'sudo tee -a' if inp.backend == 'real' else 'tee -a'} {path}")
+    state = inp.vsock_proxy_state
+    if state == "active":
+        # `nitrodeck up` runs its own proxy on vsock 8000, the service's port too
+        return _check("vsock-proxy", title, WARN, f"{VSOCK_PROXY_UNIT} active; {listed}",
+                      f"sudo systemctl disable --now {VSOCK_PROXY_UNIT}  # nitrodeck up runs the proxy itself")
+    if state == "failed":
+        return _check("vsock-proxy", title, WARN, f"{VSOCK_PROXY_UNIT} failed; {listed}",
+                      f"sudo systemctl reset-failed {VSOCK_PROXY_UNIT}")
+    service = "nitrodeck up runs the proxy" if state in ("inactive", "unknown") else state
+    return _check("vsock-proxy", title, OK, f"{listed}; {service}")
+
+
+def check_docker(inp: DoctorInputs) -> DoctorCheck:
+    title = "Docker daemon"
+    where = inp.docker_host or "unix:///var/run/docker.sock"
+    fix = "sudo systemctl enable --now docker" if inp.backend == "real" else \
+        "start dockerd (or point DOCKER_HOST at a running one)"
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=where, timeout=max(int(inp.timeout), 1), version="1.24")
+        try:
+            info = client.version()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no usable daemon
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _check("docker", title, FAIL, f"no answer at {where}: {text}"[:200], fix)
+    api = str(info.get("ApiVersion", "?"))
+    found = f"Docker {info.get('Version', '?')}, API {api} at {where}"
+    try:
+        major, minor = (int(x) for x in api.split(".")[:2])
+    except ValueError:
+        return _check("docker", title, WARN, found + " (unreadable API version)", fix)
+    if (major, minor) < (1, 41):
+        # build-enclave's Docker client needs a current API
+        return _check("docker", title, WARN, found + " (older than API 1.41)", "sudo dnf update -y docker")
+    return _check("docker", title, OK, found)
+
+
+def check_metadata(inp: DoctorInputs, answer: HttpAnswer | None, error: str | None) -> DoctorCheck:
+    title = "instance metadata"
+    url = inp.metadata_url
+    if url is None:
+        return _check("metadata", title, OK, f"no endpoint configured (set ${ENV_METADATA_URL} to check one)")
+    fix = ("aws ec2 modify-instance-metadata-options --instance-id <this instance> --http-endpoint enabled "
+           "--http-put-response-hop-limit 2  # containers are one hop further")
+    if answer is None:
+        return _check("metadata", title, FAIL, f"{url}: {error}"[:200], fix)
+    if answer.status != 200:
+        return _check("metadata", title, FAIL, f"{url}: HTTP {answer.status}", fix)
+    return _check("metadata", title, OK, f"{url}: HTTP 200")
+
+
+def check_clock(inp: DoctorInputs, ref: TimeReference | None, ref_error: str | None) -> DoctorCheck:
+    title = "clock"
+    if ref is None:
+        status = OK if inp.backend == "emulator" and inp.metadata_url is None else WARN
+        return _check("clock", title, status, f"not compared: {ref_error or 'no time reference'}",
+                      "chronyc tracking  # Amazon Time Sync is 169.254.169.123")
+    skew = (inp.now() - ref.when).total_seconds()
+    found = f"{skew:+.0f}s against {ref.source}"
+    fix = "sudo systemctl restart chronyd && sudo chronyc makestep  # attestation documents and certificates carry time"
+    if abs(skew) >= SKEW_FAIL_S:
+        return _check("clock", title, FAIL, found, fix)
+    if abs(skew) >= SKEW_WARN_S:
+        return _check("clock", title, WARN, found, fix)
+    return _check("clock", title, OK, found)
+
+
+def check_disk(inp: DoctorInputs) -> DoctorCheck:
+    title = "disk"
+    where = inp.home
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError as exc:
+        return _check("disk", title, FAIL, f"{where}: {exc.strerror}", f"ls -ld {where}")
+    free = usage.free // (1024 * 1024)
+    found = f"{free} MiB free of {usage.total // (1024 * 1024)} MiB under {inp.home}"
+    fix = f"du -xh --max-depth=2 {inp.home} | sort -h | tail  # then remove old EIFs under {inp.home / 'eifs'}"
+    if free < DISK_MIB_FAIL:
+        return _check("disk", title, FAIL, found, fix)
+    if free < DISK_MIB_WARN:
+        return _check("disk", title, WARN, found, fix)
+    return _check("disk", title, OK, found)
+
+
+def run_doctor(inp: DoctorInputs) -> DoctorReport:
+    """Every check, in the order an operator fixes them. Never raises for what it finds."""
+    answer: HttpAnswer | None = None
+    meta_error: str | None = None
+    if inp.metadata_url:
+        try:
+            answer = http_probe(inp.metadata_url, inp.timeout)
+        except NitrodeckError as exc:
+            meta_error = exc.message
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            meta_error = f"no answer within {inp.timeout:g}s ({reason})"[:200]
+    ref: TimeReference | None = None
+    ref_error = meta_error
+    if inp.reference is not None:
+        try:
+            ref = inp.reference()
+        except (NitrodeckError, OSError, ValueError) as exc:
+            ref_error = str(exc)[:200]
+    elif answer is not None and answer.date is not None:
+        ref = TimeReference(answer.date, f"the Date header of {inp.metadata_url}")
+    elif answer is not None:
+        ref_error = f"{inp.metadata_url} sent no Date header"
+    checks = [
+        check_instance(inp, answer),
+        check_enclave_support(inp),
+        check_device_access(inp),
+        check_driver(inp),
+        check_nitro_cli(inp),
+        check_allocator_service(inp),
+        check_allocator_config(inp),
+        check_hugepages(inp),
+        check_cpu_pool(inp),
+        check_parent_memory(inp),
+        check_vsock_proxy(inp),
+        check_docker(inp),
+        check_metadata(inp, answer, meta_error),
+        check_clock(inp, ref, ref_error),
+        check_disk(inp),
+    ]
+    return DoctorReport(inp.backend, inp.now().isoformat(timespec="seconds"), checks)

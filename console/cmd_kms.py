@@ -261,6 +261,12 @@ def _register_up(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--kms-endpoint", default=None, help="KMS endpoint; 'local' starts the local KMS")
     p.add_argument("--source", choices=("docker", "payload"), default=None)
     p.add_argument("--debug-mode", action="store_true", default=None)
+    p.add_argument(
+        "--check-ready",
+        action="store_true",
+        help="do not start anything: exit 0 when the `up` of this configuration serves (its ready file, "
+        "its process, and the enclave answering health through the bridge), else 1; the container healthCheck",
+    )
     p.set_defaults(func=_cmd_up)
 
 
@@ -280,6 +286,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
         "debug_mode": args.debug_mode,
     }
     config = load_config(args.config, flags={k: v for k, v in flags.items() if v is not None})
+    if args.check_ready:
+        from core.up.runner import check_ready
+
+        readiness = check_ready(config.name)
+        print(readiness.reason)
+        return 0 if readiness.ready else 1
     from console.wiring import payload_factory
 
     return run_up(

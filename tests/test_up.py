@@ -179,6 +179,13 @@ class Events:
         raise AssertionError(f"no {event!r} event; saw {[r.get('event') for r in self.seen]}")
 
 
+def check_ready(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "console", "up", "--config", str(config), "--check-ready"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
 def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pytest.MonkeyPatch) -> None:
     _configure_emulator(nd_home)
     for key, value in AWS.items():
@@ -253,6 +260,11 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             bridge = events.wait("bridge")
             provisioned = events.wait("provisioned")
             assert bytes.fromhex(provisioned["public_key"]) == spki
+            ready = events.wait("ready")
+            # the container healthCheck's question: ready file, live `up`, enclave answering through the bridge
+            check = check_ready(config, env)
+            assert check.returncode == 0, check.stdout + check.stderr
+            assert check.stdout.startswith(f"ready: {ready['enclave_id']} answers through {bridge['listen']}")
             # test-sign through the bridge (the seed's socat sidecar): the sealed key signs
             report = run_test_sign(lifecycle, launched["enclave_id"], b"transfer 1 BTC", via=bridge["listen"])
             assert report.ok, [c for c in report.checks if not c.ok]
@@ -276,6 +288,8 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
 
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0
+            stopped = check_ready(config, env)
+            assert stopped.returncode == 1 and "does not exist" in stopped.stdout
         finally:
             if proc.poll() is None:
                 proc.kill()

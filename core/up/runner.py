@@ -18,7 +18,9 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import os
 import signal
+import socket
 import sys
 import time
 import urllib.error
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from core import home
 from core.errors import ConfigError, NitrodeckError, ReadOnlyError
 from core.up.config import UpConfig
 
@@ -96,6 +99,80 @@ def parse_container_metadata(raw: bytes, where: str = "task metadata") -> Contai
     return ContainerMetadata(
         image, image_id if isinstance(image_id, str) else None, name if isinstance(name, str) else None
     )
+
+
+# --- readiness: what the container's healthCheck asks ------------------------------------------------
+
+MAX_READY_BYTES = 4096
+READY_TIMEOUT = 3.0
+
+
+def ready_file(name: str) -> Path:
+    """``$NITRODECK_HOME/up/<name>.ready``: present only while `up` serves (after "ready", until the
+    enclave exits or `up` stops). On ECS, NITRODECK_HOME is a volume, so the host sees it too."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)[:64] or "up"
+    return home.home() / "up" / f"{safe}.ready"
+
+
+def write_ready(name: str, enclave_id: str | None, cid: int | None, bridge: str) -> Path:
+    path = ready_file(name)
+    home.ensure(path.parent)
+    record = {
+        "pid": os.getpid(),
+        "enclave_id": enclave_id,
+        "cid": cid,
+        "bridge": bridge,
+        "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(path)  # whole-file replace: a health check reads the old record or the new one
+    return path
+
+
+def clear_ready(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        ready_file(name).unlink()
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+    enclave_id: str | None = None
+
+
+def check_ready(name: str, timeout: float = READY_TIMEOUT) -> Readiness:
+    """Ready = `up` said so (its ready file), that `up` still runs, and the enclave answers `health`
+    through the bridge now. Bounded by ``timeout``; never raises for what it finds."""
+    from core.protocol import BlockingClient
+
+    path = ready_file(name)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_READY_BYTES + 1)
+        record = json.loads(raw) if len(raw) <= MAX_READY_BYTES else None
+    except FileNotFoundError:
+        return Readiness(False, f"not ready: {path} does not exist (up is starting, restarting or stopped)")
+    except (OSError, ValueError) as exc:
+        return Readiness(False, f"not ready: {path} is unreadable: {exc}")
+    if not isinstance(record, dict) or not isinstance(record.get("pid"), int) or not isinstance(record.get("bridge"), str):
+        return Readiness(False, f"not ready: {path} is not a ready record")
+    enclave_id = record.get("enclave_id") if isinstance(record.get("enclave_id"), str) else None
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return Readiness(False, f"not ready: up (pid {record['pid']}) is gone", enclave_id)
+    except PermissionError:
+        pass  # alive, another user's
+    host, _, port = record["bridge"].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock, \
+                BlockingClient(sock) as client:
+            client.call("health", {}, timeout=timeout)
+    except (OSError, ValueError, NitrodeckError) as exc:
+        return Readiness(False, f"not ready: the enclave does not answer through {record['bridge']}: {exc}", enclave_id)
+    return Readiness(True, f"ready: {enclave_id} answers through {record['bridge']}", enclave_id)
 
 
 # --- the supervisor ---------------------------------------------------------------------------------
@@ -360,6 +437,7 @@ class Up:
                     except NitrodeckError as exc:
                         self.log("credentials-refresh-failed", error=exc.message)
                 continue
+            clear_ready(self.cfg.name)
             self.log("enclave-exited", enclave_id=self.enclave_id, restart_in=backoff)
             await self._sleep(backoff)
             if self.stop_event.is_set():
@@ -370,6 +448,7 @@ class Up:
                 await asyncio.to_thread(self.bring_up_enclave)
                 self.restarts += 1
                 self.log("restarted", enclave_id=self.enclave_id, restarts=self.restarts)
+                self._mark_ready()
             except NitrodeckError as exc:
                 failures += 1
                 self.log("restart-failed", error=exc.message, where=exc.where, failures=failures)
@@ -381,7 +460,17 @@ class Up:
                 return 1
         return 0
 
+    def _mark_ready(self) -> None:
+        host, port = self.cfg.bridge_address()
+        if self.bridge is not None:
+            port = self.bridge.port
+        try:
+            write_ready(self.cfg.name, self.enclave_id, self.cid, f"{host}:{port}")
+        except OSError as exc:  # serving matters more than the health check's file
+            self.log("ready-file-failed", error=exc.strerror or str(exc))
+
     async def shutdown(self) -> None:
+        clear_ready(self.cfg.name)
         self.log("stopping", enclave_id=self.enclave_id)
         if self.bridge is not None:
             with contextlib.suppress(Exception):
@@ -418,6 +507,7 @@ class Up:
                 if self.stop_event.is_set():
                     return 0
             self.log("ready", enclave_id=self.enclave_id, cid=self.cid)
+            self._mark_ready()
             status = await self.supervise()
         except NitrodeckError as exc:
             self.log("failed", error=exc.message, where=exc.where, code=exc.code)

@@ -47,7 +47,7 @@ def fix_table(report: DoctorReport) -> str:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from console.doctor_inputs import doctor_inputs
-    from core.backend import select_backend
+    from core.backends.registry import select_backend
     from core.errors import UsageError
     from core.ops.doctor import run_doctor
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from core import home
-from core.backend import Backend
+from core.backends.base import Backend
 from core.errors import NitrodeckError
 from core.ops.doctor import (
     PROBE_TIMEOUT,
@@ -21,12 +21,12 @@ from core.ops.doctor import (
     default_metadata_url,
     host_inputs,
 )
-from core.resources import HugepagePool
+from core.ops.resources import HugepagePool
 
 
 def emulator_inputs(backend: Backend, metadata_url: str | None = None, timeout: float = PROBE_TIMEOUT) -> DoctorInputs:
     """The emulator's model (instance.yaml, allocator.yaml and the pools it derives) as doctor inputs."""
-    from core.proxy import default_config
+    from core.channel.proxy import default_config
     from emulator import allocator, kms
     from emulator.instance import load_instance
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from core.upconfig import load_config
+from core.up.config import load_config
 from tests.conftest import REPO, require
 
 TEMPLATE = REPO / "deploy" / "nitrodeck.yaml"

@@ -23,7 +23,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.backend import emulator_backend
 from core.errors import NitrodeckError
 from core.ops.doctor import (
     MAX_CONFIG_BYTES,
@@ -35,6 +34,7 @@ from core.ops.doctor import (
     parse_allocator_request,
     run_doctor,
 )
+from emulator.backend import emulator_backend
 from tests.conftest import is_root, require
 
 REPO = Path(__file__).resolve().parent.parent

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from core.errors import NitrodeckError
-from core.resources import HugepagePool, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
+from core.ops.resources import HugepagePool, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 STATUSES = (OK, WARN, FAIL)
@@ -635,7 +635,7 @@ def check_parent_memory(inp: DoctorInputs) -> DoctorCheck:
 
 
 def check_vsock_proxy(inp: DoctorInputs) -> DoctorCheck:
-    from core.proxy import load_allowlist
+    from core.channel.proxy import load_allowlist
 
     title = "vsock-proxy"
     path = inp.vsock_proxy_config

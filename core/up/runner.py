@@ -145,7 +145,7 @@ class Readiness:
 def check_ready(name: str, timeout: float = READY_TIMEOUT) -> Readiness:
     """Ready = `up` said so (its ready file), that `up` still runs, and the enclave answers `health`
     through the bridge now. Bounded by ``timeout``; never raises for what it finds."""
-    from core.protocol import BlockingClient
+    from core.channel.protocol import BlockingClient
 
     path = ready_file(name)
     try:

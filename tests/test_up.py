@@ -261,10 +261,6 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             provisioned = events.wait("provisioned")
             assert bytes.fromhex(provisioned["public_key"]) == spki
             ready = events.wait("ready")
-            # the container healthCheck's question: ready file, live `up`, enclave answering through the bridge
-            check = check_ready(config, env)
-            assert check.returncode == 0, check.stdout + check.stderr
-            assert check.stdout.startswith(f"ready: {ready['enclave_id']} answers through {bridge['listen']}")
             # test-sign through the bridge (the seed's socat sidecar): the sealed key signs
             report = run_test_sign(lifecycle, launched["enclave_id"], b"transfer 1 BTC", via=bridge["listen"])
             assert report.ok, [c for c in report.checks if not c.ok]
@@ -274,6 +270,10 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             first = metadata.credential_hits
             refreshed = events.wait("credentials")
             assert refreshed["expires"] and metadata.credential_hits > first >= 1
+            # the container healthCheck's question: ready file, live `up`, enclave answering through the bridge
+            check = check_ready(config, env)
+            assert check.returncode == 0, check.stdout + check.stderr
+            assert check.stdout.startswith(f"ready: {ready['enclave_id']} answers through {bridge['listen']}")
 
             # the enclave dies: up relaunches it and provisions the key again
             lifecycle.terminate(launched["enclave_id"])

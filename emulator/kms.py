@@ -1,15 +1,22 @@
 """The local KMS: a moto server for keys and ciphertexts, and in front of it the Recipient layer.
 
 moto ignores ``Recipient`` and does not enforce key policies (shared/reference §7), so the layer does
-what AWS KMS does for a Nitro enclave:
+what AWS KMS does, for every request and not only for an enclave's:
 
-1. verify the attestation document (core.attest.verify, trusting the emulator's root);
-2. evaluate the key policy's ``kms:RecipientAttestation:ImageSha384`` / ``:PCR<n>`` conditions for
-   the action (policy fetched from moto with GetKeyPolicy);
-3. answer with ``CiphertextForRecipient`` (CMS to the document's RSA public key) and no plaintext.
+1. for a request with ``Recipient``: verify the attestation document (core.attest.verify, trusting the
+   emulator's root), so its PCRs become the ``kms:RecipientAttestation:*`` condition keys;
+2. evaluate the key's policy (emulator/kms_policy.py, policy fetched from moto with GetKeyPolicy)
+   for the action, the caller, the key and the request's condition keys: an explicit Deny wins, a
+   key missing from the request fails a condition as on AWS, and a policy it cannot evaluate denies;
+3. answer a Recipient request with ``CiphertextForRecipient`` (CMS to the document's RSA key) and
+   no plaintext; forward any other allowed request to moto.
 
-Requests without ``Recipient`` pass through to moto byte for byte. Both servers listen on
-127.0.0.1 only. The layer logs actions, key IDs and verdicts, never plaintexts or credentials.
+A request for a key is judged before moto acts on it (its KeyId is resolved once, and moto is asked
+about that ARN, so an alias re-pointed meanwhile changes nothing); Decrypt and ReEncrypt, whose key
+is known only from the ciphertext, are judged on moto's answer before any of it leaves. Actions
+that name no key (CreateKey, ListKeys, GenerateRandom ...) are IAM's business on AWS and pass; an
+action the layer does not know is refused. Both servers listen on 127.0.0.1 only. The layer logs
+actions, key IDs and verdicts, never plaintexts or credentials.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ import logging
 import os
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +44,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from core import home
 from core.crypto import cms
 from core.errors import NitrodeckError
+from emulator import kms_policy
 
 log = logging.getLogger("nitrodeck.kms")
 
@@ -109,85 +119,135 @@ def _hex(value: Any) -> str:
 
 # --- key policy evaluation --------------------------------------------------------------------------
 
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, list):
-        return value
-    return [value]
-
-
-def _action_matches(statement: Mapping[str, Any], action: str) -> bool:
-    wanted = f"kms:{action}".lower()
-    for pattern in _as_list(statement.get("Action", [])):
-        if not isinstance(pattern, str):
-            continue
-        p = pattern.lower()
-        if p in ("*", "kms:*", wanted) or (p.endswith("*") and wanted.startswith(p[:-1])):
-            return True
-    return False
+#: actions that name no key: on AWS only IAM policies govern them, and the emulator has no IAM
+KEYLESS_ACTIONS = frozenset(
+    {"CreateKey", "ListKeys", "ListAliases", "GenerateRandom", "ListRetirableGrants", "RetireGrant"}
+)
+#: actions moto implements whose key is the request's KeyId (judged before moto runs them)
+KEY_ACTIONS = frozenset(
+    {
+        "ReplicateKey", "UpdateKeyDescription", "TagResource", "UntagResource", "ListResourceTags",
+        "DescribeKey", "CreateGrant", "ListGrants", "RevokeGrant", "EnableKeyRotation",
+        "DisableKeyRotation", "GetKeyRotationStatus", "PutKeyPolicy", "GetKeyPolicy",
+        "ListKeyPolicies", "Encrypt", "DisableKey", "EnableKey", "CancelKeyDeletion",
+        "ScheduleKeyDeletion", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext", "GenerateMac",
+        "Sign", "Verify", "VerifyMac", "GetPublicKey", "RotateKeyOnDemand", "ListKeyRotations",
+    }
+)  # fmt: skip
+_ENCRYPTION_ACTIONS = ("Encrypt", "Decrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext")
 
 
 def recipient_context(pcrs: Mapping[int, str]) -> dict[str, str]:
-    """The condition keys KMS derives from an attestation document (lower-cased names)."""
-    ctx = {f"{CONDITION_PREFIX}pcr{i}": v.lower() for i, v in pcrs.items()}
-    if 0 in pcrs:
-        ctx[f"{CONDITION_PREFIX}imagesha384"] = pcrs[0].lower()
-    return ctx
+    """The condition keys KMS derives from an attestation document (lower-case names)."""
+    return {k: v[0] for k, v in kms_policy.recipient_keys(pcrs).items()}
 
 
-def _conditions_hold(conditions: Any, context: Mapping[str, str]) -> bool | None:
-    """True/False for the statement's recipient conditions; None if it uses an operator we cannot judge."""
-    if not isinstance(conditions, Mapping):
-        return True
-    for operator, pairs in conditions.items():
-        if not isinstance(pairs, Mapping):
-            return None
-        for key, expected in pairs.items():
-            key_l = str(key).lower()
-            if not key_l.startswith(CONDITION_PREFIX):
-                continue  # not ours to judge (caller account, via service ...): the emulator ignores them
-            actual = context.get(key_l)
-            values = [str(v) for v in _as_list(expected)]
-            op = str(operator)
-            if op == "StringEquals":
-                ok = actual is not None and actual in values
-            elif op == "StringEqualsIgnoreCase":
-                ok = actual is not None and actual.lower() in [v.lower() for v in values]
-            elif op == "StringNotEquals":
-                ok = actual is None or actual not in values
-            elif op == "StringNotEqualsIgnoreCase":
-                ok = actual is None or actual.lower() not in [v.lower() for v in values]
-            else:
-                return None
-            if not ok:
-                return False
-    return True
+def _context_map(value: Any, field_name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise KmsLayerError("ValidationException", f"{field_name} must map strings to strings")
+    return value
 
 
-def evaluate_policy(policy: Mapping[str, Any], action: str, pcrs: Mapping[int, str]) -> tuple[bool, str]:
-    """(allowed, reason). An explicit Deny wins; otherwise one Allow whose conditions all hold."""
-    context = recipient_context(pcrs)
-    statements = [s for s in _as_list(policy.get("Statement", [])) if isinstance(s, Mapping)]
-    allowed_by: str | None = None
-    mismatches: list[str] = []
-    for i, st in enumerate(statements):
-        if not _action_matches(st, action):
-            continue
-        sid = str(st.get("Sid", f"statement {i}"))
-        verdict = _conditions_hold(st.get("Condition"), context)
-        effect = st.get("Effect")
-        if effect == "Deny" and verdict is True:
-            return False, f"denied by {sid!r}"
-        if effect == "Allow":
-            if verdict is True and allowed_by is None:
-                allowed_by = sid
-            elif verdict is False:
-                mismatches.append(sid)
-    if allowed_by is not None:
-        return True, f"allowed by {allowed_by!r}"
-    if mismatches:
-        return False, f"the enclave's measurements do not match the key policy ({', '.join(mismatches)})"
-    return False, f"no key policy statement allows kms:{action}"
+def request_keys(
+    action: str,
+    request: Mapping[str, Any],
+    *,
+    caller: str,
+    account: str,
+    pcrs: Mapping[int, str] | None = None,
+    key_metadata: Mapping[str, Any] | None = None,
+    source_ip: str | None = None,
+    encryption_context: Mapping[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """The request context's condition keys (lower-case names; every value a list, as IAM sees it).
+    Keys the emulator cannot know (kms:ViaService, aws:SourceVpce ...) stay absent, which fails any
+    positive condition on them: an Allow that needs one does not apply."""
+    now = time.time()
+    keys: dict[str, list[str]] = {
+        "aws:principalarn": [caller],
+        "aws:principalaccount": [account],
+        "aws:principaltype": ["Account" if caller.endswith(":root") else "AssumedRole"],
+        "kms:calleraccount": [account],
+        "aws:currenttime": [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))],
+        "aws:epochtime": [str(int(now))],
+    }
+    if source_ip:
+        keys["aws:sourceip"] = [source_ip]
+    if pcrs:
+        keys.update(kms_policy.recipient_keys(pcrs))
+    if key_metadata:
+        for name, field_name in (
+            ("kms:keyspec", "KeySpec"),
+            ("kms:keyusage", "KeyUsage"),
+            ("kms:keyorigin", "Origin"),
+        ):
+            if isinstance(key_metadata.get(field_name), str):
+                keys[name] = [key_metadata[field_name]]
+        if isinstance(key_metadata.get("MultiRegion"), bool):
+            keys["kms:multiregion"] = ["true" if key_metadata["MultiRegion"] else "false"]
+    context = encryption_context
+    if context is None and action in _ENCRYPTION_ACTIONS:
+        context = _context_map(request.get("EncryptionContext"), "EncryptionContext")
+    if context:
+        for k, v in context.items():
+            keys[f"kms:encryptioncontext:{k.lower()}"] = [v]
+        keys["kms:encryptioncontextkeys"] = list(context)
+    algorithm = request.get("EncryptionAlgorithm")
+    if action in _ENCRYPTION_ACTIONS or action.startswith("ReEncrypt"):
+        keys["kms:encryptionalgorithm"] = [algorithm if isinstance(algorithm, str) else "SYMMETRIC_DEFAULT"]
+    if isinstance(request.get("SigningAlgorithm"), str):
+        keys["kms:signingalgorithm"] = [request["SigningAlgorithm"]]
+    if isinstance(request.get("MacAlgorithm"), str):
+        keys["kms:macalgorithm"] = [request["MacAlgorithm"]]
+    if action == "CreateGrant":
+        ops = request.get("Operations")
+        if isinstance(ops, list) and all(isinstance(o, str) for o in ops):
+            keys["kms:grantoperations"] = list(ops)
+        for name, field_name in (
+            ("kms:granteeprincipal", "GranteePrincipal"),
+            ("kms:retiringprincipal", "RetiringPrincipal"),
+        ):
+            if isinstance(request.get(field_name), str):
+                keys[name] = [request[field_name]]
+    if action == "GenerateDataKey" and isinstance(request.get("KeySpec"), str):
+        keys["kms:datakeypairspec"] = [request["KeySpec"]]
+    return keys
+
+
+def evaluate_policy(
+    policy: Mapping[str, Any],
+    action: str,
+    pcrs: Mapping[int, str] | None = None,
+    *,
+    key_arn: str = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000",
+    caller: str | None = None,
+    keys: Mapping[str, list[str]] | None = None,
+) -> tuple[bool, str]:
+    """(allowed, reason) for ``action`` on ``key_arn`` by ``caller`` (default: the key account's root)
+    with the attested ``pcrs`` (None: the request carried no Recipient) or the given condition keys."""
+    account = kms_policy.account_of_arn(key_arn)
+    who = caller or f"arn:aws:iam::{account}:root"
+    if keys is None:
+        keys = request_keys(action, {}, caller=who, account=account, pcrs=pcrs)
+    ctx = kms_policy.RequestContext(
+        action=action, key_arn=key_arn, caller_arn=who, account=account, keys=keys
+    )
+    decision = kms_policy.evaluate(policy, ctx)
+    if decision.allowed or decision.unevaluable or not decision.mismatched:
+        return decision.allowed, decision.reason
+    if not any(k.startswith(CONDITION_PREFIX) for k in keys):
+        return False, (
+            f"the key policy allows kms:{action} only to an attested enclave "
+            f"({', '.join(repr(s) for s in decision.mismatched)}): this request carries no Recipient"
+        )
+    return False, (
+        f"the enclave's measurements do not match the key policy "
+        f"({', '.join(repr(s) for s in decision.mismatched)})"
+    )
 
 
 # --- the HTTP layer ---------------------------------------------------------------------------------
@@ -219,25 +279,45 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = self.rfile.read(length)
+        if (
+            self.headers.get("Transfer-Encoding")
+            or self.headers.get("Content-Encoding", "identity") != "identity"
+        ):
+            # a body we did not read whole, or cannot read as sent, is not judged: never forwarded
+            self._reply_error(
+                KmsLayerError("SerializationException", "send a plain JSON body with Content-Length")
+            )
+            self.close_connection = True
+            return
         headers = {
-            k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")
+            k: v
+            for k, v in self.headers.items()
+            if k.lower()
+            not in ("host", "content-length", "connection", "transfer-encoding", "content-encoding")
         }
         target = self.headers.get("X-Amz-Target", "")
-        action = target.rsplit(".", 1)[-1] if target.startswith("TrentService.") else ""
+        action = (
+            target.rsplit(".", 1)[-1] if target.startswith("TrentService.") and target.count(".") == 1 else ""
+        )
         try:
-            request = json.loads(body) if body else {}
+            request = json.loads(body) if body.strip() else {}
         except ValueError:
             request = None
-        if not isinstance(request, dict) or "Recipient" not in request:
-            status, rheaders, rbody = self.server.layer.forward(body, headers)
-            self._reply(status, rbody, rheaders.get("Content-Type", "application/x-amz-json-1.1"))
-            return
         try:
-            result = self.server.layer.with_recipient(action, request, headers)
+            if not action:
+                raise KmsLayerError("UnknownOperationException", f"not a KMS operation: {target[:80]!r}")
+            if not isinstance(request, dict):
+                raise KmsLayerError("SerializationException", "the request body is not a JSON object")
+            source_ip = str(self.client_address[0]) if self.client_address else None
+            if "Recipient" in request:
+                result = self.server.layer.with_recipient(action, request, headers, source_ip=source_ip)
+                self._reply(200, json.dumps(result).encode(), "application/x-amz-json-1.1")
+                return
+            status, rheaders, rbody = self.server.layer.plain(action, request, headers, source_ip=source_ip)
         except KmsLayerError as err:
             self._reply_error(err)
             return
-        self._reply(200, json.dumps(result).encode(), "application/x-amz-json-1.1")
+        self._reply(status, rbody, rheaders.get("Content-Type", "application/x-amz-json-1.1"))
 
     def _reply_error(self, err: KmsLayerError) -> None:
         body = json.dumps({"__type": err.kms_type, "message": err.message}).encode()
@@ -256,13 +336,26 @@ class _LayerServer(ThreadingHTTPServer):
     layer: RecipientLayer
 
 
-class RecipientLayer:
-    """KMS's Recipient semantics in front of a moto endpoint."""
+@dataclass(frozen=True)
+class _Key:
+    arn: str
+    metadata: dict[str, Any]
 
-    def __init__(self, moto_url: str, verifier: Verifier = verify_document) -> None:
+
+class RecipientLayer:
+    """KMS's key policies and Recipient semantics in front of a moto endpoint.
+
+    ``caller`` is the principal ARN every request is judged as; None means the root of the key's
+    account (moto authenticates everything as its one account)."""
+
+    def __init__(
+        self, moto_url: str, verifier: Verifier = verify_document, caller: str | None = None
+    ) -> None:
         self.moto_url = moto_url.rstrip("/")
         self.verifier = verifier
-        self.decisions: list[tuple[str, bool, str]] = []  # (action, allowed, reason), for tests and ops
+        self.caller = caller
+        # (action, allowed, reason), for tests and ops; bounded, the server may run for days
+        self.decisions: deque[tuple[str, bool, str]] = deque(maxlen=1000)
 
     def forward(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
         req = urllib.request.Request(self.moto_url + "/", data=body, headers=dict(headers), method="POST")
@@ -279,23 +372,7 @@ class RecipientLayer:
         h = dict(headers)
         h["X-Amz-Target"] = f"TrentService.{action}"
         status, _rh, body = self.forward(json.dumps(request).encode(), h)
-        try:
-            data = json.loads(body) if body else {}
-        except ValueError:
-            data = {}
-        if status != 200 or not isinstance(data, dict):
-            kms_type = (
-                str(data.get("__type", "KMSInternalException"))
-                if isinstance(data, dict)
-                else "KMSInternalException"
-            )
-            message = (
-                str(data.get("message") or data.get("Message") or f"moto answered {status}")
-                if isinstance(data, dict)
-                else ""
-            )
-            raise KmsLayerError(kms_type.rsplit("#", 1)[-1], message, status if status >= 400 else 500)
-        return data
+        return _moto_answer(status, body)
 
     def _policy(self, key_id: str, headers: Mapping[str, str]) -> dict[str, Any]:
         data = self._moto("GetKeyPolicy", {"KeyId": key_id, "PolicyName": "default"}, headers)
@@ -310,21 +387,141 @@ class RecipientLayer:
             raise KmsLayerError("KMSInternalException", "the key policy is not a JSON object")
         return policy
 
-    def _authorize(self, action: str, key_id: str, attested: Attested, headers: Mapping[str, str]) -> None:
-        allowed, reason = evaluate_policy(self._policy(key_id, headers), action, attested.pcrs)
+    def _resolve(self, key_id: Any, headers: Mapping[str, str], field_name: str = "KeyId") -> _Key:
+        """KeyId (ID, ARN, alias name or alias ARN) -> the key's ARN and metadata, as moto has it now."""
+        if not isinstance(key_id, str) or not key_id or len(key_id) > 2048:
+            raise KmsLayerError(
+                "ValidationException", f"{field_name} is required and must be a key ID, ARN or alias"
+            )
+        try:
+            meta = self._moto("DescribeKey", {"KeyId": key_id}, headers).get("KeyMetadata")
+        except KmsLayerError as exc:
+            if exc.kms_type != "AccessDeniedException":
+                raise
+            # moto applies Deny statements to DescribeKey itself (ignoring their conditions); the
+            # key is then found through the listings, without its metadata (kms:KeySpec ... absent)
+            return self._resolve_by_listing(key_id, headers)
+        if not isinstance(meta, dict) or not isinstance(meta.get("Arn"), str):
+            raise KmsLayerError("KMSInternalException", "the local KMS store described no key")
+        return _Key(meta["Arn"], meta)
+
+    def _resolve_by_listing(self, key_id: str, headers: Mapping[str, str]) -> _Key:
+        wanted = key_id
+        if "alias/" in key_id:
+            aliases = self._moto("ListAliases", {}, headers).get("Aliases") or []
+            name = key_id[key_id.index("alias/") :]
+            target = next(
+                (a.get("TargetKeyId") for a in aliases if isinstance(a, dict) and a.get("AliasName") == name),
+                None,
+            )
+            if not isinstance(target, str):
+                raise KmsLayerError("NotFoundException", f"Alias {name[:256]} is not found.")
+            wanted = target
+        for k in self._moto("ListKeys", {}, headers).get("Keys") or []:
+            if isinstance(k, dict) and wanted in (k.get("KeyId"), k.get("KeyArn")):
+                return _Key(str(k["KeyArn"]), {"KeyId": k.get("KeyId"), "Arn": k["KeyArn"]})
+        raise KmsLayerError("NotFoundException", f"Invalid keyId {key_id[:256]}")
+
+    def _authorize(
+        self,
+        action: str,
+        key: _Key,
+        request: Mapping[str, Any],
+        headers: Mapping[str, str],
+        *,
+        attested: Attested | None = None,
+        source_ip: str | None = None,
+        encryption_context: Mapping[str, str] | None = None,
+    ) -> None:
+        account = kms_policy.account_of_arn(key.arn)
+        caller = self.caller or f"arn:aws:iam::{account}:root"
+        keys = request_keys(
+            action,
+            request,
+            caller=caller,
+            account=account,
+            pcrs=attested.pcrs if attested else None,
+            key_metadata=key.metadata,
+            source_ip=source_ip,
+            encryption_context=encryption_context,
+        )
+        policy = self._policy(key.arn, headers)
+        allowed, reason = evaluate_policy(policy, action, key_arn=key.arn, caller=caller, keys=keys)
         self.decisions.append((action, allowed, reason))
-        log.info("kms %s key=%s recipient=%s: %s", action, key_id, "allowed" if allowed else "denied", reason)
+        log.info(
+            "kms %s key=%s recipient=%s: %s",
+            action,
+            key.arn,
+            "yes" if attested else "no",
+            "allowed" if allowed else f"denied: {reason}",
+        )
         if allowed:
             return
-        if attested.pcrs.get(0, ZERO_PCR) == ZERO_PCR:
+        if attested is not None and attested.pcrs.get(0, ZERO_PCR) == ZERO_PCR:
             reason = "the enclave runs in debug mode (all-zero PCRs); a key policy pinned to PCRs never releases keys to it"
+        what = "with this attestation document" if attested is not None else "on this key"
         raise KmsLayerError(
             "AccessDeniedException",
-            f"User is not authorized to perform kms:{action} with this attestation document: {reason}",
+            f"User: {caller} is not authorized to perform kms:{action} {what}: {reason}",
         )
 
+    def plain(
+        self, action: str, request: dict[str, Any], headers: Mapping[str, str], source_ip: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """A request without Recipient: judged by the key policy, then moto's answer (or a refusal)."""
+        h = dict(headers)
+        h["X-Amz-Target"] = f"TrentService.{action}"
+        if action in KEYLESS_ACTIONS:
+            return self.forward(json.dumps(request).encode(), h)
+        if action == "Decrypt":
+            status, rheaders, body = self.forward(json.dumps(request).encode(), h)
+            if status != 200:
+                return status, rheaders, body
+            out = _moto_answer(status, body)
+            key = self._resolve(out.get("KeyId"), headers)
+            self._authorize(action, key, request, headers, source_ip=source_ip)
+            return status, rheaders, body
+        if action == "ReEncrypt":
+            dest = self._resolve(request.get("DestinationKeyId"), headers, "DestinationKeyId")
+            dest_ctx = _context_map(
+                request.get("DestinationEncryptionContext"), "DestinationEncryptionContext"
+            )
+            self._authorize(
+                "ReEncryptTo", dest, request, headers, source_ip=source_ip, encryption_context=dest_ctx
+            )
+            request = {**request, "DestinationKeyId": dest.arn}
+            status, rheaders, body = self.forward(json.dumps(request).encode(), h)
+            if status != 200:
+                return status, rheaders, body
+            source = self._resolve(_moto_answer(status, body).get("SourceKeyId"), headers)
+            src_ctx = _context_map(request.get("SourceEncryptionContext"), "SourceEncryptionContext")
+            self._authorize(
+                "ReEncryptFrom", source, request, headers, source_ip=source_ip, encryption_context=src_ctx
+            )
+            return status, rheaders, body
+        if action in ("CreateAlias", "UpdateAlias", "DeleteAlias"):
+            if action != "CreateAlias":
+                # the key the alias names now: an alias is moved or deleted only with that key's consent
+                current = self._resolve(request.get("AliasName"), headers, "AliasName")
+                self._authorize(action, current, request, headers, source_ip=source_ip)
+            if action != "DeleteAlias":
+                target = self._resolve(request.get("TargetKeyId"), headers, "TargetKeyId")
+                self._authorize(action, target, request, headers, source_ip=source_ip)
+                request = {**request, "TargetKeyId": str(target.metadata.get("KeyId") or target.arn)}
+            return self.forward(json.dumps(request).encode(), h)
+        if action in KEY_ACTIONS:
+            key = self._resolve(request.get("KeyId"), headers)
+            self._authorize(action, key, request, headers, source_ip=source_ip)
+            # moto acts on the ARN just judged, not on a name that may point elsewhere by now
+            return self.forward(json.dumps({**request, "KeyId": key.arn}).encode(), h)
+        raise KmsLayerError("UnsupportedOperationException", f"the local KMS does not support {action[:80]}")
+
     def with_recipient(
-        self, action: str, request: dict[str, Any], headers: Mapping[str, str]
+        self,
+        action: str,
+        request: dict[str, Any],
+        headers: Mapping[str, str],
+        source_ip: str | None = None,
     ) -> dict[str, Any]:
         if action not in RECIPIENT_ACTIONS:
             raise KmsLayerError(
@@ -347,21 +544,17 @@ class RecipientLayer:
         if action == "Decrypt":
             # moto tells us which key the ciphertext belongs to; nothing leaves before the policy says yes
             out = self._moto("Decrypt", request, headers)
-            key_id = str(out.get("KeyId", ""))
-            self._authorize(action, key_id, attested, headers)
+            key = self._resolve(out.get("KeyId"), headers)
+            self._authorize(action, key, request, headers, attested=attested, source_ip=source_ip)
             plaintext = base64.b64decode(out.pop("Plaintext", ""))
             out["CiphertextForRecipient"] = base64.b64encode(
                 cms.build_enveloped(plaintext, attested.public_key)
             ).decode()
             return out
         if action == "GenerateDataKey":
-            wanted = request.get("KeyId")
-            if not isinstance(wanted, str) or not wanted:
-                raise KmsLayerError("ValidationException", "KeyId is required")
-            described = self._moto("DescribeKey", {"KeyId": wanted}, headers)
-            arn = str(described.get("KeyMetadata", {}).get("Arn", wanted))
-            self._authorize(action, arn, attested, headers)
-            out = self._moto("GenerateDataKey", request, headers)
+            key = self._resolve(request.get("KeyId"), headers)
+            self._authorize(action, key, request, headers, attested=attested, source_ip=source_ip)
+            out = self._moto("GenerateDataKey", {**request, "KeyId": key.arn}, headers)
             plaintext = base64.b64decode(out.pop("Plaintext", ""))
             out["CiphertextForRecipient"] = base64.b64encode(
                 cms.build_enveloped(plaintext, attested.public_key)
@@ -376,6 +569,27 @@ class RecipientLayer:
                 cms.build_enveloped(plaintext, attested.public_key)
             ).decode()
         }
+
+
+def _moto_answer(status: int, body: bytes) -> dict[str, Any]:
+    """moto's JSON answer, or its error as a KmsLayerError of the same type."""
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        data = {}
+    if status != 200 or not isinstance(data, dict):
+        kms_type = (
+            str(data.get("__type", "KMSInternalException"))
+            if isinstance(data, dict)
+            else "KMSInternalException"
+        )
+        message = (
+            str(data.get("message") or data.get("Message") or f"moto answered {status}")
+            if isinstance(data, dict)
+            else ""
+        )
+        raise KmsLayerError(kms_type.rsplit("#", 1)[-1], message, status if status >= 400 else 500)
+    return data
 
 
 class LocalKms:

@@ -110,10 +110,162 @@ def test_decrypt_with_recipient_releases_only_to_the_attested_key(world: World) 
     assert world.kms.layer is not None and world.kms.layer.decisions[-1][1] is True
 
 
-def test_pass_through_without_recipient(world: World) -> None:
-    _arn, blob = world.sealed_key(b"plain")
-    out = world.client().decrypt(CiphertextBlob=blob)
+def test_plain_requests_pass_when_the_key_policy_allows_them(world: World) -> None:
+    client = world.client()
+    arn = client.create_key()["KeyMetadata"]["Arn"]  # moto's default policy: the account may do kms:*
+    blob = client.encrypt(KeyId=arn, Plaintext=b"plain")["CiphertextBlob"]
+    out = client.decrypt(CiphertextBlob=blob)
     assert out["Plaintext"] == b"plain" and "CiphertextForRecipient" not in out
+
+
+def _denied(call: Any, **kwargs: Any) -> str:
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        call(**kwargs)
+    err = info.value.response["Error"]
+    assert err["Code"] == "AccessDeniedException", err
+    return str(err["Message"])
+
+
+def test_no_plaintext_without_recipient_when_the_policy_requires_attestation(world: World) -> None:
+    """Issue 9 item 3: Decrypt / GenerateDataKey without Recipient went straight to moto."""
+    arn, blob = world.sealed_key(b"s" * 32)
+    client = world.client()
+    message = _denied(client.decrypt, CiphertextBlob=blob)
+    assert "kms:Decrypt" in message and "no Recipient" in message
+    _denied(client.decrypt, CiphertextBlob=blob, KeyId=arn)
+    _denied(client.generate_data_key, KeyId=arn, KeySpec="AES_256")
+    _denied(client.generate_data_key_without_plaintext, KeyId=arn, KeySpec="AES_256")
+    # the administrative statement still works
+    assert client.describe_key(KeyId=arn)["KeyMetadata"]["Arn"] == arn
+    assert world.kms.layer is not None and world.kms.layer.decisions[-1][1] is True
+
+
+def _with_statement(world: World, statement: dict[str, Any]) -> tuple[str, bytes]:
+    client = world.client()
+    arn = client.create_key()["KeyMetadata"]["Arn"]
+    blob = client.encrypt(KeyId=arn, Plaintext=b"d" * 32)["CiphertextBlob"]
+    policy = key_policy(HEX, "123456789012")
+    policy["Statement"].append(statement)
+    client.put_key_policy(KeyId=arn, PolicyName="default", Policy=json.dumps(policy))
+    return arn, blob
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # a key the request lacks makes a negated operator hold, as on AWS
+        {"Condition": {"StringNotLike": {"kms:EncryptionContext:purpose": "ab*"}}},
+        {"Condition": {"StringNotLike": {"kms:RecipientAttestation:PCR8": "ab*"}}},
+        {"Condition": {"StringNotEqualsIfExists": {"kms:RecipientAttestation:ImageSha384": "00" * 48}}},
+        {"Condition": {"StringEqualsIfExists": {"kms:EncryptionContext:purpose": "ab"}}},
+        {"Condition": {"Null": {"kms:EncryptionContext:purpose": "true"}}},
+        {"Condition": {"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["purpose"]}}},
+        {"Condition": {"NumericLessThan": {"aws:EpochTime": "99999999999"}}},
+        {"Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}},
+        {"Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:*"}}},
+        {"NotAction": ["kms:Encrypt", "kms:PutKeyPolicy"]},
+        {"NotResource": "arn:aws:kms:*:*:key/not-this-one"},
+        {"NotPrincipal": {"AWS": "arn:aws:iam::999999999999:root"}},
+    ],
+)
+def test_an_applicable_deny_wins_over_the_attested_allow(world: World, statement: dict[str, Any]) -> None:
+    full: dict[str, Any] = {"Sid": "deny", "Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*"}
+    for twin in (("NotAction", "Action"), ("NotResource", "Resource"), ("NotPrincipal", "Principal")):
+        if twin[0] in statement:
+            full.pop(twin[1])
+    full.update(statement)
+    _arn, blob = _with_statement(world, full)
+    message = _denied(world.client().decrypt, CiphertextBlob=blob, Recipient=_recipient(world.document()))
+    assert "denied by 'deny'" in message
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        {"Condition": {"StringLike": {"kms:EncryptionContext:purpose": "ab*"}}},  # absent: false
+        {"Condition": {"StringNotEquals": {"kms:RecipientAttestation:ImageSha384": HEX[0]}}},
+        {"Condition": {"ForAnyValue:StringEquals": {"kms:EncryptionContextKeys": ["purpose"]}}},
+        {"Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.0/8"}}},
+        {"Condition": {"Bool": {"kms:MultiRegion": "true"}}},
+        {"Condition": {"Null": {"kms:RecipientAttestation:PCR0": "true"}}},
+        {"Action": "kms:Encrypt"},
+        {"Resource": "arn:aws:kms:*:*:key/not-this-one"},
+        {"Principal": {"AWS": "arn:aws:iam::999999999999:root"}},
+        {"Principal": {"Service": "ec2.amazonaws.com"}},
+    ],
+)
+def test_a_deny_that_does_not_apply_leaves_the_allow(world: World, statement: dict[str, Any]) -> None:
+    full: dict[str, Any] = {"Sid": "deny", "Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*"}
+    full.update(statement)
+    _arn, blob = _with_statement(world, full)
+    out = world.client().decrypt(CiphertextBlob=blob, Recipient=_recipient(world.document()))
+    assert cms.decrypt(out["CiphertextForRecipient"], _RSA) == b"d" * 32
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"StringMatchesRegex": {"kms:RecipientAttestation:PCR0": ".*"}},
+        {"ForSomeValues:StringEquals": {"kms:EncryptionContextKeys": "a"}},
+        {"NullIfExists": {"kms:RecipientAttestation:PCR0": "true"}},
+        {"NumericLessThan": {"aws:EpochTime": "soon"}},
+        {"IpAddress": {"aws:SourceIp": "not-a-network"}},
+        {"StringEquals": {"aws:PrincipalArn": "${aws:username}"}},
+        {"StringEquals": {"kms:RecipientAttestation:PCR0": {"nested": 1}}},
+    ],
+)
+def test_what_cannot_be_evaluated_is_denied_with_a_reason(world: World, condition: dict[str, Any]) -> None:
+    # even in a Deny statement for another action: the policy as a whole cannot be judged
+    statement = {"Sid": "odd", "Effect": "Deny", "Principal": "*", "Action": "kms:Sign", "Resource": "*"}
+    statement["Condition"] = condition
+    _arn, blob = _with_statement(world, statement)
+    message = _denied(world.client().decrypt, CiphertextBlob=blob, Recipient=_recipient(world.document()))
+    assert "cannot be evaluated" in message
+
+
+def test_alias_and_reencrypt_are_judged_on_every_key(world: World) -> None:
+    client = world.client()
+    sealed, blob = world.sealed_key(b"r" * 32)
+    open_key = client.create_key()["KeyMetadata"]["Arn"]
+    # ReEncrypt needs ReEncryptFrom on the source key: the pinned policy does not give it
+    _denied(client.re_encrypt, CiphertextBlob=blob, DestinationKeyId=open_key)
+    # an alias onto the sealed key does not make its statement go away
+    client.create_alias(AliasName="alias/sealed-test", TargetKeyId=sealed)
+    _denied(client.generate_data_key, KeyId="alias/sealed-test", KeySpec="AES_256")
+    # nor may the alias be moved off a key whose policy does not allow UpdateAlias for it
+    locked = client.create_key()["KeyMetadata"]["Arn"]
+    policy = key_policy(HEX, "123456789012")
+    policy["Statement"].append(
+        {"Sid": "no alias moves", "Effect": "Deny", "Principal": "*", "Action": ["kms:UpdateAlias", "kms:DeleteAlias"], "Resource": "*"}
+    )
+    client.put_key_policy(KeyId=locked, PolicyName="default", Policy=json.dumps(policy))
+    client.create_alias(AliasName="alias/locked-test", TargetKeyId=locked)
+    _denied(client.update_alias, AliasName="alias/locked-test", TargetKeyId=open_key)
+    _denied(client.delete_alias, AliasName="alias/locked-test")
+
+
+def test_requests_the_layer_cannot_judge_are_refused(world: World) -> None:
+    import urllib.error
+    import urllib.request
+
+    def post(target: str, body: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
+        req = urllib.request.Request(
+            world.kms.endpoint_url + "/",
+            data=body,
+            headers={"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1", **(extra or {})},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=10)
+        return dict(json.loads(info.value.read()))
+
+    _arn, blob = world.sealed_key(b"q" * 32)
+    body = json.dumps({"CiphertextBlob": base64.b64encode(blob).decode()}).encode()
+    assert post("TrentService.FutureDecrypt", body)["__type"] == "UnsupportedOperationException"
+    assert post("Other.Decrypt", body)["__type"] == "UnknownOperationException"
+    assert post("TrentService.Decrypt", b"[1]")["__type"] == "SerializationException"
+    gz = post("TrentService.Decrypt", body, {"Content-Encoding": "gzip"})
+    assert gz["__type"] == "SerializationException"
 
 
 def test_pcr_mismatch_is_access_denied(world: World) -> None:
@@ -164,8 +316,10 @@ def test_generate_random_and_data_key(world: World) -> None:
     assert not dk.get("Plaintext")
     data_key = cms.decrypt(dk["CiphertextForRecipient"], _RSA)
     assert len(data_key) == 32
-    # the CiphertextBlob is a normal KMS ciphertext of that same key
-    assert client.decrypt(CiphertextBlob=dk["CiphertextBlob"])["Plaintext"] == data_key
+    # the CiphertextBlob is a normal KMS ciphertext of that same key, released only to the enclave
+    again = client.decrypt(CiphertextBlob=dk["CiphertextBlob"], Recipient=_recipient(doc))
+    assert cms.decrypt(again["CiphertextForRecipient"], _RSA) == data_key
+    _denied(client.decrypt, CiphertextBlob=dk["CiphertextBlob"])
 
 
 def test_endpoint_file(world: World, tmp_path: Path) -> None:
@@ -193,7 +347,9 @@ def test_policy_evaluation_rules() -> None:
             *policy["Statement"],
             {
                 "Effect": "Deny",
+                "Principal": "*",
                 "Action": "kms:*",
+                "Resource": "*",
                 "Condition": {"StringNotEquals": {"kms:RecipientAttestation:PCR8": "aa"}},
             },
         ]

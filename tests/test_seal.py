@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.exceptions
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -233,7 +234,10 @@ def test_generate_random_and_data_key_inside(world: World) -> None:
     )
     dk = world.call(world.cid, "kms_generate_data_key", {"key_id": arn})
     assert dk["plaintext_length"] == 32 and "plaintext" not in dk
-    assert world.kms_client().decrypt(CiphertextBlob=dk["ciphertext_blob"])["KeyId"] == arn
+    # the parent holds a normal ciphertext of that key, but the pinned policy releases it to no one else
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        world.kms_client().decrypt(CiphertextBlob=dk["ciphertext_blob"])
+    assert info.value.response["Error"]["Code"] == "AccessDeniedException"
 
 
 def test_pcr_mismatch_is_refused(world: World) -> None:

@@ -425,6 +425,8 @@ def describe_one(entry: state.Entry, metadata: bool) -> dict[str, Any] | None:
         info.update(reply.get("identity", {}))
     info["EmulatorIsolation"] = reply.get("isolation", {})
     info["EmulatorEifPath"] = entry.eif_path
+    if reply.get("console"):
+        info["EmulatorConsole"] = reply["console"]  # only when output was dropped (full disk)
     return info
 
 

@@ -50,12 +50,32 @@ def prune_kept(live_ids: set[str], keep: int = KEEP_ENDED) -> None:
 
 
 class ConsoleWriter:
-    """Copies the enclave's stdout/stderr pipe into the console file from a thread."""
+    """Copies the enclave's stdout/stderr pipe into the console file from a thread.
+
+    The pipe is drained for as long as the enclave holds it open, whatever happens to the file: what
+    cannot be stored (full disk, I/O error, file removed) is dropped and counted, never pushed back
+    onto the enclave, whose next write would otherwise block or fail with EPIPE and take its
+    service down (issue 9 item 8). When writing works again, one line in the console says how much
+    was lost and why, so the file itself tells the gap.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fh: BinaryIO = open(path, "ab")  # noqa: SIM115 - lives as long as the enclave
+        self.dropped_bytes = 0
+        self.last_error: str | None = None
+        self._unreported = 0  # dropped since the last note in the file
+        self._lock = threading.Lock()
+        self._fd: int | None = None
         self._thread: threading.Thread | None = None
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            # unbuffered: a failed write leaves nothing behind in a buffer to fail again later
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            self._fd = None
+            self.last_error = exc.strerror or str(exc)
 
     def pump(self, fd: int) -> None:
         self._thread = threading.Thread(target=self._run, args=(fd,), name="console", daemon=True)
@@ -64,34 +84,85 @@ class ConsoleWriter:
     def _run(self, fd: int) -> None:
         try:
             while True:
-                chunk = os.read(fd, 65536)
+                try:
+                    chunk = os.read(fd, 65536)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    return  # the pipe itself broke: nothing more can come from the enclave
                 if not chunk:
                     return
-                self._fh.write(chunk)
-                self._fh.flush()
-                if self._fh.tell() > TRIM_AT:
-                    self._trim()
-        except OSError:
-            return
+                self.store(chunk)
         finally:
             os.close(fd)
 
+    def store(self, chunk: bytes) -> None:
+        """Append ``chunk``, or count it as dropped; never raises."""
+        with self._lock:
+            if self._fd is None:
+                self._open()
+            if self._fd is not None and self._unreported:
+                note = (
+                    f"\n[nitro-emu: {self._unreported} bytes of console output were dropped: "
+                    f"{self.last_error}]\n"
+                ).encode()
+                if self._write_all(note) == len(note):
+                    self._unreported = 0
+            written = self._write_all(chunk) if self._fd is not None and not self._unreported else 0
+            lost = len(chunk) - written
+            if lost:
+                self.dropped_bytes += lost
+                self._unreported += lost
+                return
+            try:
+                if os.fstat(self._fd).st_size > TRIM_AT:  # type: ignore[arg-type]
+                    self._trim()
+            except OSError as exc:
+                self.last_error = f"trimming the console file failed: {exc.strerror or exc}"
+
+    def _write_all(self, data: bytes) -> int:
+        done = 0
+        view = memoryview(data)
+        while done < len(data):
+            try:
+                n = os.write(self._fd, view[done:])  # type: ignore[arg-type]
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                self.last_error = exc.strerror or str(exc)
+                return done
+            if n <= 0:
+                return done
+            done += n
+        return done
+
     def _trim(self) -> None:
-        with open(self.path, "rb") as src:
-            src.seek(-KEEP_BYTES, os.SEEK_END)
-            tail = src.read()
         tmp = self.path.with_suffix(".trim")
-        with open(tmp, "wb") as dst:
-            dst.write(tail)
-        os.replace(tmp, self.path)
-        self._fh.close()
-        self._fh = open(self.path, "ab")  # noqa: SIM115
+        try:
+            with open(self.path, "rb") as src:
+                src.seek(-KEEP_BYTES, os.SEEK_END)
+                tail = src.read()
+            with open(tmp, "wb") as dst:
+                dst.write(tail)
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        old, self._fd = self._fd, None
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.close(old)
+        self._open()
 
     def close(self, wait: float = 2.0) -> None:
         if self._thread is not None:
             self._thread.join(wait)
-        with contextlib.suppress(OSError):
-            self._fh.close()
+        with self._lock:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
 
 
 def follow(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -13,6 +14,8 @@ from emulator.errors import HELP_URL, EmuError
 
 VERSION = "1.5.0"
 _MAX_LOG_BYTES = 8 * 1024 * 1024
+#: err logs that could not be written in this process: path -> (text, why); error_block shows them
+_UNWRITTEN: dict[Path, tuple[str, str]] = {}
 
 
 def rfc3339_ns() -> str:
@@ -44,7 +47,11 @@ def log_line(origin: str, level: str, msg: str) -> None:
 
 def write_err_log(err: EmuError, action: str) -> Path:
     """Write the backtrace file nitro-cli points support tickets at; returns its path."""
-    path = log_dir() / f"err{rfc3339_ns()}.log"
+    try:
+        folder = log_dir()
+    except OSError:  # the folder cannot even be created: the path below is reported as unwritten
+        folder = home.emulator_log_dir()
+    path = folder / f"err{rfc3339_ns()}.log"
     subs = err.subactions or [f"{err.code}: {err.message.splitlines()[0]}"]
     file, line = _origin(err)
     text = f"  Action: {action}\n  Subactions:"
@@ -56,8 +63,13 @@ def write_err_log(err: EmuError, action: str) -> Path:
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
-    except OSError:
-        pass
+    except OSError as exc:
+        # a full disk (or a read-only log folder): error_block then prints what the file would hold
+        with contextlib.suppress(OSError):
+            path.unlink()
+        if len(_UNWRITTEN) >= 16:
+            _UNWRITTEN.pop(next(iter(_UNWRITTEN)))
+        _UNWRITTEN[path] = (text, exc.strerror or str(exc))
     return path
 
 
@@ -75,9 +87,11 @@ def _origin(err: EmuError) -> tuple[str, int]:
 
 
 def error_block(err: EmuError, log_path: Path) -> str:
-    """The stderr block, ending in a newline."""
-    return (
-        f"[ {err.code} ] {err.message}\n\n"
-        f"For more details, please visit {HELP_URL.format(code=err.code)}\n\n"
-        f'If you open a support ticket, please provide the error log found at "{log_path}"\n'
-    )
+    """The stderr block, ending in a newline. When the err log could not be written, the block says
+    so and carries the log's text itself, instead of pointing at a file that does not exist."""
+    head = f"[ {err.code} ] {err.message}\n\nFor more details, please visit {HELP_URL.format(code=err.code)}\n\n"
+    unwritten = _UNWRITTEN.get(log_path)
+    if unwritten is not None:
+        text, why = unwritten
+        return head + f"The error log could not be written to {log_path.parent} ({why}); it says:\n{text}\n"
+    return head + f'If you open a support ticket, please provide the error log found at "{log_path}"\n'

@@ -442,7 +442,15 @@ class Supervisor:
         out["State"] = "RUNNING"
         out["Flags"] = "DEBUG_MODE" if e.debug else "NONE"
         out["Measurements"] = self.measurements
-        return {"info": out, "identity": self.identity, "isolation": observe(self.proc.pid, self.plan)}
+        reply: dict[str, Any] = {
+            "info": out,
+            "identity": self.identity,
+            "isolation": observe(self.proc.pid, self.plan),
+        }
+        if self.console is not None and self.console.dropped_bytes:
+            # output the console file could not take (full disk): the enclave kept running
+            reply["console"] = {"DroppedBytes": self.console.dropped_bytes, "LastError": self.console.last_error}
+        return reply
 
     def serve(self) -> None:
         """Answer control requests until the enclave ends or is terminated."""

@@ -26,6 +26,7 @@ from core.channel.protocol import (
     require_str,
     sign_binding,
 )
+from enclave_app import console_log
 from enclave_app.keys import SCHEMES, KeyStore
 
 MAX_PAYLOAD = 64 * 1024
@@ -90,7 +91,10 @@ class EnclaveContext:
     nsm: Nsm
     pcrs: dict[int, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = field(default_factory=lambda: console_log.log)
+
+    def __post_init__(self) -> None:
+        self.log = console_log.never_raises(self.log)  # a log line never fails a request
 
 
 Handler = Callable[[EnclaveContext, Mapping[str, Any]], Any]

@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +29,7 @@ from core.channel.protocol import (
 )
 from core.channel.vsock import Transport, from_env
 from core.errors import NitrodeckError
+from enclave_app.console_log import log, never_raises
 from enclave_app.keys import KeyStore
 from enclave_app.methods import (
     HEALTH_PCRS,
@@ -51,12 +51,6 @@ MAX_CONNECTIONS = 256
 
 class PayloadError(NitrodeckError):
     code = "ND-PAYLOAD"
-
-
-def log(message: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    sys.stdout.write(f"{stamp} nitrodeck-enclave: {message}\n")
-    sys.stdout.flush()
 
 
 def open_nsm() -> Any:
@@ -124,6 +118,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     logger: Callable[[str], None] = log,
 ) -> None:
+    logger = never_raises(logger)
     transport = transport or from_env()
     logger(f"starting version={__version__} pid={os.getpid()} cid={transport.own_cid} port={port}")
     nsm = Nsm(nsm_client if nsm_client is not None else open_nsm())

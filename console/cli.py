@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "console.cmd_sign",  # sign, attest, bridge
     "console.cmd_kms",  # proxy, kms seal, provision, up
     "console.cmd_doctor",  # doctor
+    "console.compat",  # nitro-cli's own names: describe-enclaves, run-enclave, terminate-enclave, ...
 )
 
 
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_global_options(parser)
     parser.add_argument("--refresh", type=float, default=2.0, metavar="SECONDS", help="TUI refresh interval")
+    parser.add_argument("--version", action="store_true",
+                        help="print nitrodeck's version, the backend and (real backend) nitro-cli --version")
+    parser.add_argument("--json", dest="top_json", action="store_true",
+                        help="without a terminal and without a subcommand: print `status --json`")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -68,13 +73,41 @@ def report_error(err: NitrodeckError, as_json: bool) -> int:
     return err.exit_status
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parse_args, except that an unknown flag after a subcommand shows that subcommand's usage."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        command = getattr(args, "command", None)
+        if sub is not None and command in sub.choices:
+            sub.choices[command].error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        from console.app import run_tui
+    args = parse(parser, argv)
+    if args.version:
+        from console.compat import print_version
 
-        return run_tui(args)
+        return print_version(args.backend)
+    if args.command is None:
+        if not has_terminal():
+            # cron, `ssh host nitrodeck`, CI: no TUI to draw; print what it would show, once.
+            from console.cmd_lifecycle import cmd_status
+
+            args.json = args.top_json
+            args.watch = None
+            args.func = cmd_status
+        else:
+            from console.app import run_tui
+
+            return run_tui(args)
     try:
         return int(args.func(args) or 0)
     except NitrodeckError as err:

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from console.argtypes import abs_path
 from core.errors import UsageError
 from core.files import read_limited
 
@@ -25,14 +26,14 @@ def register(subparsers: Any) -> None:
         description="Verify a Nitro attestation document (raw COSE_Sign1, or hex/base64 of it). "
         "Exit 0 when every check passes, 3 when any fails.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", type=abs_path, metavar="FILE", help="the attestation document (CBOR, base64 or hex)")
     p.add_argument("--at", metavar="TIME", help="verify at this time: ISO 8601 or epoch milliseconds (default now)")
-    p.add_argument("--expect-pcrs", type=Path, metavar="FILE",
+    p.add_argument("--expect-pcrs", type=abs_path, metavar="FILE",
                    help='JSON {"PCR0": hex, ...} or describe-eif/build output with "Measurements"')
-    p.add_argument("--nonce", metavar="HEX")
-    p.add_argument("--user-data", metavar="HEX")
-    p.add_argument("--public-key", metavar="HEX")
-    p.add_argument("--trust-root", type=Path, action="append", metavar="PEM",
+    p.add_argument("--nonce", metavar="HEX", help="the nonce the document must carry")
+    p.add_argument("--user-data", metavar="HEX", help="the user data the document must carry")
+    p.add_argument("--public-key", metavar="HEX", help="the public key the document must carry")
+    p.add_argument("--trust-root", type=abs_path, action="append", metavar="PEM",
                    help="also trust this root certificate (repeatable); the AWS root is always trusted")
     p.add_argument("--trust-emulator", action="store_true",
                    help="also trust this home's nitrodeck emulator test root (automatic when the emulator backend "

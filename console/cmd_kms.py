@@ -6,8 +6,9 @@ import argparse
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
+
+from console.argtypes import abs_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,14 +28,14 @@ def _register_proxy(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Relay vsock connections on the parent (CID 3) to a TCP endpoint on the allowlist.",
     )
     # numbers are parsed by _cmd_proxy, so bad ones get vsock-proxy's messages and exit status 1
-    p.add_argument("local_port", metavar="LOCAL_PORT")
-    p.add_argument("remote_addr", metavar="REMOTE_ADDR")
-    p.add_argument("remote_port", metavar="REMOTE_PORT")
-    p.add_argument("--config", type=Path, default=None, help="allowlist YAML (default: vsock-proxy.yaml)")
+    p.add_argument("local_port", metavar="LOCAL_PORT", help="vsock port to listen on")
+    p.add_argument("remote_addr", metavar="REMOTE_ADDR", help="host to relay to (must be allowlisted)")
+    p.add_argument("remote_port", metavar="REMOTE_PORT", help="TCP port to relay to")
+    p.add_argument("--config", type=abs_path, default=None, help="allowlist YAML (default: vsock-proxy.yaml)")
     p.add_argument("-w", "--num_workers", default="4", dest="num_workers", help="concurrent connections")
     ipv = p.add_mutually_exclusive_group()
-    ipv.add_argument("-4", "--ipv4", action="store_const", const=4, dest="ip_version")
-    ipv.add_argument("-6", "--ipv6", action="store_const", const=6, dest="ip_version")
+    ipv.add_argument("-4", "--ipv4", action="store_const", const=4, dest="ip_version", help="resolve to IPv4 only")
+    ipv.add_argument("-6", "--ipv6", action="store_const", const=6, dest="ip_version", help="resolve to IPv6 only")
     p.set_defaults(func=_cmd_proxy)
 
 
@@ -120,14 +121,14 @@ def _register_kms(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="pin a KMS key policy to an EIF's PCRs and encrypt a wallet key under it",
         description="Prints the key policy for review; --apply puts it, then seals. The plaintext key never touches disk.",
     )
-    seal.add_argument("--key-id", required=True)
-    seal.add_argument("--eif", required=True, type=Path)
+    seal.add_argument("--key-id", required=True, help="the KMS key (ID or ARN) to seal under")
+    seal.add_argument("--eif", required=True, type=abs_path, help="the EIF whose PCRs the policy pins")
     src = seal.add_mutually_exclusive_group()
     src.add_argument(
         "--generate", choices=("secp256k1",), default=None, help="generate a new wallet key (default)"
     )
     src.add_argument(
-        "--in", dest="in_file", type=Path, default=None, help="raw 32-byte or PEM/DER private key"
+        "--in", dest="in_file", type=abs_path, default=None, help="raw 32-byte or PEM/DER private key"
     )
     seal.add_argument(
         "--apply",
@@ -135,14 +136,14 @@ def _register_kms(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="put the policy (PutKeyPolicy), then seal; without it: review only",
     )
     seal.add_argument("--endpoint-url", default=None, help="KMS endpoint (default: AWS, or the local KMS)")
-    seal.add_argument("--region", default=None)
+    seal.add_argument("--region", default=None, help="AWS region (default: the SDK's)")
     seal.add_argument("--principal", default=None, help="IAM principal ARN allowed to call Decrypt")
-    seal.add_argument("--out", type=Path, default=None, help="ciphertext file (default: <eif>.wallet.kms)")
-    seal.add_argument("--json", action="store_true")
+    seal.add_argument("--out", type=abs_path, default=None, help="ciphertext file (default: <eif>.wallet.kms)")
+    seal.add_argument("--json", action="store_true", help="print JSON (shapes in docs/cli-json.md)")
     seal.set_defaults(func=_cmd_seal)
 
     srv = ksub.add_parser("local-server", help="run the local KMS (moto + Recipient layer) on 127.0.0.1")
-    srv.add_argument("--json", action="store_true")
+    srv.add_argument("--json", action="store_true", help="print the endpoint as JSON")
     srv.set_defaults(func=_cmd_local_server)
 
 
@@ -211,13 +212,13 @@ def _cmd_local_server(args: argparse.Namespace) -> int:
 def _register_provision(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("provision", help="send a sealed key to an enclave; it releases it through KMS")
     p.add_argument("enclave", metavar="ENCLAVE", help="enclave ID, name or CID")
-    p.add_argument("--ciphertext", required=True, type=Path)
-    p.add_argument("--key-id", default=None)
-    p.add_argument("--region", default=None)
-    p.add_argument("--proxy-port", type=int, default=8000)
+    p.add_argument("--ciphertext", required=True, type=abs_path, help="the sealed wallet key (from kms seal)")
+    p.add_argument("--key-id", default=None, help="the KMS key (default: from the ciphertext)")
+    p.add_argument("--region", default=None, help="AWS region (default: the SDK's)")
+    p.add_argument("--proxy-port", type=int, default=8000, help="vsock port of the KMS proxy (default 8000)")
     p.add_argument("--port", type=int, default=5005, help="the enclave's protocol port")
     p.add_argument("--credentials", action="store_true", help="also hand in this session's AWS credentials")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the enclave's answer as JSON")
     p.set_defaults(func=_cmd_provision)
 
 
@@ -251,16 +252,16 @@ def _cmd_provision(args: argparse.Namespace) -> int:
 
 def _register_up(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("up", help="ECS parent bootstrap: build, launch, bridge, proxy, provision, supervise")
-    p.add_argument("--config", type=Path, default=None, help="YAML configuration")
-    p.add_argument("--cpu-count", type=int, default=None)
+    p.add_argument("--config", type=abs_path, default=None, help="YAML configuration")
+    p.add_argument("--cpu-count", type=int, default=None, help="CPUs for the enclave")
     p.add_argument("--memory", type=int, default=None, help="MiB")
-    p.add_argument("--cid", type=int, default=None)
-    p.add_argument("--ciphertext", type=Path, default=None)
-    p.add_argument("--key-id", default=None)
-    p.add_argument("--region", default=None)
+    p.add_argument("--cid", type=int, default=None, help="the enclave's CID")
+    p.add_argument("--ciphertext", type=abs_path, default=None, help="the sealed wallet key to provision")
+    p.add_argument("--key-id", default=None, help="the KMS key the ciphertext is sealed under")
+    p.add_argument("--region", default=None, help="AWS region")
     p.add_argument("--kms-endpoint", default=None, help="KMS endpoint; 'local' starts the local KMS")
-    p.add_argument("--source", choices=("docker", "payload"), default=None)
-    p.add_argument("--debug-mode", action="store_true", default=None)
+    p.add_argument("--source", choices=("docker", "payload"), default=None, help="how the EIF is built")
+    p.add_argument("--debug-mode", action="store_true", default=None, help="launch in debug mode")
     p.add_argument(
         "--check-ready",
         action="store_true",

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from console.output import emit_json, key_values, progress, section, table
+from console import compat
+from console.argtypes import key_or_path, resolve_path
+from console.output import emit_json, key_values, progress, section, table, to_jsonable
 from console.wiring import payload_factory
 from core import home
 from core.backends.driver import CommandRecord
@@ -185,35 +189,75 @@ def _measurements_text(m: dict[str, str]) -> str:
 # --- handlers ------------------------------------------------------------------------------------------------
 
 
+def _prime_host_cpu() -> None:
+    """psutil's first CPU sample is meaningless (0.0): start the interval now, so the sample
+    taken inside status() covers the time status spends asking the backend."""
+    import psutil
+
+    psutil.cpu_percent(interval=None)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     lc = make_lifecycle(args, echo_commands=False)
+    _prime_host_cpu()
+    watch = getattr(args, "watch", None)
+    if watch is None:
+        _print_status(lc, "json" if args.json else "text")
+        return 0
+    # --watch: JSON Lines (one object per interval); on a terminal the text is redrawn in place
+    mode = "jsonl" if args.json else ("frame" if sys.stdout.isatty() else "texts")
+    try:
+        while True:
+            started = time.monotonic()
+            _print_status(lc, mode)
+            time.sleep(max(0.0, watch - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_status(lc: Lifecycle, mode: str) -> None:
     st = lc.status()
     verdicts = {e.enclave_id: lc.match(e) for e in st.enclaves}
-    if args.json:
+    if mode == "json":
         emit_json(status_json(st, verdicts))
+    elif mode == "jsonl":
+        print(json.dumps(to_jsonable(status_json(st, verdicts)), ensure_ascii=False), flush=True)
+    elif mode == "frame":
+        # home, the text with each line's leftovers erased, then clear what a longer frame left below
+        text = status_text(st, verdicts, lc.backend.chosen_by)
+        sys.stdout.write("\x1b[H" + text.replace("\n", "\x1b[K\n") + "\x1b[K\n\x1b[J")
+        sys.stdout.flush()
     else:
-        print(status_text(st, verdicts, lc.backend.chosen_by))
-    return 0
+        # "texts": one report after another (a log, a pipe), a blank line between them
+        print(status_text(st, verdicts, lc.backend.chosen_by) + ("\n" if mode == "texts" else ""), flush=True)
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
     lc = make_lifecycle(args)
     enclaves = lc.describe(metadata=args.metadata)
     if args.json:
-        emit_json({"backend": lc.backend.name, "enclaves": [enclave_json(e) for e in enclaves]})
+        # nitro-cli's describe-enclaves array, so `nitrodeck describe --json | jq '.[0]'` works;
+        # the backend is in `status --json`
+        emit_json([enclave_json(e) for e in enclaves])
     else:
         print(enclaves_table(enclaves))
     return 0
 
 
 def cmd_describe_eif(args: argparse.Namespace) -> int:
+    if args.eif is None and args.eif_path is None or args.eif and args.eif_path:
+        raise UsageError("give the EIF as an argument (nitrodeck's view) or with --eif-path (nitro-cli's JSON)",
+                         where="describe-eif")
+    if args.eif_path and not args.json:
+        return compat.run(args, "describe-eif")  # spelled the nitro-cli way: print what nitro-cli prints
+    path = args.eif or args.eif_path
     lc = make_lifecycle(args)
-    info = lc.describe_eif(args.eif_path)
+    info = lc.describe_eif(path)
     if args.json:
         emit_json({"backend": lc.backend.name, **eif_json(info)})
         return 0
     print(key_values([
-        ("file", args.eif_path),
+        ("file", path),
         ("EIF version", info.version),
         ("image", f"{info.image_name or '-'} {info.image_version or ''}".strip()),
         ("signed", info.is_signed),
@@ -270,7 +314,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         cpu_count=args.cpu_count,
         cpu_ids=args.cpu_ids,
         cid=args.cid,
-        debug_mode=args.debug_mode,
+        debug_mode=args.debug_mode or args.attach_console,  # nitro-cli: attaching implies debug mode
         name=args.name,
     )
     lc = make_lifecycle(args)
@@ -281,11 +325,22 @@ def cmd_launch(args: argparse.Namespace) -> int:
         print(key_values([
             ("enclave", info.enclave_id), ("name", info.name), ("CID", info.cid), ("CPUs", info.cpu_ids),
             ("memory", f"{info.memory_mib} MiB"), ("process", info.process_id),
-        ]))
+        ]), flush=True)
+    if args.attach_console:
+        _stream_console(lc, info.enclave_id, None, args.json)
     return 0
 
 
+def _which_enclave(args: argparse.Namespace, where: str) -> str | None:
+    """The positional ENCLAVE or nitro-cli's --enclave-id / --enclave-name (at most one of them)."""
+    given = [v for v in (args.enclave, args.enclave_id, args.enclave_name) if v]
+    if len(given) > 1:
+        raise UsageError("give the enclave once: ENCLAVE, --enclave-id or --enclave-name", where=where)
+    return given[0] if given else None
+
+
 def cmd_terminate(args: argparse.Namespace) -> int:
+    args.enclave = _which_enclave(args, "terminate")
     if bool(args.enclave) == bool(args.all):
         raise UsageError("give an enclave ID or name, or --all", where="terminate")
     lc = make_lifecycle(args)
@@ -309,6 +364,14 @@ def _print_log(path: Path) -> None:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
+    if args.enclave is None and not args.log and not args.json and (args.enclave_id or args.enclave_name):
+        # nitro-cli's spelling: nitro-cli's output (its "Connecting to the console..." preamble included)
+        if args.enclave_id and args.enclave_name:
+            raise UsageError("give one of --enclave-id or --enclave-name", where="console")
+        return compat.run(args, "console")
+    args.enclave = _which_enclave(args, "console")
+    if args.enclave is None:
+        raise UsageError("give an enclave ID or name", where="console")
     lc = make_lifecycle(args)
     if args.log:
         # The enclave may be gone already: then the argument must be its ID.
@@ -328,20 +391,22 @@ def cmd_console(args: argparse.Namespace) -> int:
             _print_log(path)
         return 0
 
+    _stream_console(lc, args.enclave, args.disconnect_timeout, args.json)
+    return 0
+
+
+def _stream_console(lc: Lifecycle, enclave: str, disconnect_timeout: float | None, as_json: bool) -> None:
     async def stream() -> None:
-        async for line in lc.console(args.enclave, args.disconnect_timeout):
-            if args.json:
+        async for line in lc.console(enclave, disconnect_timeout):
+            if as_json:
                 print(_line_json(lc.backend.name, line), flush=True)
             else:
                 print(line, flush=True)
 
     asyncio.run(stream())
-    return 0
 
 
 def _line_json(backend: str, line: str) -> str:
-    import json
-
     return json.dumps({"backend": backend, "line": line}, ensure_ascii=False)
 
 
@@ -351,8 +416,10 @@ def _line_json(backend: str, line: str) -> str:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (shapes in docs/cli-json.md)")
     # Also accepted after the subcommand; SUPPRESS keeps the main parser's value when absent.
-    p.add_argument("--backend", choices=CHOICES, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    p.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--backend", choices=CHOICES, default=argparse.SUPPRESS,
+                   help="nitro-cli backend (also accepted before the subcommand)")
+    p.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
+                   help="refuse every mutating action (also accepted before the subcommand)")
 
 
 def _positive_int(text: str) -> int:
@@ -376,8 +443,22 @@ def _memory_mib(text: str) -> int:
     return _positive_int(str(int(number) * units[unit]))
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a number of seconds") from None
+    if not 0.1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0.1 to 86400 seconds)")
+    return value
+
+
 def register(subparsers: Any) -> None:
+    path = resolve_path  # every path reaches the backend absolute (it may run elsewhere)
     p = subparsers.add_parser("status", help="backend, instance, enclaves, CPU pool, hugepages, host load")
+    p.add_argument("--watch", type=_seconds, nargs="?", const=2.0, default=None, metavar="SECONDS",
+                   help="repeat every SECONDS (default 2): redrawn in place on a terminal, "
+                        "one JSON object per line with --json")
     _common(p)
     p.set_defaults(func=cmd_status)
 
@@ -386,24 +467,28 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=cmd_describe)
 
-    p = subparsers.add_parser("describe-eif", help="measurements and metadata of an EIF file")
-    p.add_argument("--eif-path", required=True)
+    p = subparsers.add_parser(
+        "describe-eif", help="measurements and metadata of an EIF file",
+        description="With FILE: nitrodeck's view (--json: with the backend). "
+                    "With --eif-path: nitro-cli's describe-eif, its exact JSON.")
+    p.add_argument("eif", nargs="?", type=path, metavar="FILE", help="the EIF file")
+    p.add_argument("--eif-path", type=path, help="the EIF file, nitro-cli's spelling (prints nitro-cli's JSON)")
     _common(p)
     p.set_defaults(func=cmd_describe_eif)
 
     p = subparsers.add_parser("build", help="build an EIF (build-enclave)")
-    p.add_argument("--docker-uri")
-    p.add_argument("--docker-dir")
-    p.add_argument("--output-file")
-    p.add_argument("--signing-certificate")
-    p.add_argument("--private-key")
-    p.add_argument("--name")
-    p.add_argument("--version")
-    p.add_argument("--metadata", help="custom metadata JSON file")
-    p.add_argument("--rootfs", help="emulator only: a folder as the image filesystem")
+    p.add_argument("--docker-uri", help="Docker image to build from (with --payload: the tag to build it as)")
+    p.add_argument("--docker-dir", type=path, help="a folder with a Dockerfile, built and tagged --docker-uri")
+    p.add_argument("--output-file", type=path, help="where the EIF is written")
+    p.add_argument("--signing-certificate", type=path, help="PEM certificate to sign the EIF with (gives PCR8)")
+    p.add_argument("--private-key", type=key_or_path, help="PEM private key or KMS key ARN for signing")
+    p.add_argument("--name", help="image name (default: from the Docker URI)")
+    p.add_argument("--version", help="image version (default: the Docker image ID)")
+    p.add_argument("--metadata", type=path, help="custom metadata JSON file")
+    p.add_argument("--rootfs", type=path, help="emulator only: a folder as the image filesystem")
     p.add_argument("--cmd", help="emulator only: the command for --rootfs")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="emulator only; repeatable")
-    p.add_argument("--image-tar", help="emulator only: a docker save / OCI tarball")
+    p.add_argument("--image-tar", type=path, help="emulator only: a docker save / OCI tarball")
     p.add_argument(
         "--payload",
         action="store_true",
@@ -418,26 +503,37 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_build)
 
     p = subparsers.add_parser("launch", help="start an enclave (run-enclave)")
-    p.add_argument("--eif-path", required=True)
+    p.add_argument("--eif-path", type=path, required=True, help="the EIF to run")
     p.add_argument("--memory", type=_memory_mib, required=True, metavar="MiB", help="MiB, or with M/G/T")
     cpu = p.add_mutually_exclusive_group(required=True)
-    cpu.add_argument("--cpu-count", type=_positive_int)
-    cpu.add_argument("--cpu-ids", type=_positive_int, nargs="+")
-    p.add_argument("--cid", type=_positive_int)
-    p.add_argument("--debug-mode", action="store_true")
-    p.add_argument("--name")
+    cpu.add_argument("--cpu-count", type=_positive_int, help="how many CPUs from the pool")
+    cpu.add_argument("--cpu-ids", type=_positive_int, nargs="+", help="exactly these CPUs from the pool")
+    p.add_argument("--cid", "--enclave-cid", dest="cid", type=_positive_int,
+                   help="the enclave's vsock CID (4 and up; default: chosen by the backend)")
+    p.add_argument("--debug-mode", action="store_true", help="debug mode: console readable, PCRs all zero")
+    p.add_argument("--attach-console", action="store_true",
+                   help="stream the console after the launch (implies --debug-mode)")
+    p.add_argument("--name", "--enclave-name", dest="name", help="enclave name (default: from the EIF file name)")
     _common(p)
     p.set_defaults(func=cmd_launch)
 
     p = subparsers.add_parser("terminate", help="stop an enclave by ID or name, or --all")
-    p.add_argument("enclave", nargs="?")
-    p.add_argument("--all", action="store_true")
+    p.add_argument("enclave", nargs="?", help="enclave ID, name, or a unique start of the part after -enc")
+    p.add_argument("--enclave-id", help="the enclave by its ID (nitro-cli's spelling)")
+    p.add_argument("--enclave-name", help="the enclave by its name (nitro-cli's spelling)")
+    p.add_argument("--all", action="store_true", help="every running enclave")
     _common(p)
     p.set_defaults(func=cmd_terminate)
 
-    p = subparsers.add_parser("console", help="stream a debug-mode enclave's console")
-    p.add_argument("enclave")
-    p.add_argument("--disconnect-timeout", type=_positive_int, metavar="SECONDS")
+    p = subparsers.add_parser(
+        "console", help="stream a debug-mode enclave's console",
+        description="With ENCLAVE: the console's lines. With only --enclave-id / --enclave-name: "
+                    "nitro-cli's console, its output exactly (the connection preamble included).")
+    p.add_argument("enclave", nargs="?", help="enclave ID, name, or a unique start of the part after -enc")
+    p.add_argument("--enclave-id", help="the enclave by its ID (nitro-cli's spelling)")
+    p.add_argument("--enclave-name", help="the enclave by its name (nitro-cli's spelling)")
+    p.add_argument("--disconnect-timeout", type=_positive_int, metavar="SECONDS",
+                   help="disconnect after SECONDS")
     p.add_argument("--log", action="store_true", help="print the kept console log (also of exited enclaves)")
     _common(p)
     p.set_defaults(func=cmd_console)

@@ -139,8 +139,10 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     if json_flag:
         p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--backend", choices=CHOICES, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    p.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--backend", choices=CHOICES, default=argparse.SUPPRESS,
+                   help="nitro-cli backend (also accepted before the subcommand)")
+    p.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
+                   help="refuse every mutating action (also accepted before the subcommand)")
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -164,7 +166,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--payload", required=True, metavar="TEXT|@FILE", help="text to sign, or @FILE (max 64 KiB)"
     )
-    p.add_argument("--scheme", choices=SCHEMES, default="secp256k1")
+    p.add_argument("--scheme", choices=SCHEMES, default="secp256k1", help="signature scheme (default secp256k1)")
     _common(p)
     p.set_defaults(func=cmd_sign)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages the tests use: a Docker engine, rsvg-convert for screenshots, socat, tmux,
+# System packages the tests use: a Docker engine, rsvg-convert for screenshots, socat, tmux, jq,
 # iproute2. Installed only when root and missing; otherwise tests that need them skip with a reason
 # (and fail under CI=true).
 set -eu
@@ -9,6 +9,7 @@ command -v rsvg-convert >/dev/null || need+=(librsvg2-bin)
 command -v tmux >/dev/null || need+=(tmux)
 command -v socat >/dev/null || need+=(socat)
 command -v ip >/dev/null || need+=(iproute2)
+command -v jq >/dev/null || need+=(jq)
 command -v unshare >/dev/null || need+=(util-linux)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -168,5 +168,5 @@ def test_cli_end_to_end(nd_home: Path, tmp_path: Path) -> None:
     assert done.returncode == 11
     done = nd("console", run["EnclaveID"], "--log")
     assert done.returncode == 0 and "hello from the enclave" in done.stdout
-    assert json.loads(nd("describe", "--json").stdout)["enclaves"] == []
+    assert json.loads(nd("describe", "--json").stdout) == []
     wait_for(lambda: world_processes(nd_home) == [], timeout=20)

@@ -1,0 +1,272 @@
+"""nitro-cli's own commands and flags, so a script written for nitro-cli runs unchanged on nitrodeck.
+
+``nitrodeck describe-enclaves``, ``run-enclave``, ``terminate-enclave``, ``describe-eif``,
+``build-enclave``, ``console``, ``pcr``, ``explain`` and ``sign-eif`` take exactly nitro-cli's flags and
+hand the command to the selected backend (real nitro-cli, or nitro-emu which reproduces nitro-cli's
+output byte for byte) with stdout and stderr passed straight through. So what is printed (the JSON on
+stdout, the progress and ``[ Exx ]`` errors on stderr, the console preamble) and the exit status are the
+backend's own: re-rendering them from parsed models could only drift from nitro-cli.
+
+What nitrodeck adds on the way: every path argument is resolved against the caller's working directory
+(the backend may not run where the caller stands), read-only mode refuses the mutating commands
+before anything runs, and each mutating command gets its audit line, as through :class:`Lifecycle`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Any
+
+from console.argtypes import key_or_path, resolve_path
+from core.backends.base import Backend
+from core.backends.registry import CHOICES, select_backend
+from core.errors import NitrodeckError, UsageError
+from core.ops.audit import AuditLog
+from core.ops.lifecycle import Lifecycle, mutating, note_command
+
+#: set for the backend's process: a real "nitro-cli" on PATH that is nitrodeck itself would loop forever
+_DEPTH_ENV = "NITRODECK_PASSTHROUGH"
+
+#: nitro-cli's subcommands this module answers (``console`` and ``describe-eif`` are also nitrodeck's
+#: own names: cmd_lifecycle hands them here when they are spelled the nitro-cli way)
+COMMANDS = (
+    "describe-enclaves", "run-enclave", "terminate-enclave", "describe-eif", "build-enclave",
+    "console", "pcr", "explain", "sign-eif",
+)
+
+
+class ChildFailed(NitrodeckError):
+    """The backend exited non-zero; it has already printed its own error (nitro-cli's ``[ Exx ]``)."""
+
+    code = "ND-BACKEND-EXIT"
+
+    def __init__(self, status: int, where: str) -> None:
+        super().__init__(f"{where} exited with status {status}", where=where)
+        self.status = status
+        # nitro-cli exits with its error number (E26 -> 26): keep that as the audit line's code
+        self.code = f"E{status:02d}" if 0 < status < 100 else f"exit-{status}"
+
+
+class Passthrough:
+    """Runs one nitro-cli command on the backend with the caller's stdin/stdout/stderr.
+
+    ``read_only`` and ``audit`` make :func:`mutating` treat it like a Lifecycle.
+    """
+
+    def __init__(self, backend: Backend, *, read_only: bool, audit: AuditLog | None = None) -> None:
+        self.backend = backend
+        self.read_only = read_only
+        self.audit = audit or AuditLog()
+
+    def run(self, args: list[str]) -> int:
+        if os.environ.get(_DEPTH_ENV) and not self.backend.is_emulator:
+            raise UsageError(
+                "the 'nitro-cli' on PATH is nitrodeck itself",
+                where=args[0],
+                hint="put the real nitro-cli first on PATH, or use --backend emulator",
+            )
+        note_command([self.backend.display_name, *args])
+        env = dict(os.environ, **{_DEPTH_ENV: "1"})
+        try:
+            # Same process group: Ctrl-C reaches the backend too, as it would reach nitro-cli.
+            return subprocess.call([*self.backend.argv, *args], env=env)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot run {self.backend.display_name}: {exc.strerror or exc}",
+                where=args[0],
+                hint="install aws-nitro-enclaves-cli, or use --backend emulator",
+            ) from None
+
+    def _checked(self, args: list[str]) -> int:
+        status = self.run(args)
+        if status != 0:
+            raise ChildFailed(status, args[0])
+        return 0
+
+    # The mutating ones: refused under read-only before the backend runs; audited.
+    @mutating("launch")
+    def run_enclave(self, args: list[str]) -> int:
+        return self._checked(args)
+
+    @mutating("terminate")
+    def terminate_enclave(self, args: list[str]) -> int:
+        return self._checked(args)
+
+    @mutating("build")
+    def build_enclave(self, args: list[str]) -> int:
+        return self._checked(args)
+
+    @mutating("sign-eif")
+    def sign_eif(self, args: list[str]) -> int:
+        return self._checked(args)
+
+
+_MUTATING = {
+    "run-enclave": Passthrough.run_enclave,
+    "terminate-enclave": Passthrough.terminate_enclave,
+    "build-enclave": Passthrough.build_enclave,
+    "sign-eif": Passthrough.sign_eif,
+}
+
+
+def argv_of(args: argparse.Namespace, command: str) -> list[str]:
+    """The nitro-cli command line back from parsed arguments, flags in the order they are declared."""
+    out = [command]
+    for flag, dest, kind in _FLAGS[command]:
+        value = getattr(args, dest, None)
+        if value is None or value is False:
+            continue
+        if kind == "flag":
+            out.append(flag)
+        elif kind == "many":
+            out += [flag, *(str(v) for v in value)]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def run(args: argparse.Namespace, command: str | None = None) -> int:
+    command = command or args.compat_command
+    backend = select_backend(getattr(args, "backend", None))
+    read_only = bool(getattr(args, "read_only", False)) or Lifecycle.auto_read_only(backend)
+    passthrough = Passthrough(backend, read_only=read_only)
+    argv = argv_of(args, command)
+    method = _MUTATING.get(command)
+    try:
+        return method(passthrough, argv) if method else passthrough.run(argv)
+    except ChildFailed as failed:
+        return failed.status
+
+
+# --- the parsers: nitro-cli's flags, each with nitro-cli's own help line ---------------------------------
+
+# command -> [(flag, dest, kind)]; kind: "value", "flag" (store_true), "many" (nargs="+")
+_FLAGS: dict[str, list[tuple[str, str, str]]] = {}
+
+
+def _add(p: argparse.ArgumentParser | Any, command: str, flag: str, help: str, *, kind: str = "value",
+         type: Any = None, required: bool = False, metavar: str | None = None) -> None:
+    dest = "nc_" + flag.lstrip("-").replace("-", "_")
+    if kind == "flag":
+        p.add_argument(flag, dest=dest, action="store_true", help=help)
+    else:
+        p.add_argument(flag, dest=dest, type=type, required=required, help=help,
+                       metavar=metavar or flag.lstrip("-").upper().replace("-", "_"),
+                       nargs="+" if kind == "many" else None)
+    _FLAGS.setdefault(command, []).append((flag, dest, kind))
+
+
+def _hidden_globals(p: argparse.ArgumentParser) -> None:
+    # Also accepted after the subcommand; SUPPRESS keeps the main parser's value when absent.
+    p.add_argument("--backend", choices=CHOICES, default=argparse.SUPPRESS,
+                   help="nitro-cli backend (also before the subcommand)")
+    p.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
+                   help="refuse every mutating command (also before the subcommand)")
+
+
+# ``console`` and ``describe-eif`` are nitrodeck's own subcommands too (console/cmd_lifecycle.py), which
+# declares these flags with these dests and hands the nitro-cli spelling here.
+_FLAGS["console"] = [("--enclave-id", "enclave_id", "value"), ("--enclave-name", "enclave_name", "value"),
+                     ("--disconnect-timeout", "disconnect_timeout", "value")]
+_FLAGS["describe-eif"] = [("--eif-path", "eif_path", "value")]
+
+
+def register(subparsers: Any) -> None:
+    def parser(name: str, help: str) -> argparse.ArgumentParser:
+        p = subparsers.add_parser(name, help=f"nitro-cli {name}: {help}",
+                                  description=f"nitro-cli's `{name}`, same flags and output: {help}.")
+        _hidden_globals(p)
+        p.set_defaults(func=run, compat_command=name)
+        return p
+
+    c = "run-enclave"
+    p = parser(c, "starts a new enclave")
+    cpus = p.add_mutually_exclusive_group()
+    _add(cpus, c, "--cpu-ids", "List of CPU IDs provided for the enclave", kind="many")
+    _add(cpus, c, "--cpu-count", "Number of CPUs to use for the enclave")
+    _add(p, c, "--memory", "Memory to allocate for the enclave in MB")
+    _add(p, c, "--eif-path", "Path pointing to a prebuilt Eif image", type=resolve_path)
+    _add(p, c, "--enclave-cid", "CID to be used for the newly started enclave")
+    _add(p, c, "--debug-mode", "Starts enclave in debug-mode", kind="flag")
+    _add(p, c, "--attach-console", "Attach the enclave console (implies debug-mode)", kind="flag")
+    _add(p, c, "--enclave-name", "Custom name assigned to the enclave by the user")
+    _add(p, c, "--config", "Config is used to read enclave settings from JSON file", type=resolve_path,
+         metavar="JSON_CONFIG")
+
+    c = "describe-enclaves"
+    p = parser(c, "returns a list of the running enclaves")
+    _add(p, c, "--metadata", "Adds EIF metadata to the output", kind="flag")
+
+    c = "terminate-enclave"
+    p = parser(c, "terminates an enclave")
+    which = p.add_mutually_exclusive_group(required=True)
+    _add(which, c, "--enclave-id", "Enclave ID, used to uniquely identify an enclave")
+    _add(which, c, "--enclave-name", "Enclave name set by the user")
+    _add(which, c, "--all", "Terminate all running enclaves", kind="flag")
+
+    c = "build-enclave"
+    p = parser(c, "builds an enclave image and saves it to a file")
+    _add(p, c, "--docker-uri", "Uri pointing to an existing docker container or to be created locally")
+    _add(p, c, "--docker-dir", "Local path to a directory containing a Dockerfile", type=resolve_path)
+    _add(p, c, "--output-file", "Location where the Enclave Image should be saved", type=resolve_path,
+         required=True)
+    _add(p, c, "--signing-certificate", "Local path to developer's X509 signing certificate", type=resolve_path)
+    _add(p, c, "--private-key", "Local path or KMS key ARN of the signing key", type=key_or_path)
+    _add(p, c, "--name", "Name for enclave image", metavar="IMAGE_NAME")
+    _add(p, c, "--version", "Version of the enclave image", metavar="IMAGE_VERSION")
+    _add(p, c, "--metadata", "Path to JSON containing the custom metadata provided by the user",
+         type=resolve_path)
+    # nitro-emu's own build sources (refused by real nitro-cli), for scripts written against nitro-emu
+    _add(p, c, "--rootfs", "(emulator only) build from a root filesystem folder", type=resolve_path)
+    _add(p, c, "--cmd", "(emulator only) command of the image, e.g. \"python3 -m app\"")
+    _add(p, c, "--image-tar", "(emulator only) build from a `docker save` / OCI tarball", type=resolve_path)
+
+    c = "pcr"
+    p = parser(c, "return the PCR hash value of the given input")
+    which = p.add_mutually_exclusive_group(required=True)
+    _add(which, c, "--input", "Local path to the input file to be measured", type=resolve_path)
+    _add(which, c, "--signing-certificate", "Local path to the X509 signing certificate (gives PCR8)",
+         type=resolve_path)
+
+    c = "explain"
+    p = parser(c, "display detailed information about an error returned by a nitro-cli command")
+    _add(p, c, "--error-code", "Error code, e.g. E26", required=True, metavar="ERROR_CODE")
+
+    c = "sign-eif"
+    p = parser(c, "signs an existing enclave image file (replacing any signature)")
+    _add(p, c, "--eif-path", "Path pointing to a prebuilt Eif image", type=resolve_path, required=True)
+    _add(p, c, "--signing-certificate", "Local path to developer's X509 signing certificate", type=resolve_path,
+         required=True)
+    _add(p, c, "--private-key", "Local path or KMS key ARN of the signing key", type=key_or_path, required=True)
+
+
+def version_lines(backend_flag: str | None) -> list[str]:
+    """`nitrodeck --version`: nitrodeck's version, the backend, and the real nitro-cli's own version line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        mine = version("nitrodeck")
+    except PackageNotFoundError:
+        mine = "unknown"
+    lines = [f"nitrodeck {mine}"]
+    try:
+        backend = select_backend(backend_flag)
+    except NitrodeckError as err:
+        return [*lines, f"backend: none ({err.message})"]
+    lines.append(f"backend: {backend.name} ({backend.display_name}, {backend.chosen_by})")
+    if not backend.is_emulator:
+        from core.backends.driver import NitroCli
+
+        try:
+            lines.append(f"nitro-cli: {NitroCli(backend).version()}")
+        except NitrodeckError as err:
+            lines.append(f"nitro-cli: unavailable ({err.message})")
+    return lines
+
+
+def print_version(backend_flag: str | None) -> int:
+    print("\n".join(version_lines(backend_flag)), file=sys.stdout)
+    return 0

@@ -1,0 +1,195 @@
+"""nitro-cli's muscle memory on the CLI: a script written for nitro-cli runs unchanged with nitro-cli
+replaced by nitrodeck; nitro-cli's flag spellings on nitrodeck's own commands; relative paths; the
+no-terminal path; --version; help lines and subcommand usage. All against the real emulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from console.argtypes import key_or_path, resolve_path
+from console.cli import build_parser
+from tests.conftest import REPO, require
+from tests.test_e2e_emulator import build_rootfs, write_world
+
+SCRIPT = REPO / "tests" / "data" / "nitro_cli_deploy.sh"
+
+
+def nd(*args: str, cwd: Path = REPO, timeout: float = 90, env: dict[str, str] | None = None,
+       stdin: int | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "console", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env or os.environ.copy(), stdin=stdin)
+
+
+def build_eif(tmp: Path, out: Path) -> None:
+    done = nd("build-enclave", "--rootfs", str(build_rootfs(tmp)), "--cmd", "/bin/sh /run.sh",
+              "--output-file", str(out))
+    assert done.returncode == 0, done.stderr
+    # nitro-cli's build-enclave output: only the measurements on stdout, progress on stderr
+    assert list(json.loads(done.stdout)) == ["Measurements"]
+    assert "Enclave Image successfully created." in done.stderr
+
+
+@pytest.mark.slow
+def test_nitro_cli_script_runs_unchanged(nd_home: Path, tmp_path: Path) -> None:
+    require(shutil.which("jq") is not None, "jq is not installed (scripts/system-deps.sh installs it)")
+    write_world(nd_home)
+    work = tmp_path / "deploy"
+    work.mkdir()
+    build_eif(tmp_path, work / "app.eif")
+    # `nitro-cli` on PATH is nitrodeck: a wrapper, as an operator's symlink would be
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shim = bindir / "nitro-cli"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m console "$@"\n')
+    shim.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    # run from elsewhere: the script cds into its folder and uses relative paths from there
+    done = subprocess.run(["/bin/sh", str(SCRIPT), str(work)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "deployed and removed i-" in done.stdout
+    run = json.loads((work / "run.json").read_text())
+    assert list(run) == ["EnclaveName", "EnclaveID", "ProcessID", "EnclaveCID", "NumberOfCPUs", "CPUIDs",
+                         "MemoryMiB"]
+    assert run["EnclaveName"] == "app"
+    # the mutating nitro-cli commands were audited like nitrodeck's own
+    audit = [json.loads(line) for line in (nd_home / "audit.log").read_text().splitlines()]
+    assert [a["action"] for a in audit] == ["build", "launch", "terminate"]
+    assert audit[1]["argv"][:2] == ["nitro-emu", "run-enclave"]
+    assert all(a["result"] == "ok" for a in audit)
+
+
+@pytest.mark.slow
+def test_nitro_cli_flags_on_nitrodeck_commands(nd_home: Path, tmp_path: Path) -> None:
+    write_world(nd_home)
+    build_eif(tmp_path, tmp_path / "app.eif")
+    # a relative --eif-path, resolved against the caller's cwd; --enclave-name / --enclave-cid aliases
+    done = nd("launch", "--eif-path", "app.eif", "--memory", "64", "--cpu-count", "2", "--enclave-name", "web",
+              "--enclave-cid", "21", "--debug-mode", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["EnclaveName"] == "web" and run["EnclaveCID"] == 21
+    # describe --json is nitro-cli's array
+    enclaves = json.loads(nd("describe", "--json").stdout)
+    assert isinstance(enclaves, list) and enclaves[0]["EnclaveID"] == run["EnclaveID"]
+    assert "backend" not in enclaves[0] and enclaves[0]["State"] == "RUNNING"
+    # console: nitrodeck's name with nitro-cli's flags prints nitro-cli's preamble
+    done = nd("console", "--enclave-id", run["EnclaveID"], "--disconnect-timeout", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Connecting to the console for enclave 21...\n")
+    assert "hello from the enclave" in done.stdout
+    # describe-eif: FILE gives nitrodeck's view, --eif-path nitro-cli's exact JSON (relative, too)
+    done = nd("describe-eif", "app.eif", cwd=tmp_path)
+    assert done.returncode == 0 and "EIF version" in done.stdout
+    done = nd("describe-eif", "--eif-path", "app.eif", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert list(json.loads(done.stdout))[:3] == ["EifVersion", "Measurements", "IsSigned"]
+    # read-only refuses nitro-cli's mutating commands before the backend runs, and audits nothing
+    done = nd("--read-only", "terminate-enclave", "--all")
+    assert done.returncode == 13 and "read-only" in done.stderr and done.stdout == ""
+    # terminate with nitro-cli's spelling on nitrodeck's name
+    done = nd("terminate", "--enclave-name", "web", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["terminated"][0]["EnclaveID"] == run["EnclaveID"]
+    # nitro-cli's errors come through as nitro-cli prints them, with its exit status
+    done = nd("terminate-enclave", "--enclave-name", "web")
+    assert done.returncode != 0 and "[ E" in done.stderr and done.stdout == ""
+    done = nd("terminate-enclave", "--all")
+    assert done.returncode == 0 and json.loads(done.stdout) == []
+    done = nd("explain", "--error-code", "E26")
+    assert done.returncode == 0 and "memory" in done.stderr.lower()
+
+
+def test_pcr(nd_home: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.bin").write_bytes(b"hello")
+    done = nd("pcr", "--input", "in.bin", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert list(json.loads(done.stdout)) == ["PCR"] and len(json.loads(done.stdout)["PCR"]) == 96
+
+
+def test_no_terminal_prints_status_and_exits(nd_home: Path) -> None:
+    # no subcommand, stdin and stdout not terminals (cron, ssh host nitrodeck, CI): status, then exit
+    done = nd(stdin=subprocess.DEVNULL, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "backend:" in done.stdout and "Enclaves (0)" in done.stdout and "\x1b[" not in done.stdout
+    done = nd("--json", stdin=subprocess.DEVNULL, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["backend"] == "emulator"
+
+
+def test_status_watch_json_lines(nd_home: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "console", "status", "--watch", "0.2", "--json"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first, second = json.loads(proc.stdout.readline()), json.loads(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert first["backend"] == second["backend"] == "emulator"
+    assert 0.0 <= second["host"]["cpu_percent"] <= 100.0
+
+
+def test_version(nd_home: Path) -> None:
+    done = nd("--version")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("nitrodeck ") and lines[1].startswith("backend: emulator (nitro-emu")
+    # the real backend without nitro-cli: says so instead of failing
+    done = nd("--backend", "real", "--version", env=dict(os.environ, PATH="/nonexistent"))
+    assert done.returncode == 0 and "nitro-cli: unavailable" in done.stdout
+
+
+def test_unknown_flag_shows_the_subcommands_usage(nd_home: Path) -> None:
+    done = nd("status", "--bogus")
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: nitrodeck status") and "--bogus" in done.stderr
+    done = nd("run-enclave", "--memroy", "64")
+    assert done.returncode == 2 and done.stderr.startswith("usage: nitrodeck run-enclave")
+
+
+def test_every_flag_has_a_help_line() -> None:
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, p in action.choices.items():
+                    walk(p, f"{name} {sub}")
+            elif not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{name} {action.option_strings or action.dest}")
+
+    walk(build_parser(), "nitrodeck")
+    assert missing == []
+
+
+def test_paths_are_resolved_against_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("a/b.eif") == str(tmp_path / "a" / "b.eif")
+    assert resolve_path("~/x") == str(Path.home() / "x")
+    assert key_or_path("arn:aws:kms:us-east-1:111122223333:key/abc") == "arn:aws:kms:us-east-1:111122223333:key/abc"
+    args = build_parser().parse_args(["run-enclave", "--eif-path", "app.eif", "--memory", "64", "--cpu-count", "2"])
+    assert args.nc_eif_path == str(tmp_path / "app.eif")
+    for bad in ("", "x" * 5000, "a\0b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            resolve_path(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=5000))
+def test_resolve_path_never_crashes(text: str) -> None:
+    try:
+        out = resolve_path(text)
+    except argparse.ArgumentTypeError:
+        return
+    assert os.path.isabs(out)

@@ -15,9 +15,18 @@ class Check:
     name: str
     ok: bool | None  # None = not applicable (nothing was expected), neither pass nor fail
     detail: str = ""
+    #: for a failed rule-based check: the rule's id (e.g. attestation rules in docs/attestation.md)
+    rule: str | None = None
+    #: ... and the field or certificate it is about
+    field: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+        out: dict[str, Any] = {"name": self.name, "ok": self.ok, "detail": self.detail}
+        if self.rule is not None:
+            out["rule"] = self.rule
+        if self.field is not None:
+            out["field"] = self.field
+        return out
 
 
 def all_passed(checks: list[Check]) -> bool:

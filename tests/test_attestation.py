@@ -114,8 +114,9 @@ def test_flipped_byte_in_each_region_fails_for_the_right_reason() -> None:
     leaf_end = data.find(doc.certificate) + len(doc.certificate) - 1
     zonal_end = data.find(doc.cabundle[2]) + len(doc.cabundle[2]) - 1
     cases = {
-        "protected alg": (5, {"signature"}),
-        "protected label": (3, {"signature"}),
+        # the protected header is part of the format: exactly {1: -35} (rule cose-protected)
+        "protected alg": (5, {"structure"}),
+        "protected label": (3, {"structure"}),
         "payload pcr5": (pcr5, {"signature"}),
         "signature": (len(data) - 1, {"signature"}),
         # certificates sit inside the signed payload, so both the signature and the chain fail

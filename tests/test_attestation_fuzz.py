@@ -1,4 +1,10 @@
-"""Property tests: the document parser and verify() never fail with anything but a typed answer."""
+"""Property tests: the document parser and verify() answer typed, and what they accept holds every rule.
+
+Beyond "no untyped exception": a parsed document satisfies every format rule of core.attest.document
+(so no input slips past a rule), a refusal names a known rule and field, and a mutated genuine
+document is never VERIFIED unless its signed parts (protected header, payload, signature) are
+byte-for-byte the original's.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.attest.document import KEYS
+from core.attest.document import KEYS, MAX_TIMESTAMP_MS, RULES, AttestationDoc
 from core.attest.verify import AttestationError, parse_document, verify
+from core.crypto import cose
 from tests import conftest
 
 _SAMPLE = conftest.TESTDATA / "attestation" / "evervault-beta-nondebug-2022-10-13.bin"
@@ -53,25 +60,60 @@ def documents(draw: st.DrawFn) -> bytes:
     return _wrap(cbor2.dumps(payload), tagged=kind == 3)
 
 
+def assert_every_rule_holds(doc: AttestationDoc, data: bytes) -> None:
+    """What RULES promise about an accepted document, checked independently of the parser's code."""
+    assert doc.sign1.protected_header() == {1: -35} and doc.sign1.unprotected == {}
+    assert doc.sign1.payload in data and 1 <= len(doc.sign1.payload) <= 16384
+    assert isinstance(doc.module_id, str) and 1 <= len(doc.module_id) <= 256
+    assert doc.digest == "SHA384" and 0 < doc.timestamp <= MAX_TIMESTAMP_MS
+    assert 1 <= len(doc.pcrs) <= 32 and all(0 <= i < 32 and len(v) == 48 for i, v in doc.pcrs.items())
+    assert 1 <= len(doc.certificate) <= 1024 and 1 <= len(doc.cabundle) <= 8
+    assert all(1 <= len(c) <= 1024 for c in doc.cabundle)
+    assert doc.public_key is None or 1 <= len(doc.public_key) <= 1024
+    assert all(v is None or len(v) <= 1024 for v in (doc.user_data, doc.nonce))
+
+
+def signed_parts(data: bytes) -> tuple[bytes, bytes, bytes]:
+    sign1 = cose.decode(data)
+    return sign1.protected, sign1.payload, sign1.signature
+
+
 @settings(max_examples=400, deadline=None)
 @given(documents())
-def test_parser_raises_only_typed_errors(data: bytes) -> None:
+def test_parser_accepts_only_what_every_rule_allows(data: bytes) -> None:
     try:
         doc = parse_document(data)
     except AttestationError as exc:
-        assert exc.where  # every failure names the field
+        assert exc.where and exc.rule in RULES, (exc.rule, exc.where)  # every refusal names a field and a rule
         return
-    assert 1 <= len(doc.cabundle) <= 8 and doc.timestamp > 0
+    assert_every_rule_holds(doc, data)
 
 
 @settings(max_examples=150, deadline=None)
 @given(documents())
-def test_verify_never_raises_and_never_passes_garbage(data: bytes) -> None:
+def test_verify_never_passes_a_change_to_the_signed_parts(data: bytes) -> None:
     report = verify(data, at=SAMPLE_AT)
     assert report.checks and report.checks[0].name == "structure"
-    if data != SAMPLE:
-        # any change to a genuine document must be caught by some check
-        assert not report.ok
+    if report.checks[0].ok is False:
+        assert report.checks[0].rule in RULES and len(report.checks) == 1
+    if report.ok:
+        # VERIFIED only when the signed bytes are the original's (only CBOR heads may differ)
+        assert signed_parts(data) == signed_parts(SAMPLE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(SAMPLE) - 1), st.integers(1, 255))
+def test_no_single_byte_change_of_a_genuine_document_verifies(offset: int, xor: int) -> None:
+    """Every byte of a real document is signed or structural: changing any one is never VERIFIED."""
+    mutated = SAMPLE[:offset] + bytes([SAMPLE[offset] ^ xor]) + SAMPLE[offset + 1:]
+    assert not verify(mutated, at=SAMPLE_AT).ok
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=64))
+def test_anything_after_a_genuine_document_is_refused(suffix: bytes) -> None:
+    report = verify(SAMPLE + suffix, at=SAMPLE_AT)
+    assert [(c.name, c.ok, c.rule) for c in report.checks] == [("structure", False, "cose-single-item")]
 
 
 def test_hostile_cbor_is_a_structure_failure() -> None:

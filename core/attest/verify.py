@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import math
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +23,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from core.attest import trust
-from core.attest.document import PCR_SIZES, AttestationDoc, AttestationError, parse_document
+from core.attest.document import PCR_SIZES, AttestationDoc, AttestationError, Rule, parse_document
 from core.attest.trust import TrustRoot
 from core.checks import Check, all_passed
 from core.crypto.cose import CoseError
@@ -39,6 +42,34 @@ __all__ = [
 ]
 
 ES384 = -35
+#: what cryptography raises on a certificate it cannot read (bad DER, version, names, algorithms)
+_CERT_ERRORS = (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension,
+                x509.UnsupportedGeneralNameType, UnsupportedAlgorithm)
+#: the chain and signature rules (format rules: core.attest.document.RULES). Sources: NSM API
+#: attestation_process.md §3.2.3 (= AWS "Verifying the root of trust"); P-384/ES384 for every
+#: certificate is what every real chain carries (the leaf's ES384 signs the document).
+_VERIFY = "NSM API attestation_process.md §3.2.3"
+CHAIN_RULES: dict[str, Rule] = {
+    "signature-es384": Rule("signature", "ES384 (96-byte r||s) over the original payload by the leaf's P-384 key",
+                            "§3.1 {1: -35}; §3.2.1 \"ensuring that the signature is correct\""),
+    "root-pinned": Rule("cabundle[0]", "is a trusted root (DER SHA-256 fingerprint)",
+                        "AWS \"Verifying the root of trust\"; §2.1 root certificate and its SHA-256"),
+    "chain-der": Rule("certificate, cabundle[N]", "DER X.509 that cryptography can read", _VERIFY + " (X.509, RFC 5280)"),
+    "chain-x509-v3": Rule("certificate, cabundle[N]", "X.509 version 3 (extensions)", _VERIFY + " (RFC 5280 §4.1.2.1)"),
+    "chain-signed-by": Rule("certificate, cabundle[N]", "each signed by the next: leaf, cabundle[N-1..1], pinned root",
+                            "§3.2.3 chain order [TARGET_CERT, INTERM_N, …, INTERM_1, ROOT_CERT]"),
+    "chain-sig-es384": Rule("certificate, cabundle[N]", "signature algorithm ecdsa-with-SHA384",
+                            "every real chain (reference §1.3); the COSE algorithm is ES384"),
+    "chain-key-p384": Rule("certificate, cabundle[N], root", "ECDSA P-384 public key", "every real chain (reference §1.3)"),
+    "chain-leaf-not-ca": Rule("certificate", "not a CA, no pathLenConstraint",
+                              _VERIFY + ".3 \"pathLenConstraint must be undefined\" for the target"),
+    "chain-leaf-key-usage": Rule("certificate", "keyUsage has digitalSignature", _VERIFY + ".3 target certificate"),
+    "chain-ca": Rule("cabundle[N], root", "basicConstraints present, critical, CA true", _VERIFY + ".2 \"must appear as a "
+                     "critical extension in all CA certificates\""),
+    "chain-path-length": Rule("cabundle[N], root", "no chain longer than a CA's pathLenConstraint", _VERIFY + ".3"),
+    "chain-ca-key-usage": Rule("cabundle[N], root", "keyUsage has keyCertSign", _VERIFY + ".3"),
+    "validity": Rule("every certificate", "valid at the verification time, the root's too", _VERIFY + ".1"),
+}
 #: PCRs that a debug-mode enclave reports as all zeros
 DEBUG_ZERO_PCRS = (0, 1, 2, 8)
 #: a document may claim a time this far after the verifier's clock (clock skew) before age fails
@@ -90,7 +121,10 @@ class _Window:
 
 
 class _ChainFailure(Exception):
-    pass
+    def __init__(self, rule: str, message: str, field: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.field = field
 
 
 _chain_cache: OrderedDict[bytes, tuple[_Window, ...]] = OrderedDict()
@@ -104,18 +138,45 @@ def clear_chain_cache() -> None:
 
 def _load(der: bytes, label: str) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        raise _ChainFailure(f"{label} is not a DER X.509 certificate ({exc})") from exc
+        cert = x509.load_der_x509_certificate(der)
+        version = cert.version  # parsed lazily: an invalid version raises here
+    except _CERT_ERRORS as exc:
+        raise _ChainFailure("chain-der", f"{label} is not a readable DER X.509 certificate ({exc})", label) from exc
+    if version != x509.Version.v3:
+        raise _ChainFailure("chain-x509-v3", f"{label} is X.509 {version.name}, expected v3", label)
+    return cert
 
 
-def _ext(cert: x509.Certificate, cls: type[Any]) -> Any:
+def _ext(cert: x509.Certificate, cls: type[Any], label: str) -> Any:
+    """The extension's value, or None when absent; (value, critical) via _ext_entry."""
+    entry = _ext_entry(cert, cls, label)
+    return None if entry is None else entry.value
+
+
+def _ext_entry(cert: x509.Certificate, cls: type[Any], label: str) -> x509.Extension[Any] | None:
     try:
-        return cert.extensions.get_extension_for_class(cls).value
+        return cert.extensions.get_extension_for_class(cls)
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:  # a malformed extension
-        raise _ChainFailure(f"unreadable extension: {exc}") from exc
+    except _CERT_ERRORS as exc:  # a malformed or duplicated extension
+        raise _ChainFailure("chain-der", f"{label} has an unreadable extension: {exc}", label) from exc
+
+
+def _key_check(cert: x509.Certificate, label: str) -> None:
+    try:
+        key = cert.public_key()
+    except _CERT_ERRORS as exc:
+        raise _ChainFailure("chain-key-p384", f"{label} has an unreadable public key: {exc}", label) from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        kind = f"EC {key.curve.name}" if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
+        raise _ChainFailure("chain-key-p384", f"{label} has a {kind} key, expected ECDSA P-384", label)
+
+
+def _algorithm_check(cert: x509.Certificate, label: str) -> None:
+    alg = cert.signature_algorithm_oid
+    if alg != SignatureAlgorithmOID.ECDSA_WITH_SHA384:
+        name = getattr(alg, "_name", None) or alg.dotted_string
+        raise _ChainFailure("chain-sig-es384", f"{label} is signed with {name}, expected ecdsa-with-SHA384", label)
 
 
 def _check_chain(doc: AttestationDoc, root: TrustRoot) -> tuple[_Window, ...]:
@@ -124,31 +185,41 @@ def _check_chain(doc: AttestationDoc, root: TrustRoot) -> tuple[_Window, ...]:
     ders = [doc.certificate] + [doc.cabundle[i] for i in range(len(doc.cabundle) - 1, 0, -1)]
     certs = [_load(d, label) for d, label in zip(ders, labels, strict=True)] + [root.cert]
     labels.append(f"root {root.name}")
+    # keys first: a CA with another key type also makes its child's algorithm wrong, and the key is the cause
+    for cert, label in zip(certs, labels, strict=True):
+        _key_check(cert, label)
+    for cert, label in zip(certs[:-1], labels[:-1], strict=True):  # the pinned root's self-signature is not used
+        _algorithm_check(cert, label)
     for index in range(len(certs) - 1):
         child, issuer = certs[index], certs[index + 1]
         try:
             child.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
+        except (*_CERT_ERRORS, InvalidSignature) as exc:
             reason = str(exc) or type(exc).__name__
-            raise _ChainFailure(f"{labels[index]} is not signed by {labels[index + 1]}: {reason}") from exc
+            raise _ChainFailure("chain-signed-by", f"{labels[index]} is not signed by {labels[index + 1]}: {reason}",
+                                labels[index]) from exc
     leaf = certs[0]
-    leaf_bc = _ext(leaf, x509.BasicConstraints)
-    if leaf_bc is not None and leaf_bc.ca:
-        raise _ChainFailure("certificate (leaf) is a CA")
-    leaf_ku = _ext(leaf, x509.KeyUsage)
+    leaf_bc = _ext(leaf, x509.BasicConstraints, labels[0])
+    if leaf_bc is not None and (leaf_bc.ca or leaf_bc.path_length is not None):
+        raise _ChainFailure("chain-leaf-not-ca", "certificate (leaf) is a CA or carries a pathLenConstraint", labels[0])
+    leaf_ku = _ext(leaf, x509.KeyUsage, labels[0])
     if leaf_ku is None or not leaf_ku.digital_signature:
-        raise _ChainFailure("certificate (leaf) lacks keyUsage digitalSignature")
+        raise _ChainFailure("chain-leaf-key-usage", "certificate (leaf) lacks keyUsage digitalSignature", labels[0])
     for index in range(1, len(certs)):
         cert, label = certs[index], labels[index]
-        bc = _ext(cert, x509.BasicConstraints)
-        if bc is None or not bc.ca:
-            raise _ChainFailure(f"{label} is not a CA (basicConstraints)")
+        entry = _ext_entry(cert, x509.BasicConstraints, label)
+        if entry is None or not entry.value.ca:
+            raise _ChainFailure("chain-ca", f"{label} is not a CA (basicConstraints)", label)
+        if not entry.critical:
+            raise _ChainFailure("chain-ca", f"{label}'s basicConstraints is not critical", label)
+        bc = entry.value
         below = index - 1  # CA certificates between this one and the leaf
         if bc.path_length is not None and below > bc.path_length:
-            raise _ChainFailure(f"{label} allows {bc.path_length} CA(s) below it, the chain has {below}")
-        ku = _ext(cert, x509.KeyUsage)
+            raise _ChainFailure("chain-path-length",
+                                f"{label} allows {bc.path_length} CA(s) below it, the chain has {below}", label)
+        ku = _ext(cert, x509.KeyUsage, label)
         if ku is None or not ku.key_cert_sign:
-            raise _ChainFailure(f"{label} lacks keyUsage keyCertSign")
+            raise _ChainFailure("chain-ca-key-usage", f"{label} lacks keyUsage keyCertSign", label)
     return tuple(_Window(label, c.not_valid_before_utc, c.not_valid_after_utc) for c, label in zip(
         certs, labels, strict=True))
 
@@ -175,21 +246,25 @@ def _cached_chain(doc: AttestationDoc, root: TrustRoot) -> tuple[_Window, ...]:
 
 
 def _signature_check(doc: AttestationDoc) -> Check:
+    def failed(detail: str) -> Check:
+        return Check("signature", False, detail, rule="signature-es384", field="signature")
+
     try:
         alg = doc.sign1.algorithm
     except CoseError as exc:
-        return Check("signature", False, f"protected header: {exc.message}")
-    if alg != ES384:
-        return Check("signature", False, f"protected header names algorithm {alg}, expected -35 (ES384)")
+        return failed(f"protected header: {exc.message}")
+    if alg != ES384:  # the parser already refuses this (rule cose-protected); kept for Sign1s built by hand
+        return failed(f"protected header names algorithm {alg}, expected -35 (ES384)")
+    if len(doc.sign1.signature) != 96:
+        return failed(f"signature is {len(doc.sign1.signature)} bytes; ES384 is 96 (r||s)")
     try:
-        leaf = x509.load_der_x509_certificate(doc.certificate)
-        key = leaf.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:  # e.g. a curve OID cryptography does not know
-        return Check("signature", False, f"leaf certificate unreadable: {exc}")
+        key = x509.load_der_x509_certificate(doc.certificate).public_key()
+    except _CERT_ERRORS as exc:  # e.g. a curve OID cryptography does not know, an invalid version
+        return failed(f"leaf certificate unreadable: {exc}")
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
-        return Check("signature", False, "leaf key is not ECDSA P-384")
+        return failed("leaf key is not ECDSA P-384")
     if not doc.sign1.verify(key):
-        return Check("signature", False, "ES384 signature does not verify with the leaf certificate's key")
+        return failed("ES384 signature does not verify with the leaf certificate's key")
     return Check("signature", True, "ES384 over the payload, by the leaf certificate's key")
 
 
@@ -199,14 +274,17 @@ def _pick_root(doc: AttestationDoc, roots: Sequence[TrustRoot]) -> tuple[Check, 
         if hmac.compare_digest(root.fingerprint, fingerprint):
             return Check("root", True, f"cabundle[0] is the pinned root {root.name} (sha256 {fingerprint[:16]}…)"), root
     try:
-        subject = x509.load_der_x509_certificate(doc.cabundle[0]).subject.rfc4514_string()
-    except ValueError:
+        with warnings.catch_warnings():  # cryptography warns about odd attribute lengths; the detail says enough
+            warnings.simplefilter("ignore")
+            subject = x509.load_der_x509_certificate(doc.cabundle[0]).subject.rfc4514_string()
+    except _CERT_ERRORS:
         subject = "unreadable certificate"
+    subject = subject if len(subject) <= 200 else subject[:197] + "..."
     trusted = ", ".join(r.name for r in roots) or "none"
     detail = f"cabundle[0] ({subject}, sha256 {fingerprint[:16]}…) is not a trusted root (trusted: {trusted})"
     if "CN=emulator.nitro-enclaves" in subject:
-        detail += "; it looks like a nitrodeck emulator test root, trusted only on request (--trust-emulator)"
-    return Check("root", False, detail), None
+        detail += "; it looks like a nitrodeck emulator test root, trusted only on request (--trust emulator)"
+    return Check("root", False, detail, rule="root-pinned", field="cabundle[0]"), None
 
 
 def _validity_check(windows: Sequence[_Window], at: dt.datetime) -> Check:
@@ -218,7 +296,7 @@ def _validity_check(windows: Sequence[_Window], at: dt.datetime) -> Check:
     for w in bad:
         state = "expired" if at > w.not_after else "not yet valid"
         parts.append(f"{w.label} {state} (valid {w.not_before.isoformat()} .. {w.not_after.isoformat()})")
-    return Check("validity", False, f"at {at.isoformat()}: " + "; ".join(parts))
+    return Check("validity", False, f"at {at.isoformat()}: " + "; ".join(parts), rule="validity", field=bad[0].label)
 
 
 def _pcr_checks(doc: AttestationDoc, expected: Mapping[int, str]) -> list[Check]:
@@ -261,10 +339,15 @@ def _field_check(name: str, have: bytes | None, want: bytes | None) -> Check:
 
 
 def _age_check(doc: AttestationDoc, at: dt.datetime, max_age: float | None) -> Check:
-    issued = dt.datetime.fromtimestamp(doc.timestamp / 1000, dt.UTC)
+    issued = doc.issued()
+    # differences of in-range datetimes always fit a timedelta; at + FUTURE_SKEW could overflow
     age = (at - issued).total_seconds()
-    if at + FUTURE_SKEW < issued:
+    if issued - at > FUTURE_SKEW:
         return Check("age", False, f"timestamp {issued.isoformat()} is {-age:.0f}s after the verification time")
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int | float)
+                                or not math.isfinite(max_age) or max_age < 0):
+        # nan compares false with everything, so it would accept any age: refuse it here as well as in the CLI
+        return Check("age", False, f"maximum age {max_age!r} is not a finite number of seconds >= 0")
     if max_age is None:
         return Check("age", None, f"issued {issued.isoformat()} ({age:.0f}s before); no maximum age given")
     if age > max_age:
@@ -304,7 +387,8 @@ def verify(
     try:
         doc = parse_document(document)
     except AttestationError as exc:
-        return VerificationReport(False, [Check("structure", False, str(exc))], None)
+        detail = f"{exc.where}: {exc.message}" + (f" (rule {exc.rule})" if exc.rule else "")
+        return VerificationReport(False, [Check("structure", False, detail, rule=exc.rule, field=exc.where)], None)
     checks = [Check("structure", True, f"COSE_Sign1 {'tagged' if doc.sign1.tagged else 'untagged'}, "
                                        f"{len(doc.pcrs)} PCRs, cabundle of {len(doc.cabundle)}")]
     checks.append(_signature_check(doc))
@@ -317,7 +401,7 @@ def verify(
         try:
             windows = _cached_chain(doc, root)
         except _ChainFailure as exc:
-            checks.append(Check("chain", False, str(exc)))
+            checks.append(Check("chain", False, str(exc), rule=exc.rule, field=exc.field))
             checks.append(Check("validity", False, "not checked: the chain is broken"))
         else:
             checks.append(Check("chain", True, f"{len(windows)} certificates, constraints and key usages hold"))

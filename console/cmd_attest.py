@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from console.argtypes import abs_path
+from console.flags import MAX_AGE_SECONDS, seconds
 from core.errors import UsageError
 from core.files import read_limited
 
@@ -35,11 +36,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--public-key", metavar="HEX", help="the public key the document must carry")
     p.add_argument("--trust-root", type=abs_path, action="append", metavar="PEM",
                    help="also trust this root certificate (repeatable); the AWS root is always trusted")
-    p.add_argument("--trust-emulator", action="store_true",
-                   help="also trust this home's nitrodeck emulator test root (automatic when the emulator backend "
-                        "is active; never do this for real enclaves)")
+    p.add_argument("--trust", choices=("emulator",), action="append", default=[], metavar="emulator",
+                   help="also trust this home's nitrodeck emulator test root (implied by choosing the emulator "
+                        "backend explicitly, never by its automatic choice; never do this for real enclaves)")
+    p.add_argument("--trust-emulator", action="append_const", const="emulator", dest="trust",
+                   help=argparse.SUPPRESS)  # the older spelling of --trust emulator
     p.add_argument("--max-age", type=float, metavar="SECONDS", help="fail documents older than this")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--backend", choices=("auto", "real", "emulator"), default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # also accepted after the subcommand, as sign/attest do
     p.set_defaults(func=cmd_verify_attestation)
 
     t = subparsers.add_parser("trust", help="trust roots for attestation documents")
@@ -50,14 +55,26 @@ def register(subparsers: Any) -> None:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """ISO 8601 (naive means UTC) or integer epoch milliseconds."""
-    if re.fullmatch(r"\d{1,16}", text):
-        return dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC)
+    """ISO 8601 (naive means UTC) or integer epoch milliseconds, from 1970 to 9999-12-31 (UTC)."""
+    from core.attest.document import MAX_TIMESTAMP_MS
+
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    out_of_range = UsageError(f"--at {shown!r} is outside 1970-01-01 .. 9999-12-31 (UTC)", where="--at")
+    if re.fullmatch(r"\d{1,20}", text):
+        if int(text) > MAX_TIMESTAMP_MS:
+            raise out_of_range
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=int(text))
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError as exc:
-        raise UsageError(f"--at {text!r} is neither ISO 8601 nor epoch milliseconds", where="--at") from exc
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        raise UsageError(f"--at {shown!r} is neither ISO 8601 nor epoch milliseconds", where="--at") from exc
+    try:  # an offset can push the first or last representable day out of range
+        value = value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    except OverflowError as exc:
+        raise out_of_range from exc
+    if value.year < 1970:
+        raise out_of_range
+    return value
 
 
 def _hex(text: str | None, flag: str) -> bytes | None:
@@ -79,6 +96,9 @@ def read_document(path: Path) -> bytes:
         return data
     text = data.strip()
     if re.fullmatch(rb"[0-9a-fA-F]+", text or b"-"):
+        if len(text) % 2:
+            raise UsageError(f"{path} holds {len(text)} hex digits, an odd number: not a hex-encoded document",
+                             where=str(path))
         return binascii.unhexlify(text)
     try:
         return base64.b64decode(text, validate=True)
@@ -97,8 +117,7 @@ def _policy(args: argparse.Namespace) -> Any:
         except (ValueError, UnicodeDecodeError) as exc:
             raise UsageError(f"not JSON: {exc}", where=str(args.expect_pcrs)) from exc
         pcrs = pcrs_from_json(data, where=str(args.expect_pcrs))
-    if args.max_age is not None and args.max_age < 0:
-        raise UsageError("--max-age must not be negative", where="--max-age")
+    seconds(args.max_age, "--max-age", high=MAX_AGE_SECONDS)
     return Policy(
         pcrs=pcrs,
         nonce=_hex(args.nonce, "--nonce"),
@@ -112,29 +131,36 @@ def cmd_verify_attestation(args: argparse.Namespace) -> int:
     from console import output
     from core.attest import trust
     from core.attest.verify import verify
+    from core.backends.registry import select_backend
 
     at = parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
     policy = _policy(args)
-    roots = trust.default_roots() + [trust.load_root_pem(p) for p in (args.trust_root or [])]
-    # The emulator's root is trusted only while the emulator backend is active (or when asked): on a
-    # real parent instance (backend auto -> real) an emulator-made document never passes.
-    from core.backends.registry import select_backend
-
-    trust_emulator = bool(args.trust_emulator) or select_backend(getattr(args, "backend", None)).is_emulator
-    report = verify(read_document(args.file), at=at, roots=roots, trust_emulator=trust_emulator, policy=policy)
+    # AWS alone unless the operator asks: --trust-root, --trust emulator, or the emulator backend chosen
+    # by name (flag or $NITRODECK_BACKEND). An automatic choice of the emulator (a laptop without
+    # nitro-cli) does not widen trust: that is where production documents get checked.
+    backend = select_backend(getattr(args, "backend", None))
+    choice = trust.choose_roots(
+        extra=args.trust_root or [],
+        emulator_flag="emulator" in (args.trust or []),
+        backend=backend.name,
+        backend_chosen_by=backend.chosen_by,
+    )
+    report = verify(read_document(args.file), at=at, roots=choice.roots, policy=policy)
     if args.json:
         out = report.to_dict()
-        emulator = trust.emulator_root() if trust_emulator else None
-        out["trusted_roots"] = [r.name for r in roots] + ([emulator.name] if emulator else [])
+        out["trusted_roots"] = [r.name for r in choice.roots]
+        out["trust"] = choice.to_dict()
         out["at"] = at.isoformat()
         out["file"] = str(args.file)
         output.emit_json(out)
     else:
+        facts: list[tuple[str, str]] = []
         if report.document is not None:
             doc = report.document
-            issued = dt.datetime.fromtimestamp(doc.timestamp / 1000, dt.UTC)
-            print(output.key_values([("module_id", doc.module_id), ("timestamp", issued.isoformat()),
-                                     ("verified at", at.isoformat())]))
+            facts += [("module_id", doc.module_id), ("timestamp", doc.issued().isoformat())]
+        facts.append(("verified at", at.isoformat()))
+        facts += [("trusted root", line) for line in choice.lines()]
+        print(output.key_values(facts))
         print(output.checklist(report.checks))  # type: ignore[arg-type]
         print("VERIFIED" if report.ok else "NOT VERIFIED")
     return 0 if report.ok else EXIT_FAILED_CHECKS

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from console.cmd_lifecycle import make_lifecycle
+from console.flags import MAX_TIMEOUT_SECONDS, seconds
 from console.output import emit_json, key_values, progress
 from core.attest.verify import pcrs_from_json
 from core.backends.registry import CHOICES, select_backend
@@ -83,6 +84,7 @@ def _finish(report: Any, args: argparse.Namespace, facts: list[tuple[str, Any]])
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    seconds(args.timeout, "--timeout", high=MAX_TIMEOUT_SECONDS, allow_zero=False)
     payload = read_payload(args.payload)
     expected = read_expected_pcrs(args.expect_pcrs)
     lifecycle = make_lifecycle(args, echo_commands=False)
@@ -108,6 +110,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
+    seconds(args.timeout, "--timeout", high=MAX_TIMEOUT_SECONDS, allow_zero=False)
     expected = read_expected_pcrs(args.expect_pcrs)
     nonce = parse_nonce(args.nonce)
     lifecycle = make_lifecycle(args, echo_commands=False)
@@ -125,6 +128,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
+    seconds(args.deadline, "--deadline", high=MAX_TIMEOUT_SECONDS)
     listen = parse_host_port(args.listen)
     if not 0 < args.cid < 2**32 or not 0 < args.port < 2**32:
         raise UsageError("--cid and --port must be positive 32-bit numbers", where="bridge")

@@ -1,5 +1,7 @@
 """Trust roots for attestation documents: the AWS Nitro root G1 built in, the emulator's root on request.
 
+:func:`choose_roots` is the one place that decides what an operator's command trusts, and records why.
+
 The AWS root is embedded (it is public) and its DER SHA-256 fingerprint is checked the first time it
 is used, so an edit to this file cannot silently change what nitrodeck trusts. The emulator's root is
 a test CA (see emulator/pki.py); :func:`emulator_root` loads it only when a caller asks for it, and
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -110,3 +114,63 @@ def emulator_root(etc_dir: Path | None = None) -> TrustRoot | None:
     root = load_root_pem(path, "nitrodeck-emulator-test-root")
     _emulator_cache[path] = (stamp, root)
     return root
+
+
+# --- what a command trusts, and why ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustChoice:
+    """The roots a verification trusts, each with the reason, plus notes on what was not trusted."""
+
+    roots: list[TrustRoot]
+    reasons: list[str]  # one per root, same order
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"{root.name} ({why})" for root, why in zip(self.roots, self.reasons, strict=True)] + [
+            f"note: {note}" for note in self.notes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "roots": [{"name": r.name, "sha256": r.fingerprint, "why": why}
+                      for r, why in zip(self.roots, self.reasons, strict=True)],
+            "notes": list(self.notes),
+        }
+
+
+def choose_roots(
+    *,
+    extra: Sequence[Path] = (),
+    emulator_flag: bool = False,
+    backend: str | None = None,
+    backend_chosen_by: str | None = None,
+    etc_dir: Path | None = None,
+) -> TrustChoice:
+    """AWS alone, plus what the operator asked for: ``extra`` root files (--trust-root), the emulator
+    root for ``emulator_flag`` (--trust emulator) or for the emulator backend chosen by flag or
+    environment. An emulator backend chosen automatically adds nothing: that is a laptop without
+    nitro-cli, where operators check production documents."""
+    aws = aws_root()
+    roots, reasons, notes = [aws], ["built in: AWS Nitro Enclaves root G1"], []
+    for path in extra:
+        roots.append(load_root_pem(path))
+        reasons.append(f"--trust-root {path}")
+    why = None
+    if emulator_flag:
+        why = "--trust emulator"
+    elif backend == "emulator" and backend_chosen_by == "flag":
+        why = "--backend emulator"
+    elif backend == "emulator" and backend_chosen_by == "env":
+        why = "NITRODECK_BACKEND=emulator"
+    if why is not None:
+        emulator = emulator_root(etc_dir)
+        if emulator is None:
+            notes.append(f"the emulator root was requested ({why}) but this home has none yet")
+        elif emulator.fingerprint not in {r.fingerprint for r in roots}:
+            roots.append(emulator)
+            reasons.append(why)
+    elif backend == "emulator":
+        notes.append("the emulator backend was chosen automatically; its test root is not trusted "
+                     "(ask with --trust emulator or --backend emulator)")
+    return TrustChoice(roots, reasons, notes)

@@ -19,7 +19,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -143,7 +143,7 @@ def _attestation_checks(report: VerificationReport) -> list[Check]:
     out = []
     for check in report.checks:
         name = "document signature" if check.name == "signature" else check.name
-        out.append(Check(name, check.ok, check.detail))
+        out.append(replace(check, name=name))  # keeps the rule id and field of a failed rule
     return out
 
 

@@ -40,11 +40,12 @@ test: $(STAMP) system-deps lint typecheck pytest
 screenshots: $(STAMP)
 	$(BIN)/python -m console.screenshots screenshots
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/eif_measure.py
 	$(BIN)/python benchmarks/sign.py
 	$(BIN)/python benchmarks/attest.py
 	$(BIN)/python benchmarks/tui_console.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/tui_idle.py
 
 clean:
 	-test -x $(BIN)/python && NITRODECK_BACKEND=emulator $(BIN)/python -m console terminate --all

@@ -2,7 +2,7 @@
 20,000 lines/s, against an idle baseline in the same run; and the memory the feed costs.
 
 The console stream goes through the real path: an async line iterator drained by the console
-thread worker into the pane's inbox deque, flushed with Log.write_lines on a timer. Latency is
+thread worker into the pane's inbox deque, flushed with Log.write_lines shortly after the first line of each batch. Latency is
 measured from posting a key event to the callback Textual runs after the next screen refresh
 (``call_after_refresh``) once the key's action has changed what is on screen. Run:
 ``python benchmarks/tui_console.py [SECONDS]``.

@@ -51,13 +51,32 @@ from console.widgets.resources import ResourcesPane
 from core import home
 from core.errors import NitrodeckError, ReadOnlyError
 from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
+from core.ops.resources import host_sample
+from core.ops.watch import DirWatcher
 
 #: below this width the dashboard shows the table and one pane at a time
 WIDE_COLUMNS = 120
 HISTORY = 60
+#: describe-enclaves runs when the watcher sees a change; this is the slow safety poll on top
+SAFETY_POLL_S = 30.0
+#: host CPU/memory samples for the sparklines (psutil, in this process)
+HOST_SAMPLE_S = 2.0
 #: exited enclaves kept in the table (their console logs stay readable)
 MAX_GONE = 16
 PANES = ("detail", "resources", "console", "commands")
+
+
+def _while_shown(handler: Callable[..., None]) -> Callable[..., None]:
+    """Drop a message that arrives after the dashboard is gone (workers and streams finish during
+    shutdown; their messages must not query a screen stack that no longer exists)."""
+
+    def guarded(app: NitrodeckApp, *args: Any) -> None:
+        if app.screen_stack:
+            handler(app, *args)
+
+    guarded.__name__ = handler.__name__
+    guarded.__doc__ = handler.__doc__
+    return guarded
 
 
 class NitrodeckApp(App[int]):
@@ -70,10 +89,17 @@ class NitrodeckApp(App[int]):
     read_only: reactive[bool] = reactive(False, bindings=True)
     paused: reactive[bool] = reactive(False, bindings=True)
 
-    def __init__(self, source: Source, refresh_seconds: float = 2.0, console_max_lines: int = 5000) -> None:
+    def __init__(
+        self, source: Source, refresh_seconds: float = SAFETY_POLL_S, console_max_lines: int = 5000
+    ) -> None:
         super().__init__()
         self.source = source
+        #: the safety poll: describe-enclaves runs when the watcher reports a change, and this often anyway
+        #: (0: never on its own, as in the frozen world and tests)
         self.refresh_seconds = refresh_seconds
+        #: a change arrived while a describe was running: run another when it finishes
+        self._refresh_again = False
+        self._watcher: DirWatcher | None = None
         self.console_max_lines = console_max_lines
         self.snapshot: Snapshot | None = None
         self.refresh_error: str | None = None
@@ -121,6 +147,14 @@ class NitrodeckApp(App[int]):
         self.refresh_status()
         if self.refresh_seconds > 0:
             self.set_interval(self.refresh_seconds, self._tick, name="refresh-timer")
+            # host CPU and memory come from psutil in this process: no subprocess, no describe
+            self.set_interval(HOST_SAMPLE_S, self._sample_host, name="host-sample")
+        if self.source.watch_dirs():
+            self._watch_changes()
+
+    def on_unmount(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()  # wakes the watch thread so that it ends
 
     def on_resize(self, event: Resize) -> None:
         self._layout_for(event.size.width)
@@ -144,6 +178,8 @@ class NitrodeckApp(App[int]):
     def watch_paused(self, paused: bool) -> None:
         if self._is_mounted:
             self._render_header()
+            if not paused and self._refresh_again:
+                self.request_refresh()  # changes seen while paused
 
     def _refuse_read_only(self, what: str) -> bool:
         """Defence in depth for paths that do not come through a key (the palette, tests)."""
@@ -157,9 +193,43 @@ class NitrodeckApp(App[int]):
     def _tick(self) -> None:
         if self.paused:
             return
+        self.request_refresh()
+
+    def request_refresh(self) -> None:
+        """Describe again now, or right after the describe that is running (never two at once, and a
+        change seen during a describe is never lost)."""
         if any(w.group == "refresh" and w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in self.workers):
-            return  # the previous describe is still running; never pile threads up
+            self._refresh_again = True
+            return
+        self._refresh_again = False
         self.refresh_status()
+
+    def _enclaves_changed(self) -> None:
+        if self.paused:
+            self._refresh_again = True  # resuming refreshes
+            return
+        self.request_refresh()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="watch", name="watch", description="inotify on the enclave folders")
+    def _watch_changes(self) -> None:
+        watcher = DirWatcher(self.source.watch_dirs())
+        self._watcher = watcher
+        worker = get_current_worker()
+        while not worker.is_cancelled and self._watcher is watcher:
+            if watcher.wait(timeout=None):
+                try:
+                    self.call_from_thread(self._enclaves_changed)
+                except RuntimeError:
+                    return  # the app is shutting down
+
+    def _sample_host(self) -> None:
+        if self.paused:
+            return
+        cpu, mem = host_sample()
+        self.cpu_history.append(cpu)
+        self.mem_history.append(mem)
+        if self.pane == "resources" or not self._dash("#main").has_class("-narrow"):
+            self._render_resources()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="refresh", name="refresh", description="describe-enclaves and resources")
     def refresh_status(self) -> None:
@@ -182,11 +252,9 @@ class NitrodeckApp(App[int]):
             self.gone.pop(enclave_id, None)
         while len(self.gone) > MAX_GONE:
             self.gone.pop(next(iter(self.gone)))
-        host = getattr(snap.status.resources, "host", None)
-        if host is not None and previous is not None:
-            self.cpu_history.append(float(host.cpu_percent))
-            self.mem_history.append(100.0 * host.mem_used / host.mem_total if host.mem_total else 0.0)
         self._render_all()
+        if self._refresh_again:
+            self.request_refresh()
 
     def _render_header(self) -> None:
         backend = self.source.backend
@@ -201,6 +269,14 @@ class NitrodeckApp(App[int]):
             error=self.refresh_error,
         )
 
+    def _render_resources(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        self._dash("#resources", ResourcesPane).show(
+            snap.status.resources, snap.enclaves + list(self.gone.values()), list(self.cpu_history), list(self.mem_history)
+        )
+
     def _render_all(self) -> None:
         self._render_header()
         snap = self.snapshot
@@ -209,9 +285,7 @@ class NitrodeckApp(App[int]):
         table = self._dash("#enclaves", EnclaveTable)
         table.show(snap.enclaves, snap.matches, list(self.gone.values()), self.filter_text)
         table.border_title = f"Enclaves ({len(snap.enclaves)} running)"
-        self._dash("#resources", ResourcesPane).show(
-            snap.status.resources, snap.enclaves + list(self.gone.values()), list(self.cpu_history), list(self.mem_history)
-        )
+        self._render_resources()
         self._selection_changed()
 
     # -- selection
@@ -230,6 +304,7 @@ class NitrodeckApp(App[int]):
         return None, False
 
     @on(DataTable.RowHighlighted, "#enclaves")
+    @_while_shown
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._selection_changed()
 
@@ -257,33 +332,34 @@ class NitrodeckApp(App[int]):
             return
         if exited:
             pane.reset(enclave.label, "exited: kept log")
-            self.read_kept_log(enclave.enclave_id, pane.inbox)
+            self.read_kept_log(enclave.enclave_id, pane)
         elif enclave.debug_mode:
             pane.reset(enclave.label)
-            self.stream_console(enclave.enclave_id, pane.inbox)
+            self.stream_console(enclave.enclave_id, pane)
         else:
             pane.reset(enclave.label, "no console: not in debug mode")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console", description="read the enclave console")
-    def stream_console(self, enclave_id: str, inbox: deque[str]) -> None:
-        # Only the deque crosses threads (appends are atomic); widgets stay on the UI thread.
+    def stream_console(self, enclave_id: str, pane: ConsolePane) -> None:
+        # Only pane.push crosses threads (a deque append and a thread-safe post); widgets stay on the UI thread.
         worker = get_current_worker()
-        run_async_iter(self.source.console(enclave_id), inbox.append, lambda: worker.is_cancelled)
+        run_async_iter(self.source.console(enclave_id), pane.push, lambda: worker.is_cancelled)
         if not worker.is_cancelled:
             self.post_message(ConsoleEnded(enclave_id, "console closed: the enclave exited"))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console-log", description="read a kept console log")
-    def read_kept_log(self, enclave_id: str, inbox: deque[str]) -> None:
+    def read_kept_log(self, enclave_id: str, pane: ConsolePane) -> None:
         path = self.source.console_log(enclave_id)
         if path is None or not Path(path).is_file():
             self.post_message(ConsoleEnded(enclave_id, "no console log was kept"))
             return
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in deque(fh, maxlen=self.console_max_lines):
-                inbox.append(line.rstrip("\n"))
+                pane.push(line.rstrip("\n"))
         self.post_message(ConsoleEnded(enclave_id, f"kept log {path}"))
 
     @on(ConsoleEnded)
+    @_while_shown
     def _console_ended(self, message: ConsoleEnded) -> None:
         self._dash("#console", ConsolePane).set_note(message.reason)
 
@@ -330,6 +406,7 @@ class NitrodeckApp(App[int]):
         )
 
     @on(ActionFinished)
+    @_while_shown
     def _action_finished(self, message: ActionFinished) -> None:
         if message.kind == "eif-info":
             # several EIFs may be described one after another for the same dialog: keep it waiting
@@ -347,6 +424,7 @@ class NitrodeckApp(App[int]):
             self.refresh_status()
 
     @on(CommandRan)
+    @_while_shown
     def _command_ran(self, message: CommandRan) -> None:
         record = message.record
         # The periodic describe would bury the actions; a failing one still shows.
@@ -355,12 +433,14 @@ class NitrodeckApp(App[int]):
         self._dash("#commands", CommandLog).add(record)
 
     @on(BuildStage)
+    @_while_shown
     def _build_stage(self, message: BuildStage) -> None:
         dialog = self._waiting.get("build")
         if dialog is not None and dialog.is_attached:
             dialog.stage(message.stage)
 
     @on(DockerImages)
+    @_while_shown
     def _docker_images(self, message: DockerImages) -> None:
         if isinstance(self.screen, BuildDialog):
             self.screen.docker_images(message.tags, message.problem)
@@ -566,7 +646,7 @@ class NitrodeckApp(App[int]):
         return await self.run_action(command.action)
 
 
-def live_app(backend: str | None = None, read_only: bool = False, refresh_seconds: float = 2.0) -> NitrodeckApp:
+def live_app(backend: str | None = None, read_only: bool = False, refresh_seconds: float = SAFETY_POLL_S) -> NitrodeckApp:
     """The TUI on the real lifecycle; its command log receives every command the driver runs."""
     from console.screens.source import LiveSource
 
@@ -583,7 +663,7 @@ def live_app(backend: str | None = None, read_only: bool = False, refresh_second
 
 def run_tui(args: argparse.Namespace) -> int:
     """`nitrodeck` with no subcommand."""
-    refresh = float(getattr(args, "refresh", 2.0) or 2.0)
+    refresh = float(getattr(args, "refresh", SAFETY_POLL_S) or SAFETY_POLL_S)
     if refresh < 0.2:
         print("nitrodeck: --refresh must be at least 0.2 seconds", file=sys.stderr)
         return 2

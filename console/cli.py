@@ -45,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operations console for AWS Nitro Enclaves. With no subcommand, opens the TUI.",
     )
     add_global_options(parser)
-    parser.add_argument("--refresh", type=float, default=2.0, metavar="SECONDS", help="TUI refresh interval")
+    parser.add_argument(
+        "--refresh",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="TUI safety poll: describe-enclaves runs on every change the kernel reports, and this often anyway",
+    )
     parser.add_argument("--version", action="store_true",
                         help="print nitrodeck's version, the backend and (real backend) nitro-cli --version")
     parser.add_argument("--json", dest="top_json", action="store_true",

@@ -76,7 +76,7 @@ def main() -> int:
     from console.app import live_app
 
     try:
-        app = live_app(os.environ["NITRODECK_BACKEND"], read_only=False, refresh_seconds=1.0)
+        app = live_app(os.environ["NITRODECK_BACKEND"], read_only=False)
     except NitrodeckError as err:
         say(str(err))
         return err.exit_status

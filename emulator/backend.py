@@ -30,6 +30,10 @@ class EmulatorBackend(Backend):
         pages = [HugepageModel(u.size_kb, u.node, u.total, u.free, u.held) for u in snap.hugepages]
         return PoolModel([int(c) for c in snap.pool_cpus], pages, None)
 
+    def watch_dirs(self) -> list[Path]:
+        # the enclave table is replaced (renamed into place) on every launch, exit and terminate
+        return [home.emulator_run_dir()]
+
     def kms_endpoint(self) -> str | None:
         from emulator.kms import read_endpoint_file
 

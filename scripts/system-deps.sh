@@ -10,6 +10,7 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v socat >/dev/null || need+=(socat)
 command -v ip >/dev/null || need+=(iproute2)
 command -v jq >/dev/null || need+=(jq)
+command -v htop >/dev/null || need+=(htop)  # benchmarks/tui_idle.py compares against it
 command -v unshare >/dev/null || need+=(util-linux)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -47,7 +47,7 @@ async def test_console_follow_search_wrap_save(nd_home: Path) -> None:
         await wait_until(pilot, lambda: not pane.follow)
         assert "PAUSED" in str(pane.query_one("#tail-indicator").render())
         where = log.scroll_y
-        pane.inbox.extend(f"more {i}" for i in range(50))
+        pane.push_many([f"more {i}" for i in range(50)])
         await wait_until(pilot, lambda: not pane.inbox)
         await pilot.pause(0.1)
         assert log.scroll_y == where and not log.is_vertical_scroll_end

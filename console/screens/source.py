@@ -63,6 +63,10 @@ class Source(ABC):
         """Samples to seed the host sparklines with (CPU %, memory %)."""
         return [], []
 
+    def watch_dirs(self) -> list[Path]:
+        """Folders to watch for enclave changes (core.ops.watch); none for a world that never changes."""
+        return []
+
     def eif_dir(self) -> Path:
         """Where built EIFs go and launch looks for them."""
         return home.eif_library()
@@ -170,6 +174,9 @@ class LiveSource(Source):
         self.schemes = tuple(SCHEMES)
         #: describe-eif results by (path, mtime): an EIF is described once, not every refresh
         self._eif_cache: dict[tuple[str, float], EifInfo] = {}
+
+    def watch_dirs(self) -> list[Path]:
+        return self.backend.watch_dirs()
 
     def snapshot(self) -> Snapshot:
         status = self.lifecycle.status()

@@ -1,8 +1,10 @@
 """The console pane: a bounded, batched view of an enclave's console with follow, search, wrap, save.
 
-Lines arrive from a reader thread into :attr:`ConsolePane.inbox` (a deque: appends are thread-safe)
-and are flushed into the Log on a short interval with one ``write_lines`` call, so a console
-printing tens of thousands of lines a second costs one repaint per tick, not one per line.
+Lines arrive from a reader thread through :meth:`ConsolePane.push` into :attr:`ConsolePane.inbox` (a
+deque: appends are thread-safe). The first line after a flush asks for the next one, which runs
+``FLUSH_INTERVAL`` later and moves everything that arrived meanwhile into the Log with one
+``write_lines`` call: a console printing tens of thousands of lines a second costs one repaint per
+tick, and a quiet console costs nothing at all (no timer runs while no line arrives).
 Scrolling up stops following the tail (the TAIL indicator says so); End or ``f`` resumes it.
 """
 
@@ -88,6 +90,9 @@ class ConsoleLog(Log):
 
 
 class ConsolePane(Vertical):
+    class LinesArrived(Message):
+        """Posted (thread-safely) by the first line after a flush."""
+
     follow: reactive[bool] = reactive(True)
     wrap: reactive[bool] = reactive(False)
 
@@ -95,6 +100,7 @@ class ConsolePane(Vertical):
         super().__init__(id=id, classes=classes)
         self.max_lines = max_lines
         self.inbox: deque[str] = deque(maxlen=INBOX_LIMIT)
+        self._flush_wanted = False
         #: raw lines as the enclave printed them (the Log may hold them wrapped)
         self.raw: deque[str] = deque(maxlen=max_lines)
         self.enclave_label = ""
@@ -116,8 +122,22 @@ class ConsolePane(Vertical):
         yield Input(placeholder="search the console (enter: find, esc: close)", id="console-search", classes="hidden")
 
     def on_mount(self) -> None:
-        self.set_interval(FLUSH_INTERVAL, self.flush, name="console-flush")
         self._update_bar()
+
+    def push(self, line: str) -> None:
+        """Queue a line from any thread; a flush follows within ``FLUSH_INTERVAL``."""
+        self.inbox.append(line)
+        if not self._flush_wanted:
+            self._flush_wanted = True
+            self.post_message(self.LinesArrived())
+
+    def push_many(self, lines: list[str]) -> None:
+        for line in lines:
+            self.push(line)
+
+    @on(LinesArrived)
+    def _lines_arrived(self) -> None:
+        self.set_timer(FLUSH_INTERVAL, self.flush, name="console-flush")
 
     @property
     def log_widget(self) -> ConsoleLog:
@@ -142,6 +162,8 @@ class ConsolePane(Vertical):
         self._update_bar()
 
     def flush(self) -> None:
+        # before draining: a line pushed from now on either is drained below or asks for a new flush
+        self._flush_wanted = False
         if not self.inbox:
             return
         batch: list[str] = []

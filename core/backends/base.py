@@ -10,6 +10,7 @@ never imports the emulator.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -70,6 +71,11 @@ class Backend:
     def transport(self) -> Transport:
         """The parent's vsock transport: AF_VSOCK on Nitro, the emulated folder otherwise."""
         return parent_transport(self.vsock_dir)
+
+    def watch_dirs(self) -> list[Path]:
+        """Folders whose entries change when an enclave starts or ends (core.ops.watch watches them):
+        nitro-cli's per-enclave sockets folder, ``$NITRO_CLI_SOCKETS_PATH`` or ``/run/nitro_enclaves``."""
+        return [Path(os.environ.get("NITRO_CLI_SOCKETS_PATH") or "/run/nitro_enclaves")]
 
     # --- what only an emulated world has; the real backend answers None -----------------------------
 

@@ -182,6 +182,12 @@ def host_stats() -> HostStats:
     return HostStats(float(psutil.cpu_percent(interval=None)), int(mem.total), int(mem.total - mem.available))
 
 
+def host_sample() -> tuple[float, float]:
+    """(CPU %, memory %) of the host now, for sparklines: two reads of /proc, no subprocess."""
+    stats = host_stats()
+    return stats.cpu_percent, (100.0 * stats.mem_used / stats.mem_total if stats.mem_total else 0.0)
+
+
 # --- a backend's allocator model -----------------------------------------------------------------------
 
 

@@ -1,0 +1,102 @@
+"""core.ops.watch and the event-driven dashboard: changes made by another process reach the table
+without any refresh timer, and the watcher survives its folder being deleted and made again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from console.app import live_app
+from console.screenshots import wait_until
+from console.widgets.enclave_table import EnclaveTable
+from core.ops.watch import DirWatcher
+from tests.test_emulator_run import build, configure, emu
+
+
+def _wait_in_thread(watcher: DirWatcher, timeout: float) -> tuple[threading.Thread, list[bool]]:
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(watcher.wait(timeout)))
+    thread.start()
+    return thread, result
+
+
+def test_a_file_appearing_wakes_the_watcher(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with DirWatcher([folder]) as watcher:
+        assert watcher.uses_inotify
+        assert watcher.wait(0.05) is False  # nothing happened
+        (folder / "i-1-enc1.sock").write_bytes(b"")
+        assert watcher.wait(5) is True
+        (folder / "i-1-enc1.sock").unlink()
+        assert watcher.wait(5) is True
+        (folder / ".enclaves-tmp").write_text("{}")
+        os.replace(folder / ".enclaves-tmp", folder / "enclaves.json")  # the emulator's atomic table update
+        assert watcher.wait(5) is True
+        (tmp_path / "other").write_text("outside the folder")
+        assert watcher.wait(0.1) is False  # a change elsewhere is not ours
+
+
+def test_survives_the_folder_being_deleted_and_recreated(tmp_path: Path) -> None:
+    folder = tmp_path / "run" / "nitro_enclaves"
+    with DirWatcher([folder]) as watcher:
+        # the folder does not exist yet: its creation is a change
+        folder.mkdir(parents=True)
+        assert watcher.wait(5) is True
+        (folder / "one").write_text("")
+        assert watcher.wait(5) is True
+        shutil.rmtree(tmp_path / "run")
+        assert watcher.wait(5) is True
+        folder.mkdir(parents=True)
+        assert watcher.wait(5) is True
+        (folder / "two").write_text("")
+        assert watcher.wait(5) is True
+
+
+def test_close_wakes_a_waiting_thread(tmp_path: Path) -> None:
+    watcher = DirWatcher([tmp_path])
+    thread, result = _wait_in_thread(watcher, 30)
+    watcher.close()
+    thread.join(5)
+    assert not thread.is_alive() and result == [False]
+
+
+def test_polling_fallback_sees_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.ops.watch as watch
+
+    monkeypatch.setattr(watch, "_libc", lambda: None)  # a kernel without inotify
+    monkeypatch.setattr(watch, "FALLBACK_POLL_S", 0.05)
+    with DirWatcher([tmp_path]) as watcher:
+        assert not watcher.uses_inotify
+        assert watcher.wait(0.1) is False
+        (tmp_path / "new").write_text("")
+        assert watcher.wait(5) is True
+
+
+@pytest.mark.slow
+async def test_table_follows_another_process_without_a_timer(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    configure(nd_home)
+    eif = build(nd_home, "echo up\nexec sleep 300", "watched")
+    app = live_app("emulator", read_only=False, refresh_seconds=0)  # no safety poll: only the watcher
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None, 30)
+        assert app.snapshot is not None and app.snapshot.enclaves == []
+        table = app.query_one("#enclaves", EnclaveTable)
+        res = emu("run-enclave", "--eif-path", str(eif), "--memory", "64", "--cpu-count", "2", "--enclave-name", "watched")
+        assert res.returncode == 0, res.stderr
+        enclave_id = json.loads(res.stdout)["EnclaveID"]
+        await wait_until(pilot, lambda: app.snapshot is not None and len(app.snapshot.enclaves) == 1, 15)
+        assert app.snapshot is not None and [e.enclave_id for e in app.snapshot.enclaves] == [enclave_id]
+        await pilot.pause()
+        assert table.selected_id == enclave_id
+        res = emu("terminate-enclave", "--enclave-id", enclave_id)
+        assert res.returncode == 0, res.stderr
+        await wait_until(pilot, lambda: app.snapshot is not None and app.snapshot.enclaves == [], 15)
+        assert enclave_id in app.gone

@@ -72,6 +72,7 @@ def check_lines(checks: Iterable[Check]) -> str:
 
 
 def _finish(report: Any, args: argparse.Namespace, facts: list[tuple[str, Any]]) -> int:
+    facts = facts + [("trusted root", line) for line in report.trusted_roots]
     if args.json:
         emit_json(report.to_dict())
     else:

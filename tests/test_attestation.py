@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from core import home
+from core.attest import trust
 from core.attest import verify as att
 from core.attest.trust import AWS_ROOT_G1_SHA256, TrustRoot, aws_root
 from core.attest.verify import AttestationError, Policy, parse_document, pcrs_from_json, verify
@@ -327,3 +328,34 @@ def test_real_document_with_swapped_root_fails(pki: EmulatorPki) -> None:
     assert names(report) == {"signature", "chain", "validity"}
     assert "cabundle[1] is not signed by root emulator" in report.check("chain").detail  # type: ignore[union-attr]
     assert names(verify(swapped, at=at)) == {"signature", "root", "chain", "validity"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "emulator_why", "note"),
+    [
+        ({}, None, None),
+        ({"backend": "real", "backend_chosen_by": "auto"}, None, None),
+        ({"backend": "emulator", "backend_chosen_by": "auto"}, None, "chosen automatically"),
+        ({"backend": "emulator", "backend_chosen_by": "flag"}, "--backend emulator", None),
+        ({"backend": "emulator", "backend_chosen_by": "env"}, "NITRODECK_BACKEND=emulator", None),
+        ({"backend": "real", "backend_chosen_by": "flag", "emulator_flag": True}, "--trust emulator", None),
+        ({"backend": "emulator", "backend_chosen_by": "auto", "emulated_enclave": True},
+         "the enclave is emulated (emulator backend)", None),
+    ],
+    ids=["nothing", "auto-real", "auto-emulator", "flag", "env", "trust-flag", "emulated-enclave"],
+)
+def test_choose_roots(tmp_path: Path, kwargs: dict[str, Any], emulator_why: str | None, note: str | None) -> None:
+    """Issue 17: AWS alone unless the operator asks; an automatic choice of the emulator never widens trust."""
+    etc = tmp_path / "etc"
+    emulator = TrustRoot.from_cert("nitrodeck-emulator-test-root", EmulatorPki.load_or_create(etc).root.cert)
+    choice = trust.choose_roots(etc_dir=etc, **kwargs)
+    expected = [(aws_root().fingerprint, "built in: AWS Nitro Enclaves root G1")]
+    if emulator_why:
+        expected.append((emulator.fingerprint, emulator_why))
+    assert [(r.fingerprint, why) for r, why in zip(choice.roots, choice.reasons, strict=True)] == expected
+    assert (note is None and choice.notes == []) or (note is not None and note in choice.notes[0])
+    # a home without an emulator root: the request is noted, nothing is added
+    empty = trust.choose_roots(etc_dir=tmp_path / "none", **kwargs)
+    assert [r.fingerprint for r in empty.roots] == [aws_root().fingerprint]
+    if emulator_why:
+        assert empty.notes == [f"the emulator root was requested ({emulator_why}) but this home has none yet"]

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.attest import nsm as nsm_client
+from core.attest.document import parse_document
 from core.attest.nsm import (
     DeviceTransport,
     NsmClient,
@@ -258,6 +259,12 @@ def test_fuzz_emulated_nsm_handle_never_raises(nsm: EmulatedNsm, request: bytes)
     if isinstance(answer, dict) and "Error" in answer:
         assert answer["Error"] in nsm_client.ERROR_CODES
         assert answer["Error"] != "InternalError"
+    if isinstance(answer, dict) and "Attestation" in answer:
+        # every document the emulated NSM signs holds every AWS format rule and carries what was asked
+        asked = cbor2.loads(request)["Attestation"]
+        doc = parse_document(answer["Attestation"]["document"])
+        for key in ("user_data", "nonce", "public_key"):
+            assert getattr(doc, key) == asked.get(key), key
 
 
 def test_socket_permissions(served: tuple[EmulatedNsm, Path]) -> None:
@@ -309,3 +316,12 @@ def test_bad_setup_is_typed(pki: EmulatorPki, tmp_path: Path) -> None:
     nsm = EmulatedNsm(MODULE_ID, {}, False, "i-1", None, pki)
     with pytest.raises(EmulatedNsmError):
         start_nsm_server(nsm, tmp_path / "no-such-folder" / "nsm.sock")
+
+
+def test_empty_public_key_is_refused(nsm: EmulatedNsm) -> None:
+    """AWS allows public_key 1..1024 bytes; an empty one would make a document strict verifiers refuse."""
+    answer = cbor2.loads(nsm.handle(cbor2.dumps({"Attestation": {"public_key": b"", "user_data": b"", "nonce": b""}})))
+    assert answer == {"Error": "InvalidArgument"}
+    ok = cbor2.loads(nsm.handle(cbor2.dumps({"Attestation": {"public_key": b"k", "user_data": b"", "nonce": b""}})))
+    doc = parse_document(ok["Attestation"]["document"])
+    assert (doc.public_key, doc.user_data, doc.nonce) == (b"k", b"", b"")

@@ -140,6 +140,9 @@ def test_sign_and_attest_on_the_emulator(world: tuple[Lifecycle, str], tmp_path:
     secp.verify(bytes.fromhex(report["signature"]), b"hello enclave", ec.ECDSA(hashes.SHA256()))
     assert report["payload_sha256"] == hashlib.sha256(b"hello enclave").hexdigest()
     assert report["enclave_id"] == prod.enclave_id and report["cid"] == prod.cid
+    # the document of an emulated enclave is checked against the emulator root, and the report says why
+    assert report["trusted_roots"] == ["aws-nitro-enclaves-root-g1 (built in: AWS Nitro Enclaves root G1)",
+                                       "nitrodeck-emulator-test-root (the enclave is emulated (emulator backend))"]
 
     # the library path, other scheme, read-only lifecycle (test-sign changes nothing)
     ro = Lifecycle(select_backend("emulator"), read_only=True)
@@ -156,6 +159,7 @@ def test_sign_and_attest_on_the_emulator(world: tuple[Lifecycle, str], tmp_path:
 
     status, text, _ = cli("--read-only", "attest", "prod")
     assert status == 0 and "✓ nonce" in text and "✗" not in text
+    assert "trusted root: nitrodeck-emulator-test-root (the enclave is emulated (emulator backend))" in text
 
     wrong = {**built.pcrs(), 0: "ab" * 48}
     report_wrong = test_sign(lifecycle, "prod", b"x", expected_pcrs=wrong)

@@ -145,19 +145,23 @@ def choose_roots(
     emulator_flag: bool = False,
     backend: str | None = None,
     backend_chosen_by: str | None = None,
+    emulated_enclave: bool = False,
     etc_dir: Path | None = None,
 ) -> TrustChoice:
     """AWS alone, plus what the operator asked for: ``extra`` root files (--trust-root), the emulator
     root for ``emulator_flag`` (--trust emulator) or for the emulator backend chosen by flag or
     environment. An emulator backend chosen automatically adds nothing: that is a laptop without
-    nitro-cli, where operators check production documents."""
+    nitro-cli, where operators check production documents. ``emulated_enclave`` (sign, attest: the
+    document comes from an enclave the emulator runs) trusts the emulator root however it was chosen."""
     aws = aws_root()
     roots, reasons, notes = [aws], ["built in: AWS Nitro Enclaves root G1"], []
     for path in extra:
         roots.append(load_root_pem(path))
         reasons.append(f"--trust-root {path}")
     why = None
-    if emulator_flag:
+    if emulated_enclave:
+        why = "the enclave is emulated (emulator backend)"
+    elif emulator_flag:
         why = "--trust emulator"
     elif backend == "emulator" and backend_chosen_by == "flag":
         why = "--backend emulator"

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from core.attest.trust import TrustChoice, choose_roots
 from core.attest.verify import Policy, VerificationReport, verify
 from core.channel.bridge import parse_host_port
 from core.channel.protocol import ProtocolClient, ProtocolError, RemoteError, sign_binding
@@ -71,6 +72,7 @@ class AttestReport:
     module_id: str | None = None
     debug_mode: bool = False
     via: str = ""
+    trusted_roots: list[str] = field(default_factory=list)  # "name (why)" per root, then notes
 
     def to_dict(self) -> dict[str, Any]:
         return _report_dict(self)
@@ -91,6 +93,7 @@ class SignReport:
     pcrs: dict[int, str] = field(default_factory=dict)
     debug_mode: bool = False
     via: str = ""
+    trusted_roots: list[str] = field(default_factory=list)  # "name (why)" per root, then notes
 
     def to_dict(self) -> dict[str, Any]:
         return _report_dict(self)
@@ -137,6 +140,11 @@ def _debug_check(info: EnclaveInfo, expected: Mapping[int, str], source: str) ->
         False,
         "enclave runs in debug mode: it attests all-zero PCR0/1/2, so nothing proves which image runs",
     )
+
+
+def _trust(lifecycle: Any) -> TrustChoice:
+    """AWS's root; the emulator's too when the enclave is emulated (its documents are signed under it)."""
+    return choose_roots(emulated_enclave=lifecycle.backend.is_emulator)
 
 
 def _attestation_checks(report: VerificationReport) -> list[Check]:
@@ -257,7 +265,8 @@ async def test_sign_async(
         public_key=public_key,
         max_age=MAX_AGE_S,
     )
-    report = verify(document, trust_emulator=lifecycle.backend.is_emulator, policy=policy)
+    choice = _trust(lifecycle)
+    report = verify(document, roots=choice.roots, policy=policy)
     checks += _attestation_checks(report)
     checks.append(_debug_check(info, expected, source))
     pcrs = {i: v.hex() for i, v in report.document.pcrs.items()} if report.document else {}
@@ -275,6 +284,7 @@ async def test_sign_async(
         pcrs=pcrs,
         debug_mode=info.debug_mode,
         via=_label(via, info.cid, port),
+        trusted_roots=choice.lines(),
     )
 
 
@@ -292,11 +302,8 @@ async def attest_async(
     expected, source = _expected(info, expected_pcrs)
     result = await _ask(lifecycle, info, "attest", {"nonce": nonce}, via, port, timeout)
     document = _bytes_field(result, "document")
-    report = verify(
-        document,
-        trust_emulator=lifecycle.backend.is_emulator,
-        policy=Policy(pcrs=expected, nonce=nonce, max_age=MAX_AGE_S),
-    )
+    choice = _trust(lifecycle)
+    report = verify(document, roots=choice.roots, policy=Policy(pcrs=expected, nonce=nonce, max_age=MAX_AGE_S))
     checks = [
         Check("enclave", True, f"{info.enclave_id} (CID {info.cid}) over {_label(via, info.cid, port)}")
     ]
@@ -314,6 +321,7 @@ async def attest_async(
         module_id=doc.module_id if doc else None,
         debug_mode=info.debug_mode,
         via=_label(via, info.cid, port),
+        trusted_roots=choice.lines(),
     )
 
 

@@ -17,16 +17,46 @@ from collections.abc import Sequence
 
 from core.errors import NitrodeckError
 
-# One module per area; each owns its subcommands. Kept as names so a broken optional area
-# cannot stop the others from loading.
-COMMAND_MODULES = (
-    "console.cmd_lifecycle",  # status, build, describe-eif, launch, terminate, console
-    "console.cmd_attest",  # verify-attestation, trust
-    "console.cmd_sign",  # sign, attest, bridge
-    "console.cmd_kms",  # proxy, kms seal, provision, up
-    "console.cmd_doctor",  # doctor
-    "console.compat",  # nitro-cli's own names: describe-enclaves, run-enclave, terminate-enclave, ...
-)
+# Which module owns each subcommand, and its help line for `nitrodeck --help`. Only the module of the
+# subcommand being run is imported (`--help` imports none), so a command pays for what it uses;
+# tests/test_cli_startup.py checks this table against what the modules register.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "status": ("console.cmd_lifecycle", "backend, instance, enclaves, CPU pool, hugepages, host load"),
+    "describe": ("console.cmd_lifecycle", "running enclaves (describe-enclaves)"),
+    "describe-eif": ("console.cmd_lifecycle", "measurements and metadata of an EIF file"),
+    "build": ("console.cmd_lifecycle", "build an EIF (build-enclave)"),
+    "launch": ("console.cmd_lifecycle", "start an enclave (run-enclave)"),
+    "terminate": ("console.cmd_lifecycle", "stop an enclave by ID or name, or --all"),
+    "console": ("console.cmd_lifecycle", "stream a debug-mode enclave's console"),
+    "verify-attestation": (
+        "console.cmd_attest",
+        "verify an attestation document: signature, chain to a pinned root, PCRs, nonce, age",
+    ),
+    "trust": ("console.cmd_attest", "trust roots for attestation documents"),
+    "sign": ("console.cmd_sign", "test-sign: the enclave signs a payload; verify signature and attestation"),
+    "attest": ("console.cmd_sign", "fetch and verify an attestation document with a fresh nonce"),
+    "bridge": ("console.cmd_sign", "TCP -> vsock bridge to an enclave (the socat sidecar)"),
+    "proxy": ("console.cmd_kms", "vsock-proxy compatible relay: vsock LOCAL_PORT -> TCP REMOTE_ADDR:REMOTE_PORT"),
+    "kms": ("console.cmd_kms", "KMS key release: seal a wallet key to an EIF, run the local KMS"),
+    "provision": ("console.cmd_kms", "send a sealed key to an enclave; it releases it through KMS"),
+    "up": ("console.cmd_kms", "ECS parent bootstrap: build, launch, bridge, proxy, provision, supervise"),
+    "doctor": (
+        "console.cmd_doctor",
+        "check every precondition of running enclaves on this host (exit 1 when a check fails)",
+    ),
+    "run-enclave": ("console.compat", "nitro-cli run-enclave: starts a new enclave"),
+    "describe-enclaves": ("console.compat", "nitro-cli describe-enclaves: returns a list of the running enclaves"),
+    "terminate-enclave": ("console.compat", "nitro-cli terminate-enclave: terminates an enclave"),
+    "build-enclave": ("console.compat", "nitro-cli build-enclave: builds an enclave image and saves it to a file"),
+    "pcr": ("console.compat", "nitro-cli pcr: return the PCR hash value of the given input"),
+    "explain": (
+        "console.compat",
+        "nitro-cli explain: display detailed information about an error returned by a nitro-cli command",
+    ),
+    "sign-eif": ("console.compat", "nitro-cli sign-eif: signs an existing enclave image file (replacing any signature)"),
+}
+#: global options that take a value (so the subcommand is the first other word)
+_VALUED_GLOBALS = ("--backend", "--refresh")
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +69,24 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-only", action="store_true", help="refuse every mutating action")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not a global option or its value)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _VALUED_GLOBALS:
+            skip = True
+        elif word == "--":
+            return None
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The parser, with the full arguments of ``command``'s module and placeholders for the rest
+    (``None``: placeholders only, as `nitrodeck --help` needs; ``"*"``: every module, for tests)."""
     parser = argparse.ArgumentParser(
         prog="nitrodeck",
         description="Operations console for AWS Nitro Enclaves. With no subcommand, opens the TUI.",
@@ -57,14 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", dest="top_json", action="store_true",
                         help="without a terminal and without a subcommand: print `status --json`")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+    wanted = {m for m, _ in COMMANDS.values()} if command == "*" else {COMMANDS.get(command or "", ("", ""))[0]} - {""}
+    for module in sorted(wanted):
+        importlib.import_module(module).register(sub)
+    for name, (_, help_line) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_line, add_help=False)
+    # argparse lists subcommands in the order they were added: keep the table's order
+    order = list(COMMANDS)
+    sub._choices_actions.sort(key=lambda a: order.index(a.dest) if a.dest in order else len(order))
     return parser
 
 
@@ -96,7 +144,8 @@ def has_terminal() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(argv))
     args = parse(parser, argv)
     if args.version:
         from console.compat import print_version

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from core.channel.vsock import Transport, parent_transport
-
 if TYPE_CHECKING:
+    from core.channel.vsock import Transport
     from core.models import EnclaveInfo
 
 
@@ -70,6 +69,8 @@ class Backend:
 
     def transport(self) -> Transport:
         """The parent's vsock transport: AF_VSOCK on Nitro, the emulated folder otherwise."""
+        from core.channel.vsock import parent_transport  # asyncio: only commands that talk to enclaves pay
+
         return parent_transport(self.vsock_dir)
 
     def watch_dirs(self) -> list[Path]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from core.errors import NitrodeckError
 from core.models import BuildRequest
-from emulator.errors import TITLES, EmuError
+from emulator.errors import EmuError, known_code
 
 
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
@@ -45,7 +45,7 @@ def run_build(args: argparse.Namespace) -> dict[str, Any]:
         )
     except NitrodeckError as exc:
         code = getattr(exc, "cli_code", None) or "E48"
-        if code not in TITLES:
+        if not known_code(code):
             code = "E48"
         raise EmuError(code=code, subactions=[str(exc)]) from None
     except OSError as exc:

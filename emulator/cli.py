@@ -31,6 +31,7 @@ from emulator.logs import error_block, log_line, write_err_log
 
 VERSION_TEXT = "Nitro CLI 1.5.0"
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_PEM = 1024 * 1024
 U32_MAX = 0xFFFFFFFF
 LAUNCH_TIMEOUT = 150.0
 CONTROL_TIMEOUT = 15.0
@@ -63,8 +64,14 @@ def fail(err: EmuError, action: str) -> int:
     return err.exit_status
 
 
+def note(text: str) -> None:
+    """Where the emulator must differ from nitro-cli it says so in one stderr line of its own."""
+    sys.stderr.write(f"nitro-emu: {text}\n")
+    sys.stderr.flush()
+
+
 def warn(text: str) -> None:
-    sys.stderr.write(f"Warning: {text}\n")
+    note(text)
     log_line("nitro-cli", "WARN", text)
 
 
@@ -516,15 +523,12 @@ def cmd_describe_eif(args: argparse.Namespace) -> int:
 
     action = ACTIONS["describe-eif"]
     try:
-        try:
-            with open(args.eif_path, "rb"):
-                pass
-        except OSError:
-            raise EmuError(code="E19", info=[args.eif_path, "Open"]) from None
+        # nitro-cli's EifReader::from_eif opens and parses in one step: a missing file is E35 too
+        # (lib.rs describe_eif), with no file/operation line
         try:
             out = describe_eif(read_eif(args.eif_path))
-        except NitrodeckError as exc:
-            raise EmuError(code="E35", subactions=[str(exc)]) from None
+        except (NitrodeckError, OSError) as exc:
+            raise EmuError(code="E35", subactions=[f"Failed to initialize EIF reader: {exc}"]) from None
     except EmuError as err:
         return fail(err, action)
     out_json(out)
@@ -532,29 +536,32 @@ def cmd_describe_eif(args: argparse.Namespace) -> int:
 
 
 def cmd_pcr(args: argparse.Namespace) -> int:
+    """lib.rs get_file_pcr: open/read failures are E19 without a file line; a bad PEM is E57."""
     from core.eif.measure import pcr_of_bytes, pcr_of_file
 
     action = ACTIONS["pcr"]
-    path = args.input or args.signing_certificate
     try:
         if args.input is not None:
             try:
-                out_json({"PCR": pcr_of_file(path)})
-            except OSError:
-                raise EmuError(code="E19", info=[path, "Open"]) from None
+                out_json({"PCR": pcr_of_file(args.input)})
+            except OSError as exc:
+                raise EmuError(code="E19", subactions=[f"Failed to open file: {exc}"]) from None
             return 0
+        path = args.signing_certificate
         try:
             with open(path, "rb") as fh:
-                pem = fh.read(1024 * 1024)
-        except OSError:
-            raise EmuError(code="E19", info=[path, "Open"]) from None
+                pem = fh.read(MAX_PEM + 1)
+        except OSError as exc:
+            raise EmuError(code="E19", subactions=[f"Failed to open file: {exc}"]) from None
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding
 
         try:
+            if len(pem) > MAX_PEM:
+                raise ValueError(f"larger than {MAX_PEM} bytes")
             der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
-        except ValueError:
-            raise EmuError(code="E19", info=[path, "Read"], subactions=["not a PEM X.509 certificate"]) from None
+        except ValueError as exc:
+            raise EmuError(code="E57", subactions=[f"Failed to deserialize .pem: {exc}"]) from None
         out_json({"PCR8": pcr_of_bytes(der)})
         return 0
     except EmuError as err:
@@ -580,18 +587,17 @@ def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    """lib.rs sign_eif: every failure, a missing EIF included, is E60."""
     from core.eif.sign import sign_eif
 
     try:
-        try:
-            with open(args.eif_path, "rb"):
-                pass
-        except OSError:
-            raise EmuError(code="E19", info=[args.eif_path, "Open"]) from None
+        if args.eif_path is None or args.signing_certificate is None:
+            # nitro-cli: no SignKeyData, so EifSigner::new gives None
+            raise EmuError(code="E60", subactions=["Failed to create EifSigner"])
         try:
             measurements = sign_eif(args.eif_path, args.signing_certificate, args.private_key)
-        except NitrodeckError as exc:
-            raise EmuError(code=str(getattr(exc, "cli_code", "E60")), subactions=[str(exc)]) from None
+        except (NitrodeckError, OSError) as exc:
+            raise EmuError(code="E60", subactions=[f"Failed to sign image: {exc}"]) from None
     except EmuError as err:
         return fail(err, ACTIONS["sign-eif"])
     sys.stderr.write("Enclave Image successfully signed.\n")

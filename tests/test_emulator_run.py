@@ -251,7 +251,7 @@ def test_console_streams_until_terminate(nd_home: Path) -> None:
 def test_console_needs_debug_mode(nd_home: Path, sleeper: Path) -> None:
     assert run(sleeper, "--cpu-count", "2").returncode == 0
     res = emu("console", "--enclave-name", "sleeper")
-    assert res.returncode == 44 and first_line(res) == "[ E44 ] Enclave console connection failure."
+    assert res.returncode == 44 and first_line(res).startswith("[ E44 ] Enclave console connection failure. Such error appears")
     log = Path([line for line in res.stderr.splitlines() if "support ticket" in line][0].split('"')[1])
     assert "The enclave was not started with the debug flag set, include '--debug-mode' in the run-enclave command" in log.read_text()
     assert emu("terminate-enclave", "--all").returncode == 0
@@ -266,7 +266,7 @@ def test_killed_supervisor_is_reported_and_cleaned_up(nd_home: Path, sleeper: Pa
     wait_for(lambda: not psutil.pid_exists(info["ProcessID"]) or psutil.Process(info["ProcessID"]).status() == psutil.STATUS_ZOMBIE)
     desc = emu("describe-enclaves")
     assert desc.stdout == "[]\n"
-    assert "Warning:" in desc.stderr and info["EnclaveID"] in desc.stderr and str(info["ProcessID"]) in desc.stderr
+    assert "nitro-emu: " in desc.stderr and info["EnclaveID"] in desc.stderr and str(info["ProcessID"]) in desc.stderr
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     assert_nothing_left(nd_home)
     # reported once: the next describe is quiet

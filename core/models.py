@@ -129,9 +129,9 @@ class EnclaveInfo:
     image_name: str | None = None
     image_version: str | None = None
     metadata: dict[str, Any] | None = None
-    #: emulator-only: how the enclave process is isolated (EmulatorIsolation)
+    #: emulator-only (``nitro-emu emulator-describe``): how the enclave process is isolated
     isolation: dict[str, Any] | None = None
-    #: emulator-only: the EIF the enclave was launched from (EmulatorEifPath)
+    #: emulator-only (``nitro-emu emulator-describe``): the EIF the enclave was launched from
     eif_path: str | None = None
 
     @property
@@ -160,8 +160,27 @@ class EnclaveInfo:
             image_name=_get(obj, "ImageName", str, where, optional=True),
             image_version=_get(obj, "ImageVersion", str, where, optional=True),
             metadata=_get(obj, "Metadata", dict, where, optional=True),
-            isolation=_get(obj, "EmulatorIsolation", dict, where, optional=True),
-            eif_path=_get(obj, "EmulatorEifPath", str, where, optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class EmulatorDetail:
+    """One element of ``nitro-emu emulator-describe``: what only the emulator knows about an enclave.
+
+    nitro-cli's describe-enclaves has no such keys, so the emulator reports them on its own command
+    and keeps describe-enclaves' JSON exactly nitro-cli's."""
+
+    enclave_id: str
+    eif_path: str | None = None
+    isolation: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "emulator-describe") -> EmulatorDetail:
+        obj = _obj(data, where)
+        return cls(
+            enclave_id=_get(obj, "EnclaveID", str, where),
+            eif_path=_get(obj, "EifPath", str, where, optional=True),
+            isolation=_get(obj, "Isolation", dict, where, optional=True),
         )
 
 

@@ -17,6 +17,9 @@ Where the emulator differs from Nitro, on purpose:
   exist in the unpacked rootfs point at the rootfs copy;
 * console files live at ``<home>/emulator/console/<enclave-id>.log`` and outlive the enclave
   (`console` on a terminated ID is E11, as on Nitro, but the file stays readable);
-* describe-enclaves adds ``EmulatorIsolation`` {NetworkNamespace, UserNamespace, HostCPUs,
-  MemoryLimit {Kind: cgroup-v1|rlimit-as, Bytes}} and ``EmulatorEifPath`` at the end of each element.
+* describe-enclaves prints nitro-cli's keys only; the emulator's own facts per enclave (EIF path,
+  ``Isolation`` {NetworkNamespace, UserNamespace, HostCPUs, MemoryLimit {Kind: cgroup-v1|rlimit-as,
+  Bytes}}) are on the nitro-emu-only command ``emulator-describe``.
+
+docs/emulator.md has the conformance table: every command and failure path against nitro-cli 1.5.0.
 """

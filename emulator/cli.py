@@ -154,6 +154,8 @@ def build_parser() -> _Parser:
     sign.add_argument("--signing-certificate", metavar="signing-certificate", required=True)
     sign.add_argument("--private-key", metavar="private-key", required=True)
 
+    sub.add_parser("emulator-describe", help="(nitro-emu only) each enclave's EIF path and isolation, as JSON")
+
     exp = sub.add_parser("explain", help="Display detailed information about an error returned by a misbehaving Nitro CLI command")
     exp.add_argument("--error-code", metavar="error-code", required=True)
     return p
@@ -430,10 +432,6 @@ def describe_one(entry: state.Entry, metadata: bool) -> dict[str, Any] | None:
     info = dict(reply.get("info", {}))
     if metadata:
         info.update(reply.get("identity", {}))
-    info["EmulatorIsolation"] = reply.get("isolation", {})
-    info["EmulatorEifPath"] = entry.eif_path
-    if reply.get("console"):
-        info["EmulatorConsole"] = reply["console"]  # only when output was dropped (full disk)
     return info
 
 
@@ -445,6 +443,26 @@ def cmd_describe(args: argparse.Namespace) -> int:
         info = describe_one(entry, args.metadata)
         if info is not None:
             out.append(info)
+    out_json(out)
+    return 0
+
+
+def cmd_emulator_describe() -> int:
+    """nitro-emu only: per enclave, the EIF it runs and its isolation (describe-enclaves keeps nitro-cli's
+    keys, json_output.rs EnclaveDescribeInfo, and nothing else)."""
+    out = []
+    for entry in live_entries():
+        if not entry.started:
+            continue
+        try:
+            reply = ask(entry, "describe")
+        except (OSError, NitrodeckError):
+            continue  # ended meanwhile; describe-enclaves reports that
+        item = {"EnclaveID": entry.enclave_id, "EnclaveName": entry.name, "EifPath": entry.eif_path,
+                "Isolation": reply.get("isolation")}
+        if reply.get("console"):
+            item["Console"] = reply["console"]  # only when console output was dropped (full disk)
+        out.append(item)
     out_json(out)
     return 0
 
@@ -626,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, parser)
         if args.command == "describe-enclaves":
             return cmd_describe(args)
+        if args.command == "emulator-describe":
+            return cmd_emulator_describe()
         if args.command == "terminate-enclave":
             return cmd_terminate(args)
         if args.command == "console":

@@ -178,6 +178,23 @@ def test_describe_enclaves_transcript(fake: Fake) -> None:
     assert rec.command == "nitro-cli describe-enclaves" and rec.ok and rec.exit_code == 0
 
 
+def test_emulator_details_come_from_their_own_command(fake: Fake) -> None:
+    """describe-enclaves stays nitro-cli's JSON; the emulator's EIF path and isolation are merged in from
+    ``nitro-emu emulator-describe``, and only for the emulator backend."""
+    extra = json.dumps([{"EnclaveID": ENCLAVE_ID, "EnclaveName": "nginx", "EifPath": "/e/nginx.eif",
+                         "Isolation": {"NetworkNamespace": True}}])
+    steps = {"describe-enclaves": {"stdout": DESCRIBE}, "emulator-describe": {"stdout": extra}}
+    [e] = fake.driver(steps, name="emulator").describe_enclaves()
+    assert e.eif_path == "/e/nginx.eif" and e.isolation == {"NetworkNamespace": True}
+    assert fake.calls()[-2:] == [["describe-enclaves"], ["emulator-describe"]]
+    [real] = fake.driver(steps).describe_enclaves()
+    assert real.eif_path is None and real.isolation is None and fake.calls()[-1] == ["describe-enclaves"]
+    # an emulator without the command (or broken output) still describes its enclaves
+    broken = {"describe-enclaves": {"stdout": DESCRIBE}, "emulator-describe": {"stdout": "{", "exit": 0}}
+    [e] = fake.driver(broken, name="emulator").describe_enclaves()
+    assert e.enclave_id == ENCLAVE_ID and e.eif_path is None
+
+
 def test_describe_empty_and_metadata_flag(fake: Fake) -> None:
     drv = fake.driver({"describe-enclaves": {"stdout": "[]\n"}})
     assert drv.describe_enclaves(metadata=True) == []

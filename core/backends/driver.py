@@ -36,6 +36,7 @@ from core.models import (
     BuildRequest,
     BuildResult,
     EifInfo,
+    EmulatorDetail,
     EnclaveInfo,
     LaunchRequest,
     Measurements,
@@ -244,6 +245,27 @@ def parse_enclaves(text: str) -> list[EnclaveInfo]:
         "describe-enclaves",
         lambda: [EnclaveInfo.from_json(item, f"describe-enclaves[{i}]") for i, item in enumerate(data)],
     )
+
+
+def parse_emulator_details(text: str) -> list[EmulatorDetail]:
+    """``nitro-emu emulator-describe``'s stdout (a JSON array)."""
+    data = parse_json(text, "emulator-describe")
+    if not isinstance(data, list):
+        raise OutputFormatError("expected a JSON array", where="emulator-describe")
+    return typed(
+        "emulator-describe",
+        lambda: [EmulatorDetail.from_json(item, f"emulator-describe[{i}]") for i, item in enumerate(data)],
+    )
+
+
+def merge_emulator_details(enclaves: list[EnclaveInfo], details: list[EmulatorDetail]) -> list[EnclaveInfo]:
+    by_id = {d.enclave_id: d for d in details}
+    for enclave in enclaves:
+        detail = by_id.get(enclave.enclave_id)
+        if detail is not None:
+            enclave.eif_path = detail.eif_path
+            enclave.isolation = detail.isolation
+    return enclaves
 
 
 def parse_run(text: str) -> RunInfo:
@@ -518,7 +540,13 @@ class NitroCli:
 
     def describe_enclaves(self, metadata: bool = False) -> list[EnclaveInfo]:
         done = self.run(["describe-enclaves", *(["--metadata"] if metadata else [])])
-        return parse_enclaves(done.stdout)
+        enclaves = parse_enclaves(done.stdout)
+        if self.backend.is_emulator and enclaves:
+            # the EIF path and isolation are the emulator's own facts, on its own command; without
+            # them the enclaves are still described (as on Nitro, where there are none)
+            with contextlib.suppress(NitrodeckError):
+                merge_emulator_details(enclaves, parse_emulator_details(self.run(["emulator-describe"]).stdout))
+        return enclaves
 
     def describe_eif(self, path: str | Path) -> EifInfo:
         done = self.run(["describe-eif", "--eif-path", str(path)])

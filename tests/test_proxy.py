@@ -156,7 +156,7 @@ def test_allowlist_refusal_and_resolved_match() -> None:
     assert info.value.message == NOT_ALLOWED
     assert info.value.vsock_proxy_line() == f'Error: "{NOT_ALLOWED}"'
     # literal address match
-    check_allowlist("kms.us-east-1.amazonaws.com", 443, [AllowEntry("kms.us-east-1.amazonaws.com", 443)])
+    check_allowlist("localhost", 443, [AllowEntry("localhost", 443)])
     # resolved-IP match: the allowlist names a host, the remote is its IP
     check_allowlist("127.0.0.1", 8443, [AllowEntry("localhost", 8443)], ip_version=4)
     with pytest.raises(ProxyError):
@@ -165,8 +165,8 @@ def test_allowlist_refusal_and_resolved_match() -> None:
 
 def test_proxy_refuses_target_outside_allowlist(tmp_path: Path) -> None:
     cfg = tmp_path / "vsock-proxy.yaml"
-    cfg.write_text(yaml.safe_dump({"allowlist": [{"address": "kms.us-east-1.amazonaws.com", "port": 443}]}))
-    proxy = VsockProxy(8000, "127.0.0.1", 443, transport=Transport(3, tmp_path / "v"), config=cfg)
+    cfg.write_text(yaml.safe_dump({"allowlist": [{"address": "localhost", "port": 443}]}))
+    proxy = VsockProxy(8000, "127.0.0.2", 443, transport=Transport(3, tmp_path / "v"), config=cfg)
     with pytest.raises(ProxyError, match="not allowed"):
         proxy.start()
     assert not (tmp_path / "v" / "3" / "8000.sock").exists()
@@ -214,12 +214,17 @@ def test_cli_refusal_matches_vsock_proxy(nd_home: Path) -> None:
     res = _cli(nd_home, "proxy", "8000", "127.0.0.1", "443", "--config", str(cfg))
     assert res.returncode == 1
     assert f'Error: "{NOT_ALLOWED}"' in res.stderr
-    # default config under the emulator: <home>/emulator/etc/vsock-proxy.yaml, missing here
-    res = _cli(nd_home, "proxy", "8000", "127.0.0.1", "443")
-    assert (
-        res.returncode == 1
-        and 'Error: "Error at checking the allowlist: Could not open the file"' in res.stderr
-    )
+    # default config under the emulator: <home>/emulator/etc/vsock-proxy.yaml, created from the list
+    # nitro-cli ships (the regional KMS endpoints, all on 443; port 8443 is none of them, so no entry
+    # needs resolving here)
+    res = _cli(nd_home, "proxy", "8000", "127.0.0.1", "8443")
+    assert res.returncode == 1 and f'Error: "{NOT_ALLOWED}"' in res.stderr
+    shipped = load_allowlist(nd_home / "emulator" / "etc" / "vsock-proxy.yaml")
+    assert len(shipped) == 76 and all(e.port == 443 and e.address.startswith(("kms.", "kms-fips.")) for e in shipped)
+    assert AllowEntry("kms.us-east-1.amazonaws.com", 443) in shipped
+    # a missing explicit --config is vsock-proxy's error
+    res = _cli(nd_home, "proxy", "8000", "127.0.0.1", "443", "--config", str(nd_home / "absent.yaml"))
+    assert res.returncode == 1 and 'Error: "Error at checking the allowlist: Could not open the file"' in res.stderr
     res = _cli(nd_home, "proxy", "-w", "0", "8000", "127.0.0.1", "443", "--config", str(cfg))
     assert res.returncode == 1 and 'Error: "Number of workers must not be 0"' in res.stderr
     # numbers vsock-proxy cannot parse: its messages, exit 1, checked before the allowlist
@@ -232,6 +237,20 @@ def test_cli_refusal_matches_vsock_proxy(nd_home: Path) -> None:
         assert (res.returncode, res.stderr.strip()) == (1, f'Error: "{message}"')
     res = _cli(nd_home, "proxy", "-4", "-6", "8000", "127.0.0.1", "443")
     assert res.returncode == 2 and "not allowed with argument" in res.stderr
+
+
+def test_remote_is_resolved_before_the_allowlist_is_read() -> None:
+    """proxy.rs check_allowlist resolves the remote first: a remote that cannot be resolved fails even when
+    it is allowlisted by name, and entries after a match are never looked at."""
+    with pytest.raises(ProxyError) as info:
+        check_allowlist("a..b", 443, [{"port": 443}, AllowEntry("a..b", 443)])
+    assert info.value.message == "Error at checking the allowlist: Could not parse domain name"
+    check_allowlist("localhost", 443, [AllowEntry("localhost", 443), {"port": "not checked"}])
+    with pytest.raises(ProxyError) as info:
+        check_allowlist("localhost", 443, [{"port": 443}, AllowEntry("localhost", 443)])
+    assert info.value.message == "Error at checking the allowlist: No address field"
+    # the port is cast to u16 as vsock-proxy does (`as u16` wraps)
+    check_allowlist("localhost", 443, [{"address": "localhost", "port": 443 + 65536}])
 
 
 def test_cli_relays_until_sigterm(nd_home: Path, echo: EchoServer) -> None:

@@ -11,11 +11,13 @@ the listen backlog), like vsock-proxy's worker pool.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,49 @@ class AllowEntry:
 def default_config(emulated: bool) -> Path:
     """The emulator's etc/vsock-proxy.yaml when emulated, else the system file."""
     return home.emulator_etc() / "vsock-proxy.yaml" if emulated else REAL_CONFIG
+
+
+def shipped_allowlist() -> str:
+    """nitro-cli's own vsock-proxy.yaml (the regional KMS endpoints on 443), as it installs it."""
+    return resources.files("core").joinpath("data", "vsock-proxy.yaml").read_text(encoding="utf-8")
+
+
+def ensure_emulated_config() -> Path:
+    """The emulator's vsock-proxy.yaml, created from nitro-cli's shipped list when absent (a parent
+    with nitro-cli installed has that file; an empty allowlist would be no default at all)."""
+    path = default_config(emulated=True)
+    if not path.exists():
+        home.ensure(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(shipped_allowlist(), encoding="utf-8")
+        try:
+            os.link(tmp, path)  # a concurrent first user's file wins; both are the same text
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path
+
+
+def load_allowlist_items(path: Path) -> list[Any]:
+    """The allowlist's raw items: vsock-proxy checks each one only when it reaches it."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}Could not open the file", where=str(path), hint=exc.strerror) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}Bad yaml format", where=str(path), hint=f"larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}Bad yaml format", where=str(path)) from exc
+    items = doc.get("allowlist") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise ProxyError(f"{ALLOWLIST_PREFIX}No allowlist field", where=str(path))
+    if len(items) > MAX_ENTRIES:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}Bad yaml format", where=str(path), hint=f"more than {MAX_ENTRIES} entries")
+    return list(items)
 
 
 def load_allowlist(path: Path) -> list[AllowEntry]:
@@ -113,23 +158,54 @@ def resolve(host: str, ip_version: int | None = None) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def resolve_remote(host: str, ip_version: int | None = None) -> str:
+    """vsock_proxy dns.rs resolve_single: the remote's first address, or its error text."""
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except UnicodeError:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}Could not parse domain name", where=host) from None
+    except socket.gaierror:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}DNS lookup failed!", where=host) from None
+    ips = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not ips:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}DNS lookup returned no IP addresses!", where=host)
+    if ip_version in (4, 6):
+        ips = [ip for ip in ips if (":" in ip) == (ip_version == 6)]
+        if not ips:
+            raise ProxyError(f"{ALLOWLIST_PREFIX}No accepted IP was found.", where=host)
+    return ips[0]
+
+
+def _entry(item: AllowEntry | Any, where: str) -> AllowEntry:
+    """One allowlist item, checked when vsock-proxy reaches it (proxy.rs check_allowlist): the port is
+    read as an integer and cast to u16, which wraps."""
+    if isinstance(item, AllowEntry):
+        return item
+    address = item.get("address") if isinstance(item, dict) else None
+    port = item.get("port") if isinstance(item, dict) else None
+    if not isinstance(address, str):
+        raise ProxyError(f"{ALLOWLIST_PREFIX}No address field", where=where)
+    if isinstance(port, bool) or not isinstance(port, int) or not -(2**63) <= port < 2**63:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}No port field or invalid type", where=where)
+    return AllowEntry(address, port & 0xFFFF)
+
+
 def check_allowlist(
-    remote_addr: str, remote_port: int, entries: Iterable[AllowEntry], ip_version: int | None = None
+    remote_addr: str, remote_port: int, entries: Iterable[AllowEntry | Any], ip_version: int | None = None
 ) -> None:
-    """Raise ProxyError(NOT_ALLOWED) unless the remote is allowlisted (vsock-proxy's startup check)."""
-    remote_ips: list[str] | None = None
-    for entry in entries:
+    """vsock-proxy's startup check, in its order: resolve the remote first (a name that does not resolve
+    fails here, allowlisted or not), then per entry: the port, the literal name, the entry's addresses.
+    Raises ProxyError with vsock-proxy's message (NOT_ALLOWED when nothing matched)."""
+    remote_ip = resolve_remote(remote_addr, ip_version)
+    for i, item in enumerate(entries):
+        entry = _entry(item, f"allowlist[{i}]")
         if entry.port != remote_port:
             continue
         if entry.address == remote_addr:
             return
-        if remote_ips is None:
-            remote_ips = resolve(remote_addr, ip_version)[:1]
-        allowed_ips = resolve(entry.address, ip_version)
-        if not allowed_ips:
-            log.warning("Unable to resolve allow listed host: %s", entry.address)
-        if remote_ips and remote_ips[0] in allowed_ips:
+        if remote_ip in resolve(entry.address, ip_version):
             return
+    log.warning("Unable to resolve allow listed host: %r.", remote_addr)
     raise ProxyError(NOT_ALLOWED, where=f"{remote_addr}:{remote_port}")
 
 
@@ -175,11 +251,13 @@ class VsockProxy:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> VsockProxy:
-        try:
-            entries = self._allowlist if self._allowlist is not None else load_allowlist(self._config)
-        except ProxyError as exc:
-            # vsock-proxy reports every allowlist file problem under this prefix too
-            raise ProxyError(f"{ALLOWLIST_PREFIX}{exc.message}", where=exc.where, hint=exc.hint) from exc
+        entries: Sequence[AllowEntry | Any]
+        if self._allowlist is not None:
+            entries = self._allowlist
+        else:
+            if self._config == default_config(emulated=True) and self.transport.emulated:
+                ensure_emulated_config()
+            entries = load_allowlist_items(self._config)
         check_allowlist(self.remote_addr, self.remote_port, entries, self.ip_version)
         try:
             self._listener = self.transport.listen(self.local_port)

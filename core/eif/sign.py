@@ -208,6 +208,9 @@ def _asn1_time(when: dt.datetime) -> str:
 
 def certificate_info(cert: x509.Certificate) -> dict[str, Any]:
     issuer = {_LONG_NAMES.get(a.oid, a.oid.dotted_string): str(a.value) for a in cert.issuer}
+    # image-format's SignCertificateInfo holds IssuerName in a BTreeMap: keys sorted, the last of a repeated
+    # attribute wins (a dict comprehension keeps the last too)
+    issuer = dict(sorted(issuer.items()))
     return {
         "IssuerName": issuer,
         "Algorithm": _SIG_ALGS.get(cert.signature_algorithm_oid, cert.signature_algorithm_oid.dotted_string),

@@ -47,7 +47,9 @@ def emulator_inputs(backend: Backend, metadata_url: str | None = None, timeout: 
     config_error = model_error
     try:
         cfg = allocator.load_allocator(config)
-        requested_mem, requested_count = cfg.memory_mib, cfg.cpu_count
+        # the allocator script keeps its values as text; numbers are what doctor compares
+        requested_mem = int(cfg.memory_mib) if cfg.memory_mib.isdigit() else None
+        requested_count = int(cfg.cpu_count) if cfg.cpu_count and cfg.cpu_count.isdigit() else None
         if cfg.cpu_pool is not None:
             requested_pool = allocator.parse_cpu_list(cfg.cpu_pool)
     except NitrodeckError as exc:

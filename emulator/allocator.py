@@ -8,15 +8,15 @@ the host's sysfs; the pools are a model computed from instance.yaml and allocato
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from core import home
 from core.errors import InputTooLarge, NitrodeckError
@@ -39,8 +39,10 @@ class AllocatorError(NitrodeckError):
 
 @dataclass(frozen=True)
 class AllocatorConfig:
-    memory_mib: int
-    cpu_count: int | None = None
+    """allocator.yaml's values as the allocator script holds them: strings, checked where it checks them."""
+
+    memory_mib: str
+    cpu_count: str | None = None
     cpu_pool: str | None = None
 
 
@@ -48,55 +50,344 @@ def allocator_file() -> Path:
     return home.emulator_etc() / "allocator.yaml"
 
 
+_KEY = re.compile(r"^[-_a-zA-Z0-9]+")
+_CONFIG_KEYS = ("memory_mib", "cpu_count", "cpu_pool")
+
+
+def _bash_read(raw: str) -> str:
+    """What bash's ``read line`` (no -r, default IFS) leaves of a line: outer blanks trimmed, backslashes
+    taken as escapes."""
+    out = re.sub(r"\\(.)", r"\1", raw).rstrip("\\")
+    return out.strip(" \t")
+
+
 def parse_allocator(text: str, where: str = "allocator.yaml") -> AllocatorConfig:
+    """bootstrap/nitro-enclaves-allocator's parse_config: line by line, nothing before ``---`` counts,
+    ``#`` lines are skipped, a key is what precedes the first ``:`` and the value what follows the last
+    one. Its messages, without the ``Error: `` that the script prints before them."""
     if len(text.encode()) > MAX_ALLOCATOR_BYTES:
         raise InputTooLarge(f"larger than {MAX_ALLOCATOR_BYTES} bytes", where=where)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise AllocatorError("Config error: bad YAML format.", where=where) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise AllocatorError("Config error: expected `key: value` lines.", where=where)
-    unknown = sorted(str(k) for k in data if k not in ("memory_mib", "cpu_count", "cpu_pool"))
-    if unknown:
-        raise AllocatorError(f"Config error: unknown key(s) {', '.join(unknown)}.", where=where)
-    mem = data.get("memory_mib")
-    if mem is None:
+    values: dict[str, str] = {}
+    skip = True
+    lines = text.split("\n")
+    # `while read line` never sees a last line that has no newline
+    for count, raw in enumerate(lines[:-1], start=1):
+        line = _bash_read(raw)
+        if re.match(r"^\s*#", line):
+            continue
+        if line == "---":
+            skip = False
+            continue
+        if skip:
+            continue
+        m = _KEY.match(line.split(":", 1)[0])
+        key = m.group(0) if m else ""
+        if key not in _CONFIG_KEYS:  # an empty line too: bash finds no such key ("unexpected: ")
+            raise AllocatorError(f"Error in {where}:{count} - unexpected: {key}", where=where)
+        value = re.sub(r"^.+:", "", line, count=1)
+        value = re.sub(r'\s+"?', "", value, count=1)
+        value = re.sub(r'"?$', "", value, count=1)
+        if not value:
+            raise AllocatorError(f"Error in {where}:{count} - missing value for {key}", where=where)
+        values[key] = value
+    if not values.get("memory_mib"):
         raise AllocatorError("Config error: missing memory reservation (`memory_mib`).", where=where)
-    if not isinstance(mem, int) or isinstance(mem, bool) or mem < 0 or mem > 1 << 30:
-        raise AllocatorError(f"Config error: `memory_mib` must be a non-negative integer, got {mem!r}.", where=where)
-    count = data.get("cpu_count")
-    pool = data.get("cpu_pool")
-    if count is not None and pool is not None:
-        raise AllocatorError("`cpu_count` conflicts with `cpu_pool`.", where=where)
-    if count is None and pool is None:
-        raise AllocatorError("Config error: missing CPU reservation (`cpu_count` or `cpu_pool`).", where=where)
-    if count is not None:
-        if not isinstance(count, int) or isinstance(count, bool):
-            raise AllocatorError(f"Config error: `cpu_count` must be an integer, got {count!r}.", where=where)
-        if count <= 0:
-            raise AllocatorError("Provided CPU count is not higher than 0.", where=where)
-    if pool is not None:
-        pool = str(pool)
-        if len(pool) > MAX_POOL_CHARS:
-            raise AllocatorError(f"The CPU pool is longer than {MAX_POOL_CHARS} characters.", where=where)
-    return AllocatorConfig(memory_mib=mem, cpu_count=count, cpu_pool=pool)
+    count_v, pool_v = values.get("cpu_count"), values.get("cpu_pool")
+    if not count_v and not pool_v:
+        raise AllocatorError("Config error: missing CPU reservation (either `cpu_count` or `cpu_pool`).", where=where)
+    if count_v and pool_v:
+        raise AllocatorError("Config error: `cpu_count` conflicts with `cpu_pool`.", where=where)
+    return AllocatorConfig(memory_mib=values["memory_mib"], cpu_count=count_v, cpu_pool=pool_v)
+
+
+ALLOCATOR_ERRORS = {
+    # bootstrap/nitro-enclaves-allocator: fail() with a numeric code
+    200: "No CPUs are off-line. Please configure the CPU pool first.",
+    206: "Failed to configure entire amount of requested memory. This indicates insufficient system resources.",
+}
+RUNNING_ENCLAVES = (
+    "Could not re-online CPUs because there is at least one enclave currently running. Make sure you stop all "
+    "enclaves prior to re-starting the nitro-enclaves-allocator.service."
+)
+
+
+@dataclass
+class AllocatorState:
+    """What the last start of the (emulated) nitro-enclaves-allocator service left behind.
+
+    ``cpu_pool`` is the ne_cpus list in the order the script wrote it; ``hugepages`` the pages reserved
+    per size (kB) on ``node``. ``output`` is what the script printed; ``error`` its failure, if any."""
+
+    cpu_pool: list[int]
+    hugepages: dict[int, int]
+    node: int = 0
+    error: str | None = None
+    output: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cpu_pool": self.cpu_pool,
+            "hugepages": {str(k): v for k, v in self.hugepages.items()},
+            "node": self.node,
+            "error": self.error,
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> AllocatorState:
+        try:
+            return cls(
+                cpu_pool=[int(c) for c in data["cpu_pool"]],
+                hugepages={int(k): int(v) for k, v in data["hugepages"].items()},
+                node=int(data.get("node", 0)),
+                error=None if data.get("error") is None else str(data["error"]),
+                output=[str(line) for line in data.get("output", [])],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise AllocatorError("the allocator's state file is corrupt") from None
+
+
+class _Failed(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _digits(text: str) -> int | None:
+    """bash's check_if_number (``^[0-9]+$``); absurd sizes count as not numbers here."""
+    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None
+
+
+def _reserve_hugepages(inst: Instance, memory: str, say: list[str]) -> dict[int, int] | int:
+    """try_configure_huge_pages: the request rounded up to the smallest page size, largest pages first,
+    each size as many as the node can give. Returns the pages, or the script's error code."""
+    say.append("Configuring the huge page memory...")
+    mib = _digits(memory)
+    if mib is None:
+        raise _Failed(f"The needed memory amount ({memory}) is invalid.")
+    sizes = sorted(inst.hugepage_sizes_kb, reverse=True)
+    smallest = sizes[-1] * 1024
+    # bash: (1 + (m - 1) / s) * s, where -1 / s is 0: a request of 0 MiB reserves one smallest page
+    remaining = (1 + (mib * MIB - 1) // smallest) * smallest if mib else smallest
+    available = inst.memory_mib * MIB // inst.numa_nodes
+    if inst.hugepages_reservable_mib is not None:
+        # the model's fragmentation: the kernel sets fewer pages than asked, as nr_hugepages reads back
+        available = min(available, inst.hugepages_reservable_mib * MIB)
+    pages: dict[int, int] = {}
+    for size_kb in sizes:
+        size = size_kb * 1024
+        got = min(remaining // size, available // size)
+        pages[size_kb] = got
+        available -= got * size
+        if got:
+            say.append(f"- Reserved {got} pages of type: {size_kb}kB.")
+        remaining -= got * size
+        if remaining == 0:
+            break
+    if remaining:
+        say.append("Memory configuration failed, rolling back memory reservations...")
+        return 206
+    say.append("Done.")
+    return {size_kb: pages.get(size_kb, 0) for size_kb in sizes}
+
+
+def _pool_by_count(inst: Instance, cfg: AllocatorConfig, say: list[str]) -> tuple[list[int], dict[int, int]]:
+    """configure_cpu_pool_by_cpu_count: full cores of one NUMA node, CPU 0's core left out, cores in the
+    order of their lowest CPU, each core's threads together."""
+    say.append("Auto-generating the enclave CPU pool by using the CPU count...")
+    text = cfg.cpu_count or ""
+    count = _digits(text)
+    if count is None:
+        raise _Failed(f"The CPU count value ({text}) is invalid.")
+    if count <= 0:
+        raise _Failed("Provided CPU count is not higher than 0.")
+    if count > inst.vcpus:
+        raise _Failed(f"Provided CPU count is higher than available CPUs - {inst.vcpus}.")
+    if count % inst.threads_per_core:
+        raise _Failed(f"The CPU count is not multiple of {inst.threads_per_core} (threads per core).")
+    pool: list[int] = []
+    pages: dict[int, int] | int = 0
+    for node in range(inst.numa_nodes):
+        pool = []
+        node_cpus = [c for c in range(inst.vcpus) if inst.numa_node_of(c) == node]
+        room = len(node_cpus) - (inst.threads_per_core if node == inst.numa_node_of(0) else 0)
+        if count > room:
+            continue
+        found = False
+        for cpu in node_cpus:
+            if cpu == 0:
+                continue
+            threads = [c for c in range(1, inst.vcpus) if inst.core_of(c) == inst.core_of(cpu)]
+            if len(threads) != inst.threads_per_core:
+                continue
+            pool.extend(t for t in threads if t not in pool)
+            if len(pool) == count:
+                say.append(f"Will try to reserve {cfg.memory_mib} MB of memory on node {node}.")
+                pages = _reserve_hugepages(inst, cfg.memory_mib, say)
+                found = not isinstance(pages, int)
+                break
+        if found:
+            break
+    if len(pool) != count:
+        raise _Failed("Failed to find suitable CPUs for the Nitro Enclaves CPU pool after checking all NUMA nodes.")
+    if isinstance(pages, int):
+        raise _Failed(ALLOCATOR_ERRORS.get(pages, f"An unknown error has occurred: {pages}"))
+    text_pool = ",".join(map(str, pool))
+    say.append(f"Auto-generated the enclave CPU pool: {text_pool}.")
+    _write_pool(inst, text_pool, say)
+    return pool, pages
+
+
+def driver_pool_problem(inst: Instance, text: str) -> str | None:
+    """Why the driver's ne_setup_cpu_pool (ne_misc_dev.c) refuses a cpu-list written to ne_cpus."""
+    if len(text) >= MAX_POOL_CHARS:
+        return f"the CPU list is longer than {MAX_POOL_CHARS - 1} characters"
+    try:
+        cpus = parse_cpu_list(text)
+    except AllocatorError:
+        return "Error in cpulist parse"
+    if not cpus:
+        return "No CPUs available in CPU pool"
+    for cpu in cpus:
+        if cpu >= inst.vcpus:
+            return f"CPU {cpu} does not exist"
+    if len({inst.numa_node_of(c) for c in cpus}) > 1:
+        return "CPUs with different NUMA nodes"
+    if 0 in cpus:
+        return "CPU 0 has to remain available"
+    for sibling in inst.siblings(0):
+        if sibling in cpus:
+            return f"CPU sibling {sibling} for CPU 0 is in CPU pool"
+    for cpu in cpus:
+        for sibling in inst.siblings(cpu):
+            if sibling not in cpus:
+                return f"CPU {sibling} is not in CPU pool"
+    return None
+
+
+def _write_pool(inst: Instance, text: str, say: list[str]) -> None:
+    say.append("Configuring the enclave CPU pool...")
+    problem = driver_pool_problem(inst, text)
+    if problem:
+        # on Nitro the driver's reason goes to the kernel log; here it is said where it can be seen
+        say.append(f"nitro-emu: the driver refused the CPU pool {text!r}: {problem}")
+        raise _Failed("Failed to configure the CPU pool.")
+    say.append("Done.")
+
+
+def run_allocator(
+    inst: Instance, text: str, where: str, previous: AllocatorState | None, enclaves_running: bool
+) -> AllocatorState:
+    """One start of nitro-enclaves-allocator.service over allocator.yaml's ``text``.
+
+    As on Nitro: a file the parser refuses leaves the previous pools as they were; once the script has
+    re-onlined the CPUs, a failure leaves no CPU pool and the previous hugepages (rolled back)."""
+    say: list[str] = []
+    before = previous or AllocatorState(cpu_pool=[], hugepages={})
+    try:
+        cfg = parse_allocator(text, where)
+    except AllocatorError as exc:
+        return AllocatorState(before.cpu_pool, before.hugepages, before.node, exc.message, [f"Error: {exc.message}"])
+    if enclaves_running:
+        return AllocatorState(
+            before.cpu_pool, before.hugepages, before.node, RUNNING_ENCLAVES, [f"Error: {RUNNING_ENCLAVES}"]
+        )
+    try:
+        if cfg.cpu_count:
+            pool, pages = _pool_by_count(inst, cfg, say)
+            msg = f"{cfg.cpu_count} CPUs"
+        else:
+            pool_text = cfg.cpu_pool or ""
+            _write_pool(inst, pool_text, say)
+            pool = parse_cpu_list(pool_text)
+            got = _reserve_hugepages(inst, cfg.memory_mib, say)
+            if isinstance(got, int):
+                raise _Failed(ALLOCATOR_ERRORS.get(got, f"An unknown error has occurred: {got}"))
+            pages = got
+            msg = f"CPU pool: {pool_text}"
+    except _Failed as exc:
+        say.append(f"Error: {exc.message}")
+        return AllocatorState([], before.hugepages, before.node, exc.message, say)
+    say.append(f"Successfully allocated Nitro Enclaves resources: {cfg.memory_mib} MiB, {msg}")
+    return AllocatorState(pool, pages, inst.numa_node_of(pool[0]), None, say)
+
+
+def state_file() -> Path:
+    return home.emulator_run_dir() / "allocator.json"
 
 
 def load_allocator(path: Path | None = None) -> AllocatorConfig:
-    """allocator.yaml, written with nitro-cli's defaults when absent."""
+    """allocator.yaml as the allocator would parse it now (what it is asked for; the pools in force are
+    :func:`allocator_state`'s, from its last start)."""
+    text, where = read_allocator_file(path)
+    return parse_allocator(text, where)
+
+
+def read_allocator_file(path: Path | None = None) -> tuple[str, str]:
+    """allocator.yaml's text and path, written with nitro-cli's default file when absent."""
     path = path or allocator_file()
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_ALLOCATOR_BYTES + 1)
     except FileNotFoundError:
         _create_default(path)
-        return load_allocator(path)
+        return read_allocator_file(path)
     except OSError as exc:
         raise AllocatorError(f"Could not open the file: {exc.strerror}.", where=str(path)) from None
-    return parse_allocator(raw.decode("utf-8", "replace"), where=str(path))
+    return raw.decode("utf-8", "replace"), str(path)
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    lock = home.ensure(home.emulator_run_dir()) / "allocator.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _save(st: AllocatorState) -> None:
+    path = state_file()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".allocator-")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(st.to_json(), fh)
+    os.replace(tmp, path)
+
+
+def _load() -> AllocatorState | None:
+    try:
+        with open(state_file(), "rb") as fh:
+            raw = fh.read(1024 * 1024)
+    except FileNotFoundError:
+        return None
+    try:
+        return AllocatorState.from_json(json.loads(raw))
+    except ValueError:
+        raise AllocatorError("the allocator's state file is corrupt", where=str(state_file())) from None
+
+
+def start_allocator(inst: Instance, enclaves_running: bool = False) -> AllocatorState:
+    """(Re)start the emulated nitro-enclaves-allocator.service: allocator.yaml is read here, and only here."""
+    with _locked():
+        text, where = read_allocator_file()
+        st = run_allocator(inst, text, where, _load(), enclaves_running)
+        _save(st)
+    log = home.ensure(home.emulator_log_dir()) / "nitro-enclaves-allocator.log"
+    with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as fh:
+        fh.write("".join(line + "\n" for line in st.output))
+    return st
+
+
+def allocator_state(inst: Instance) -> AllocatorState:
+    """The pools as the allocator left them. The first use starts it, as the service starts at boot;
+    after that allocator.yaml is not read again until ``nitro-emu restart-allocator``."""
+    st = _load()
+    if st is not None:
+        return st
+    with _locked():
+        st = _load()
+    return st if st is not None else start_allocator(inst)
 
 
 def _create_default(path: Path) -> None:
@@ -110,6 +401,7 @@ def _create_default(path: Path) -> None:
             os.link(tmp, path)
     finally:
         os.unlink(tmp)
+
 
 
 _RANGE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
@@ -149,119 +441,39 @@ def format_cpu_list(cpus: Iterable[int]) -> str:
     return ",".join(out)
 
 
-def cpu_pool(inst: Instance, cfg: AllocatorConfig) -> list[int]:
-    """The CPUs offered to enclaves, under the driver's rules."""
-    parent = set(inst.siblings(0))
-    if cfg.cpu_pool is not None:
-        cpus = parse_cpu_list(cfg.cpu_pool)
-        for cpu in cpus:
-            if cpu >= inst.vcpus:
-                raise AllocatorError(f"CPU {cpu} does not exist (the instance has {inst.vcpus} vCPUs).")
-            if cpu in parent:
-                raise AllocatorError(f"CPU {cpu} is CPU 0 or its sibling and stays with the parent instance.")
-            missing = set(inst.siblings(cpu)) - set(cpus)
-            if missing:
-                raise AllocatorError(
-                    f"CPU {cpu} is not part of a full core: add its sibling(s) {format_cpu_list(missing)}."
-                )
-        if len({inst.numa_node_of(c) for c in cpus}) > 1:
-            raise AllocatorError("The CPU pool spans more than one NUMA node.")
-        pool = cpus
-    else:
-        count = cfg.cpu_count or 0
-        if count % inst.threads_per_core:
-            raise AllocatorError(f"The CPU count is not multiple of {inst.threads_per_core} (threads per core).")
-        need_cores = count // inst.threads_per_core
-        pool = []
-        for node in range(inst.numa_nodes):
-            cores = [c for c in range(inst.cores) if c != inst.core_of(0) and inst.numa_node_of(c) == node]
-            if len(cores) >= need_cores:
-                pool = sorted(cpu for c in cores[:need_cores] for cpu in inst.siblings(c))
-                break
-        else:
-            raise AllocatorError(
-                "Failed to find suitable CPUs for the Nitro Enclaves CPU pool after checking all NUMA nodes."
-            )
-    if len(format_cpu_list(pool)) > MAX_POOL_CHARS:
-        raise AllocatorError(f"The CPU pool is longer than {MAX_POOL_CHARS} characters.")
-    return pool
-
-
-def hugepage_pool(inst: Instance, cfg: AllocatorConfig) -> dict[int, int]:
-    """Pages reserved per size (kB), largest first; the total rounds up to the smallest size."""
-    if cfg.memory_mib > inst.memory_mib:
-        raise AllocatorError(
-            f"Failed to configure entire amount of requested memory: {cfg.memory_mib} MiB is more than the "
-            f"instance's {inst.memory_mib} MiB."
-        )
-    pages = requested_hugepages(inst, cfg)
-    got = reserved_hugepages(inst, pages)
-    if got != pages:
-        raise AllocatorError(
-            f"Failed to configure entire amount of requested memory: {pages_mib(got)} MiB of {cfg.memory_mib} MiB "
-            "reserved (the instance's memory is fragmented: hugepages_reservable_mib)."
-        )
-    return pages
-
-
-def reserved_hugepages(inst: Instance, wanted: dict[int, int]) -> dict[int, int]:
-    """The pages the kernel hands out for ``wanted``: all of them, unless the model's fragmentation
-    (``hugepages_reservable_mib``) stops it first; largest size first, as the allocator asks."""
-    budget_kb = None if inst.hugepages_reservable_mib is None else inst.hugepages_reservable_mib * 1024
-    got: dict[int, int] = {}
-    for size, count in sorted(wanted.items(), reverse=True):
-        n = count if budget_kb is None else min(count, budget_kb // size)
-        got[size] = n
-        if budget_kb is not None:
-            budget_kb -= n * size
-    return got
-
-
-def requested_hugepages(inst: Instance, cfg: AllocatorConfig) -> dict[int, int]:
-    """What allocator.yaml asks the kernel for, per size (before fragmentation)."""
-    sizes = sorted(inst.hugepage_sizes_kb, reverse=True)
-    remaining_kb = cfg.memory_mib * 1024
-    pages: dict[int, int] = {}
-    for size in sizes[:-1]:
-        pages[size] = remaining_kb // size
-        remaining_kb -= pages[size] * size
-    pages[sizes[-1]] = -(-remaining_kb // sizes[-1])
-    return pages
-
-
 # --- per-enclave picks ----------------------------------------------------------------------------
 
 
 def pick_pages(free: dict[int, int], request_mib: int) -> dict[int, int] | int:
-    """Choose hugepages for ``request_mib`` like the enclave process does.
+    """Choose hugepages for ``request_mib`` as the enclave process does (resource_manager.rs allocate).
 
-    Returns {size_kb: count}, or the MiB still missing when the free pages cannot cover the request.
-    Large pages first while the need is at least a page, then fill the rest from the smallest size
-    upward, then give back surplus regions (smallest first) that the request does not need.
-    """
-    need = request_mib * 1024
-    sizes = [s for s in ENCLAVE_PAGE_SIZES_KB if free.get(s, 0) > 0]
-    taken: list[int] = []
+    Largest sizes first while the need is at least a page; then, if need remains, each size from the
+    smallest up until the need is covered; then, regions sorted largest first, keep those needed to
+    reach the request and free the rest. Returns {size_kb: count}, or the MiB still missing
+    (``needed_mem >> 20``, as its "Failed to allocate entire memory (N MB remained)" says)."""
+    need = request_mib * MIB
     left = dict(free)
-    for size in sizes:
-        while need >= size and left[size] > 0:
-            taken.append(size)
-            left[size] -= 1
-            need -= size
-    for size in reversed(sizes):
-        while need > 0 and left[size] > 0:
-            taken.append(size)
-            left[size] -= 1
-            need -= size
+    taken: list[int] = []
+    for size_kb in ENCLAVE_PAGE_SIZES_KB:
+        while need >= size_kb * 1024 and left.get(size_kb, 0) > 0:
+            taken.append(size_kb)
+            left[size_kb] -= 1
+            need -= size_kb * 1024
     if need > 0:
-        return -(-need // 1024)
-    target = request_mib * 1024
-    for size in sorted(taken):
-        if sum(taken) - size >= target:
-            taken.remove(size)
+        for size_kb in reversed(ENCLAVE_PAGE_SIZES_KB):
+            while need > 0 and left.get(size_kb, 0) > 0:
+                taken.append(size_kb)
+                left[size_kb] -= 1
+                need -= size_kb * 1024
+    if need > 0:
+        return need >> 20
+    need = request_mib * MIB
     out: dict[int, int] = {}
-    for size in taken:
-        out[size] = out.get(size, 0) + 1
+    for size_kb in sorted(taken, reverse=True):
+        if need <= 0:
+            break
+        need -= size_kb * 1024
+        out[size_kb] = out.get(size_kb, 0) + 1
     return out
 
 
@@ -315,17 +527,13 @@ def snapshot(home_dir: Path | None = None) -> PoolSnapshot:
 
 def _snapshot(inst: Instance, state: Any) -> PoolSnapshot:
     requested: int | None = None
+    with contextlib.suppress(NitrodeckError):
+        requested = _digits(load_allocator().memory_mib)
     try:
-        cfg = load_allocator()
-        requested = cfg.memory_mib
-        pool = cpu_pool(inst, cfg)
-        hp = hugepage_pool(inst, cfg)
-        error = None
+        st = allocator_state(inst)
+        pool, hp, error, node = list(st.cpu_pool), dict(st.hugepages), st.error, st.node
     except NitrodeckError as exc:
-        pool, hp, error = [], {}, str(exc)
-        if requested is not None and requested <= inst.memory_mib:
-            # as on a parent whose allocator failed half-way: what the kernel did reserve stays
-            hp = reserved_hugepages(inst, requested_hugepages(inst, cfg))
+        pool, hp, error, node = [], {}, str(exc), 0
     entries = [e for e in state.read_entries() if state.entry_alive(e)]
     held_pages: dict[int, int] = {}
     held_cpus: set[int] = set()
@@ -335,7 +543,6 @@ def _snapshot(inst: Instance, state: Any) -> PoolSnapshot:
         for size, n in e.pages.items():
             held_pages[size] = held_pages.get(size, 0) + n
         held.append(HeldResources(e.enclave_id, e.name, list(e.cpu_ids), e.memory_mib, dict(e.pages)))
-    node = inst.numa_node_of(pool[0]) if pool else 0
     hugepages = [
         HugepageUse(size, total, max(total - held_pages.get(size, 0), 0), held_pages.get(size, 0), node)
         for size, total in sorted(hp.items(), reverse=True)

@@ -79,12 +79,22 @@ def warn(text: str) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with clap's habits: usage errors on stderr, exit 2."""
+    """argparse with clap's habits: usage errors in clap's layout on stderr, exit 2 (emulator.usage)."""
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"error: {message}\n\nFor more information try --help\n")
-        raise SystemExit(2)
+        from emulator.usage import EXIT_USAGE, render
+
+        sys.stderr.write(render(self, message))
+        sys.stderr.flush()
+        raise SystemExit(EXIT_USAGE)
+
+
+def parser_for(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The subcommand's own parser, so that its errors show its usage line."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]  # type: ignore[no-any-return]
+    return parser
 
 
 def build_parser() -> _Parser:
@@ -154,6 +164,10 @@ def build_parser() -> _Parser:
     sign.add_argument("--signing-certificate", metavar="signing-certificate", required=True)
     sign.add_argument("--private-key", metavar="private-key", required=True)
 
+    sub.add_parser(
+        "restart-allocator",
+        help="(nitro-emu only) systemctl restart nitro-enclaves-allocator.service: re-read allocator.yaml",
+    )
     sub.add_parser("emulator-describe", help="(nitro-emu only) each enclave's EIF path and isolation, as JSON")
 
     exp = sub.add_parser("explain", help="Display detailed information about an error returned by a misbehaving Nitro CLI command")
@@ -197,17 +211,28 @@ def parse_int(name: str, text: str) -> int:
     return int(text)
 
 
+def parse_u64(name: str, text: str) -> int:
+    """Rust's ``str::parse::<u64>``: ASCII digits (a leading + allowed), at most 2^64-1."""
+    if not re.fullmatch(r"\+?[0-9]{1,20}", text) or int(text) >= 2**64:
+        raise EmuError(code="E03", info=[name, text])
+    return int(text)
+
+
 def launch_from_args(args: argparse.Namespace, parser: _Parser) -> dict[str, Any]:
     if args.config is not None:
         others = [f for f in ("cpu_ids", "cpu_count", "memory", "eif_path", "enclave_cid", "enclave_name") if getattr(args, f) is not None]
-        if others or args.debug_mode:
-            parser.error("the argument '--config <json-config>' cannot be used with other run-enclave arguments")
+        if args.debug_mode:
+            others.append("debug_mode")
+        if others:
+            run_parser = parser_for(parser, "run-enclave")
+            run_parser.error(f"argument --{others[0].replace('_', '-')}: not allowed with argument --config")
         return launch_from_config(args.config, args.attach_console)
-    missing = [flag for flag, v in (("--memory", args.memory), ("--eif-path", args.eif_path)) if v is None]
+    missing = [flag for flag, v in (("--cpu-ids", args.cpu_ids if args.cpu_count is None else 1),
+                                    ("--cpu-count", args.cpu_count if args.cpu_ids is None else 1),
+                                    ("--memory", args.memory), ("--eif-path", args.eif_path)) if v is None]
     if missing:
-        parser.error(f"the following arguments are required: {', '.join(missing)}")
-    if args.cpu_ids is None and args.cpu_count is None:
-        parser.error("one of the arguments --cpu-ids --cpu-count is required")
+        # clap lists every required argument that is missing, in the order they are defined
+        parser_for(parser, "run-enclave").error(f"the following arguments are required: {', '.join(missing)}")
     # nitro-cli's parse order, so the first bad value reported is the same one
     cpu_count = parse_int("cpu-count", args.cpu_count) if args.cpu_count is not None else None
     cid = check_cid(parse_int("enclave-cid", args.enclave_cid)) if args.enclave_cid is not None else 0
@@ -406,8 +431,10 @@ def forget(entry: state.Entry) -> None:
 def find_entry(enclave_id: str | None, name: str | None) -> state.Entry:
     entries = [e for e in live_entries() if e.started]
     if enclave_id is not None:
+        # common/mod.rs get_socket_path: only the part after the last "-enc" names the enclave process
+        slot = enclave_id.rsplit("-enc", 1)[-1]
         for e in entries:
-            if e.enclave_id == enclave_id:
+            if e.slot == slot:
                 return e
         raise EmuError(code="E11", subactions=[f"Failed to connect to the enclave process of {enclave_id}: no such enclave"])
     matches = [e for e in entries if e.name == name]
@@ -445,6 +472,20 @@ def cmd_describe(args: argparse.Namespace) -> int:
             out.append(info)
     out_json(out)
     return 0
+
+
+def cmd_restart_allocator() -> int:
+    """nitro-emu only: what ``systemctl restart nitro-enclaves-allocator.service`` does on a parent.
+
+    allocator.yaml is read when the allocator starts, not at each launch; the script's lines go to
+    stdout and its ``Error: ...`` ends a failed start with exit 1, as the script does."""
+    from emulator.allocator import start_allocator
+    from emulator.instance import load_instance
+
+    running = any(e for e in live_entries())
+    st = start_allocator(load_instance(), enclaves_running=running)
+    sys.stdout.write("".join(line + "\n" for line in st.output))
+    return 1 if st.error else 0
 
 
 def cmd_emulator_describe() -> int:
@@ -590,12 +631,14 @@ def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
     from emulator.build_cmd import run_build
 
     sources = [s for s in (args.rootfs, args.image_tar) if s]
+    build = parser_for(parser, "build-enclave")
     if not args.docker_uri and not sources:
-        parser.error("the following arguments are required: --docker-uri")
+        build.error("the following arguments are required: --docker-uri")
     if args.rootfs and not args.cmd:
-        parser.error("--rootfs requires --cmd")
+        build.error("the following arguments are required: --cmd")
     if bool(args.signing_certificate) != bool(args.private_key):
-        parser.error("--signing-certificate and --private-key must be given together")
+        needed = "--private-key" if args.signing_certificate else "--signing-certificate"
+        build.error(f"the following arguments are required: {needed}")
     try:
         out = run_build(args)
     except EmuError as err:
@@ -632,7 +675,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser.print_help(sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # clap names the first argument it does not know, under the subcommand's usage
+        sub = parser_for(parser, args.command) if args.command else parser
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version and args.command is None:
         print(VERSION_TEXT)
         return 0
@@ -646,16 +693,19 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_describe(args)
         if args.command == "emulator-describe":
             return cmd_emulator_describe()
+        if args.command == "restart-allocator":
+            return cmd_restart_allocator()
         if args.command == "terminate-enclave":
             return cmd_terminate(args)
         if args.command == "console":
             try:
                 timeout = None
                 if args.disconnect_timeout is not None:
-                    timeout = parse_int("disconnect-timeout", args.disconnect_timeout)
+                    timeout = parse_u64("disconnect-timeout", args.disconnect_timeout)
             except EmuError as err:
                 return fail(err, ACTIONS["console"])
-            return attach_console(args.enclave_id, args.enclave_name, timeout)
+            # utils.rs Console::read_to arms a timerfd with the value: 0 disarms it, so 0 means never
+            return attach_console(args.enclave_id, args.enclave_name, timeout or None)
         if args.command == "describe-eif":
             return cmd_describe_eif(args)
         if args.command == "pcr":

@@ -2,18 +2,24 @@
 
 Run by the supervisor as the enclave process (``python -I enclave_init.py BOOT_SOCKET ROOTFS -- CMD...``),
 already isolated and with the enclave's environment. Standard library only, so it starts fast and does
-not depend on the caller's import path. If the command cannot be started, no heartbeat is sent: the
-supervisor sees init exit and reports E36 at once, as a real enclave whose init fails never boots.
+not depend on the caller's import path.
+
+The order is the real init's (aws-nitro-enclaves-sdk-bootstrap init/init.c main): the heartbeat goes
+out before /cmd is read, so run-enclave succeeds even when the command cannot run; the command's
+failure then shows on the console (``execvpe: <cmd>: <strerror>``, ``child exited with error``) and
+the enclave reboots, which on Nitro ends it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
 import sys
 
 HEARTBEAT = b"\xb7"
+REBOOT = "[    1.000000] reboot: Restarting system\n"
 
 BANNER = (
     "[    0.000000] Linux version 4.14.256 (nitrodeck emulator stand-in)\n"
@@ -54,20 +60,23 @@ def main(argv: list[str]) -> int:
     boot_socket, rootfs, cmd = argv[0], argv[1], argv[3:]
     sys.stdout.write(BANNER)
     sys.stdout.flush()
-    if os.path.isdir(rootfs):
-        os.chdir(rootfs)  # the image's working folder: relative commands resolve inside the rootfs
-    program = resolve(cmd[0], os.environ.get("PATH", os.defpath))
-    if program is None:
-        print(f"nitrodeck-init: cannot execute {cmd[0]!r}: not found or not executable", flush=True)
-        return 127
     if not heartbeat(boot_socket):
         print("nitrodeck-init: boot heartbeat was not acknowledged", flush=True)
         return 1
-    try:
-        os.execve(program, cmd, dict(os.environ))
-    except OSError as exc:
-        print(f"nitrodeck-init: exec {cmd[0]!r} failed: {exc.strerror}", flush=True)
-        return 126
+    if os.path.isdir(rootfs):
+        os.chdir(rootfs)  # the image's working folder: relative commands resolve inside the rootfs
+    program = resolve(cmd[0], os.environ.get("PATH", os.defpath))
+    err = errno.EACCES if "/" in cmd[0] and os.path.isfile(cmd[0]) else errno.ENOENT
+    if program is not None:
+        try:
+            os.execve(program, cmd, dict(os.environ))
+        except OSError as exc:
+            err = exc.errno or errno.ENOEXEC
+    # init.c: the forked child's die2("execvpe", argv[0]) exits with errno; init reaps it, says so and
+    # reboots (an enclave that reboots ends)
+    sys.stdout.write(f"execvpe: {cmd[0]}: {os.strerror(err)}\nchild exited with error\n{REBOOT}")
+    sys.stdout.flush()
+    return err
 
 
 if __name__ == "__main__":

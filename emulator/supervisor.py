@@ -30,9 +30,7 @@ from emulator import control, state
 from emulator.allocator import (
     MIN_ENCLAVE_MIB,
     AllocatorError,
-    cpu_pool,
-    hugepage_pool,
-    load_allocator,
+    allocator_state,
     pages_mib,
     pick_pages,
 )
@@ -91,6 +89,10 @@ class LaunchSpec:
         return spec
 
 
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def boot_timeout(eif_size: int, memory_mib: int) -> float:
     """nitro-cli's 90 s per started 6 GiB of EIF plus 90 s per started 100 GiB of memory, capped."""
     full = 90 * -(-eif_size // (6 * GIB)) + 90 * -(-memory_mib // (100 * 1024))
@@ -100,6 +102,13 @@ def boot_timeout(eif_size: int, memory_mib: int) -> float:
 def new_enclave_id(instance_id: str) -> tuple[str, str]:
     slot = f"{(int(time.time() * 1000) << 16) | secrets.randbits(16):x}"
     return f"{''.join(instance_id.split())}-enc{slot}", slot
+
+
+def module_id(enclave_id: str) -> str:
+    """The attestation document's module_id: the enclave ID with the slot as 16 zero-padded hex digits
+    (every real document has 16; the enclave ID nitro-cli prints uses ``{:x}`` and may have fewer)."""
+    head, _, slot = enclave_id.rpartition("-enc")
+    return f"{head}-enc{int(slot, 16):016x}"
 
 
 def default_name(eif_path: str) -> str:
@@ -118,51 +127,88 @@ def unique_name(wanted: str, taken: set[str]) -> str:
     return f"{wanted}_{n}"
 
 
-FULL_CORES = "The enclave cannot start because full CPU cores have not been set (FULL_CORES_NOT_USED)"
+# resource_manager.rs do_ioctl: the driver's errors, all E29; these texts go to the err log
+IOCTL_TEXT = {
+    "VCPU_NOT_IN_CPU_POOL": "The provided vCPU is not available in the CPU pool",
+    "ENCLAVE_MEM_MIN_SIZE": "The enclave's memory size is lower than the minimum supported",
+    "NO_VCPUS_ADDED": "The enclave cannot start because no vCPUs have been added",
+    "FULL_CORES_NOT_USED": "The enclave cannot start because full CPU cores have not been set",
+    "NO_CPUS_AVAIL_IN_POOL": "The enclave cannot be created because no CPUs are available in the pool",
+}
+
+
+def ioctl_error(name: str, subaction: str) -> EmuError:
+    return EmuError(code="E29", subactions=[subaction, IOCTL_TEXT.get(name, name)])
 
 
 def check_cpu_request(spec: LaunchSpec, pool: list[int]) -> None:
-    """nitro-cli's checks before any allocation: E20 duplicates, E21 not in the pool, E22 too many."""
+    """cpu_info.rs get_cpu_config, against the pool file (ne_cpus): E20 duplicates, E21 not in the pool,
+    E22 more CPUs than the pool holds (busy or not: the driver finds that out later)."""
     if spec.cpu_ids is not None:
-        dups = sorted(cpu for cpu, n in Counter(spec.cpu_ids).items() if n > 1)
+        counts = Counter(spec.cpu_ids)
+        dups = sorted(cpu for cpu, n in counts.items() if n > 1)
         if dups:
-            raise EmuError(code="E20", info=["cpu-ids", ", ".join(map(str, dups))])
-        for cpu in spec.cpu_ids:
+            # get_duplicate_cpus concatenates the IDs with nothing between them
+            raise EmuError(code="E20", info=["cpu-ids", "".join(map(str, dups))])
+        for cpu in sorted(counts):
             if cpu not in pool:
                 raise EmuError(code="E21", info=["cpu-ids", str(cpu)])
     elif (spec.cpu_count or 0) > len(pool):
         raise EmuError(code="E22", info=["cpu-count", str(spec.cpu_count)])
 
 
-def pick_cpus(spec: LaunchSpec, inst: Instance, pool: list[int], used: set[int]) -> list[int]:
-    """The driver's part: full cores only, from CPUs no other enclave holds (E29 otherwise)."""
+def free_cores(inst: Instance, pool: list[int], used: set[int]) -> list[int]:
+    """The driver's avail_threads_per_core: core IDs in ascending order whose threads are all free."""
+    cores = sorted({inst.core_of(c) for c in pool})
+    return [core for core in cores if not (set(inst.siblings(core)) & used)]
+
+
+def add_vcpus(spec: LaunchSpec, inst: Instance, pool: list[int], used: set[int]) -> list[int]:
+    """NE_ADD_VCPU per CPU, as ne_misc_dev.c answers it. With --cpu-count the driver hands out the
+    remaining siblings of this enclave's cores first, else the lowest thread of the first free core;
+    with --cpu-ids the given order is kept. The result is the order nitro-cli reports."""
+    avail = free_cores(inst, pool, used)
+    mine: list[int] = []  # cores given to this enclave, in the order taken
+    cpus: list[int] = []
     if spec.cpu_ids is not None:
-        busy = sorted(set(spec.cpu_ids) & used)
-        if busy:
-            raise EmuError(code="E29", subactions=[f"Failed to add vCPU {busy[0]}: VCPU_ALREADY_USED (256)"])
-        wanted = sorted(spec.cpu_ids)
-        if any(not set(inst.siblings(cpu)) <= set(wanted) for cpu in wanted):
-            raise EmuError(code="E29", subactions=[FULL_CORES])
-        return wanted
-    count = spec.cpu_count or 0
-    if count <= 0 or count % inst.threads_per_core:
-        raise EmuError(code="E29", subactions=[FULL_CORES])
-    chosen: list[int] = []
-    for cpu in pool:
-        if len(chosen) >= count:
-            break
-        core = inst.siblings(cpu)
-        if cpu == core[0] and not (set(core) & used) and set(core) <= set(pool):
-            chosen.extend(core)
-    if len(chosen) < count:
-        raise EmuError(code="E29", subactions=["Failed to add vCPU: NO_CPUS_AVAIL_IN_POOL (272)"])
-    return sorted(chosen)
+        for cpu in spec.cpu_ids:
+            core = inst.core_of(cpu)
+            if core not in mine:
+                if core not in avail:
+                    raise ioctl_error("VCPU_NOT_IN_CPU_POOL", f"Failed to add CPU with ID {cpu}")
+                avail.remove(core)
+                mine.append(core)
+            cpus.append(cpu)
+        return cpus
+    for _ in range(spec.cpu_count or 0):
+        spare = [c for core in sorted(mine) for c in inst.siblings(core) if c not in cpus]
+        if spare:
+            cpus.append(min(spare, key=lambda c: (inst.core_of(c), c)))
+            continue
+        if not avail:
+            raise ioctl_error("NO_CPUS_AVAIL_IN_POOL", "Add vCPU ioctl failed")
+        core = avail.pop(0)
+        mine.append(core)
+        cpus.append(min(inst.siblings(core)))
+    return cpus
+
+
+def check_start(inst: Instance, cpus: list[int], memory_mib: int) -> None:
+    """NE_START_ENCLAVE's checks, in the driver's order."""
+    if memory_mib < MIN_ENCLAVE_MIB:
+        raise ioctl_error("ENCLAVE_MEM_MIN_SIZE", "Start enclave ioctl failed")
+    if not cpus:
+        raise ioctl_error("NO_VCPUS_ADDED", "Start enclave ioctl failed")
+    for cpu in cpus:
+        if not set(inst.siblings(cpu)) <= set(cpus):
+            raise ioctl_error("FULL_CORES_NOT_USED", "Start enclave ioctl failed")
 
 
 def choose_cid(wanted: int, used: set[int]) -> int:
     if wanted:
         if wanted in used:
-            raise EmuError(code="E29", subactions=[f"CID {wanted} is in use: INVALID_ENCLAVE_CID (275)"])
+            # the hypervisor refuses a CID that another enclave has; nitro-cli shows the errno it got
+            raise EmuError(code="E29", subactions=["Start enclave ioctl failed", f"CID {wanted} is in use by another enclave"])
         return wanted
     cid = FIRST_AUTO_CID
     while cid in used:
@@ -212,21 +258,41 @@ class Supervisor:
     # --- launch -------------------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> None:
+        """nitro-cli's order of events (enclave_proc/commands.rs run_enclaves, resource_manager.rs):
+        open the EIF; CPU checks against the pool file (E20/E21/E22); the 4x EIF size rule in bytes
+        (E26); NE_CREATE_VM (slot limit, no free core: E29); the signature check (E59); then
+        "Start allocating memory...", hugepages (E27), vCPUs and NE_START_ENCLAVE (E29), boot (E36)."""
         from core.eif.format import read_eif
         from core.eif.measure import measure
 
         eif_path = os.path.abspath(spec.eif_path)
         try:
-            eif_size = os.stat(eif_path).st_size
-            with open(eif_path, "rb"):
-                pass
-        except OSError:
-            raise EmuError(code="E19", info=[spec.eif_path, "Open"], subactions=["Failed to open the EIF file"]) from None
-        if spec.memory_mib == 0:
-            raise EmuError(code="E26", info=["memory", "0"])
-        min_mib = -(-eif_size // MIB) * 4
-        if spec.memory_mib < min_mib:
-            raise EmuError(code="E26", info=["memory", str(spec.memory_mib), str(min_mib)])
+            with open(eif_path, "rb") as fh:
+                eif_size = os.fstat(fh.fileno()).st_size
+        except OSError as exc:
+            raise EmuError(
+                code="E19", info=[spec.eif_path, "Open"], subactions=[f"Failed to open the EIF file: {exc}"]
+            ) from None
+        try:
+            inst = load_instance()
+            pools = allocator_state(inst)
+            pool, hugepages = list(pools.cpu_pool), dict(pools.hugepages)
+        except (AllocatorError, InstanceConfigError) as exc:
+            self.progress(f"nitro-emu: the modelled instance or allocator is unusable: {exc}")
+            raise EmuError(
+                code="E19", info=["/sys/module/nitro_enclaves/parameters/ne_cpus", "Open"],
+                subactions=["Failed to construct CPU information", str(exc)],
+            ) from None
+        check_cpu_request(spec, pool)
+        if 4 * eif_size > spec.memory_mib * MIB:
+            min_mib = ceil_div(ceil_div(eif_size, 1024), 1024) * 4  # resource_manager.rs, in MB as printed
+            raise EmuError(
+                code="E26",
+                info=["memory", str(spec.memory_mib), str(min_mib)],
+                subactions=[f"At least {min_mib} MB must be allocated (which is 4 times the EIF file size)"],
+            )
+        parse_error: str | None = None
+        eif = None
         try:
             eif = read_eif(eif_path)
             self.measurements = measure(eif).as_dict()
@@ -234,28 +300,23 @@ class Supervisor:
 
             self.identity = identity(eif)
         except NitrodeckError as exc:
-            raise EmuError(code="E35", subactions=[f"EIF parsing failed: {exc}"]) from None
-        if eif.signature is not None:
-            self._check_signature(eif)
-        try:
-            inst = load_instance()
-            cfg = load_allocator()
-            pool = cpu_pool(inst, cfg)
-            hugepages = hugepage_pool(inst, cfg)
-        except (AllocatorError, InstanceConfigError) as exc:
-            self.progress(f"nitro-enclaves-allocator: {exc}")
-            raise EmuError(code="E29", subactions=[f"Enclave resource pools unusable: {exc}"]) from None
+            parse_error = str(exc)
         enclave_id, slot = new_enclave_id(inst.instance_id)
         with state.locked() as table:
             live = table.entries
             for dead in table.reclaimed:
                 log_line("nitro-cli", "WARN", f"reclaimed resources of dead enclave {dead.enclave_id}")
+            used = {c for e in live for c in e.cpu_ids}
+            # NE_CREATE_VM: the slot limit, then the driver's "no CPUs available in CPU pool"
             if len(live) >= MAX_ENCLAVES:
                 raise EmuError(
-                    code="E28",
-                    subactions=[f"Enclave limit reached: {len(live)} of {MAX_ENCLAVES} enclaves already run on this instance"],
+                    code="E29",
+                    subactions=["Create VM ioctl failed", f"no enclave slot left: {len(live)} of {MAX_ENCLAVES} in use"],
                 )
-            check_cpu_request(spec, pool)
+            if not free_cores(inst, pool, used):
+                raise ioctl_error("NO_CPUS_AVAIL_IN_POOL", "Create VM ioctl failed")
+            if eif is not None and eif.signature is not None:
+                self._check_signature(eif)
             self.progress("Start allocating memory...")
             free = dict(hugepages)
             for e in live:
@@ -266,13 +327,16 @@ class Supervisor:
                 raise EmuError(
                     code="E27",
                     info=["memory", str(spec.memory_mib)],
-                    subactions=[f"Failed to allocate entire memory ({pages} MB remained)"],
+                    subactions=["Failed to allocate enclave memory", f"Failed to allocate entire memory ({pages} MB remained)"],
                 )
             memory = pages_mib(pages)
-            cpus = pick_cpus(spec, inst, pool, {c for e in live for c in e.cpu_ids})
+            if parse_error is not None:
+                # on Nitro the hypervisor reads the EIF from enclave memory; the emulator must parse it
+                self.progress(f"nitro-emu: the EIF cannot be read: {parse_error}")
+                raise EmuError(code="E35", subactions=["Write EIF to enclave memory regions", parse_error])
+            cpus = add_vcpus(spec, inst, pool, used)
+            check_start(inst, cpus, memory)
             cid = choose_cid(spec.cid, {e.cid for e in live})
-            if memory < MIN_ENCLAVE_MIB:
-                raise EmuError(code="E29", subactions=[f"Enclave memory below {MIN_ENCLAVE_MIB} MiB: ENCLAVE_MEM_MIN_SIZE (268)"])
             name = unique_name(spec.name or default_name(eif_path), {e.name for e in live})
             me = os.getpid()
             self.entry = state.Entry(
@@ -329,7 +393,8 @@ class Supervisor:
         if nsm_available():
             env["NITRODECK_NSM_SOCKET"] = str(nsm_path)
         home.ensure(home.emulator_vsock_dir())
-        self.console = ConsoleWriter(console_file(entry.enclave_id))
+        # Nitro has a console only for debug-mode enclaves: the others' output is drained and dropped
+        self.console = ConsoleWriter(console_file(entry.enclave_id) if entry.debug else Path(os.devnull))
         prune_kept({e.enclave_id for e in state.read_entries()} | {entry.enclave_id})
         cgroup = prepare_cgroup(entry.slot, entry.memory_mib)
         self.plan = IsolationPlan(host_cpus=host_cpus_for(entry.cpu_ids), memory_mib=entry.memory_mib, cgroup=cgroup)
@@ -380,7 +445,7 @@ class Supervisor:
         assert entry is not None
         pcrs = {int(k[3:]): bytes.fromhex(v) for k, v in self.measurements.items() if k.startswith("PCR")}
         nsm = EmulatedNsm(
-            module_id=entry.enclave_id,
+            module_id=module_id(entry.enclave_id),
             pcrs=pcrs,
             debug=entry.debug,
             instance_id=inst.instance_id,

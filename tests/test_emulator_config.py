@@ -16,8 +16,6 @@ from emulator import allocator, control, state
 from emulator.allocator import (
     AllocatorConfig,
     AllocatorError,
-    cpu_pool,
-    hugepage_pool,
     parse_allocator,
     pick_pages,
 )
@@ -68,34 +66,98 @@ def test_instance_parser_never_crashes(text: str) -> None:
 INST = Instance(instance_id="i-0123456789abcdef0")
 
 
+def start(text: str, inst: Instance = INST, previous: allocator.AllocatorState | None = None,
+          running: bool = False) -> allocator.AllocatorState:
+    return allocator.run_allocator(inst, text, "/etc/nitro_enclaves/allocator.yaml", previous, running)
+
+
 def test_default_allocator_gives_one_full_core_and_2mib_pages(nd_home: Path) -> None:
-    cfg = allocator.load_allocator()
+    st = allocator.allocator_state(INST)
     assert allocator.allocator_file().read_text() == "---\nmemory_mib: 512\ncpu_count: 2\n"
-    assert cpu_pool(INST, cfg) == [1, 5]
-    assert hugepage_pool(INST, cfg) == {1048576: 0, 2048: 256}
+    assert st.cpu_pool == [1, 5] and st.hugepages == {1048576: 0, 2048: 256} and st.error is None
+    # the script's own lines (bootstrap/nitro-enclaves-allocator)
+    assert st.output == [
+        "Auto-generating the enclave CPU pool by using the CPU count...",
+        "Will try to reserve 512 MB of memory on node 0.",
+        "Configuring the huge page memory...",
+        "- Reserved 256 pages of type: 2048kB.",
+        "Done.",
+        "Auto-generated the enclave CPU pool: 1,5.",
+        "Configuring the enclave CPU pool...",
+        "Done.",
+        "Successfully allocated Nitro Enclaves resources: 512 MiB, 2 CPUs",
+    ]
 
 
-def test_allocator_messages() -> None:
-    with pytest.raises(AllocatorError, match=r"missing memory reservation \(`memory_mib`\)"):
+def test_allocator_yaml_is_read_once_at_start(nd_home: Path) -> None:
+    """The service reads allocator.yaml when it starts: editing the file changes nothing until a restart."""
+    assert allocator.allocator_state(INST).cpu_pool == [1, 5]
+    allocator.allocator_file().write_text("---\nmemory_mib: 1024\ncpu_count: 4\n")
+    assert allocator.allocator_state(INST).cpu_pool == [1, 5]
+    assert allocator.start_allocator(INST).cpu_pool == [1, 5, 2, 6]
+    assert allocator.allocator_state(INST).hugepages == {1048576: 1, 2048: 0}
+    # a file the parser refuses keeps the pools of the last good start, with the error
+    allocator.allocator_file().write_text("---\nmemory_mib: 1024\ncpu_count: 2\nfoo: 1\n")
+    st = allocator.start_allocator(INST)
+    assert st.cpu_pool == [1, 5, 2, 6] and st.error == f"Error in {allocator.allocator_file()}:4 - unexpected: foo"
+    # with enclaves running the CPUs cannot be re-onlined: nothing changes
+    allocator.allocator_file().write_text("---\nmemory_mib: 512\ncpu_count: 2\n")
+    st = allocator.start_allocator(INST, enclaves_running=True)
+    assert st.cpu_pool == [1, 5, 2, 6] and st.output == [f"Error: {allocator.RUNNING_ENCLAVES}"]
+
+
+def test_allocator_parses_line_by_line_like_its_script() -> None:
+    """parse_config in bootstrap/nitro-enclaves-allocator: nothing before ---, # lines skipped, key before
+    the first colon, value after the last one, quotes and one run of blanks dropped."""
+    assert parse_allocator("memory_mib: 1\n---\nmemory_mib: 512\ncpu_count: 2\n") == AllocatorConfig("512", "2")
+    assert parse_allocator('---\n  # c\n  memory_mib: "1,2:3"\ncpu_pool: 1,5\n') == AllocatorConfig("3", None, "1,5")
+    assert parse_allocator("---\nmemory_mib 512\ncpu_count: 2 # two\n") == AllocatorConfig("memory_mib512", "2 # two")
+    # `while read line` never sees a last line without its newline
+    with pytest.raises(AllocatorError, match=r": Config error: missing CPU reservation \(either `cpu_count` or `cpu_pool`\)\.$"):
+        parse_allocator("---\nmemory_mib: 512\ncpu_count: 2")
+    with pytest.raises(AllocatorError, match=r": Error in a.yaml:3 - unexpected: $"):
+        parse_allocator("---\nmemory_mib: 512\n\ncpu_count: 2\n", "a.yaml")
+    with pytest.raises(AllocatorError, match=r": Error in a.yaml:2 - missing value for memory_mib$"):
+        parse_allocator("---\nmemory_mib:\n", "a.yaml")
+    with pytest.raises(AllocatorError, match=r": Config error: missing memory reservation \(`memory_mib`\)\.$"):
         parse_allocator("---\ncpu_count: 2\n")
-    with pytest.raises(AllocatorError, match="`cpu_count` conflicts with `cpu_pool`."):
+    with pytest.raises(AllocatorError, match=r": Config error: `cpu_count` conflicts with `cpu_pool`\.$"):
         parse_allocator("---\nmemory_mib: 512\ncpu_count: 2\ncpu_pool: 1,5\n")
-    with pytest.raises(AllocatorError, match="Provided CPU count is not higher than 0."):
-        parse_allocator("---\nmemory_mib: 512\ncpu_count: 0\n")
-    with pytest.raises(AllocatorError, match="not multiple of 2"):
-        cpu_pool(INST, AllocatorConfig(512, cpu_count=3))
-    with pytest.raises(AllocatorError, match="after checking all NUMA nodes"):
-        cpu_pool(INST, AllocatorConfig(512, cpu_count=8))
-    with pytest.raises(AllocatorError, match="stays with the parent"):
-        cpu_pool(INST, AllocatorConfig(512, cpu_pool="0,4"))
-    with pytest.raises(AllocatorError, match="full core"):
-        cpu_pool(INST, AllocatorConfig(512, cpu_pool="1"))
-    assert cpu_pool(INST, AllocatorConfig(512, cpu_pool="2,3,6-7")) == [2, 3, 6, 7]
+    assert parse_allocator("---\nmemory_mib: 512\ncpu_count: 0\n").cpu_count == "0"
 
 
-def test_hugepages_largest_first_and_enclave_picks() -> None:
-    pool = hugepage_pool(INST, AllocatorConfig(memory_mib=2100, cpu_count=2))
-    assert pool == {1048576: 2, 2048: 26}
+def test_allocator_messages_and_rounding() -> None:
+    def error(text: str) -> str | None:
+        return start(text).error
+
+    assert error("---\nmemory_mib: 512\ncpu_count: 0\n") == "Provided CPU count is not higher than 0."
+    assert error("---\nmemory_mib: 512\ncpu_count: two\n") == "The CPU count value (two) is invalid."
+    assert error("---\nmemory_mib: 512\ncpu_count: 10\n") == "Provided CPU count is higher than available CPUs - 8."
+    assert error("---\nmemory_mib: 512\ncpu_count: 3\n") == "The CPU count is not multiple of 2 (threads per core)."
+    assert error("---\nmemory_mib: 512\ncpu_count: 8\n") == (
+        "Failed to find suitable CPUs for the Nitro Enclaves CPU pool after checking all NUMA nodes."
+    )
+    assert error("---\nmemory_mib: 5x\ncpu_count: 2\n") == "The needed memory amount (5x) is invalid."
+    assert error("---\nmemory_mib: 999999\ncpu_count: 2\n") == allocator.ALLOCATOR_ERRORS[206]
+    for pool in ("0,4", "1", "1,5,9", "x"):
+        st = start(f"---\nmemory_mib: 512\ncpu_pool: {pool}\n")
+        assert st.error == "Failed to configure the CPU pool." and st.cpu_pool == []
+        assert st.output[-2].startswith("nitro-emu: the driver refused the CPU pool")
+    ok = start("---\nmemory_mib: 512\ncpu_pool: 2,3,6-7\n")
+    assert ok.cpu_pool == [2, 3, 6, 7] and ok.output[-1].endswith("512 MiB, CPU pool: 2,3,6-7")
+    # rounded up to the smallest page, then the largest pages first: 1023 MiB is one 1 GiB page;
+    # 0 MiB still reserves one 2 MiB page (bash's (1 + (0 - 1) / s) * s)
+    assert start("---\nmemory_mib: 1023\ncpu_count: 2\n").hugepages == {1048576: 1, 2048: 0}
+    assert start("---\nmemory_mib: 0\ncpu_count: 2\n").hugepages == {1048576: 0, 2048: 1}
+    assert start("---\nmemory_mib: 2100\ncpu_count: 2\n").hugepages == {1048576: 2, 2048: 26}
+    # a failure after the CPUs were re-onlined leaves no pool
+    before = start("---\nmemory_mib: 512\ncpu_count: 2\n")
+    after = start("---\nmemory_mib: 512\ncpu_count: 3\n", previous=before)
+    assert after.cpu_pool == [] and after.hugepages == before.hugepages
+
+
+def test_hugepages_enclave_picks() -> None:
+    pool = {1048576: 2, 2048: 26}
     # 1 GiB pages first while the need is at least a page, the rest from 2 MiB pages
     assert pick_pages(pool, 1050) == {1048576: 1, 2048: 13}
     # not enough small pages for the rest: a second large page, and the small ones are given back
@@ -113,7 +175,9 @@ def test_allocator_parser_never_crashes(text: str) -> None:
         cfg = parse_allocator(text)
     except NitrodeckError:
         return
-    assert cfg.memory_mib >= 0
+    assert cfg.memory_mib and bool(cfg.cpu_count) != bool(cfg.cpu_pool)
+    st = start(text)
+    assert st.error is not None or st.cpu_pool
 
 
 @settings(max_examples=120, deadline=None)
@@ -245,7 +309,7 @@ def test_cli_version_help_and_explain(nd_home: Path) -> None:
     unknown = emu("explain", "--error-code", "E99")
     assert unknown.returncode == 0 and unknown.stderr == "No such error code E99\n"
     usage = emu("terminate-enclave")
-    assert usage.returncode == 2 and "usage:" in usage.stderr and "[ E" not in usage.stderr
+    assert usage.returncode == 2 and "\nUsage: nitro-cli terminate-enclave" in usage.stderr and "[ E" not in usage.stderr
     both = emu("run-enclave", "--cpu-count", "2", "--cpu-ids", "1", "--memory", "64", "--eif-path", "x")
     assert both.returncode == 2 and "[ E" not in both.stderr
     assert emu("describe-enclaves").stdout == "[]\n"

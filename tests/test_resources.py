@@ -101,6 +101,13 @@ def test_cpu_list_round_trip(ranges: list[tuple[int, int]]) -> None:
         assert parse_cpu_list(text) == expected
 
 
+def restart_allocator() -> None:
+    from emulator.allocator import start_allocator
+    from emulator.instance import load_instance
+
+    start_allocator(load_instance())
+
+
 def test_emulator_model(nd_home: Path) -> None:
     etc = nd_home / "emulator" / "etc"
     etc.mkdir(parents=True)
@@ -124,6 +131,7 @@ def test_emulator_model_hugepages_on_the_pool_node(nd_home: Path) -> None:
     assert res.cpus.pool == [4, 12]
     assert res.hugepages and {p.node for p in res.hugepages} == {1}
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_pool: 1,9\n")
+    restart_allocator()  # allocator.yaml is read when the allocator starts
     assert {p.node for p in gather([], emulator_backend()).hugepages} == {0}
 
 
@@ -135,4 +143,5 @@ def test_emulator_allocator_error_is_shown_not_papered_over(nd_home: Path) -> No
     assert res.cpus.pool == [] and res.hugepages == []
     assert res.problem is not None and "not multiple of 2" in res.problem
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
+    restart_allocator()
     assert gather([], emulator_backend()).problem is None

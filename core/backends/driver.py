@@ -140,7 +140,7 @@ def _allocator_file(backend: Backend) -> str:
 def hint_for(code: str, message: str, backend: Backend) -> str | None:
     """What an operator should do next; None when nitro-cli's own message says it all."""
     restart = (
-        "then run any nitro-emu command (it re-reads the file)"
+        "then `nitro-emu restart-allocator` (it reads the file when it starts, as the service does)"
         if backend.is_emulator
         else "then `sudo systemctl restart nitro-enclaves-allocator.service`"
     )

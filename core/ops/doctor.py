@@ -519,7 +519,8 @@ def check_nitro_cli(inp: DoctorInputs) -> DoctorCheck:
 
 def _restart(inp: DoctorInputs) -> str:
     if inp.backend == "emulator":
-        return f"edit {inp.allocator.config_path} (the emulator applies it at the next run-enclave)"
+        # the emulated allocator reads allocator.yaml when it starts, as the service does
+        return f"edit {inp.allocator.config_path}, then `nitro-emu restart-allocator`"
     return f"sudo systemctl restart {ALLOCATOR_UNIT} && journalctl -u {ALLOCATOR_UNIT} -n 20"
 
 

@@ -192,13 +192,11 @@ def host_sample() -> tuple[float, float]:
 
 
 def model_resources(model: PoolModel) -> tuple[list[HugepagePool], list[int], str | None]:
-    """A backend's allocator model (the emulator's) as pools. When the model refuses its configuration
-    the pools are empty, as on a parent whose nitro-enclaves-allocator service failed, and the error
-    says why: there is no approximation to fall back on."""
-    if model.error:
-        return [], [], model.error
+    """A backend's allocator model (the emulator's) as pools, with the allocator's error if its last
+    start failed. A failed start leaves what it left, as on a parent: no CPU pool once the service
+    re-onlined the CPUs, the previous pools when it refused allocator.yaml before touching anything."""
     pages = [HugepagePool(u.size_kb, u.node, u.total, u.free, u.held, "emulator-model") for u in model.hugepages]
-    return pages, list(model.pool_cpus), None
+    return pages, list(model.pool_cpus), model.error or None
 
 
 def gather(enclaves: list[EnclaveInfo], backend: Backend, root: Path = Path("/")) -> Resources:

@@ -434,3 +434,95 @@ def test_cpu_ids_must_be_cpu_numbers(fake: Fake, cpu_ids: list[Any]) -> None:
         with pytest.raises(OutputFormatError) as info:
             call()
         assert "CPUIDs" in str(info.value)
+
+
+# --- the failure paths of issue 11, replayed as nitro-cli 1.5.0 prints them ----------------------------
+# The texts come from tests/nitro_cli_texts.py (nitro-cli's source, file and line cited there).
+
+
+def _block(code: str, text: str, n: int = 1) -> str:
+    return (
+        f"[ {code} ] {text}\n\nFor more details, please visit "
+        f"https://docs.aws.amazon.com/enclaves/latest/user/cli-errors.html#{code}\n\n"
+        f'If you open a support ticket, please provide the error log found at '
+        f'"/var/log/nitro_enclaves/err2026-01-01T00:00:00.00000000{n}+00:00.log"\n'
+    )
+
+
+def _wrapped(inner: str, allocating: bool = False) -> str:
+    from tests import nitro_cli_texts as T
+
+    return ("Start allocating memory...\n" if allocating else "") + inner + "Failed connections: 1\n" + _block(
+        "E39", T.DETAIL["E39"], 2
+    )
+
+
+def _fill(template: str, *info: str) -> str:
+    parts = template.split("{}")
+    return parts[0] + "".join((info[i] if i < len(info) else "MISSING_INFO") + p for i, p in enumerate(parts[1:]))
+
+
+def _transcripts() -> list[tuple[str, str, int, str, str, str]]:
+    """(command, stderr, exit, code, a piece of the parsed message, a piece of the hint)."""
+    from tests import nitro_cli_texts as T
+
+    eif = "/home/ec2-user/app.eif"
+    return [
+        ("run-enclave", _wrapped(_block("E19", T.DETAIL["E19"] + _fill(T.DETAIL_E19_FILE, eif, "Open"))), 39, "E19",
+         f"File: '{eif}', failing operation: 'Open'.", "a file could not be opened"),
+        ("run-enclave", _wrapped(_block("E26", _fill(T.DETAIL["E26"], "memory", "0", "12")))
+         , 39, "E26", "User provided `memory` is 0 MB", "(12 MiB for this EIF)"),
+        ("run-enclave", _wrapped(_block("E22", _fill(T.DETAIL["E22"], "cpu-count", "6"))), 39, "E22",
+         "`cpu-count` is 6", "fewer free CPUs than requested"),
+        ("run-enclave", _wrapped(_block("E20", _fill(T.DETAIL["E20"], "cpu-ids", "12"))), 39, "E20",
+         "(CPU(s) 12)", "listed twice"),
+        ("run-enclave", _wrapped(_block("E21", _fill(T.DETAIL["E21"], "cpu-ids", "3"))), 39, "E21",
+         "contains CPU 3", "not in the enclave CPU pool"),
+        ("run-enclave", _wrapped(_block("E29", T.DETAIL["E29"])), 39, "E29", "Ioctl failure.",
+         "every enclave slot is taken"),
+        ("run-enclave", _wrapped(_block("E29", T.DETAIL["E29"]), allocating=True), 39, "E29", "Ioctl failure.",
+         "use full cores"),
+        ("run-enclave", _wrapped(_block("E36", T.DETAIL["E36"]), allocating=True), 39, "E36", "Enclave boot failure.",
+         "did not finish booting"),
+        ("terminate-enclave", _block("E11", T.DETAIL["E11"]), 11, "E11", "Socket error.", "no enclave with that ID"),
+        ("terminate-enclave", _block("E58", T.DETAIL["E58"]), 58, "E58", "Naming error.", "has that name"),
+        ("describe-eif", _block("E35", T.DETAIL["E35"]), 35, "E35", "EIF file parsing error.", "describe-eif"),
+        ("pcr", _block("E57", T.DETAIL["E57"]), 57, "E57", "Hasher error.", "not a PEM"),
+        ("pcr", _block("E19", T.DETAIL["E19"]), 19, "E19", "File operation failure.", "a file could not be opened"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(13))
+def test_error_path_transcripts(fake: Fake, index: int) -> None:
+    """Each failure path nitro-emu now takes the way nitro-cli does, as nitro-cli prints it: the driver
+    reports the inner code (not E39), nitro-cli's whole message and a hint that fits the path."""
+    command, stderr, exit_code, code, in_message, in_hint = _transcripts()[index]
+    drv = fake.driver({command: {"stderr": stderr, "exit": exit_code}})
+    with pytest.raises(NitroCliError) as info:
+        if command == "run-enclave":
+            drv.run_enclave(LaunchRequest("app.eif", 64, cpu_count=2))
+        elif command == "terminate-enclave":
+            drv.terminate(enclave_id="i-0-enc1")
+        elif command == "describe-eif":
+            drv.describe_eif("app.eif")
+        else:
+            drv.pcr(input="x")
+    err = info.value
+    assert err.code == code and err.exit_status == int(code[1:])
+    assert in_message in err.message and "For more details" not in err.message
+    assert in_hint in (err.hint or ""), err.hint
+    assert err.log_path is not None and err.log_path.endswith("00000001+00:00.log")
+
+
+def test_clap_usage_error_transcript(fake: Fake) -> None:
+    """A usage error is clap's text, exit 2, no [ Exx ]: the driver keeps the status and the error line."""
+    stderr = (
+        "error: the following required arguments were not provided:\n  --eif-path <eif-path>\n\n"
+        "Usage: nitro-cli run-enclave --cpu-count <cpu-count> --memory <memory> --eif-path <eif-path>\n\n"
+        "For more information, try '--help'.\n"
+    )
+    drv = fake.driver({"run-enclave": {"stderr": stderr, "exit": 2}})
+    with pytest.raises(CommandFailed) as info:
+        drv.run_enclave(LaunchRequest("app.eif", 64, cpu_count=2))
+    assert info.value.exit_status == 2
+    assert "error: the following required arguments were not provided:" in info.value.message

@@ -7,6 +7,7 @@ the time, is matched by pattern.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -138,3 +139,236 @@ def test_console_disconnect_timeout_not_a_number_is_e03(nd_home: Path) -> None:
     res = emu("console", "--enclave-id", "i-1-enc1", "--disconnect-timeout", "soon")
     assert (res.returncode, res.stdout) == (3, "")
     assert_stderr(res, block("E03", fill(T.DETAIL["E03"], "disconnect-timeout", "soon")))
+
+
+# --- usage errors: clap's layout --------------------------------------------------------------------
+
+CLAP_FOOTER = "For more information, try '--help'."
+
+
+def clap_error(res: subprocess.CompletedProcess[str], what: str, usage_prefix: str) -> None:
+    """clap 4.5: ``error: ...``, a blank line, ``Usage: ...``, a blank line, the footer; exit 2."""
+    assert (res.returncode, res.stdout) == (2, "")
+    head, usage, footer = res.stderr.split("\n\n")
+    assert head == f"error: {what}"
+    assert usage.startswith(f"Usage: {usage_prefix}")  # the usage line itself is approximated (docs/emulator.md)
+    assert footer == CLAP_FOOTER + "\n"
+    assert "[ E" not in res.stderr
+
+
+def test_usage_missing_required_arguments(nd_home: Path) -> None:
+    res = emu("run-enclave", "--cpu-count", "2", "--memory", "64")
+    clap_error(res, "the following required arguments were not provided:\n  --eif-path <eif-path>", "nitro-cli run-enclave")
+
+
+def test_usage_conflicting_arguments(nd_home: Path) -> None:
+    res = emu("run-enclave", "--cpu-ids", "1", "--cpu-count", "2", "--memory", "64", "--eif-path", "x")
+    clap_error(res, "the argument '--cpu-ids <cpu-ids>...' cannot be used with '--cpu-count <cpu-count>'",
+               "nitro-cli run-enclave")
+
+
+def test_usage_unknown_argument_and_subcommand(nd_home: Path) -> None:
+    clap_error(emu("describe-enclaves", "--all"), "unexpected argument '--all' found", "nitro-cli describe-enclaves")
+    clap_error(emu("start-enclave"), "unrecognized subcommand 'start-enclave'", "nitro-cli")
+
+
+def test_usage_missing_value(nd_home: Path) -> None:
+    clap_error(emu("describe-eif", "--eif-path"), "a value is required for '--eif-path <eif-path>' but none was supplied",
+               "nitro-cli describe-eif")
+
+
+# --- run-enclave ------------------------------------------------------------------------------------
+
+
+def build(home: Path, script: str, name: str = "app", *extra: str) -> Path:
+    rootfs = home / f"rootfs-{name}"
+    (rootfs / "app").mkdir(parents=True)
+    run = rootfs / "app" / "run.sh"
+    run.write_text("#!/bin/sh\n" + script + "\n")
+    run.chmod(0o755)
+    out = home / f"{name}.eif"
+    res = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "/app/run.sh", "--output-file", str(out), "--name", name, *extra)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def configure(home: Path, allocator: str = "---\nmemory_mib: 512\ncpu_count: 4\n") -> None:
+    """A 4-core, 2-thread instance (CPU n and n+4 are siblings); the allocator starts on first use."""
+    (home / "emulator" / "etc").mkdir(parents=True, exist_ok=True)
+    (home / "emulator" / "etc" / "allocator.yaml").write_text(allocator)
+    (home / "emulator" / "instance.yaml").write_text(
+        "instance_id: i-0123456789abcdef0\nvcpus: 8\ncores: 4\nthreads_per_core: 2\n"
+    )
+
+
+@pytest.fixture
+def sleeper(nd_home: Path) -> Path:
+    configure(nd_home)
+    return build(nd_home, "echo up\nexec sleep 300", "sleeper")
+
+
+def run(eif: Path, *extra: str, memory: str = "64") -> subprocess.CompletedProcess[str]:
+    return emu("run-enclave", "--eif-path", str(eif), "--memory", memory, *extra)
+
+
+def wrapped(inner: str) -> str:
+    """A failure inside the enclave process: its block, ``Failed connections: 1``, then E39 (exit 39)."""
+    return inner + re.escape("Failed connections: 1\n") + block("E39", T.DETAIL["E39"])
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def test_run_missing_eif_is_e19_with_file_line_wrapped(nd_home: Path) -> None:
+    # enclave_proc/commands.rs:52 File::open -> FileOperationFailure with [eif_path, "Open"]
+    configure(nd_home)
+    path = str(nd_home / "absent.eif")
+    res = run(Path(path), "--cpu-count", "2")
+    assert (res.returncode, res.stdout) == (39, "")
+    assert_stderr(res, wrapped(block("E19", T.DETAIL["E19"] + fill(T.DETAIL_E19_FILE, path, "Open"))))
+
+
+def test_run_memory_zero_is_e26_with_the_minimum(nd_home: Path, sleeper: Path) -> None:
+    # resource_manager.rs:487: 4 * eif_size > memory in bytes -> E26 with the minimum in MB, also for 0
+    need = ceil_div(ceil_div(sleeper.stat().st_size, 1024), 1024) * 4
+    res = run(sleeper, "--cpu-count", "2", memory="0")
+    assert (res.returncode, res.stdout) == (39, "")
+    assert_stderr(res, wrapped(block("E26", fill(T.DETAIL["E26"], "memory", "0", str(need)))))
+
+
+def test_run_four_times_eif_size_is_counted_in_bytes(nd_home: Path, sleeper: Path) -> None:
+    """The least memory that holds 4x the EIF in bytes passes the E26 check even when it is below
+    4 x the EIF size rounded up to whole MiB; here it then meets the driver's 64 MiB minimum (E29)."""
+    size = sleeper.stat().st_size
+    least = ceil_div(4 * size, 1024 * 1024)
+    assert least < ceil_div(size, 1024 * 1024) * 4 and least < 64  # the case the MiB rounding got wrong
+    res = run(sleeper, "--cpu-count", "2", memory=str(least))
+    assert (res.returncode, res.stdout) == (39, "")
+    assert_stderr(res, re.escape("Start allocating memory...\n") + wrapped(block("E29", T.DETAIL["E29"])))
+    short = run(sleeper, "--cpu-count", "2", memory=str(least - 1))
+    assert first_block_code(short) == "E26"
+
+
+def first_block_code(res: subprocess.CompletedProcess[str]) -> str:
+    m = re.search(r"^\[ (E\d\d) \]", res.stderr, re.MULTILINE)
+    return m.group(1) if m else ""
+
+
+def test_run_cpu_checks_come_before_the_memory_check(nd_home: Path, sleeper: Path) -> None:
+    # commands.rs:60 get_cpu_config runs before EnclaveManager::new (E26): E22 wins over E26
+    res = run(sleeper, "--cpu-count", "6", memory="0")
+    assert_stderr(res, wrapped(block("E22", fill(T.DETAIL["E22"], "cpu-count", "6"))))
+
+
+def test_run_duplicate_cpu_ids_are_listed_without_separator(nd_home: Path, sleeper: Path) -> None:
+    # cpu_info.rs get_duplicate_cpus pushes each duplicated ID with nothing between them
+    res = run(sleeper, "--cpu-ids", "1", "2", "1", "2")
+    assert_stderr(res, wrapped(block("E20", fill(T.DETAIL["E20"], "cpu-ids", "12"))))
+
+
+def test_run_cpu_not_in_pool_is_e21(nd_home: Path, sleeper: Path) -> None:
+    # cpu_info.rs check_cpu_ids: the lowest ID not in the pool file
+    res = run(sleeper, "--cpu-ids", "7", "3")
+    assert_stderr(res, wrapped(block("E21", fill(T.DETAIL["E21"], "cpu-ids", "3"))))
+
+
+def test_run_cpu_ids_in_the_drivers_order(nd_home: Path, sleeper: Path) -> None:
+    """ne_misc_dev.c: with a count, a core's siblings first, cores in pool order; --cpu-ids as given."""
+    first = run(sleeper, "--cpu-count", "4")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["CPUIDs"] == [1, 5, 2, 6]
+    assert first.stderr.endswith("cpu-ids: [1, 5, 2, 6]\n")
+    assert emu("terminate-enclave", "--all").returncode == 0
+    given = run(sleeper, "--cpu-ids", "6", "2")
+    assert json.loads(given.stdout)["CPUIDs"] == [6, 2]
+    assert emu("terminate-enclave", "--all").returncode == 0
+
+
+def test_run_exhausted_pool_fails_at_create_vm(nd_home: Path, sleeper: Path) -> None:
+    """ne_create_vm_ioctl: no core left in the pool is NO_CPUS_AVAIL_IN_POOL, an E29 before any memory
+    is allocated: no "Start allocating memory..." line."""
+    assert run(sleeper, "--cpu-count", "4").returncode == 0
+    res = run(sleeper, "--cpu-count", "2")
+    assert (res.returncode, res.stdout) == (39, "")
+    assert_stderr(res, wrapped(block("E29", T.DETAIL["E29"])))
+    assert emu("terminate-enclave", "--all").returncode == 0
+
+
+def test_terminate_by_the_part_after_enc(nd_home: Path, sleeper: Path) -> None:
+    # common/mod.rs:543 get_socket_path: rsplit("-enc"), the first token names the socket
+    info = json.loads(run(sleeper, "--cpu-count", "2").stdout)
+    slot = info["EnclaveID"].rsplit("-enc", 1)[1]
+    res = emu("terminate-enclave", "--enclave-id", f"i-anything-enc{slot}")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == f"Successfully terminated enclave {info['EnclaveID']}.\n"
+    assert json.loads(res.stdout) == {"EnclaveName": "sleeper", "EnclaveID": info["EnclaveID"], "Terminated": True}
+
+
+def test_non_debug_enclave_keeps_no_console(nd_home: Path, sleeper: Path) -> None:
+    info = json.loads(run(sleeper, "--cpu-count", "2").stdout)
+    console_dir = nd_home / "emulator" / "console"
+    assert not (console_dir / f"{info['EnclaveID']}.log").exists()
+    assert emu("terminate-enclave", "--all").returncode == 0
+
+
+def test_console_disconnect_timeout_zero_never_disconnects(nd_home: Path) -> None:
+    # utils.rs Console::read_to arms a timerfd with the timeout: 0 disarms it
+    configure(nd_home)
+    eif = build(nd_home, "while true; do echo tick; sleep 0.2; done", "ticker")
+    info = json.loads(run(eif, "--cpu-count", "2", "--debug-mode").stdout)
+    con = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "console", "--enclave-id", info["EnclaveID"], "--disconnect-timeout", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )
+    try:
+        assert con.stdout is not None
+        lines = [con.stdout.readline() for _ in range(8)]  # 1.6 s of ticks and more: still connected
+        assert lines[:2] == [f"Connecting to the console for enclave {info['EnclaveCID']}...\n".encode(),
+                             b"Successfully connected to the console.\n"]
+        assert b"tick\n" in lines and con.poll() is None
+        assert emu("terminate-enclave", "--all").returncode == 0
+        assert con.wait(timeout=30) == 0
+    finally:
+        if con.poll() is None:
+            con.kill()
+            con.wait()
+
+
+def test_attestation_module_id_has_sixteen_hex_digits() -> None:
+    from emulator.supervisor import module_id
+
+    assert module_id("i-0123456789abcdef0-enc19a9dcbb3a08a0c") == "i-0123456789abcdef0-enc019a9dcbb3a08a0c"
+    assert module_id("i-0123456789abcdef0-enc1") == "i-0123456789abcdef0-enc0000000000000001"
+
+
+def test_describe_eif_issuer_name_keys_sorted(nd_home: Path) -> None:
+    """image-format's SignCertificateInfo keeps IssuerName in a BTreeMap: keys sorted, whatever the
+    certificate's order."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([
+        x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "WA"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "signer"),
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Org"),
+    ])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA384())
+    )
+    cert_path, key_path = nd_home / "c.pem", nd_home / "k.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    eif = build(nd_home, "true", "signed", "--signing-certificate", str(cert_path), "--private-key", str(key_path))
+    issuer = json.loads(emu("describe-eif", "--eif-path", str(eif)).stdout)["SigningCertificate"]["IssuerName"]
+    assert list(issuer) == ["commonName", "countryName", "organizationName", "stateOrProvinceName"]

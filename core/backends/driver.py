@@ -137,8 +137,9 @@ def _allocator_file(backend: Backend) -> str:
     return "/etc/nitro_enclaves/allocator.yaml"
 
 
-def hint_for(code: str, message: str, backend: Backend) -> str | None:
-    """What an operator should do next; None when nitro-cli's own message says it all."""
+def hint_for(code: str, message: str, backend: Backend, allocating: bool = True) -> str | None:
+    """What an operator should do next; None when nitro-cli's own message says it all. ``allocating``:
+    run-enclave had printed "Start allocating memory..." before the failure."""
     restart = (
         "then `nitro-emu restart-allocator` (it reads the file when it starts, as the service does)"
         if backend.is_emulator
@@ -185,7 +186,19 @@ def hint_for(code: str, message: str, backend: Backend) -> str | None:
     if code == "E50":
         return "the Docker image could not be pulled: build it locally or check registry access"
     if code == "E29":
+        if not allocating:
+            # NE_CREATE_VM failed: nitro-cli had not started allocating memory yet
+            return (
+                "no enclave could be created: every enclave slot is taken or no CPU core of the pool is free; "
+                "terminate an enclave (`nitrodeck describe`) or enlarge the pool"
+            )
         return "the driver refused the enclave setup (often an odd CPU count on a hyperthreaded host): use full cores"
+    if code == "E03":
+        return "an argument is not a valid value (memory in MiB, CPU IDs and counts, a CID of 4 or more)"
+    if code == "E57":
+        return "the signing certificate is not a PEM X.509 certificate"
+    if code == "E60":
+        return "signing failed: check the key and certificate paths (a KMS key ARN needs fresh AWS credentials)"
     if code == "E59":
         return (
             "the EIF's signature does not check out (it covers another PCR0, or the certificate is invalid or "
@@ -210,10 +223,11 @@ def error_from_output(argv: list[str], stderr: str, exit_code: int, backend: Bac
         )
     inner = next((b for b in blocks if b.code != "E39"), blocks[0])
     log_path = inner.log_path or next((b.log_path for b in blocks if b.log_path), None)
+    before = stderr.split(f"[ {inner.code} ]", 1)[0]
     return NitroCliError(
         code=inner.code,
         message=inner.message,
-        hint=hint_for(inner.code, inner.message, backend),
+        hint=hint_for(inner.code, inner.message, backend, allocating="Start allocating memory..." in before),
         log_path=log_path,
         argv=list(argv),
         stderr=stderr,

@@ -9,7 +9,7 @@ enclave_init (the stand-in init: banner, 0xB7 heartbeat, exec), console (console
 
 Where the emulator differs from Nitro, on purpose:
 
-* a 5th enclave fails with E28 (NE_CREATE_VM refused: "Enclave limit reached" in the err log);
+* a 5th enclave fails with E29 at NE_CREATE_VM, before any memory is allocated (no slot left);
 * run-enclave failures raised by the supervisor are wrapped like nitro-cli's (inner block,
   ``Failed connections: 1``, E39, exit 39); argument errors are printed alone (see cli.py);
 * the enclave runs the image's command as a host process: interpreters named by the image (python3,

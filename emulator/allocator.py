@@ -329,7 +329,10 @@ def read_allocator_file(path: Path | None = None) -> tuple[str, str]:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_ALLOCATOR_BYTES + 1)
     except FileNotFoundError:
-        _create_default(path)
+        try:
+            _create_default(path)
+        except OSError:
+            return DEFAULT_ALLOCATOR, str(path)  # cannot write it (full disk): nitro-cli's default all the same
         return read_allocator_file(path)
     except OSError as exc:
         raise AllocatorError(f"Could not open the file: {exc.strerror}.", where=str(path)) from None
@@ -350,9 +353,14 @@ def _locked() -> Iterator[None]:
 def _save(st: AllocatorState) -> None:
     path = state_file()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".allocator-")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(st.to_json(), fh)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(st.to_json(), fh)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _load() -> AllocatorState | None:
@@ -368,14 +376,21 @@ def _load() -> AllocatorState | None:
 
 
 def start_allocator(inst: Instance, enclaves_running: bool = False) -> AllocatorState:
-    """(Re)start the emulated nitro-enclaves-allocator.service: allocator.yaml is read here, and only here."""
-    with _locked():
+    """(Re)start the emulated nitro-enclaves-allocator.service: allocator.yaml is read here, and only here.
+
+    On a full disk the pools still come out right; they are kept only when the state can be written."""
+    try:
+        with _locked():
+            text, where = read_allocator_file()
+            st = run_allocator(inst, text, where, _load(), enclaves_running)
+            _save(st)
+    except OSError:
         text, where = read_allocator_file()
-        st = run_allocator(inst, text, where, _load(), enclaves_running)
-        _save(st)
-    log = home.ensure(home.emulator_log_dir()) / "nitro-enclaves-allocator.log"
-    with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as fh:
-        fh.write("".join(line + "\n" for line in st.output))
+        return run_allocator(inst, text, where, _load(), enclaves_running)
+    with contextlib.suppress(OSError):
+        log = home.ensure(home.emulator_log_dir()) / "nitro-enclaves-allocator.log"
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in st.output))
     return st
 
 
@@ -385,7 +400,7 @@ def allocator_state(inst: Instance) -> AllocatorState:
     st = _load()
     if st is not None:
         return st
-    with _locked():
+    with contextlib.suppress(OSError), _locked():
         st = _load()
     return st if st is not None else start_allocator(inst)
 
@@ -401,7 +416,6 @@ def _create_default(path: Path) -> None:
             os.link(tmp, path)
     finally:
         os.unlink(tmp)
-
 
 
 _RANGE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")

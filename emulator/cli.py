@@ -4,7 +4,7 @@ Output is nitro-cli's: JSON on stdout (indent 2, nitro-cli's key order), progres
 the ``[ Exx ]`` block with an err log, exit status = the E number; usage errors exit 2 like clap.
 
 Which run-enclave failures are wrapped: everything the enclave process (our supervisor) raises —
-E19 (EIF open), E26, E20/E21/E22, E27, E28 (a 5th enclave), E29, E35, E36 — is printed as its own
+E19 (EIF open), E20/E21/E22, E26, E29 (a 5th enclave, no free core, the driver's start checks), E59, E27, E35, E36 — is printed as its own
 block, then ``Failed connections: 1`` and the E39 block; exit 39. Argument errors found before the
 enclave process starts (E01/E02/E03/E17/E19 of --config) are printed alone with their own exit status.
 """

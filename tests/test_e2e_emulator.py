@@ -92,7 +92,9 @@ def test_lifecycle_end_to_end(nd_home: Path, tmp_path: Path) -> None:
 
     with pytest.raises(NitroCliError) as fifth:
         lc.launch(LaunchRequest(str(eif), 64, cpu_count=2, name="hello4"))
-    assert fifth.value.code == "E28" and fifth.value.exit_status == 28 and "[ E39 ]" in fifth.value.stderr
+    # the 5th enclave: NE_CREATE_VM has no slot left, E29 before any memory is allocated
+    assert fifth.value.code == "E29" and fifth.value.exit_status == 29 and "[ E39 ]" in fifth.value.stderr
+    assert "Start allocating memory..." not in fifth.value.stderr
 
     enclaves = lc.describe()
     assert sorted(e.name or "" for e in enclaves) == ["hello0", "hello1", "hello2", "hello3"]
@@ -122,11 +124,11 @@ def test_lifecycle_end_to_end(nd_home: Path, tmp_path: Path) -> None:
 
     # the TUI's command log saw the exact commands, by display name
     assert any(c.command.startswith("nitro-emu run-enclave --eif-path") for c in commands)
-    assert any(not c.ok and c.error_code == "E28" for c in commands)
+    assert any(not c.ok and c.error_code == "E29" for c in commands)
 
     audit = [json.loads(x) for x in (nd_home / "audit.log").read_text().splitlines()]
     assert [a["action"] for a in audit] == ["build"] + ["launch"] * 5 + ["terminate-all"]
-    assert audit[5]["result"] == "error" and audit[5]["code"] == "E28"
+    assert audit[5]["result"] == "error" and audit[5]["code"] == "E29"
 
 
 def test_cli_end_to_end(nd_home: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import nitro_cli_texts as T
+from tests.test_emulator_run import build  # an EIF whose command is a shell script
 
 REPO = Path(__file__).resolve().parent.parent
 # common/mod.rs:377 construct_error_message, without BACKTRACE; document_errors.rs:347 help link
@@ -178,18 +179,6 @@ def test_usage_missing_value(nd_home: Path) -> None:
 
 
 # --- run-enclave ------------------------------------------------------------------------------------
-
-
-def build(home: Path, script: str, name: str = "app", *extra: str) -> Path:
-    rootfs = home / f"rootfs-{name}"
-    (rootfs / "app").mkdir(parents=True)
-    run = rootfs / "app" / "run.sh"
-    run.write_text("#!/bin/sh\n" + script + "\n")
-    run.chmod(0o755)
-    out = home / f"{name}.eif"
-    res = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "/app/run.sh", "--output-file", str(out), "--name", name, *extra)
-    assert res.returncode == 0, res.stderr
-    return out
 
 
 def configure(home: Path, allocator: str = "---\nmemory_mib: 512\ncpu_count: 4\n") -> None:

@@ -177,7 +177,7 @@ def _ns(pid: int | str, kind: str) -> str | None:
 
 
 def observe(pid: int, plan: IsolationPlan) -> dict[str, Any]:
-    """What isolation ``pid`` really has (describe-enclaves' EmulatorIsolation)."""
+    """What isolation ``pid`` really has (emulator-describe's Isolation)."""
     try:
         affinity = sorted(os.sched_getaffinity(pid))
     except OSError:

@@ -353,3 +353,7 @@ def test_every_rule_has_a_test_and_a_docs_row() -> None:
         assert f"test_format_rule[{rule}-" in text, rule
     for rule in CHAIN_RULES:
         assert re.search(rf"^\| `{re.escape(rule)}` \|.*tests/test_attestation\w*\.py::\w+", text, re.M), rule
+    # each row says what the code enforces and cites the same source
+    for rule, spec in [*RULES.items(), *CHAIN_RULES.items()]:
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{rule}` |"))
+        assert row.split(" | ")[1:4] == [spec.field, spec.text, spec.source], rule

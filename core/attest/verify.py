@@ -50,7 +50,7 @@ _CERT_ERRORS = (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtens
 #: certificate is what every real chain carries (the leaf's ES384 signs the document).
 _VERIFY = "NSM API attestation_process.md §3.2.3"
 CHAIN_RULES: dict[str, Rule] = {
-    "signature-es384": Rule("signature", "ES384 (96-byte r||s) over the original payload by the leaf's P-384 key",
+    "signature-es384": Rule("signature", "ES384 (96-byte r‖s) over the original payload by the leaf's P-384 key",
                             "§3.1 {1: -35}; §3.2.1 \"ensuring that the signature is correct\""),
     "root-pinned": Rule("cabundle[0]", "is a trusted root (DER SHA-256 fingerprint)",
                         "AWS \"Verifying the root of trust\"; §2.1 root certificate and its SHA-256"),

@@ -28,7 +28,7 @@ def describe_eif(eif: EifFile) -> dict[str, Any]:
     """describe-eif's object, keys in nitro-cli's order."""
     from core.eif.measure import measure
 
-    out: dict[str, Any] = {"EifVersion": eif.version, "Measurements": measure(eif).as_dict(), "IsSigned": eif.is_signed}
+    out: dict[str, Any] = {"EifVersion": eif.version, "Measurements": measure(eif, with_crc=True).as_dict(), "IsSigned": eif.is_signed}
     check: bool | None = None
     if eif.is_signed:
         from core.eif import sign as eif_sign

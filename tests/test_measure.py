@@ -111,3 +111,48 @@ def test_default_chunking_on_a_multi_chunk_ramdisk(tmp_path: Path) -> None:
     data = big.read_bytes()
     m = measure_eif(tmp_path / "big.eif")
     assert (m.pcr0, m.pcr1, m.pcr2) == reference(b"kernel", b"console=ttyS0", [b"rd0", data])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.binary(max_size=3000),
+    st.lists(st.binary(max_size=9000), min_size=1, max_size=3),
+    st.binary(max_size=500),
+    st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_crc_in_the_measuring_pass_is_the_crc_of_the_file(
+    tmp_path_factory, kernel: bytes, ramdisks: list[bytes], meta: bytes, flip: int
+) -> None:  # type: ignore[no-untyped-def]
+    # describe-eif takes the CRC from the same read as the PCRs: it must equal zlib.crc32 over
+    # header[0:544] + every section header and its data, computed independently here, also when the
+    # file was changed after writing (the CRC then no longer matches the header's)
+    import zlib
+
+    from core.eif.format import read_eif
+
+    path = tmp_path_factory.mktemp("crc") / "x.eif"
+    w = EifWriter().add(K, kernel).add(C, b"console=ttyS0").add(M, meta)
+    for rd in ramdisks:
+        w.add(R, rd)
+    w.write(path)
+    data = bytearray(path.read_bytes())
+    spans = [(s.data_offset, s.size) for s in read_eif(path).sections if s.size]
+    if spans and flip % 2:
+        start, size = spans[flip % len(spans)]
+        data[start + flip % size] ^= 0xFF  # one flipped byte of some section's data
+    path.write_bytes(bytes(data))
+    eif = read_eif(path)
+    expected = zlib.crc32(bytes(data[:544]))
+    for sec in eif.sections:
+        expected = zlib.crc32(bytes(data[sec.offset : sec.data_offset + sec.size]), expected)
+    with_crc = measure.measure(eif, with_crc=True)
+    assert eif.computed_crc == expected
+    assert eif.crc_ok == (expected == eif.header.crc32)
+    assert with_crc == measure.measure(read_eif(path))
+    assert (with_crc.pcr0, with_crc.pcr1, with_crc.pcr2) == reference(
+        data_of(data, eif, K)[0], data_of(data, eif, C)[0], data_of(data, eif, R)
+    )
+
+
+def data_of(data: bytearray, eif, kind: SectionType) -> list[bytes]:  # type: ignore[no-untyped-def]
+    return [bytes(data[s.data_offset : s.data_offset + s.size]) for s in eif.sections if s.type == kind]

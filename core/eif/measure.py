@@ -4,9 +4,10 @@ PCRx = SHA384(48 zero bytes || SHA384(content_x)), where
   PCR0 = kernel || cmdline || every ramdisk,  PCR1 = kernel || cmdline || ramdisk0,
   PCR2 = ramdisks after the first,            PCR8 = DER of the signing certificate.
 
-The big part is the customer ramdisk, which feeds both PCR0 and PCR2. Each chunk is read once into
-a fixed buffer and hashed by two threads at once (hashlib releases the GIL on large updates), so on
-two cores measuring costs about one SHA-384 pass, not two.
+The big part is the customer ramdisk, which feeds both PCR0 and PCR2 (and, for describe-eif, the
+EIF's CRC). Each chunk is read once into a fixed buffer and digested by up to three threads at once
+(hashlib and zlib release the GIL on large buffers), so on two cores measuring costs about one
+SHA-384 pass, not two or three.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import hashlib
 import os
 import queue
 import threading
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.eif.format import EifError, EifFile, EifSection, SectionType, read_eif
+from core.eif.format import CRC_COVERED, SECTION_HEADER_SIZE, EifError, EifFile, SectionType, read_eif
 from core.eif.signature import signing_certificate_der
 from core.models import Measurements
 
@@ -56,81 +59,129 @@ def pcr_of_file(path: str | os.PathLike[str], chunk: int = 1024 * 1024) -> str:
 
 
 class _Worker(threading.Thread):
-    """Hashes buffers handed over by the reader; signals each buffer free when done with it."""
+    """Feeds buffers handed over by the reader to one digest (SHA-384 for PCR2, or the EIF's CRC),
+    in order; signals each buffer free for this worker when done with it."""
 
-    def __init__(self, hasher: _Hash, buffers: list[bytearray], free: list[threading.Event]) -> None:
-        super().__init__(daemon=True, name="pcr2-hasher")
-        self.hasher = hasher
+    def __init__(self, name: str, update: Callable[[memoryview | bytes], None], buffers: list[bytearray]) -> None:
+        super().__init__(daemon=True, name=name)
+        self.update = update
         self.buffers = buffers
-        self.free = free
-        self.jobs: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        self.free = [threading.Event() for _ in buffers]
+        for ev in self.free:
+            ev.set()
+        self.jobs: queue.Queue[tuple[int, int] | bytes | None] = queue.Queue()
         self.error: BaseException | None = None
+
+    def give(self, idx: int, n: int) -> None:
+        self.free[idx].clear()
+        self.jobs.put((idx, n))
 
     def run(self) -> None:
         while True:
             job = self.jobs.get()
             if job is None:
                 return
+            if isinstance(job, bytes):  # a small piece (a section header), copied
+                if self.error is None:
+                    self._feed(job)
+                continue
             idx, n = job
             try:
                 if self.error is None:
-                    self.hasher.update(memoryview(self.buffers[idx])[:n])
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the reader thread
-                self.error = exc
+                    self._feed(memoryview(self.buffers[idx])[:n])
             finally:
                 self.free[idx].set()
 
+    def _feed(self, data: memoryview | bytes) -> None:
+        try:
+            self.update(data)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the reader thread
+            self.error = exc
 
-def _hash_sections(
-    eif: EifFile, sections: list[EifSection], ramdisk0: EifSection | None
-) -> tuple[str, str, str]:
+
+class _Crc:
+    def __init__(self, start: bytes) -> None:
+        self.value = zlib.crc32(start)
+
+    def update(self, data: memoryview | bytes) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+
+MEASURED = (SectionType.KERNEL, SectionType.CMDLINE, SectionType.RAMDISK)
+
+
+def _hash_sections(eif: EifFile, with_crc: bool) -> tuple[str, str, str, int | None]:
+    """One read of the file: PCR0 in this thread, PCR2 and (optionally) the CRC in one thread each.
+
+    hashlib and zlib release the GIL on large buffers, so on two cores the three digests run side by
+    side and the pass costs about one SHA-384 over the file. Without the CRC only the measured
+    sections are read."""
     pcr0 = hashlib.sha384()
     pcr1: _Hash | None = None
     pcr2 = hashlib.sha384()
+    ramdisks = eif.ramdisks
+    ramdisk0 = ramdisks[0] if ramdisks else None
     buffers = [bytearray(CHUNK) for _ in range(BUFFERS)]
-    free = [threading.Event() for _ in range(BUFFERS)]
-    for ev in free:
-        ev.set()
-    worker = _Worker(pcr2, buffers, free)
-    worker.start()
+    workers = [_Worker("pcr2-hasher", pcr2.update, buffers)]
+    crc = _Crc(eif.header.pack()[:CRC_COVERED]) if with_crc else None
+    if crc is not None:
+        workers.append(_Worker("eif-crc", crc.update, buffers))
+    pcr2_worker = workers[0]
+    for w in workers:
+        w.start()
     turn = 0
     try:
         with open(eif.path, "rb", buffering=0) as fh:
-            for sec in sections:
+            for sec in eif.sections:
+                measured = sec.type in MEASURED
+                if not measured and crc is None:
+                    continue
                 to_pcr2 = sec.type == SectionType.RAMDISK and ramdisk0 is not None and sec is not ramdisk0
+                if crc is not None:
+                    fh.seek(sec.offset)
+                    head = fh.read(SECTION_HEADER_SIZE)
+                    if len(head) != SECTION_HEADER_SIZE:
+                        raise EifError("file ends inside a section header", offset=sec.offset, problem="truncated")
+                    workers[1].jobs.put(head)
                 fh.seek(sec.data_offset)
                 left = sec.size
                 while left > 0:
                     idx = turn % BUFFERS
                     turn += 1
-                    free[idx].wait()
+                    for w in workers:
+                        w.free[idx].wait()
                     view = memoryview(buffers[idx])[: min(CHUNK, left)]
                     n = fh.readinto(view)
                     if not n:
                         raise EifError("file ends inside a section", offset=fh.tell(), problem="truncated")
                     left -= n
                     if to_pcr2:
-                        free[idx].clear()
-                        worker.jobs.put((idx, n))
-                    pcr0.update(view[:n])
+                        pcr2_worker.give(idx, n)
+                    if crc is not None:
+                        workers[1].give(idx, n)
+                    if measured:
+                        pcr0.update(view[:n])
                 if sec is ramdisk0:
                     pcr1 = pcr0.copy()
     finally:
-        worker.jobs.put(None)
-        worker.join()
-    if worker.error is not None:
-        raise worker.error
+        for w in workers:
+            w.jobs.put(None)
+        for w in workers:
+            w.join()
+    for w in workers:
+        if w.error is not None:
+            raise w.error
     if pcr1 is None:  # read_eif guarantees a ramdisk; keep the type checker and odd inputs honest
         pcr1 = pcr0.copy()
-    return finalize(pcr0), finalize(pcr1), finalize(pcr2)
+    return finalize(pcr0), finalize(pcr1), finalize(pcr2), (crc.value if crc is not None else None)
 
 
-def measure(eif: EifFile) -> Measurements:
-    measured = [
-        s for s in eif.sections if s.type in (SectionType.KERNEL, SectionType.CMDLINE, SectionType.RAMDISK)
-    ]
-    ramdisks = eif.ramdisks
-    pcr0, pcr1, pcr2 = _hash_sections(eif, measured, ramdisks[0] if ramdisks else None)
+def measure(eif: EifFile, *, with_crc: bool = False) -> Measurements:
+    """PCR0/1/2 (and PCR8 when signed). ``with_crc`` also computes the EIF's CRC in the same read and
+    keeps it on ``eif`` (describe-eif reports CheckCRC), instead of a second pass over the file."""
+    pcr0, pcr1, pcr2, crc = _hash_sections(eif, with_crc)
+    if crc is not None:
+        eif.set_computed_crc(crc)
     pcr8 = None
     if eif.signature is not None:
         pcr8 = pcr_of_bytes(signing_certificate_der(eif))

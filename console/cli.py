@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "console.cmd_doctor",
         "check every precondition of running enclaves on this host (exit 1 when a check fails)",
     ),
+    "pin": ("console.cmd_pin", "pin an EIF's PCRs as the expected measurements of its image"),
     "run-enclave": ("console.compat", "nitro-cli run-enclave: starts a new enclave"),
     "describe-enclaves": ("console.compat", "nitro-cli describe-enclaves: returns a list of the running enclaves"),
     "terminate-enclave": ("console.compat", "nitro-cli terminate-enclave: terminates an enclave"),

@@ -13,6 +13,7 @@ Not a test: timings depend on the machine. The EIF is written to a temp folder a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import resource
 import shutil
@@ -27,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.eif.format import EifWriter, SectionType, read_eif  # noqa: E402
 from core.eif.measure import measure_eif  # noqa: E402
 from emulator.eifinfo import describe_eif  # noqa: E402
-
-import hashlib  # noqa: E402
 
 BLOCK = 4 * 1024 * 1024
 

@@ -47,7 +47,7 @@ def run_build(args: argparse.Namespace) -> dict[str, Any]:
         code = getattr(exc, "cli_code", None) or "E48"
         if not known_code(code):
             code = "E48"
-        raise EmuError(code=code, subactions=[str(exc)]) from None
+        raise EmuError(code=code, info=list(getattr(exc, "cli_info", [])), subactions=[str(exc)]) from None
     except OSError as exc:
         raise EmuError(code="E19", info=[exc.filename or args.output_file, "Write"], subactions=[str(exc)]) from None
     if not os.path.exists(result.output_file):

@@ -150,7 +150,7 @@ def test_custom_metadata(tmp_path: Path) -> None:
         ({"env": ["NOEQUALS"]}, "E48", "is not K=V"),
         ({"env": ["A=line\nbreak"]}, "E48", "newline"),
         ({"image_tar": "/x.tar"}, "E48", "exactly one image source"),
-        ({"output_file": "/nonexistent/dir/x.eif"}, "E48", "output folder"),
+        ({"output_file": "/nonexistent/dir/x.eif"}, "E19", "Could not create output file"),
         ({"metadata": "/nonexistent/meta.json"}, "E19", "cannot read the metadata file"),
         ({"signing_certificate": "/c.pem"}, "E60", "both a certificate and a private key"),
     ],

@@ -361,3 +361,51 @@ def test_describe_eif_issuer_name_keys_sorted(nd_home: Path) -> None:
     eif = build(nd_home, "true", "signed", "--signing-certificate", str(cert_path), "--private-key", str(key_path))
     issuer = json.loads(emu("describe-eif", "--eif-path", str(eif)).stdout)["SigningCertificate"]["IssuerName"]
     assert list(issuer) == ["commonName", "countryName", "organizationName", "stateOrProvinceName"]
+
+
+def test_build_output_that_cannot_be_created_is_e19_with_file_line(nd_home: Path) -> None:
+    # lib.rs build_enclaves prints "Start building..." first; build_from_docker opens the output file
+    # before anything is built: FileOperationFailure with [output, "Open"]
+    rootfs = nd_home / "root"
+    rootfs.mkdir()
+    out = str(nd_home / "absent" / "x.eif")
+    res = emu("build-enclave", "--rootfs", str(rootfs), "--cmd", "true", "--output-file", out)
+    assert (res.returncode, res.stdout) == (19, "")
+    assert_stderr(
+        res,
+        re.escape("Start building the Enclave Image...\n")
+        + block("E19", T.DETAIL["E19"] + fill(T.DETAIL_E19_FILE, out, "Open")),
+    )
+
+
+def test_build_docker_dir_without_an_engine_is_e49(nd_home: Path) -> None:
+    # lib.rs build_from_docker: with --docker-dir the engine is first used by build_docker_image, whose
+    # failure is DockerImageBuildError
+    import os
+
+    folder = nd_home / "ctx"
+    folder.mkdir()
+    (folder / "Dockerfile").write_text("FROM scratch\n")
+    env = dict(os.environ, DOCKER_HOST=f"unix://{nd_home}/no-docker.sock")
+    res = subprocess.run(
+        [sys.executable, "-m", "emulator", "build-enclave", "--docker-uri", "app:1", "--docker-dir", str(folder),
+         "--output-file", str(nd_home / "app.eif")],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )
+    assert (res.returncode, res.stdout) == (49, "")
+    assert_stderr(res, re.escape("Start building the Enclave Image...\n") + block("E49", T.DETAIL["E49"]))
+
+
+def test_every_row_of_the_conformance_table_names_an_existing_test() -> None:
+    """docs/emulator.md: no row of the conformance table without a test, and every test it names exists."""
+    doc = (REPO / "docs" / "emulator.md").read_text()
+    table = doc.split("## Conformance table")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| command /")]
+    assert len(rows) >= 30
+    for row in rows:
+        cell = row.rstrip(" |").rsplit("|", 1)[-1]
+        names = re.findall(r"`(conf::|[\w/]+\.py::)(test_\w+)`", cell)
+        assert names, f"row without a test: {row}"
+        for where, name in names:
+            path = Path(__file__) if where == "conf::" else REPO / "tests" / where[:-2]
+            assert f"def {name}(" in path.read_text(), f"{where}{name} does not exist"

@@ -42,10 +42,18 @@ class BuildError(NitrodeckError):
     code = "ND-BUILD"
 
     def __init__(
-        self, message: str, *, cli_code: str, where: str | None = None, hint: str | None = None
+        self,
+        message: str,
+        *,
+        cli_code: str,
+        where: str | None = None,
+        hint: str | None = None,
+        cli_info: list[str] | None = None,
     ) -> None:
         super().__init__(message, where=where, hint=hint)
         self.cli_code = cli_code
+        #: nitro-cli's parameters of the [ Exx ] line, e.g. [path, "Open"] for E19's file line
+        self.cli_info = cli_info or []
 
 
 @dataclass
@@ -137,8 +145,10 @@ def _docker_source(req: BuildRequest, client: Any, work: Path, progress: Progres
             client = docker.from_env(timeout=120)
             client.ping()
         except Exception as exc:  # noqa: BLE001 - any failure: no usable engine
+            # nitro-cli meets the engine first in build_docker_image (E49) or pull_docker_image (E50)
             raise BuildError(
-                f"cannot reach the Docker engine: {exc}", cli_code="E50", where="DOCKER_HOST"
+                f"cannot reach the Docker engine: {exc}", cli_code="E49" if req.docker_dir else "E50",
+                where="DOCKER_HOST",
             ) from None
     uri = req.docker_uri
     if req.docker_dir:
@@ -288,10 +298,15 @@ def _custom_metadata(path: str | None) -> Any:
 
 
 def _check_output(path: Path) -> None:
+    """nitro-cli opens the output file before anything else is built (lib.rs build_from_docker):
+    a folder that is missing or not writable is E19 with the file and 'Open'."""
     parent = path.absolute().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise BuildError(
-            "the output folder does not exist or is not writable", cli_code="E48", where=str(parent)
+            "Could not create output file: the folder does not exist or is not writable",
+            cli_code="E19",
+            where=str(parent),
+            cli_info=[str(path), "Open"],
         )
 
 
@@ -314,12 +329,13 @@ def build_eif(
         )
     if bool(req.signing_certificate) != bool(req.private_key):
         raise BuildError("signing needs both a certificate and a private key", cli_code="E60")
+    # nitro-cli says this before it looks at anything (lib.rs build_enclaves)
+    say("Start building the Enclave Image...")
     output = Path(req.output_file)
     _check_output(output)
     custom = _custom_metadata(req.metadata)
     when = resolve_build_time(build_time)
     blobs = load_blobs()
-    say("Start building the Enclave Image...")
     with tempfile.TemporaryDirectory(prefix="nd-build-") as tmp:
         work = Path(tmp)
         if req.docker_uri:

@@ -40,11 +40,12 @@ def register(subparsers: Any) -> None:
                    help="also trust this home's nitrodeck emulator test root (implied by choosing the emulator "
                         "backend explicitly, never by its automatic choice; never do this for real enclaves)")
     p.add_argument("--trust-emulator", action="append_const", const="emulator", dest="trust",
-                   help=argparse.SUPPRESS)  # the older spelling of --trust emulator
+                   help="the older spelling of --trust emulator")
     p.add_argument("--max-age", type=float, metavar="SECONDS", help="fail documents older than this")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--backend", choices=("auto", "real", "emulator"), default=argparse.SUPPRESS,
-                   help=argparse.SUPPRESS)  # also accepted after the subcommand, as sign/attest do
+                   help="as the global --backend (accepted after the subcommand too, as sign/attest do); "
+                        "choosing the emulator explicitly also trusts its test root")
     p.set_defaults(func=cmd_verify_attestation)
 
     t = subparsers.add_parser("trust", help="trust roots for attestation documents")

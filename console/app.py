@@ -10,6 +10,7 @@ mutating key and the palette leaves those commands out; the lifecycle refuses on
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from textual.widgets import DataTable, Footer, Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console import commands
+from console.flags import MAX_TIMEOUT_SECONDS
 from console.messages import (
     ActionFinished,
     BuildStage,
@@ -664,8 +666,8 @@ def live_app(backend: str | None = None, read_only: bool = False, refresh_second
 def run_tui(args: argparse.Namespace) -> int:
     """`nitrodeck` with no subcommand."""
     refresh = float(getattr(args, "refresh", SAFETY_POLL_S) or SAFETY_POLL_S)
-    if refresh < 0.2:
-        print("nitrodeck: --refresh must be at least 0.2 seconds", file=sys.stderr)
+    if not math.isfinite(refresh) or not 0.2 <= refresh <= MAX_TIMEOUT_SECONDS:  # nan passes a plain `<`
+        print(f"nitrodeck: --refresh must be from 0.2 to {MAX_TIMEOUT_SECONDS:g} seconds", file=sys.stderr)
         return 2
     try:
         app = live_app(getattr(args, "backend", None), bool(getattr(args, "read_only", False)), refresh)

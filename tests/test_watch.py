@@ -100,3 +100,14 @@ async def test_table_follows_another_process_without_a_timer(nd_home: Path, monk
         assert res.returncode == 0, res.stderr
         await wait_until(pilot, lambda: app.snapshot is not None and app.snapshot.enclaves == [], 15)
         assert enclave_id in app.gone
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0.1", "1e999"])
+def test_refresh_must_be_a_finite_interval(value: str, nd_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # nan slipped through `refresh < 0.2` and a timer of inf overflows: both refused before the TUI opens
+    import argparse
+
+    from console.app import run_tui
+
+    assert run_tui(argparse.Namespace(refresh=float(value), backend="emulator", read_only=False)) == 2
+    assert "--refresh must be from 0.2" in capsys.readouterr().err

@@ -204,15 +204,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     if watch is None:
         _print_status(lc, "json" if args.json else "text")
         return 0
-    # --watch: JSON Lines (one object per interval); on a terminal the text is redrawn in place
+    # --watch: JSON Lines (one object per interval); on a terminal the text is redrawn in place.
+    # A launch, exit or terminate (the kernel tells core.ops.watch) prints at once, without waiting
+    # for the interval to end.
+    from core.ops.watch import DirWatcher
+
     mode = "jsonl" if args.json else ("frame" if sys.stdout.isatty() else "texts")
-    try:
-        while True:
-            started = time.monotonic()
-            _print_status(lc, mode)
-            time.sleep(max(0.0, watch - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        return 0
+    with DirWatcher(lc.backend.watch_dirs()) as watcher:
+        try:
+            while True:
+                started = time.monotonic()
+                _print_status(lc, mode)
+                while (left := watch - (time.monotonic() - started)) > 0:
+                    if watcher.wait(left):
+                        break
+        except KeyboardInterrupt:
+            return 0
 
 
 def _print_status(lc: Lifecycle, mode: str) -> None:

@@ -111,3 +111,34 @@ def test_refresh_must_be_a_finite_interval(value: str, nd_home: Path, capsys: py
 
     assert run_tui(argparse.Namespace(refresh=float(value), backend="emulator", read_only=False)) == 2
     assert "--refresh must be from 0.2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_status_watch_prints_a_change_without_waiting_for_the_interval(nd_home: Path) -> None:
+    import queue
+    import subprocess
+
+    from tests.conftest import REPO
+
+    configure(nd_home)
+    eif = build(nd_home, "echo up\nexec sleep 300", "watched")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", "status", "--watch", "600", "--json"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout or []], daemon=True).start()
+    try:
+        assert json.loads(lines.get(timeout=60))["enclaves"] == []
+        res = emu("run-enclave", "--eif-path", str(eif), "--memory", "64", "--cpu-count", "2")
+        assert res.returncode == 0, res.stderr
+        # the interval is 10 minutes: only the watcher can make further objects come now (a launch is
+        # several changes, so the enclave may show in the second or third)
+        wanted = [json.loads(res.stdout)["EnclaveID"]]
+        seen = []
+        while not seen or seen[-1] != wanted:
+            seen.append([e["EnclaveID"] for e in json.loads(lines.get(timeout=60))["enclaves"]])
+        assert seen[-1] == wanted
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -34,10 +34,12 @@ from console.messages import (
     CommandRan,
     ConsoleEnded,
     DockerImages,
+    DoctorDone,
     StatusRefreshed,
 )
 from console.screens.base import Dialog
 from console.screens.build import BuildDialog
+from console.screens.doctor import DoctorScreen
 from console.screens.error import ErrorDialog
 from console.screens.help import HelpScreen
 from console.screens.launch import LaunchDialog, PoolLimits
@@ -63,6 +65,8 @@ HISTORY = 60
 SAFETY_POLL_S = 30.0
 #: host CPU/memory samples for the sparklines (psutil, in this process)
 HOST_SAMPLE_S = 2.0
+#: how often the doctor's checks run again while the dashboard is open
+DOCTOR_SECONDS = 60.0
 #: exited enclaves kept in the table (their console logs stay readable)
 MAX_GONE = 16
 PANES = ("detail", "resources", "console", "commands")
@@ -115,6 +119,8 @@ class NitrodeckApp(App[int]):
         self.mem_history: deque[float] = deque(mem, maxlen=HISTORY)
         #: the dialog waiting for each kind of action's outcome
         self._waiting: dict[str, Dialog[Any]] = {}
+        #: the last doctor run (core.ops.doctor.DoctorReport); its failures show in the header
+        self.doctor_report: Any = None
         self.set_reactive(NitrodeckApp.read_only, source.read_only)
 
     # -- layout
@@ -147,10 +153,13 @@ class NitrodeckApp(App[int]):
         self._render_header()
         self._dash("#enclaves", EnclaveTable).focus()
         self.refresh_status()
+        self.run_doctor()
         if self.refresh_seconds > 0:
             self.set_interval(self.refresh_seconds, self._tick, name="refresh-timer")
             # host CPU and memory come from psutil in this process: no subprocess, no describe
             self.set_interval(HOST_SAMPLE_S, self._sample_host, name="host-sample")
+            # the doctor probes the host (Docker, nitro-cli, metadata): far less often than describe
+            self.set_interval(DOCTOR_SECONDS, self._doctor_tick, name="doctor-timer")
         if self.source.watch_dirs():
             self._watch_changes()
 
@@ -237,6 +246,26 @@ class NitrodeckApp(App[int]):
     def refresh_status(self) -> None:
         self.post_message(StatusRefreshed(self.source.snapshot()))
 
+    def _doctor_tick(self) -> None:
+        if self.paused or any(w.group == "doctor" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+                              for w in self.workers):
+            return
+        self.run_doctor()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="doctor", name="doctor", description="doctor checks")
+    def run_doctor(self) -> None:
+        self.post_message(DoctorDone(self.source.doctor()))
+
+    @on(DoctorDone)
+    def _doctor_done(self, message: DoctorDone) -> None:
+        if not self.screen_stack:
+            return
+        self.doctor_report = message.report
+        self._render_header()
+        for screen in self.screen_stack:
+            if isinstance(screen, DoctorScreen):
+                screen.show_report(message.report)
+
     @on(StatusRefreshed)
     def _status_refreshed(self, message: StatusRefreshed) -> None:
         if not self.screen_stack:
@@ -269,7 +298,15 @@ class NitrodeckApp(App[int]):
             taken_at=taken,
             paused=self.paused,
             error=self.refresh_error,
+            doctor=self._doctor_badge(),
         )
+
+    def _doctor_badge(self) -> str | None:
+        failing = list(getattr(self.doctor_report, "failing", None) or [])
+        if not failing:
+            return None
+        more = f", +{len(failing) - 1}" if len(failing) > 1 else ""
+        return f"{len(failing)} failing ({failing[0].title}{more})"
 
     def _render_resources(self) -> None:
         snap = self.snapshot
@@ -376,6 +413,9 @@ class NitrodeckApp(App[int]):
         if name == "refresh":
             self.refresh_error = f"{getattr(err, 'code', type(err).__name__)}: {getattr(err, 'message', str(err))}"[:120]
             self._render_header()
+            return
+        if name == "doctor":
+            self.notify(f"doctor: {getattr(err, 'message', str(err))}"[:160], severity="warning")
             return
         if name in ("console", "console-log"):
             code = getattr(err, "code", type(err).__name__)
@@ -636,6 +676,10 @@ class NitrodeckApp(App[int]):
             self.push_screen(ErrorDialog("save failed", NitrodeckError(f"cannot write the log: {exc.strerror or exc}", hint="check the logs folder permissions")))
             return
         self.notify(f"saved {len(pane.raw)} lines to {path}")
+
+    def action_doctor(self) -> None:
+        self.push_screen(DoctorScreen(self.doctor_report))
+        self.run_doctor()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.read_only))

@@ -59,6 +59,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("wrap", "w", "Wrap", "Wrap long console lines (or not)", "toggle_wrap", False, "console", footer=False),
     Command("next-match", "n", "Next", "Jump to the next console search match", "next_match", False, "console", footer=False),
     Command("save-console", "S", "Save log", "Save the console buffer to a file under the logs folder", "save_console", False, "console", footer=False),
+    Command("doctor", "d", "Doctor", "Check this host's preconditions for running enclaves: each check, what was found, the fix", "doctor", False, "view", footer=False),
     Command("help", "question_mark", "Help", "Show every key and command", "help", False, "app", display_key="?"),
     Command("palette", "colon", "Palette", "Open the command palette", "command_palette", False, "app", footer=False, display_key=":"),
     Command("quit", "q", "Quit", "Quit nitrodeck (enclaves keep running)", "quit", False, "app"),

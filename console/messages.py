@@ -53,3 +53,10 @@ class BuildStage(Message):
     """Progress of a build, one stage at a time."""
 
     stage: str
+
+
+@dataclass
+class DoctorDone(Message):
+    """The doctor's checks finished (core.ops.doctor.DoctorReport)."""
+
+    report: Any

@@ -23,6 +23,7 @@ from textual.widgets import Footer, Input
 from console.app import NitrodeckApp
 from console.screens.base import Dialog
 from console.screens.build import BuildDialog
+from console.screens.doctor import DoctorScreen
 from console.screens.error import ErrorDialog
 from console.screens.frozen import PAYMENTS, FrozenSource
 from console.screens.launch import LaunchDialog
@@ -56,7 +57,10 @@ async def settle(pilot: Pilot[int]) -> None:
     """The frozen world loaded, the console flushed, dialogs filled in."""
     app = pilot.app
     assert isinstance(app, NitrodeckApp)
-    await wait_until(pilot, lambda: app.snapshot is not None)
+    await wait_until(pilot, lambda: app.snapshot is not None and app.doctor_report is not None)
+    doctor = next((s for s in app.screen_stack if isinstance(s, DoctorScreen)), None)
+    if doctor is not None:
+        await wait_until(pilot, lambda: doctor.report is not None)
     pane = app.query_one("#console", ConsolePane)
     enclave, _ = app.selected()
     if enclave is not None and enclave.debug_mode:
@@ -152,6 +156,8 @@ class Scene:
     name: str
     setup: Setup
     read_only: bool = False
+    #: the frozen doctor reports one failing check (the header shows it)
+    doctor_fails: bool = False
 
 
 SCENES: tuple[Scene, ...] = (
@@ -173,13 +179,15 @@ SCENES: tuple[Scene, ...] = (
     Scene("pin", _keys("P")),
     Scene("action-failed", _action_failed),
     Scene("test-sign", _test_sign_result),
+    Scene("doctor", _keys("d"), doctor_fails=True),
+    Scene("dashboard-doctor-failing", _keys(), doctor_fails=True),
 )
 BY_NAME = {s.name: s for s in SCENES}
 
 
 def scene_app(scene: Scene) -> NitrodeckApp:
     """A frozen-world app with periodic refresh off (one refresh on mount)."""
-    return NitrodeckApp(FrozenSource(read_only=scene.read_only), refresh_seconds=0)
+    return NitrodeckApp(FrozenSource(read_only=scene.read_only, doctor_fails=scene.doctor_fails), refresh_seconds=0)
 
 
 async def render(scene: Scene, size: tuple[int, int]) -> str:

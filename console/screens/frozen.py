@@ -156,9 +156,11 @@ class FrozenSource(Source):
 
     schemes = ("secp256k1", "ed25519")
 
-    def __init__(self, read_only: bool = False, enclaves: list[EnclaveInfo] | None = None) -> None:
+    def __init__(self, read_only: bool = False, enclaves: list[EnclaveInfo] | None = None, doctor_fails: bool = False) -> None:
         self.backend = emulator_backend("flag")
         self.read_only = read_only
+        #: the doctor reports one failing check (hugepages short of the reservation)
+        self.doctor_fails = doctor_fails
         self._enclaves = [PAYMENTS, SHELL, LEGACY] if enclaves is None else enclaves
         self.console_lines = list(CONSOLE_LINES)
         self.mutations: list[str] = []
@@ -201,6 +203,38 @@ class FrozenSource(Source):
             {k: v for k, v in EXPECTED.items() if k in ids},
             {e.enclave_id: self.describe_eif(Path(e.eif_path)) for e in self._enclaves if e.eif_path},
         )
+
+    def doctor(self) -> Any:
+        """What the doctor says about this world; nothing on the machine is probed."""
+        from core.ops.doctor import DoctorCheck, DoctorReport
+
+        home = "/var/lib/nitrodeck"
+        hugepages = (
+            DoctorCheck("hugepages", "hugepages", "fail", "requested 3072 MiB, present 2048 MiB (1x1G@node0 + 512x2M@node0): 1024 MiB short",
+                        f"lower memory_mib in {home}/emulator/etc/allocator.yaml, or raise hugepages_reservable_mib in "
+                        "the emulator's instance.yaml (the model's memory fragmentation)")
+            if self.doctor_fails else
+            DoctorCheck("hugepages", "hugepages", "ok", "requested 3072 MiB, present 3072 MiB (2x1G@node0 + 512x2M@node0)")
+        )
+        checks = [
+            DoctorCheck("instance", "instance", "ok", f"emulated instance {INSTANCE_ID}: 16 vCPUs (2 per core), 16384 MiB, 2 NUMA node(s)"),
+            DoctorCheck("device", "enclave support", "ok", f"{home}/emulator/run (emulator stand-in)"),
+            DoctorCheck("access", "access (ne group)", "ok", f"{home}/emulator/run drwx------ 1000:ops; ops (uid 1000) owns it"),
+            DoctorCheck("driver", "driver", "ok", "emulated by nitro-emu (no kernel module)"),
+            DoctorCheck("nitro-cli", "nitro-emu", "ok", "Nitro CLI 1.5.0"),
+            DoctorCheck("allocator", "allocator service", "ok", "nitro-emu allocator model: 3072 MiB, CPUs [2, 3, 4, 5, 6, 7, 8, 9]"),
+            DoctorCheck("allocator-config", "allocator config", "ok", "memory_mib 3072, cpu_count 8 of 16 vCPUs, 16384 MiB"),
+            hugepages,
+            DoctorCheck("cpu-pool", "CPU pool", "ok", "requested 8, pool [2,3,4,5,6,7,8,9], offlined [2,3,4,5,6,7,8,9]"),
+            DoctorCheck("parent-memory", "parent memory", "ok", "13312 MiB left after the enclave reservation"),
+            DoctorCheck("vsock-proxy", "vsock-proxy", "warn", f"no allowlist yet at {home}/emulator/etc/vsock-proxy.yaml",
+                        "nitrodeck kms local-server  # writes the emulator's allowlist with its endpoint"),
+            DoctorCheck("docker", "Docker daemon", "ok", "Docker 27.5.1, API 1.47 at unix:///var/run/docker.sock"),
+            DoctorCheck("metadata", "instance metadata", "ok", "no endpoint configured (set $NITRODECK_METADATA_URL to check one)"),
+            DoctorCheck("clock", "clock", "ok", "not compared: no time reference"),
+            DoctorCheck("disk", "disk", "ok", f"41873 MiB free of 81920 MiB under {home}"),
+        ]
+        return DoctorReport("emulator", FROZEN_NOW.isoformat(timespec="seconds"), checks)
 
     def host_history(self) -> tuple[list[float], list[float]]:
         rng = random.Random(7)

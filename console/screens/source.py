@@ -59,6 +59,13 @@ class Source(ABC):
     def snapshot(self) -> Snapshot:
         ...
 
+    def doctor(self) -> Any:
+        """The doctor's checks for this backend (core.ops.doctor.DoctorReport); probes are bounded."""
+        from console.doctor_inputs import doctor_inputs
+        from core.ops.doctor import run_doctor
+
+        return run_doctor(doctor_inputs(self.backend))
+
     def host_history(self) -> tuple[list[float], list[float]]:
         """Samples to seed the host sparklines with (CPU %, memory %)."""
         return [], []

@@ -1,4 +1,5 @@
-"""The one-line header: instance, backend badge (EMULATOR is unmissable), read-only, last refresh."""
+"""The one-line header: instance, backend badge (EMULATOR is unmissable), failing doctor checks, read-only,
+last refresh."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class StatusHeader(Static):
         taken_at: str | None,
         paused: bool,
         error: str | None = None,
+        doctor: str | None = None,
     ) -> None:
         text = Text()
         text.append(" nitrodeck ", style="bold reverse")
@@ -27,6 +29,10 @@ class StatusHeader(Static):
             text.append(" EMULATOR ", style="bold black on yellow")
         else:
             text.append(f" {backend_name} ", style="bold black on green")
+        if doctor:
+            # a host that cannot run enclaves is the first thing to know
+            text.append(" ")
+            text.append(f" DOCTOR: {doctor} ", style="bold white on red")
         if read_only:
             text.append(" ")
             text.append(" READ-ONLY ", style="bold white on blue")

@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "console.cmd_doctor",
         "check every precondition of running enclaves on this host (exit 1 when a check fails)",
     ),
+    "serve": (
+        "console.agent.cli",
+        "read-only agent: /status, /enclaves, /metrics (Prometheus), /events, /healthz over HTTP",
+    ),
     "pin": ("console.cmd_pin", "pin an EIF's PCRs as the expected measurements of its image"),
     "run-enclave": ("console.compat", "nitro-cli run-enclave: starts a new enclave"),
     "describe-enclaves": ("console.compat", "nitro-cli describe-enclaves: returns a list of the running enclaves"),

@@ -1,0 +1,120 @@
+"""`nitrodeck serve`: the read-only agent (HTTP, Prometheus, server-sent events, EMF on stdout)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from console.argtypes import resolve_path
+from console.output import progress
+
+DEFAULT_LISTEN = "127.0.0.1:9181"
+
+
+def _seconds(low: float, high: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a number of seconds") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({low:g} to {high:g} seconds)")
+        return value
+
+    return parse
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="read-only agent: /status, /enclaves, /metrics (Prometheus), /events, /healthz over HTTP",
+        description="A long-running, read-only agent. No endpoint can change anything, whatever the flags. "
+                    "Listening anywhere but loopback needs --token-file.")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help=f"where to listen (default {DEFAULT_LISTEN}; port 0: any free port, printed on stderr)")
+    p.add_argument("--token-file", type=resolve_path, metavar="FILE",
+                   help="bearer token file (mode 0600); every request then needs `Authorization: Bearer TOKEN`")
+    p.add_argument("--tls-cert", type=resolve_path, metavar="PEM", help="serve HTTPS with this certificate chain")
+    p.add_argument("--tls-key", type=resolve_path, metavar="PEM", help="the private key of --tls-cert")
+    p.add_argument("--probe-sign", type=_seconds(5, 86400), metavar="SECONDS",
+                   help="test-sign every running enclave this often (nitrodeck_testsign_last_ok)")
+    p.add_argument("--emf", action="store_true",
+                   help="print CloudWatch Embedded Metric Format lines on stdout (for the awslogs driver)")
+    p.add_argument("--emf-interval", type=_seconds(1, 3600), default=60.0, metavar="SECONDS",
+                   help="how often --emf prints (default 60)")
+    p.add_argument("--safety-poll", type=_seconds(0.5, 3600), default=30.0, metavar="SECONDS",
+                   help="refresh this often even when the enclave folders report no change (default 30)")
+    p.add_argument("--backend", choices=("auto", "real", "emulator"), default=argparse.SUPPRESS,
+                   help="nitro-cli backend (also accepted before the subcommand)")
+    p.set_defaults(func=cmd_serve)
+
+
+def make_state(args: argparse.Namespace) -> Any:
+    from console.agent.state import HostState
+    from console.wiring import payload_factory
+    from core.backends.registry import select_backend
+    from core.ops.lifecycle import Lifecycle
+
+    backend = select_backend(getattr(args, "backend", None))
+    # read-only whatever the flags: the agent has no endpoint that changes anything, and no code path either
+    lifecycle = Lifecycle(backend, read_only=True, payload=payload_factory)
+    return HostState(lifecycle, safety_poll=args.safety_poll, probe_every=args.probe_sign)
+
+
+def start_server(args: argparse.Namespace, state: Any) -> Any:
+    """Check the configuration (typed errors), bind, and return the server (not yet serving)."""
+    from console.agent.auth import AgentConfigError, load_token, parse_listen, require_token_off_loopback
+    from console.agent.server import AgentServer, tls_context
+
+    host, port = parse_listen(args.listen)
+    token = load_token(args.token_file) if args.token_file else None
+    require_token_off_loopback(host, token)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise AgentConfigError("give both --tls-cert and --tls-key", where="serve")
+    tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    try:
+        return AgentServer((host, port), state, token, tls)
+    except OSError as exc:
+        raise AgentConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where="--listen") from None
+
+
+def _emf_loop(state: Any, every: float, stop: threading.Event) -> None:
+    from core.ops.metrics import emf_records
+
+    while not stop.is_set():
+        snap, counters = state.current()
+        lines = [json.dumps(r, separators=(",", ":")) for r in emf_records(snap, counters)]
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+        stop.wait(every)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    state = make_state(args)
+    server = start_server(args, state)  # refuses before any thread runs
+    stop = threading.Event()
+
+    def shutdown(signum: int, frame: Any) -> None:
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    state.start()
+    if args.emf:
+        threading.Thread(target=_emf_loop, args=(state, args.emf_interval, stop), daemon=True).start()
+    progress(f"nitrodeck agent: listening on {server.url} (read-only"
+             + (", token required" if server.token else "") + ")")
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        stop.set()
+        state.stop()
+        server.server_close()
+    return 0
+

@@ -3,9 +3,10 @@
 With 4 emulated enclaves running, the dashboard and then htop each run for --seconds in a tmux pane
 of 120x40; the CPU time of the pane's whole process tree (including every process it started and
 reaped, e.g. describe-enclaves) is read from /proc before and after. Targets (issue 13): the
-dashboard at most 0.5 % of a core, and at most 2.5x htop's. Then, with the dashboard open, an
-external `nitro-emu terminate-enclave` is timed until the enclave's row changes on screen
-(target: within 300 ms; the safety poll is 30 s, so only the watcher can do it).
+dashboard at most 0.5 % of a core, and at most 2.5x htop's. Also measured: the first paint with the
+enclaves listed (target 0.5 s from starting the process), the time from an external
+`nitro-emu terminate-enclave` to the row changing on screen (target 300 ms; the safety poll is 30 s,
+so only the watcher can do it), and the cost while a debug console streams 100 lines/s (target 5 %).
 
     .venv/bin/python benchmarks/tui_idle.py [--seconds 60]
 
@@ -68,12 +69,16 @@ class Pane:
             ["tmux", "-L", self.socket, "capture-pane", "-p", "-t", "bench"], capture_output=True, text=True, timeout=20
         ).stdout
 
-    def wait_for(self, text: str, timeout: float = 60) -> None:
+    def wait_for(self, text: str, timeout: float = 60, poll: float = 0.1) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.screen():
             if time.monotonic() > deadline:
                 raise SystemExit(f"{text!r} never showed:\n{self.screen()}")
-            time.sleep(0.1)
+            time.sleep(poll)
+
+    def keys(self, *keys: str) -> None:
+        for key in keys:
+            subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "bench", key], timeout=20)
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=20)
@@ -111,14 +116,21 @@ def main() -> int:
         (rootfs / "app" / "run.sh").chmod(0o755)
         eif = home / "idle.eif"
         emu(env, "build-enclave", "--rootfs", str(rootfs), "--cmd", "/app/run.sh", "--output-file", str(eif))
+        (rootfs / "app" / "chatty.py").write_text(
+            "import time\nn = 0\nwhile True:\n    n += 1\n    print(f'chatty line {n}', flush=True)\n    time.sleep(0.01)\n"
+        )
+        chatty = home / "chatty.eif"
+        emu(env, "build-enclave", "--rootfs", str(rootfs), "--cmd", "python3 /app/chatty.py", "--output-file", str(chatty))
         ids = [
             emu(env, "run-enclave", "--eif-path", str(eif), "--cpu-count", "2", "--memory", "64",
                 "--enclave-name", f"idle-{n}")["EnclaveID"]
             for n in range(4)
         ]
 
+        started = time.monotonic()
         dash = Pane(socket + "-dash", f"cd {REPO} && {sys.executable} -m console", env)
-        dash.wait_for("(4 running)")
+        dash.wait_for("(4 running)", poll=0.01)
+        first_paint = time.monotonic() - started
         time.sleep(2)  # let start-up work settle
         dash_pct = idle_cost(dash, args.seconds)
 
@@ -126,8 +138,19 @@ def main() -> int:
         start = time.monotonic()
         emu(env, "terminate-enclave", "--enclave-id", ids[0])
         terminated = time.monotonic()
-        dash.wait_for("(3 running)", timeout=40)
+        dash.wait_for("(3 running)", timeout=40, poll=0.01)
         shown = time.monotonic()
+
+        # a debug console at 100 lines/s, the only enclave, so it is selected and streams
+        for enclave_id in ids[1:]:
+            emu(env, "terminate-enclave", "--enclave-id", enclave_id)
+        emu(env, "run-enclave", "--eif-path", str(chatty), "--cpu-count", "2", "--memory", "64",
+            "--enclave-name", "chatty", "--debug-mode")
+        dash.wait_for("(1 running)", timeout=60)
+        dash.keys("Up", "Up", "Up", "Up", "Up")  # running rows come first: select chatty
+        dash.wait_for("chatty line", timeout=60)
+        time.sleep(2)
+        stream_pct = idle_cost(dash, args.seconds)
         dash.close()
 
         top = Pane(socket + "-htop", "htop -d 10", env)
@@ -139,6 +162,8 @@ def main() -> int:
         print(f"dashboard idle, 4 enclaves: {dash_pct:.3f} % of a core over {args.seconds:.0f} s (target <= 0.5 %)")
         print(f"htop -d 10:                 {htop_pct:.3f} % of a core")
         print(f"ratio dashboard/htop:       {ratio:.2f} (target <= 2.5)")
+        print(f"first paint with 4 enclaves listed: {1000 * first_paint:.0f} ms (target <= 500 ms)")
+        print(f"debug console at 100 lines/s: {stream_pct:.3f} % of a core (target <= 5 %)")
         print(f"external terminate -> row changed: {1000 * (shown - terminated):.0f} ms "
               f"(terminate itself took {1000 * (terminated - start):.0f} ms; target <= 300 ms)")
     finally:

@@ -25,7 +25,7 @@ from textual.reactive import reactive
 from textual.widgets import Input, Log, Static
 
 MAX_LINES = 5000
-FLUSH_INTERVAL = 0.05
+FLUSH_INTERVAL = 0.1  # at most 10 repaints a second, however fast the console prints
 #: the inbox is bounded too: if the UI falls behind, the oldest unseen lines are dropped
 INBOX_LIMIT = 50_000
 

@@ -124,6 +124,12 @@ def test_healthy_emulator_passes_and_exits_0(world: Path) -> None:
     assert "Date header" in checks["clock"]["found"]
     assert "API" in checks["docker"]["found"]
     assert all(c["fix"] is None for c in report["checks"] if c["status"] == "ok")
+    # the order and ids docs/cli-json.md documents
+    assert [c["id"] for c in report["checks"]] == [
+        "instance", "device", "access", "driver", "nitro-cli", "allocator", "allocator-config", "hugepages",
+        "cpu-pool", "parent-memory", "vsock-proxy", "docker", "metadata", "clock", "disk",
+    ]
+    assert report["counts"] == {"ok": 15, "warn": 0, "fail": 0}
 
 
 def test_allocator_asking_more_than_the_machine_has(world: Path) -> None:

@@ -51,8 +51,12 @@ def test_key_policy_template_matches_what_seal_writes() -> None:
         .replace("REPLACE-WITH-PCR2", pcrs[2])
     )
     assert filled == generated
-    assert evaluate_policy(filled, "Decrypt", pcrs)[0] is True
-    assert evaluate_policy(filled, "Decrypt", {**pcrs, 0: "0" * 96})[0] is False
+    # KMS judges the task role's request (the policy's principal) against the attested PCRs
+    who = {"key_arn": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+           "caller": "arn:aws:iam::111122223333:role/nitrodeck-signer-task"}
+    assert evaluate_policy(filled, "Decrypt", pcrs, **who)[0] is True
+    assert evaluate_policy(filled, "Decrypt", {**pcrs, 0: "0" * 96}, **who)[0] is False
+    assert evaluate_policy(filled, "Decrypt", None, **who)[0] is False  # no Recipient: no release
 
 
 def test_task_role_policy_grants_release_only_with_attestation() -> None:

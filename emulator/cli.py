@@ -35,6 +35,8 @@ MAX_PEM = 1024 * 1024
 U32_MAX = 0xFFFFFFFF
 LAUNCH_TIMEOUT = 150.0
 CONTROL_TIMEOUT = 15.0
+#: describe waits this long for an enclave process before showing it as UNRESPONSIVE
+DESCRIBE_TIMEOUT = 3.0
 E44_SUBACTION = (
     "The enclave was not started with the debug flag set, include '--debug-mode' in the run-enclave command"
 )
@@ -381,6 +383,9 @@ def cmd_run(args: argparse.Namespace, parser: _Parser) -> int:
                     sys.stderr.flush()
                 elif "result" in msg:
                     result = msg["result"]
+                    # confirmed before anything is printed: an enclave whose run-enclave died before
+                    # this point is rolled back by its supervisor, so no failed launch leaves one running
+                    control.send(chan, {"ack": True})
                     break
                 elif "error" in msg:
                     sys.stderr.write(str(msg["error"]))
@@ -406,13 +411,43 @@ def ask(entry: state.Entry, cmd: str, timeout: float = CONTROL_TIMEOUT) -> dict[
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(short_path(path))
-        control.send(sock, {"cmd": cmd})
+        # the deadline: a supervisor that reads this later (it was stopped) must not act on it
+        control.send(sock, {"cmd": cmd, "deadline": time.time() + timeout})
         return control.recv(sock)
+
+
+def unresponsive_reason(entry: state.Entry) -> str | None:
+    """Why the enclave process cannot answer now, without waiting for it (None: it may answer)."""
+    run_state = state.proc_state(entry.supervisor_pid)
+    if run_state in ("T", "t"):
+        return f"the enclave process (PID {entry.supervisor_pid}) is stopped (SIGSTOP); its resources stay held"
+    if not (state.slot_dir(entry.slot) / "control.sock").exists():
+        return f"the enclave process (PID {entry.supervisor_pid}) has no control socket"
+    return None
+
+
+def unresponsive_info(entry: state.Entry, reason: str) -> dict[str, Any]:
+    """describe-enclaves' element for an enclave that does not answer: shown with what it holds."""
+    return {
+        "EnclaveName": entry.name,
+        "EnclaveID": entry.enclave_id,
+        "ProcessID": entry.supervisor_pid,
+        "EnclaveCID": entry.cid,
+        "NumberOfCPUs": len(entry.cpu_ids),
+        "CPUIDs": entry.cpu_ids,
+        "MemoryMiB": entry.memory_mib,
+        "State": "UNRESPONSIVE",
+        "Flags": "DEBUG_MODE" if entry.debug else "NONE",
+        "EmulatorEifPath": entry.eif_path,
+        "EmulatorProblem": reason,
+    }
 
 
 def live_entries() -> list[state.Entry]:
     """The enclave table after reclaiming dead supervisors (each reported once, here)."""
     with state.locked() as table:
+        for problem in table.problems:
+            warn(problem)
         for dead in table.reclaimed:
             warn(
                 f"the enclave process (PID {dead.supervisor_pid}) of enclave {dead.enclave_id} is gone; "
@@ -446,16 +481,24 @@ def find_entry(enclave_id: str | None, name: str | None) -> state.Entry:
 
 
 def describe_one(entry: state.Entry, metadata: bool) -> dict[str, Any] | None:
+    reason = unresponsive_reason(entry)
+    if reason is not None:
+        warn(f"enclave {entry.enclave_id}: {reason}")
+        return unresponsive_info(entry, reason)
     try:
-        reply = ask(entry, "describe")
+        reply = ask(entry, "describe", DESCRIBE_TIMEOUT)
     except (OSError, NitrodeckError):
         if not any(e.enclave_id == entry.enclave_id for e in state.read_entries()):
             return None  # terminated meanwhile: nothing to report
         if not state.entry_alive(entry):
             forget(entry)
-        else:
-            warn(f"the enclave process of {entry.enclave_id} did not answer")
-        return None
+            return None
+        # alive but silent: still shown, with what it holds (never as free resources)
+        reason = unresponsive_reason(entry) or (
+            f"the enclave process (PID {entry.supervisor_pid}) did not answer within {DESCRIBE_TIMEOUT:.0f} s"
+        )
+        warn(f"enclave {entry.enclave_id}: {reason}")
+        return unresponsive_info(entry, reason)
     info = dict(reply.get("info", {}))
     if metadata:
         info.update(reply.get("identity", {}))
@@ -463,14 +506,13 @@ def describe_one(entry: state.Entry, metadata: bool) -> dict[str, Any] | None:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    out = []
-    for entry in live_entries():
-        if not entry.started:
-            continue
-        info = describe_one(entry, args.metadata)
-        if info is not None:
-            out.append(info)
-    out_json(out)
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = [e for e in live_entries() if e.started]
+    # asked side by side: one silent enclave process costs DESCRIBE_TIMEOUT once, not per enclave
+    with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
+        infos = list(pool.map(lambda e: describe_one(e, args.metadata), started))
+    out_json([info for info in infos if info is not None])
     return 0
 
 
@@ -509,10 +551,24 @@ def cmd_emulator_describe() -> int:
 
 
 def terminate_one(entry: state.Entry) -> dict[str, Any]:
+    reason = unresponsive_reason(entry)
+    if reason is not None:
+        warn(f"enclave {entry.enclave_id} was not terminated: {reason}")
+        raise EmuError(code="E11", subactions=[f"Enclave {entry.enclave_id} was not terminated: {reason}"])
     try:
         reply = ask(entry, "terminate")
     except (OSError, NitrodeckError):
         forget(entry)
+        if state.entry_alive(entry):
+            # the request carried a deadline: the enclave process ignores it if it reads it later
+            warn(f"enclave {entry.enclave_id} was not terminated: its enclave process did not answer")
+            raise EmuError(
+                code="E11",
+                subactions=[
+                    f"Enclave {entry.enclave_id} was not terminated: its enclave process "
+                    f"(PID {entry.supervisor_pid}) did not answer, and will not act on this request later"
+                ],
+            ) from None
         raise EmuError(code="E11", subactions=[f"Failed to connect to the enclave process of {entry.enclave_id}"]) from None
     info = reply.get("terminated", {})
     # the supervisor replies after releasing everything; wait (bounded) for its exit so that nothing of
@@ -530,13 +586,17 @@ def cmd_terminate(args: argparse.Namespace) -> int:
     try:
         if args.all:
             results = []
+            left: list[str] = []
             # enclaves still booting have no control socket yet: like nitro-cli, --all sees running ones
             for entry in [e for e in live_entries() if e.started]:
                 try:
                     results.append(terminate_one(entry))
-                except EmuError:
-                    continue  # it died meanwhile: already reclaimed and reported
+                except EmuError as err:
+                    if state.entry_alive(entry):
+                        left.extend(err.subactions)  # still there: never reported as done
             out_json(results)
+            if left:
+                raise EmuError(code="E11", subactions=left)
             return 0
         entry = find_entry(args.enclave_id, args.enclave_name)
         out_json(terminate_one(entry))

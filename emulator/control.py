@@ -8,6 +8,7 @@ the control socket must name a known command.
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
 from typing import Any
@@ -43,11 +44,21 @@ def decode_body(body: bytes) -> dict[str, Any]:
 
 def parse_request(body: bytes) -> str:
     """The command named by a control-socket request."""
+    return parse_request_full(body)[0]
+
+
+def parse_request_full(body: bytes) -> tuple[str, float | None]:
+    """The command and its deadline (wall-clock seconds; past it the client no longer waits)."""
     obj = decode_body(body)
     cmd = obj.get("cmd")
     if cmd not in COMMANDS:
-        raise ControlError(f"unknown command {cmd!r}", where="control")
-    return str(cmd)
+        raise ControlError(f"unknown command {str(cmd)[:40]!r}", where="control")
+    deadline = obj.get("deadline")
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, int | float) or not math.isfinite(deadline)
+    ):
+        raise ControlError("deadline must be a number of seconds", where="control")
+    return str(cmd), None if deadline is None else float(deadline)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -3,6 +3,12 @@
 Each running enclave has one entry, written by its supervisor while it holds the lock, so concurrent
 run-enclave commands never hand out the same CPU, hugepage or CID. Entries whose supervisor is dead
 (PID gone, or reused by another process: the start time differs) are reclaimed on every locked access.
+
+The table file (``enclaves.json``) is a cache, not the truth: every supervisor also keeps its own
+entry in its runtime folder (``<run>/<slot>/entry.json``), written under the same lock. Every read
+rebuilds the table from the records of the supervisors that are actually alive, so an edited,
+truncated or corrupt table can neither hide a running enclave (whose CPUs, CID and sockets the next
+launch would then reuse) nor invent one; what was repaired is reported (``Table.problems``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core import home
+from core.channel import vsock_peers
 from core.errors import InputTooLarge, NitrodeckError
 
 MAX_STATE_BYTES = 1024 * 1024
@@ -73,18 +80,19 @@ def slot_dir(slot: str) -> Path:
     return run_dir() / slot
 
 
-def proc_start_time(pid: int) -> int:
-    """Kernel start time of ``pid`` (clock ticks since boot), 0 when there is no such process."""
+# one reader of /proc/<pid>/stat for the emulator and the vsock peer registry
+proc_start_time = vsock_peers.proc_start_time
+
+
+def proc_state(pid: int) -> str | None:
+    """The kernel's one-letter run state of ``pid`` (R, S, T for stopped ...), None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(4096)
     except OSError:
-        return 0
-    # the command name may contain spaces and parentheses: split after the last ')'
+        return None
     fields = raw[raw.rfind(b")") + 2 :].split()
-    if len(fields) < 20 or fields[0] == b"Z":
-        return 0
-    return int(fields[19])
+    return fields[0].decode("ascii", "replace") if fields else None
 
 
 def pid_alive(pid: int, start: int) -> bool:
@@ -93,6 +101,10 @@ def pid_alive(pid: int, start: int) -> bool:
 
 def entry_alive(entry: Entry) -> bool:
     return pid_alive(entry.supervisor_pid, entry.supervisor_start)
+
+
+RECORD = "entry.json"
+MAX_RECORD_BYTES = 64 * 1024
 
 
 def _parse(raw: bytes, where: str) -> list[Entry]:
@@ -104,18 +116,102 @@ def _parse(raw: bytes, where: str) -> list[Entry]:
         data = json.loads(raw)
         return [Entry.from_json(item) for item in data["enclaves"]]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise StateError(f"corrupt enclave table: {exc}", where=where, hint="remove it when no enclave runs") from None
+        raise StateError(
+            f"corrupt enclave table: {exc}", where=where, hint="remove it when no enclave runs"
+        ) from None
 
 
-def read_entries() -> list[Entry]:
-    """A consistent snapshot without the lock (the file is replaced atomically)."""
+def _read_table() -> tuple[list[Entry], str | None]:
+    """The table file's entries, and why it could not be read (None when it could)."""
     path = state_file()
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_STATE_BYTES + 1)
     except FileNotFoundError:
+        return [], None
+    except OSError as exc:
+        return [], exc.strerror or str(exc)
+    try:
+        return _parse(raw, str(path)), None
+    except NitrodeckError as exc:
+        return [], exc.message
+
+
+def write_record(entry: Entry) -> None:
+    """The supervisor's own copy of its entry (call with the lock held, with every table change)."""
+    folder = home.ensure(slot_dir(entry.slot))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry-")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(entry.to_json(), fh)
+    os.replace(tmp, folder / RECORD)
+
+
+def _read_record(folder: Path) -> Entry | None:
+    try:
+        with open(folder / RECORD, "rb") as fh:
+            entry = Entry.from_json(json.loads(fh.read(MAX_RECORD_BYTES)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return entry if entry.slot == folder.name else None
+
+
+def supervisor_records() -> list[Entry]:
+    """Every supervisor's record in the runtime folder (alive or not), oldest launch first."""
+    try:
+        folders = [Path(d.path) for d in os.scandir(run_dir()) if d.is_dir(follow_symlinks=False)]
+    except OSError:
         return []
-    return _parse(raw, str(path))
+    records = [r for r in (_read_record(f) for f in folders) if r is not None]
+    return sorted(records, key=lambda e: (len(e.slot), e.slot))
+
+
+@dataclass
+class Reconciled:
+    entries: list[Entry]  # live supervisors' entries
+    dead: list[Entry]  # records of supervisors that are gone (to reclaim)
+    problems: list[str]  # what the table file got wrong
+
+
+def reconcile(table: list[Entry], unreadable: str | None) -> Reconciled:
+    """The table as the live supervisors' own records say it is; the file's differences reported."""
+    records = supervisor_records()
+    in_table = {e.enclave_id: e for e in table}
+    known = {r.enclave_id for r in records}
+    out = Reconciled([], [], [])
+    if unreadable is not None:
+        out.problems.append(
+            f"the enclave table was unreadable ({unreadable}); rebuilt from the running supervisors"
+        )
+    for rec in records:
+        if not entry_alive(rec):
+            out.dead.append(rec)
+            continue
+        out.entries.append(rec)
+        listed = in_table.get(rec.enclave_id)
+        if unreadable is not None:
+            continue
+        if listed is None:
+            out.problems.append(
+                f"enclave {rec.enclave_id} (enclave process {rec.supervisor_pid}) was missing from the "
+                "enclave table; restored from its enclave process"
+            )
+        elif listed.to_json() != rec.to_json():
+            out.problems.append(
+                f"the table entry of enclave {rec.enclave_id} did not match its enclave process; restored"
+            )
+    for e in table:
+        if e.enclave_id not in known and entry_alive(e):
+            # not written by a supervisor: never trusted, never acted on (no kill, no cleanup)
+            out.problems.append(
+                f"the table entry {e.enclave_id[:80]!r} belongs to no enclave process; dropped"
+            )
+    return out
+
+
+def read_entries() -> list[Entry]:
+    """The live enclaves without taking the lock (records and table file are replaced atomically)."""
+    table, unreadable = _read_table()
+    return reconcile(table, unreadable).entries
 
 
 class Table:
@@ -124,9 +220,11 @@ class Table:
     def __init__(self, entries: list[Entry]) -> None:
         self.entries = entries
         self.reclaimed: list[Entry] = []
+        self.problems: list[str] = []
         self.dirty = False
 
     def add(self, entry: Entry) -> None:
+        write_record(entry)
         self.entries.append(entry)
         self.dirty = True
 
@@ -134,6 +232,8 @@ class Table:
         for e in self.entries:
             if e.enclave_id == enclave_id:
                 self.entries.remove(e)
+                with contextlib.suppress(OSError):
+                    (slot_dir(e.slot) / RECORD).unlink()
                 self.dirty = True
                 return e
         return None
@@ -142,6 +242,7 @@ class Table:
         return next((e for e in self.entries if e.enclave_id == enclave_id), None)
 
     def update(self, entry: Entry) -> None:
+        write_record(entry)
         self.entries = [entry if e.enclave_id == entry.enclave_id else e for e in self.entries]
         self.dirty = True
 
@@ -153,13 +254,18 @@ def locked(reclaim: bool = True) -> Iterator[Table]:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        table = Table(read_entries())
+        listed, unreadable = _read_table()
+        found = reconcile(listed, unreadable)
+        table = Table(found.entries)
+        table.problems = found.problems
+        # the file is rewritten whenever it says anything but what the supervisors say
+        table.dirty = unreadable is not None or [e.to_json() for e in listed] != [
+            e.to_json() for e in found.entries
+        ]
         if reclaim:
-            for e in list(table.entries):
-                if not entry_alive(e):
-                    table.remove(e.enclave_id)
-                    cleanup_leftovers(e)
-                    table.reclaimed.append(e)
+            for e in found.dead:
+                cleanup_leftovers(e)
+                table.reclaimed.append(e)
         try:
             yield table
         finally:
@@ -188,6 +294,8 @@ def cleanup_leftovers(entry: Entry) -> None:
 
         remove_cgroup(entry.cgroup)
     shutil.rmtree(slot_dir(entry.slot), ignore_errors=True)
+    # the CID was this entry's alone: its vsock folder (registry record, stale socket files) goes too
+    vsock_peers.unregister(home.emulator_vsock_dir(), entry.cid)
 
 
 @contextlib.contextmanager

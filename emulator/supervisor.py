@@ -54,6 +54,8 @@ FIRST_AUTO_CID = 16
 MAX_CID = 0xFFFFFFFF
 BOOT_TIMEOUT_CAP = 60.0
 HOME_CHECK_INTERVAL = 5.0
+#: how long run-enclave may take to confirm the result before the launch is rolled back
+ACK_TIMEOUT = 30.0
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
@@ -357,9 +359,26 @@ class Supervisor:
         self.boot(inst, eif_path, eif_size)
         self.progress(f"Started enclave with enclave-cid: {cid}, memory: {memory} MiB, cpu-ids: [{', '.join(map(str, cpus))}]")
         self.tell({"result": self.run_info()})
-        if self.chan is not None:
-            self.chan.close()
-            self.chan = None
+        self.await_ack()
+
+    def await_ack(self) -> None:
+        """run-enclave confirms it has the result. If it died at any stage of the launch (kill -9), its
+        caller was told the launch failed, so the enclave must not run: it is rolled back here."""
+        chan, self.chan = self.chan, None
+        ok = False
+        if chan is not None:
+            try:
+                chan.settimeout(ACK_TIMEOUT)
+                ok = bool(control.recv(chan).get("ack"))
+            except (OSError, NitrodeckError):
+                ok = False
+            finally:
+                chan.close()
+        if not ok:
+            raise EmuError(
+                code="E36",
+                subactions=["run-enclave went away before it reported the enclave as started; the enclave was terminated"],
+            )
 
     def boot(self, inst: Instance, eif_path: str, eif_size: int) -> None:
         from core.eif.build import read_image_spec
@@ -478,12 +497,23 @@ class Supervisor:
                             conn.settimeout(2.0)
                             try:
                                 if conn.recv(1) == b"\xb7":
+                                    # init has its namespaces now and runs the image's command only
+                                    # after our answer: register the enclave's identity first, so its
+                                    # very first vsock connection already has the right CID
+                                    self.register_vsock_identity()
                                     conn.sendall(b"\xb7")
                                     return
                             except OSError:
                                 continue
         finally:
             os.close(pidfd)
+
+    def register_vsock_identity(self) -> None:
+        from core.channel import vsock_peers
+
+        assert self.entry is not None and self.proc is not None
+        ident = vsock_peers.identity_for(self.entry.cid, self.proc.pid)
+        vsock_peers.register(home.emulator_vsock_dir(), ident)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -547,10 +577,15 @@ class Supervisor:
             # requests are served one at a time; a client that stalls mid-frame holds the others only briefly
             conn.settimeout(2.0)
             try:
-                cmd = control.parse_request(control.recv_body(conn))
+                cmd, deadline = control.parse_request_full(control.recv_body(conn))
             except (OSError, NitrodeckError) as exc:
                 with contextlib.suppress(OSError, NitrodeckError):
                     control.send(conn, {"error": str(exc)})
+                return False
+            if (deadline is not None and time.time() > deadline) or client_gone(conn):
+                # the client gave up (we were stopped, or slow): it has reported a failure, so acting
+                # now would make that report a lie (a terminate --all that returned [] running later)
+                log_line(f"enc-{self.entry.slot if self.entry else '?'}", "WARN", f"ignored an expired {cmd} request")
                 return False
             try:
                 if cmd == "ping":
@@ -597,11 +632,28 @@ class Supervisor:
         if self.entry is not None:
             import shutil
 
-            shutil.rmtree(state.slot_dir(self.entry.slot), ignore_errors=True)
+            from core.channel import vsock_peers
+
+            # the enclave's vsock folder (the CID is ours alone): its record and any socket files it left
+            vsock_peers.unregister(home.emulator_vsock_dir(), self.entry.cid)
             if home.emulator_run_dir().exists():  # a deleted home is not brought back just to unlist us
+                # unlisted (entry and our record) before the folder goes: no reader sees one without the other
                 with state.locked(reclaim=False) as table:
                     table.remove(self.entry.enclave_id)
+            shutil.rmtree(state.slot_dir(self.entry.slot), ignore_errors=True)
             log_line(f"enc-{self.entry.slot}", "INFO", f"released resources of {self.entry.enclave_id}")
+
+
+def client_gone(conn: socket.socket) -> bool:
+    """True when the client has closed its end (it stopped waiting for our answer)."""
+    import select
+
+    poller = select.poll()
+    poller.register(conn, select.POLLIN | select.POLLRDHUP)
+    for _fd, events in poller.poll(0):
+        if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+            return True
+    return False
 
 
 def nsm_available() -> bool:

@@ -304,3 +304,20 @@ def test_cli_defaults_match_vsock_proxy() -> None:
     assert (args.num_workers, args.ip_version, args.config) == ("4", None, None)  # -w 4, mixed mode
     args = build_parser().parse_args(["proxy", "--num_workers", "7", "-6", "8000", "h", "443"])
     assert (args.num_workers, args.ip_version) == ("7", 6)
+
+
+def test_a_second_proxy_on_a_port_in_use_fails_and_the_first_keeps_working(tmp_path: Path, echo: EchoServer) -> None:
+    """Issue 9 item 6: the second proxy 'succeeded' by taking the socket file, and when it stopped
+    port 8000 was gone for everyone."""
+    vdir = tmp_path / "v"
+    parent = Transport(3, vdir)
+    enclave = Transport(16, vdir)
+    allow = [AllowEntry("127.0.0.1", echo.port)]
+    with VsockProxy(8000, "127.0.0.1", echo.port, transport=parent, allowlist=allow) as first:
+        second = VsockProxy(8000, "127.0.0.1", echo.port, transport=parent, allowlist=allow)
+        with pytest.raises(ProxyError) as info:
+            second.start()
+        assert "Address already in use" in info.value.message
+        second.stop()
+        assert _exchange(enclave, 8000, b"still here") == b"STILL HERE"
+        assert first.connections == 1

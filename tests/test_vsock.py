@@ -99,3 +99,61 @@ async def test_asyncio_server_and_client(tmp_path: Path) -> None:
         await other.open_connection(9, 7000)
     server.close()
     await server.wait_closed()
+
+
+def test_a_port_in_use_is_eaddrinuse_and_never_taken_over(tmp_path: Path) -> None:
+    """Issue 9 item 6: a second listener silently replaced the first one's socket file."""
+    import errno
+
+    parent = Transport(own_cid=PARENT_CID, emulated_dir=tmp_path)
+    enclave = Transport(own_cid=16, emulated_dir=tmp_path)
+    first = parent.listen(8000)
+    with pytest.raises(OSError) as info:
+        parent.listen(8000)
+    assert info.value.errno == errno.EADDRINUSE
+    # the first listener still owns the port
+    th = threading.Thread(target=lambda: parent.accept(first)[0].sendall(b"first"), daemon=True)
+    th.start()
+    with enclave.connect(PARENT_CID, 8000) as s:
+        assert s.recv(10) == b"first"
+    th.join(2)
+    first.close()
+    # closing leaves nothing behind, and the port is free again
+    assert sorted(p.name for p in (tmp_path / "3").iterdir()) == []
+    parent.listen(8000).close()
+
+
+def test_a_dead_listeners_socket_file_does_not_hold_the_port(tmp_path: Path) -> None:
+    import socket
+
+    from core.channel.unixsock import short_path
+
+    parent = Transport(own_cid=PARENT_CID, emulated_dir=tmp_path)
+    path = parent.socket_path(PARENT_CID, 8001)
+    path.parent.mkdir(parents=True)
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(short_path(path))
+    dead.close()  # a crashed listener: the file stays, nobody listens, no lock is held
+    listener = parent.listen(8001)
+    listener.close()
+    assert not path.exists()
+
+
+async def test_asyncio_listener_gives_its_port_back(tmp_path: Path) -> None:
+    import errno
+
+    enclave = Transport(own_cid=9, emulated_dir=tmp_path)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await enclave.start_server(handle, 7001)
+    with pytest.raises(OSError) as info:
+        await enclave.start_server(handle, 7001)
+    assert info.value.errno == errno.EADDRINUSE
+    server.close()
+    await server.wait_closed()
+    assert not enclave.socket_path(9, 7001).exists()
+    again = await enclave.start_server(handle, 7001)
+    again.close()
+    await again.wait_closed()

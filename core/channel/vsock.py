@@ -11,11 +11,22 @@ Nitro's reachability rules hold in both directions of the emulation:
 An emulated connection starts with a 4-byte big-endian source CID from the connector and a 1-byte
 verdict from the listener (0 accept, 1 refuse), so a refusal is a clean ConnectionRefusedError on
 both sides and not a silent hang. After that the stream is raw bytes, as on AF_VSOCK.
+
+The CID in that header is a claim, not an identity: both ends also ask the kernel who the other
+process is (SO_PEERCRED) and the emulator's registry which enclave that process belongs to
+(core/channel/vsock_peers.py). A process inside an enclave is that enclave's CID whatever it
+claims (a wrong claim is refused); a parent-side process may claim only CID 3 or a CID no running
+enclave holds (tests stand in for enclaves that way). Ports are owned as on Linux: a listener holds
+``<port>.lock`` (flock) for its lifetime, so a second listener on the port gets EADDRINUSE instead
+of silently taking it over, and a listener's socket file is removed when it closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
 import os
 import socket
 import struct
@@ -23,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.channel import vsock_peers
 from core.channel.unixsock import remove_stale, short_path
 
 PARENT_CID = 3
@@ -83,6 +95,7 @@ class Transport:
             sock.close()
             raise
         try:
+            self._check_listener(sock, cid, port)
             sock.sendall(struct.pack(">I", self.own_cid))
             verdict = sock.recv(1)
         except BaseException:
@@ -101,13 +114,48 @@ class Transport:
             sock.bind((VMADDR_CID_ANY if cid is None else cid, port))
             sock.listen(backlog)
             return sock
+        assert self.emulated_dir is not None
+        enclaves = vsock_peers.live_enclaves(self.emulated_dir)
+        me = vsock_peers.cid_of_pid(self.emulated_dir, os.getpid(), enclaves)
+        if (me is not None and me != self.own_cid) or (me is None and self.own_cid in enclaves):
+            # an enclave may listen only on its own CID, and nobody else on a running enclave's
+            raise OSError(errno.EADDRNOTAVAIL, f"vsock: cannot listen on CID {self.own_cid} from here")
         path = self.socket_path(self.own_cid, port)
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(short_path(path))
-        sock.listen(backlog)
+        lock_fd = _take_port(path.with_suffix(".lock"))
+        try:
+            remove_stale(path)  # we own the port: a socket file still there is a dead listener's
+            sock = _Listener(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(short_path(path))
+            sock.listen(backlog)
+        except BaseException:
+            _release_port(path.with_suffix(".lock"), lock_fd)
+            raise
+        sock.own(path, lock_fd)
         return sock
+
+    def _check_listener(self, sock: socket.socket, cid: int, port: int) -> None:
+        """The process that listens must be CID ``cid`` (an enclave cannot pose as the parent or another)."""
+        assert self.emulated_dir is not None
+        enclaves = vsock_peers.live_enclaves(self.emulated_dir)
+        if not enclaves:
+            return
+        actual = vsock_peers.cid_of_pid(self.emulated_dir, vsock_peers.peer_pid(sock), enclaves)
+        if actual is None and cid not in enclaves:
+            return  # a parent-side listener on the parent's (or an unused) CID
+        if actual != cid:
+            raise ConnectionRefusedError(f"vsock: what listens on {cid}:{port} is not CID {cid}")
+
+    def _peer_cid(self, sock: socket.socket, claimed: int) -> int | None:
+        """The peer's CID as the emulator knows it; None when its claim is false (refuse)."""
+        assert self.emulated_dir is not None
+        enclaves = vsock_peers.live_enclaves(self.emulated_dir)
+        if not enclaves:
+            return claimed
+        actual = vsock_peers.cid_of_pid(self.emulated_dir, vsock_peers.peer_pid(sock), enclaves)
+        if actual is not None:
+            return actual if claimed == actual else None
+        return claimed if claimed == PARENT_CID or claimed not in enclaves else None
 
     def accept(self, listener: socket.socket, timeout: float = 10.0) -> tuple[socket.socket, int]:
         """Accept one connection; returns (socket, peer CID). Refused peers are closed and skipped."""
@@ -118,8 +166,8 @@ class Transport:
             conn.settimeout(timeout)
             try:
                 head = _recv_exact(conn, 4)
-                src = struct.unpack(">I", head)[0]
-                if not _allowed(src, self.own_cid):
+                src = self._peer_cid(conn, struct.unpack(">I", head)[0])
+                if src is None or not _allowed(src, self.own_cid):
                     conn.sendall(_REFUSE)
                     conn.close()
                     continue
@@ -159,8 +207,9 @@ class Transport:
             except (TimeoutError, asyncio.IncompleteReadError, OSError):
                 writer.close()
                 return
-            src = struct.unpack(">I", head)[0]
-            if not _allowed(src, own):
+            raw = writer.get_extra_info("socket")
+            src = self._peer_cid(raw, struct.unpack(">I", head)[0]) if raw is not None else None
+            if src is None or not _allowed(src, own):
                 writer.write(_REFUSE)
                 writer.close()
                 return
@@ -168,6 +217,60 @@ class Transport:
             await handler(reader, writer)
 
         return await asyncio.start_server(gate, sock=sock, limit=limit)
+
+
+class _Listener(socket.socket):
+    """An emulated vsock listener: owns its port's lock and socket file, and gives both up on close."""
+
+    __slots__ = ("_vs_path", "_vs_lock", "_vs_ino")
+
+    def own(self, path: Path, lock_fd: int) -> None:
+        self._vs_path = path
+        self._vs_lock = lock_fd
+        try:
+            self._vs_ino = os.stat(path).st_ino
+        except OSError:
+            self._vs_ino = 0
+
+    def close(self) -> None:
+        lock_fd = getattr(self, "_vs_lock", -1)
+        if lock_fd >= 0:
+            self._vs_lock = -1
+            path: Path = self._vs_path
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == self._vs_ino:
+                    path.unlink()  # ours still: no stale socket file stays behind
+            _release_port(path.with_suffix(".lock"), lock_fd)
+        super().close()
+
+
+def _take_port(lock_path: Path) -> int:
+    """flock the port's lock file for the listener's lifetime; EADDRINUSE when someone holds it."""
+    for _ in range(5):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # the previous owner may have unlinked the file between our open and our lock: retry
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
+def _release_port(lock_path: Path, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        lock_path.unlink()  # unlinked while still locked, so nobody can take the old inode
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -438,8 +438,6 @@ def unresponsive_info(entry: state.Entry, reason: str) -> dict[str, Any]:
         "MemoryMiB": entry.memory_mib,
         "State": "UNRESPONSIVE",
         "Flags": "DEBUG_MODE" if entry.debug else "NONE",
-        "EmulatorEifPath": entry.eif_path,
-        "EmulatorProblem": reason,
     }
 
 
@@ -533,19 +531,29 @@ def cmd_restart_allocator() -> int:
 def cmd_emulator_describe() -> int:
     """nitro-emu only: per enclave, the EIF it runs and its isolation (describe-enclaves keeps nitro-cli's
     keys, json_output.rs EnclaveDescribeInfo, and nothing else)."""
-    out = []
-    for entry in live_entries():
-        if not entry.started:
-            continue
-        try:
-            reply = ask(entry, "describe")
-        except (OSError, NitrodeckError):
-            continue  # ended meanwhile; describe-enclaves reports that
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(entry: state.Entry) -> dict[str, Any] | None:
+        problem = unresponsive_reason(entry)
+        reply: dict[str, Any] = {}
+        if problem is None:
+            try:
+                reply = ask(entry, "describe", DESCRIBE_TIMEOUT)
+            except (OSError, NitrodeckError):
+                if not state.entry_alive(entry):
+                    return None  # ended meanwhile; describe-enclaves reports that
+                problem = f"the enclave process (PID {entry.supervisor_pid}) did not answer within {DESCRIBE_TIMEOUT:.0f} s"
         item = {"EnclaveID": entry.enclave_id, "EnclaveName": entry.name, "EifPath": entry.eif_path,
                 "Isolation": reply.get("isolation")}
         if reply.get("console"):
             item["Console"] = reply["console"]  # only when console output was dropped (full disk)
-        out.append(item)
+        if problem is not None:
+            item["Problem"] = problem  # describe-enclaves shows it as State UNRESPONSIVE
+        return item
+
+    started = [e for e in live_entries() if e.started]
+    with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
+        out = [item for item in pool.map(one, started) if item is not None]
     out_json(out)
     return 0
 

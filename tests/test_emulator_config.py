@@ -357,5 +357,5 @@ def test_corrupt_enclave_table_is_rebuilt_and_reported(nd_home: Path) -> None:
     (run_dir / "enclaves.json").write_text("{garbage")
     res = emu("describe-enclaves")
     assert res.returncode == 0 and json.loads(res.stdout) == [] and "Traceback" not in res.stderr
-    assert res.stderr.startswith("Warning: the enclave table was unreadable (corrupt enclave table")
+    assert res.stderr.startswith("nitro-emu: the enclave table was unreadable (corrupt enclave table")
     assert json.loads((run_dir / "enclaves.json").read_text()) == {"enclaves": []}

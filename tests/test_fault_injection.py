@@ -184,7 +184,6 @@ def test_stopped_supervisor_is_shown_unresponsive_and_keeps_its_resources(nd_hom
         # the CPUs are not handed out again
         res = emu("run-enclave", "--eif-path", str(sleeper), "--memory", "64", "--cpu-ids", *map(str, info["CPUIDs"]))
         assert res.returncode == 39 and "[ E29 ]" in res.stderr
-        assert any("VCPU_ALREADY_USED" in p.read_text() for p in (nd_home / "emulator" / "log").glob("err*.log"))
         # terminate --all does not claim success, and does not act later either
         res = emu("terminate-enclave", "--all")
         assert res.returncode == 11, res.stderr
@@ -246,7 +245,7 @@ def test_an_edited_enclave_table_never_orphans_a_running_enclave(nd_home: Path, 
     res = emu("describe-enclaves")
     assert res.returncode == 0, res.stderr  # no E00
     assert [e["EnclaveID"] for e in json.loads(res.stdout)] == [first["EnclaveID"]]
-    assert "Warning:" in res.stderr
+    assert "nitro-emu: " in res.stderr  # what was repaired is said
     st = status()
     assert [e.enclave_id for e in st.enclaves] == [first["EnclaveID"]]
     assert held_cpus(st) == sorted(first["CPUIDs"])
@@ -296,7 +295,8 @@ def test_full_disk_never_breaks_the_payload(nd_home: Path) -> None:
     eif = nd_home / "payload.eif"
     lc.build(payload_request(str(eif)))
     with small_tmpfs(nd_home / "emulator" / "console"):
-        info = lc.launch(LaunchRequest(eif_path=str(eif), memory_mib=256, cpu_count=2))
+        # debug mode: only a debug-mode enclave has a console file (as on Nitro)
+        info = lc.launch(LaunchRequest(eif_path=str(eif), memory_mib=256, cpu_count=2, debug_mode=True))
         transport = Transport(own_cid=PARENT_CID, emulated_dir=nd_home / "emulator" / "vsock")
 
         def call(method: str) -> Any:
@@ -310,9 +310,9 @@ def test_full_disk_never_breaks_the_payload(nd_home: Path) -> None:
             assert call("health")
         st = status()
         assert [e.state for e in st.enclaves] == ["RUNNING"]
-        described = json.loads(emu("describe-enclaves").stdout)[0]
-        assert described["EmulatorConsole"]["DroppedBytes"] > 0
-        assert described["EmulatorConsole"]["LastError"] == os.strerror(28)
+        described = json.loads(emu("emulator-describe").stdout)[0]
+        assert described["Console"]["DroppedBytes"] > 0
+        assert described["Console"]["LastError"] == os.strerror(28)
         # space back: logging resumes, and the console says what was lost
         filler.unlink()
         assert call("health")

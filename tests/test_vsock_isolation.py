@@ -76,7 +76,11 @@ def build_py(home: Path, name: str, source: str, target: int | None = None) -> P
 
 
 def launch(eif: Path, cid: int) -> dict[str, object]:
-    res = emu("run-enclave", "--eif-path", str(eif), "--memory", "64", "--cpu-count", "2", "--enclave-cid", str(cid))
+    # debug mode: only a debug-mode enclave has a console, and the scripts report through it
+    res = emu(
+        "run-enclave", "--eif-path", str(eif), "--memory", "64", "--cpu-count", "2", "--enclave-cid", str(cid),
+        "--debug-mode",
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
     return dict(json.loads(res.stdout))
 

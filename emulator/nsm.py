@@ -15,13 +15,14 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import cbor2
 
 from core import home
+from core.channel import vsock_peers
 from core.channel.unixsock import remove_stale, short_path
 from core.crypto import cose
 from core.errors import NitrodeckError
@@ -293,9 +294,14 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
 class NsmServer:
     """Serves one :class:`EmulatedNsm` on a Unix socket: 4-byte big-endian length + CBOR, both ways."""
 
-    def __init__(self, nsm: EmulatedNsm, socket_path: Path) -> None:
+    def __init__(
+        self, nsm: EmulatedNsm, socket_path: Path, peer_allowed: Callable[[int], bool] | None = None
+    ) -> None:
         self.nsm = nsm
         self.socket_path = socket_path
+        # who may ask (by the PID the kernel reports for the client): the file mode cannot tell one
+        # enclave from another, since every enclave runs as the same host user
+        self.peer_allowed = peer_allowed
         remove_stale(socket_path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -319,6 +325,9 @@ class NsmServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
+            if self.peer_allowed is not None and not self.peer_allowed(_peer_pid(conn)):
+                conn.close()  # another enclave's process: its NSM is not this one
+                continue
             if not self._slots.acquire(blocking=False):
                 conn.close()  # too many clients at once: refuse rather than queue without bound
                 continue
@@ -377,6 +386,13 @@ def _frame(body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-def start_nsm_server(nsm: EmulatedNsm, socket_path: Path) -> NsmServer:
-    """Serve ``nsm`` on ``socket_path`` from background threads until ``.close()``."""
-    return NsmServer(nsm, socket_path)
+def start_nsm_server(
+    nsm: EmulatedNsm, socket_path: Path, peer_allowed: Callable[[int], bool] | None = None
+) -> NsmServer:
+    """Serve ``nsm`` on ``socket_path`` from background threads until ``.close()``; with
+    ``peer_allowed``, only clients whose PID it accepts are served."""
+    return NsmServer(nsm, socket_path, peer_allowed)
+
+
+def _peer_pid(conn: socket.socket) -> int:
+    return vsock_peers.peer_pid(conn)

@@ -470,7 +470,16 @@ class Supervisor:
             instance_id=inst.instance_id,
             role_arn=inst.iam_role_arn,
         )
-        self.nsm_handle = start_nsm_server(nsm, path)
+        cid, vsock_dir = entry.cid, home.emulator_vsock_dir()
+
+        def ours(pid: int) -> bool:
+            # the enclave's own processes only (its netns or process group, as registered at the boot
+            # heartbeat): another enclave asking here would get documents with this enclave's PCRs
+            from core.channel import vsock_peers
+
+            return vsock_peers.cid_of_pid(vsock_dir, pid) == cid
+
+        self.nsm_handle = start_nsm_server(nsm, path, peer_allowed=ours)
 
     def wait_heartbeat(self, listener: socket.socket, timeout: float) -> None:
         """Accept init's connection and echo 0xB7; fail at once if init exits first."""

@@ -139,3 +139,44 @@ def _alive(pid: int) -> bool:
     from emulator.state import proc_start_time
 
     return proc_start_time(pid) != 0
+
+
+NSM_PROBE = """
+import glob, os, socket, struct, time, cbor2
+own = os.environ.get("NITRODECK_NSM_SOCKET", "")
+home = os.environ["NITRODECK_HOME"]
+def ask(path):
+    here = os.getcwd()
+    folder, name = os.path.split(path)
+    os.chdir(folder)  # the absolute path may be longer than sun_path
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(name)
+            body = cbor2.dumps({"DescribePCR": {"index": 0}})
+            s.sendall(struct.pack(">I", len(body)) + body)
+            head = s.recv(4)
+            return "ANSWERED" if len(head) == 4 else "CLOSED"
+    except OSError as exc:
+        return "REFUSED " + type(exc).__name__
+    finally:
+        os.chdir(here)
+print("OWN", ask(own), flush=True)
+for path in sorted(glob.glob(os.path.join(home, "emulator", "run", "*", "nsm.sock"))):
+    if os.path.realpath(path) != os.path.realpath(own):
+        print("OTHER", ask(path), flush=True)
+print("DONE", flush=True)
+time.sleep(300)
+"""
+
+
+def test_an_enclave_cannot_use_another_enclaves_nsm(nd_home: Path) -> None:
+    """The same class as a false CID: another enclave's NSM would attest that enclave's PCRs with the
+    asker's key, and KMS would release that enclave's keys to it."""
+    configure(nd_home, cpu_count=4)
+    launch(build_py(nd_home, "victim", LISTENER), 24)
+    prober = launch(build_py(nd_home, "prober", NSM_PROBE), 25)
+    out = wait_for(lambda: (text := console(nd_home, str(prober["EnclaveID"]))) and "DONE" in text and text, 30)
+    assert "OWN ANSWERED" in out, out
+    others = [line for line in out.splitlines() if line.startswith("OTHER")]
+    assert others and all("ANSWERED" not in line for line in others), out

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the only metadata endpoint to probe (default: $NITRODECK_METADATA_URL, "
         "$ECS_CONTAINER_METADATA_URI_V4, else IMDS on a Nitro parent); its Date header is the clock's reference",
     )
+    p.add_argument(
+        "--time-url",
+        default=None,
+        help="a second clock reference when the metadata endpoint gives none (its Date header; "
+        "default: the region's KMS endpoint on a Nitro parent, the local KMS on the emulator)",
+    )
     p.add_argument("--timeout", type=float, default=PROBE_TIMEOUT, metavar="SECONDS", help="per probe")
     p.set_defaults(func=_cmd_doctor)
 
@@ -54,7 +60,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     if not 0.1 <= args.timeout <= 30:
         raise UsageError("--timeout must be between 0.1 and 30 seconds", where="--timeout")
     backend = select_backend(getattr(args, "backend", None))
-    report = run_doctor(doctor_inputs(backend, args.metadata_url, args.timeout))
+    report = run_doctor(doctor_inputs(backend, args.metadata_url, args.timeout, args.time_url))
     if args.json:
         emit_json(report.to_dict())
     else:

@@ -24,7 +24,9 @@ from core.ops.doctor import (
 from core.ops.resources import HugepagePool
 
 
-def emulator_inputs(backend: Backend, metadata_url: str | None = None, timeout: float = PROBE_TIMEOUT) -> DoctorInputs:
+def emulator_inputs(
+    backend: Backend, metadata_url: str | None = None, timeout: float = PROBE_TIMEOUT, time_url: str | None = None
+) -> DoctorInputs:
     """The emulator's model (instance.yaml, allocator.yaml and the pools it derives) as doctor inputs."""
     from core.channel.proxy import default_config
     from emulator import allocator, kms
@@ -101,11 +103,18 @@ def emulator_inputs(backend: Backend, metadata_url: str | None = None, timeout: 
         kms_target=kms_target,
         docker_host=os.environ.get("DOCKER_HOST"),
         metadata_url=metadata_url or default_metadata_url("emulator"),
+        # the local KMS, when one runs, is the emulator's KMS endpoint: the same second time source
+        time_url=time_url or local_kms,
         timeout=timeout,
     )
 
 
-def doctor_inputs(backend: Backend, metadata_url: str | None = None, timeout: float = PROBE_TIMEOUT) -> DoctorInputs:
+def doctor_inputs(
+    backend: Backend, metadata_url: str | None = None, timeout: float = PROBE_TIMEOUT, time_url: str | None = None
+) -> DoctorInputs:
     if backend.is_emulator:
-        return emulator_inputs(backend, metadata_url, timeout)
-    return host_inputs(home.home(), root=Path("/"), metadata_url=metadata_url, timeout=timeout, nitro_cli=tuple(backend.argv))
+        return emulator_inputs(backend, metadata_url, timeout, time_url)
+    return host_inputs(
+        home.home(), root=Path("/"), metadata_url=metadata_url, timeout=timeout, nitro_cli=tuple(backend.argv),
+        time_url=time_url,
+    )

@@ -197,6 +197,17 @@ def test_clock_30_minutes_off(world: Path) -> None:
     assert "chronyc makestep" in clock["fix"]
 
 
+def test_clock_from_the_kms_endpoint_when_no_metadata_endpoint(world: Path) -> None:
+    # the second time source (on a Nitro parent: the region's KMS endpoint) is asked only for its Date
+    with DateServer(timedelta(minutes=30)) as kms:
+        rc, report = doctor(world, "--time-url", kms.url.replace("/latest/meta-data/instance-type", "/"))
+    clock = by_id(report)["clock"]
+    assert rc == 1 and failing(report) == {"clock"} and kms.hits == 1
+    assert -1810 <= int(clock["found"].split("s against")[0]) <= -1790  # this host is 30 minutes behind
+    assert "against the Date header of http://127.0.0.1:" in clock["found"]
+    assert by_id(report)["metadata"]["found"].startswith("no endpoint configured")
+
+
 def test_clock_reference_is_injectable(world: Path) -> None:
     from console.doctor_inputs import emulator_inputs
 

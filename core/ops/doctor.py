@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -120,6 +120,13 @@ class AllocatorView:
 class TimeReference:
     when: datetime
     source: str
+    #: this host's clock when the reference was read (the request's midpoint); None: now
+    local: datetime | None = None
+
+
+def _reference(date: datetime, source: str, sent: datetime, received: datetime) -> TimeReference:
+    # a Date header is truncated to the second: its middle, against the middle of the request
+    return TimeReference(date + timedelta(milliseconds=500), source, sent + (received - sent) / 2)
 
 
 @dataclass
@@ -142,7 +149,9 @@ class DoctorInputs:
     kms_target: tuple[str, int] | None = None
     docker_host: str | None = None
     metadata_url: str | None = None
-    #: the clock's reference; default: the Date header of the metadata endpoint's answer
+    #: a second time source when the metadata endpoint gives none: the KMS endpoint (its Date header)
+    time_url: str | None = None
+    #: the clock's reference; default: the Date header of the metadata endpoint's (or time_url's) answer
     reference: Callable[[], TimeReference | None] | None = None
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     timeout: float = PROBE_TIMEOUT
@@ -393,6 +402,7 @@ def host_inputs(
     nitro_cli: tuple[str, ...] = ("nitro-cli",),
     allocator_config: Path = ALLOCATOR_CONFIG,
     vsock_proxy_config: Path = VSOCK_PROXY_CONFIG,
+    time_url: str | None = None,
 ) -> DoctorInputs:
     """Everything a Nitro parent's doctor needs, read from this host."""
     proxy_state, _ = systemd_state(VSOCK_PROXY_UNIT, timeout)
@@ -410,6 +420,7 @@ def host_inputs(
         kms_target=(f"kms.{region()}.amazonaws.com", 443),
         docker_host=os.environ.get("DOCKER_HOST"),
         metadata_url=metadata_url or default_metadata_url("real"),
+        time_url=time_url or f"https://kms.{region()}.amazonaws.com/",
         timeout=timeout,
     )
 
@@ -717,8 +728,8 @@ def check_clock(inp: DoctorInputs, ref: TimeReference | None, ref_error: str | N
         status = OK if inp.backend == "emulator" and inp.metadata_url is None else WARN
         return _check("clock", title, status, f"not compared: {ref_error or 'no time reference'}",
                       "chronyc tracking  # Amazon Time Sync is 169.254.169.123")
-    skew = (inp.now() - ref.when).total_seconds()
-    found = f"{skew:+.0f}s against {ref.source}"
+    skew = ((ref.local or inp.now()) - ref.when).total_seconds()
+    found = f"{round(skew):+d}s against {ref.source}"
     fix = "sudo systemctl restart chronyd && sudo chronyc makestep  # attestation documents and certificates carry time"
     if abs(skew) >= SKEW_FAIL_S:
         return _check("clock", title, FAIL, found, fix)
@@ -746,13 +757,29 @@ def check_disk(inp: DoctorInputs) -> DoctorCheck:
     return _check("disk", title, OK, found)
 
 
+def _date_of(url: str, timeout: float) -> tuple[TimeReference | None, str]:
+    """The Date header of any answer from ``url`` (an error status still carries one)."""
+    sent = datetime.now(UTC)
+    try:
+        answer = http_probe(url, timeout)
+    except NitrodeckError as exc:
+        return None, exc.message
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return None, f"{url}: no answer within {timeout:g}s ({getattr(exc, 'reason', None) or exc})"[:200]
+    if answer.date is None:
+        return None, f"{url} sent no Date header"
+    return _reference(answer.date, f"the Date header of {url}", sent, datetime.now(UTC)), ""
+
+
 def run_doctor(inp: DoctorInputs) -> DoctorReport:
     """Every check, in the order an operator fixes them. Never raises for what it finds."""
     answer: HttpAnswer | None = None
     meta_error: str | None = None
+    sent = received = datetime.now(UTC)
     if inp.metadata_url:
         try:
             answer = http_probe(inp.metadata_url, inp.timeout)
+            received = datetime.now(UTC)
         except NitrodeckError as exc:
             meta_error = exc.message
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -766,9 +793,13 @@ def run_doctor(inp: DoctorInputs) -> DoctorReport:
         except (NitrodeckError, OSError, ValueError) as exc:
             ref_error = str(exc)[:200]
     elif answer is not None and answer.date is not None:
-        ref = TimeReference(answer.date, f"the Date header of {inp.metadata_url}")
-    elif answer is not None:
-        ref_error = f"{inp.metadata_url} sent no Date header"
+        ref = _reference(answer.date, f"the Date header of {inp.metadata_url}", sent, received)
+    else:
+        if answer is not None:
+            ref_error = f"{inp.metadata_url} sent no Date header"
+        if inp.time_url:
+            ref, why = _date_of(inp.time_url, inp.timeout)
+            ref_error = why if ref is None else ref_error
     checks = [
         check_instance(inp, answer),
         check_enclave_support(inp),

@@ -97,10 +97,12 @@ def host(nd_home: Path, tmp_path: Path) -> tuple[Lifecycle, dict[str, str]]:
     """Three emulated enclaves: "good" pinned and matching, "bad" pinned to other PCRs, "dbg" in debug mode."""
     write_world(nd_home)
     lc = Lifecycle()
-    eif = script_eif(lc, tmp_path, "sleeper")
+    # each enclave is named as its EIF's image, so its pin is found by name (describe) and by image (journal)
+    good = script_eif(lc, tmp_path, "good")
+    bad = script_eif(lc, tmp_path, "bad", "echo bad\nexec sleep 300\n")
     other = script_eif(lc, tmp_path, "other", "echo other\nexec sleep 300\n")
-    ids = {"good": launch(lc, eif, "good"), "bad": launch(lc, eif, "bad"), "dbg": launch(lc, eif, "dbg", debug=True)}
-    lc.expected.pin("good", lc.describe_eif(eif).measurements)
+    ids = {"good": launch(lc, good, "good"), "bad": launch(lc, bad, "bad"), "dbg": launch(lc, good, "dbg", debug=True)}
+    lc.expected.pin("good", lc.describe_eif(good).measurements)
     lc.expected.pin("bad", lc.describe_eif(other).measurements)
     return lc, ids
 

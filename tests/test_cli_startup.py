@@ -61,7 +61,8 @@ def test_help_imports_no_command_module(nd_home: Path) -> None:
     assert not [m for m in mods if m.startswith(("console.cmd_", "console.compat", "textual", "emulator", "core.ops"))], mods
 
 
-@pytest.mark.parametrize("argv", [["status", "--json"], ["describe-enclaves"], ["describe", "--json"]])
+@pytest.mark.parametrize("argv", [["status", "--json"], ["describe-enclaves"], ["describe", "--json"],
+                                  ["fleet", "--json", "--hosts", "/nonexistent/hosts.yaml"]])
 def test_headless_commands_import_no_textual(nd_home: Path, argv: list[str]) -> None:
     mods = loaded_by(nd_home, *argv)
     assert "console.cli" in mods  # the probe really ran the CLI

@@ -48,9 +48,35 @@ def register(subparsers: Any) -> None:
                    help="how often --emf prints (default 60)")
     p.add_argument("--safety-poll", type=_seconds(0.5, 3600), default=30.0, metavar="SECONDS",
                    help="refresh this often even when the enclave folders report no change (default 30)")
+    p.add_argument("--ecs-cluster", metavar="NAME",
+                   help="publish this agent's URL as the ECS attribute nitrodeck.endpoint on its container "
+                        "instance, for `nitrodeck fleet --ecs-cluster`")
+    p.add_argument("--advertise", metavar="URL",
+                   help="the URL --ecs-cluster publishes (default: the listening URL)")
     p.add_argument("--backend", choices=("auto", "real", "emulator"), default=argparse.SUPPRESS,
                    help="nitro-cli backend (also accepted before the subcommand)")
     p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser(
+        "fleet",
+        help="many parents at once, read through their agents (TUI; --json for one report)",
+        description="One row per parent: instance ID, agent reachable, enclaves running/expected, PCR verdicts, "
+                    "free CPU pool, last exit. Read-only.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hosts", type=resolve_path, metavar="FILE",
+                        help="YAML list of hosts: name, url, token_file (relative to FILE), expected")
+    source.add_argument("--ecs-cluster", metavar="NAME",
+                        help="the agents that published nitrodeck.endpoint on this cluster's container instances")
+    p.add_argument("--token-file", type=resolve_path, metavar="FILE",
+                   help="with --ecs-cluster: the bearer token of every agent (mode 0600)")
+    p.add_argument("--timeout", type=_seconds(0.2, 60), default=3.0, metavar="SECONDS",
+                   help="per request (default 3): an unreachable host costs this, never the others")
+    p.add_argument("--concurrency", type=int, default=32, choices=range(1, 257), metavar="N",
+                   help="hosts asked at once (default 32)")
+    p.add_argument("--refresh", dest="fleet_refresh", type=_seconds(1, 3600), default=10.0, metavar="SECONDS",
+                   help="TUI: ask every host again this often (default 10)")
+    p.add_argument("--json", action="store_true", help='print {"hosts": [...]} once and exit')
+    p.set_defaults(func=cmd_fleet)
 
 
 def make_state(args: argparse.Namespace) -> Any:
@@ -108,6 +134,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     state.start()
     if args.emf:
         threading.Thread(target=_emf_loop, args=(state, args.emf_interval, stop), daemon=True).start()
+    if args.ecs_cluster:
+        from console.agent.ecs import publish_endpoint
+
+        arn = publish_endpoint(args.ecs_cluster, args.advertise or server.url, state.lifecycle.instance_id())
+        progress(f"nitrodeck agent: published nitrodeck.endpoint on {arn}")
     progress(f"nitrodeck agent: listening on {server.url} (read-only"
              + (", token required" if server.token else "") + ")")
     try:
@@ -118,3 +149,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.server_close()
     return 0
 
+
+
+def fleet_entries(args: argparse.Namespace) -> list[Any]:
+    from console.agent.fleet import HostEntry, load_hosts
+
+    if args.hosts:
+        return load_hosts(args.hosts)
+    from console.agent.ecs import discover
+
+    token = str(args.token_file) if args.token_file else None
+    return [HostEntry(name, url, token) for name, url in discover(args.ecs_cluster)]
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from console.agent.fleet import fleet_json, poll_fleet, read_tokens
+    from console.output import emit_json
+
+    entries = fleet_entries(args)
+    tokens = read_tokens(entries)  # a readable token file is refused before any host is asked
+    if args.json:
+        emit_json(fleet_json(poll_fleet(entries, args.timeout, args.concurrency, tokens)))
+        return 0
+    from console.agent.fleet_app import run_fleet_tui
+
+    return run_fleet_tui(lambda: poll_fleet(fleet_entries(args), args.timeout, args.concurrency, tokens),
+                         args.fleet_refresh)

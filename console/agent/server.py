@@ -253,6 +253,8 @@ class AgentHandler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.BAD_REQUEST, {"error": f"limit must be 1 to {MAX_EVENTS}"})
             return
         events = journal.read(since=self._since(query), enclave=query.get("enclave") or None)
+        if query.get("event"):
+            events = [e for e in events if e.event == query["event"]]
         self._send_json(HTTPStatus.OK, {"events": [e.to_json() for e in events[-int(text):]]})
 
     def _stream(self, query: dict[str, str]) -> None:

@@ -57,6 +57,7 @@ from core.errors import NitrodeckError, ReadOnlyError
 from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
 from core.ops.resources import host_sample
 from core.ops.watch import DirWatcher
+from core.ops.lifecycle import DEVICE_ACTIONS
 
 #: below this width the dashboard shows the table and one pane at a time
 WIDE_COLUMNS = 120
@@ -83,6 +84,12 @@ def _while_shown(handler: Callable[..., None]) -> Callable[..., None]:
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__
     return guarded
+
+
+def _needs_device(action: str) -> bool:
+    """A dashboard action that needs the Nitro Enclaves device (launch, terminate, terminate-all)."""
+    command = commands.BY_ACTION.get(action)
+    return command is not None and command.id in DEVICE_ACTIONS
 
 
 class NitrodeckApp(App[int]):
@@ -122,6 +129,9 @@ class NitrodeckApp(App[int]):
         #: the last doctor run (core.ops.doctor.DoctorReport); its failures show in the header
         self.doctor_report: Any = None
         self.set_reactive(NitrodeckApp.read_only, source.read_only)
+        #: why changes are refused (flag, environment, device); a device reason blocks only launch/terminate
+        self.read_only_reason: Any = getattr(source, "read_only_reason", None)
+        self.device_blocked = bool(self.read_only_reason is not None and not self.read_only_reason.refuses_everything)
 
     # -- layout
 
@@ -180,6 +190,8 @@ class NitrodeckApp(App[int]):
         on_top = self.screen_stack[-1] if self.screen_stack else None
         if action in commands.BY_ACTION and action not in ("quit", "command_palette") and isinstance(on_top, Dialog):
             return False  # dashboard keys do nothing under a dialog
+        if self.device_blocked and _needs_device(action):
+            return False
         return not (self.read_only and action in commands.MUTATING_ACTIONS)
 
     def watch_read_only(self, read_only: bool) -> None:
@@ -194,8 +206,10 @@ class NitrodeckApp(App[int]):
 
     def _refuse_read_only(self, what: str) -> bool:
         """Defence in depth for paths that do not come through a key (the palette, tests)."""
-        if self.read_only:
-            self.notify(f"{what} is refused: nitrodeck runs read-only", severity="warning")
+        reason = self.read_only_reason
+        if self.read_only or (self.device_blocked and what in DEVICE_ACTIONS):
+            why = reason.detail if reason is not None else "nitrodeck runs read-only"
+            self.notify(f"{what} is refused: {why}", severity="warning")
             return True
         return False
 
@@ -294,10 +308,13 @@ class NitrodeckApp(App[int]):
             instance_id=self.snapshot.status.instance_id if self.snapshot else None,
             backend_name=backend.display_name,
             is_emulator=backend.is_emulator,
-            read_only=self.read_only,
+            read_only=self.read_only or self.device_blocked,
+            read_only_label=self.read_only_reason.label if self.read_only_reason is not None else None,
             taken_at=taken,
             paused=self.paused,
-            error=self.refresh_error,
+            # a refresh that failed, else what the last one may be missing (an enclave that did not answer)
+            error=self.refresh_error or next(iter(getattr(self.snapshot.status, "warnings", None) or []), None)
+            if self.snapshot else self.refresh_error,
             doctor=self._doctor_badge(),
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -36,13 +37,14 @@ _MAX_LOG_PRINT = 16 * 1024 * 1024
 def make_lifecycle(args: argparse.Namespace, *, echo_commands: bool | None = None) -> Lifecycle:
     """The Lifecycle a subcommand should use: --backend, --read-only (or auto read-only on Nitro)."""
     backend = select_backend(getattr(args, "backend", None))
-    read_only = bool(getattr(args, "read_only", False)) or Lifecycle.auto_read_only(backend)
+    # the flag, $NITRODECK_READ_ONLY, or (on Nitro) a missing/unwritable device: each says why
+    reason = Lifecycle.reason_for(backend, bool(getattr(args, "read_only", False)))
     echo = not getattr(args, "json", False) if echo_commands is None else echo_commands
 
     def show(record: CommandRecord) -> None:
         progress(f"$ {record.command}" + ("" if record.ok else f"  (failed: {record.error_code})"))
 
-    return Lifecycle(backend, read_only=read_only, on_command=show if echo else None, payload=payload_factory)
+    return Lifecycle(backend, read_only_reason=reason, on_command=show if echo else None, payload=payload_factory)
 
 
 def enclave_json(e: EnclaveInfo, verdict: str | None = None) -> dict[str, Any]:
@@ -104,6 +106,12 @@ def status_json(st: Status, verdicts: dict[str, str]) -> dict[str, Any]:
         "backend": st.backend,
         "backend_display": st.backend_display,
         "read_only": st.read_only,
+        "read_only_reason": (
+            {"kind": st.read_only_reason.kind, "detail": st.read_only_reason.detail, "hint": st.read_only_reason.hint}
+            if st.read_only_reason else None
+        ),
+        "driver_loaded": st.resources.driver_loaded,
+        "warnings": list(st.warnings),
         "instance_id": st.instance_id,
         "taken_at": st.taken_at,
         "enclaves": [enclave_json(e, verdicts.get(e.enclave_id)) for e in st.enclaves],
@@ -155,12 +163,17 @@ def status_text(st: Status, verdicts: dict[str, str], chosen_by: str) -> str:
     head = key_values([
         ("backend", f"{st.backend_display} ({st.backend}, {chosen_by})"),
         ("instance", st.instance_id or "unknown"),
-        ("read-only", st.read_only),
+        ("read-only", f"yes: {st.read_only_reason.detail.removeprefix('read-only: ')}" if st.read_only_reason
+         else st.read_only),
+        *([("  refuses", ("every change" if st.read_only_reason.refuses_everything else "launch and terminate")
+            + f" (to change it: {st.read_only_reason.hint})")] if st.read_only_reason else []),
         ("taken at", st.taken_at),
+        *[("warning", w) for w in st.warnings],
     ])
     names = {e.enclave_id: e.label for e in st.enclaves}
     pool = key_values([("pool", res.cpus.pool or "(empty)"), ("free", res.cpus.free or "(none)")]
-                      + ([("allocator", res.problem)] if res.problem else []))
+                      + ([("driver" if res.driver_loaded is False else "allocator", res.problem)]
+                         if res.problem else []))
     held = table([[names.get(k, k), v] for k, v in res.cpus.held.items()], ["ENCLAVE", "CPUS"],
                  empty="(no CPUs held)")
     pages = table(
@@ -241,10 +254,12 @@ def _print_status(lc: Lifecycle, mode: str) -> None:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     lc = make_lifecycle(args)
-    enclaves = lc.describe(metadata=args.metadata)
+    enclaves, warnings = lc.describe_report(metadata=args.metadata)
+    for warning in warnings:
+        progress(f"warning: {warning}")
     if args.json:
         # nitro-cli's describe-enclaves array, so `nitrodeck describe --json | jq '.[0]'` works;
-        # the backend is in `status --json`
+        # the backend is in `status --json`; warnings (a partial answer) went to stderr above
         emit_json([enclave_json(e) for e in enclaves])
     else:
         print(enclaves_table(enclaves))
@@ -404,13 +419,16 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 def _stream_console(lc: Lifecycle, enclave: str, disconnect_timeout: float | None, as_json: bool) -> None:
     async def stream() -> None:
-        async for line in lc.console(enclave, disconnect_timeout):
-            if as_json:
-                print(_line_json(lc.backend.name, line), flush=True)
-            else:
-                print(line, flush=True)
+        # aclosing: a reader that went away (`| head`) stops the console reader here, inside the loop,
+        # instead of leaving its pipes to be closed by a dying event loop (that printed a traceback)
+        async with contextlib.aclosing(lc.console(enclave, disconnect_timeout)) as lines:
+            async for line in lines:
+                if as_json:
+                    print(_line_json(lc.backend.name, line), flush=True)
+                else:
+                    print(line, flush=True)
 
-    asyncio.run(stream())
+    asyncio.run(stream())  # a BrokenPipeError ends it quietly in main() (exit 141, as `cat | head`)
 
 
 def _line_json(backend: str, line: str) -> str:

@@ -76,6 +76,9 @@ class NitroCliError(NitrodeckError):
     log_path: str | None = None
     argv: list[str] = field(default_factory=list)
     stderr: str = ""
+    stdout: str = ""
+    #: the root cause nitro-cli wrote to its error log (the innermost subaction), when it could be read
+    detail: str | None = None
 
     def __post_init__(self) -> None:
         Exception.__init__(self, self.message)
@@ -92,10 +95,14 @@ class NitroCliError(NitrodeckError):
         out = super().to_dict()
         out["log_path"] = self.log_path
         out["argv"] = self.argv
+        if self.detail:
+            out["detail"] = self.detail
         return out
 
     def __str__(self) -> str:
         text = f"[ {self.code} ] {self.message}"
+        if self.detail and self.detail not in self.message:
+            text += f"\nerror log says: {self.detail}"
         if self.hint:
             text += f"\nhint: {self.hint}"
         if self.log_path:

@@ -86,9 +86,13 @@ def test_backend_errors(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_build_usage_errors(nd_home: Path) -> None:
     done = nd("build", "--rootfs", "/tmp")
     assert done.returncode == 2 and "--output-file" in done.stderr
-    # the real backend without /dev/nitro_enclaves is read-only automatically
+    # the real backend without /dev/nitro_enclaves cannot launch, but building needs no device: the
+    # emulator-only flag is what is refused here
     done = nd("--backend", "real", "build", "--rootfs", "/tmp", "--output-file", "/tmp/x.eif")
-    assert done.returncode == 13 and "read-only" in done.stderr
+    assert done.returncode == 2 and "--rootfs is only supported by the emulator" in done.stderr
+    done = nd("--backend", "real", "launch", "--eif-path", "/tmp/x.eif", "--memory", "128", "--cpu-count", "2")
+    assert done.returncode == 13 and "launch is refused: read-only: /dev/nitro_enclaves does not exist" in done.stderr
+    assert "--read-only" not in done.stderr  # no flag was given
 
 
 def test_output_helpers(capsys: pytest.CaptureFixture[str]) -> None:

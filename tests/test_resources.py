@@ -28,16 +28,16 @@ def enclave(eid: str, cpus: list[int], mib: int) -> EnclaveInfo:
 @pytest.fixture
 def sysfs(tmp_path: Path) -> Path:
     for node, (nr1g, free1g, nr2m, free2m) in enumerate([(2, 1, 512, 500), (0, 0, 128, 128)]):
-        base = f"sys/devices/system/node/node{node}/hugepages"
+        base = f"devices/system/node/node{node}/hugepages"
         write(tmp_path, f"{base}/hugepages-1048576kB/nr_hugepages", f"{nr1g}\n")
         write(tmp_path, f"{base}/hugepages-1048576kB/free_hugepages", f"{free1g}\n")
         write(tmp_path, f"{base}/hugepages-2048kB/nr_hugepages", f"{nr2m}\n")
         write(tmp_path, f"{base}/hugepages-2048kB/free_hugepages", f"{free2m}\n")
-    write(tmp_path, "sys/devices/system/node/has_cpu", "0-1\n")  # not a node dir: ignored
-    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "640\n")
-    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "628\n")
-    write(tmp_path, "sys/module/nitro_enclaves/parameters/ne_cpus", "1,3,5-7\n")
-    return tmp_path
+    write(tmp_path, "devices/system/node/has_cpu", "0-1\n")  # not a node dir: ignored
+    write(tmp_path, "kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "640\n")
+    write(tmp_path, "kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "628\n")
+    write(tmp_path, "module/nitro_enclaves/parameters/ne_cpus", "1,3,5-7\n")
+    return tmp_path  # the folder that is /sys
 
 
 def test_hugepages_per_node(sysfs: Path) -> None:
@@ -53,10 +53,10 @@ def test_hugepages_per_node(sysfs: Path) -> None:
 
 
 def test_hugepages_global_fallback(tmp_path: Path) -> None:
-    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "10\n")
-    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "garbage\n")
-    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "1\n")
-    write(tmp_path, "sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "1\n")
+    write(tmp_path, "kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "10\n")
+    write(tmp_path, "kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "garbage\n")
+    write(tmp_path, "kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "1\n")
+    write(tmp_path, "kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "1\n")
     pools = sysfs_hugepages(tmp_path)
     assert [(p.size_kb, p.node, p.total, p.free) for p in pools] == [(1048576, None, 1, 1)]
     assert sysfs_hugepages(tmp_path / "nothing") == []

@@ -45,9 +45,13 @@ def audit_size(home: Path) -> int:
 
 def test_read_only_turns_itself_on_without_device_access(nd_home: Path) -> None:
     # A real backend on a host where this user cannot write /dev/nitro_enclaves (here: none at all)
+    # (no flag given): launch and terminate are off, building and pinning need no device and stay on
     app = live_app("real", read_only=False, refresh_seconds=0)
-    assert app.read_only and app.source.read_only
-    assert app.check_action("launch", ()) is False
+    assert not app.read_only and app.device_blocked
+    assert app.read_only_reason.kind == "device-missing"
+    for action in ("launch", "terminate", "terminate_all"):
+        assert app.check_action(action, ()) is False
+    assert app.check_action("build", ()) is True and app.check_action("pin", ()) is True
 
 
 def test_registry_marks_the_mutating_commands() -> None:

@@ -74,21 +74,9 @@ def validate_build(
             raise UsageError(f"not a folder: {rootfs.strip()[:80] or '(empty)'}", where="rootfs")
         return BuildRequest(output_file=str(out), rootfs=str(folder), cmd=cmd.strip() or None, name=name, **signing)  # type: ignore[arg-type]
     if source == "payload":
-        try:
-            from enclave_app.packaging import payload_build_request
-        except ImportError:
-            raise UsageError(
-                "the nitrodeck payload packaging is not installed in this checkout",
-                where="payload",
-                hint="build from a rootfs folder or a Docker image instead",
-            ) from None
-        req: BuildRequest = payload_build_request(str(out))
-        if signing["signing_certificate"]:
-            req.signing_certificate = signing["signing_certificate"]
-            req.private_key = signing["private_key"]
-        if name:
-            req.name = name
-        return req
+        # the lifecycle turns this into the payload's request for the backend: a rootfs build under the
+        # emulator, a Docker image built by the local daemon for nitro-cli (core.ops.lifecycle.build)
+        return BuildRequest(output_file=str(out), payload=True, name=name, **signing)  # type: ignore[arg-type]
     raise UsageError(f"unknown source {source!r}", where="source")
 
 
@@ -110,6 +98,10 @@ class BuildDialog(Dialog[None]):
         self.result: BuildResult | None = None
         self.request: BuildRequest | None = None
         self.stages: list[str] = []
+        #: the emulator builds the payload without Docker; nitro-cli needs a daemon, so the real backend
+        #: starts on a URI and offers the payload when the daemon answers (docker_images)
+        self.first_source = "payload" if is_emulator else "uri"
+        self.source_touched = False
 
     @property
     def host(self) -> DialogHost:
@@ -121,7 +113,9 @@ class BuildDialog(Dialog[None]):
             with VerticalScroll(classes="dialog-body"):
                 with RadioSet(id="source"):
                     for key, label in SOURCES:
-                        yield RadioButton(label, value=key == "payload", id=f"src-{key}", disabled=key == "rootfs" and not self.is_emulator)
+                        # on Nitro the payload is built through the Docker daemon: offered once it answers
+                        off = not self.is_emulator and key in ("rootfs", "payload")
+                        yield RadioButton(label, value=key == self.first_source, id=f"src-{key}", disabled=off)
                 yield Select[str](compact=True, options=[], prompt="loading the Docker daemon's images...", id="docker-image", classes="src src-docker")
                 yield Static("", id="docker-note", classes="src src-docker dialog-hint")
                 yield Input(compact=True, placeholder="docker URI, e.g. public.ecr.aws/org/app:1.0", id="uri", classes="src src-uri")
@@ -129,7 +123,8 @@ class BuildDialog(Dialog[None]):
                 yield Input(compact=True, placeholder="command inside the enclave (optional)", id="cmd", classes="src src-rootfs")
                 with Horizontal(classes="field"):
                     yield Label("output ", classes="field-label")
-                    yield Input(compact=True, value=default_output_path("nitrodeck-payload", self.eif_dir), id="output")
+                    yield Input(compact=True, value=default_output_path(
+                        "nitrodeck-payload" if self.first_source == "payload" else "image", self.eif_dir), id="output")
                 with Horizontal(classes="field"):
                     yield Label("name ", classes="field-label")
                     yield Input(compact=True, placeholder="image name (used to pin expected PCRs)", id="name")
@@ -148,14 +143,14 @@ class BuildDialog(Dialog[None]):
                 yield Button(compact=True, label="Close", id="close")
 
     def on_mount(self) -> None:
-        self._show_source("payload")
+        self._show_source(self.first_source)
         self.query_one("#source", RadioSet).focus()
         self.host.load_docker_images()
 
     @property
     def source(self) -> str:
         pressed = self.query_one("#source", RadioSet).pressed_button
-        return (pressed.id or "src-payload").removeprefix("src-") if pressed else "payload"
+        return (pressed.id or f"src-{self.first_source}").removeprefix("src-") if pressed else self.first_source
 
     def _show_source(self, source: str) -> None:
         for widget in self.query(".src"):
@@ -164,7 +159,12 @@ class BuildDialog(Dialog[None]):
     @on(RadioSet.Changed, "#source")
     def _source_changed(self, event: RadioSet.Changed) -> None:
         source = self.source
+        if source != self.first_source:
+            self.source_touched = True
         self._show_source(source)
+        self._default_output(source)
+
+    def _default_output(self, source: str) -> None:
         out = self.query_one("#output", Input)
         if not out.value or Path(out.value).parent == self.eif_dir:
             out.value = default_output_path("nitrodeck-payload" if source == "payload" else "image", self.eif_dir)
@@ -173,6 +173,12 @@ class BuildDialog(Dialog[None]):
         select = self.query_one("#docker-image", Select)
         select.set_options([(t, t) for t in tags])
         note = self.query_one("#docker-note", Static)
+        if not self.is_emulator:
+            payload = self.query_one("#src-payload", RadioButton)
+            payload.disabled = bool(problem)
+            self.query_one("#src-docker", RadioButton).disabled = bool(problem)
+            if not problem and not self.source_touched:
+                payload.value = True  # the daemon answers: the payload can be built, as the default
         if problem:
             select.prompt = "no Docker daemon"
             note.update(problem)

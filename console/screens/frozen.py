@@ -161,6 +161,10 @@ class FrozenSource(Source):
         self.read_only = read_only
         #: the doctor reports one failing check (hugepages short of the reservation)
         self.doctor_fails = doctor_fails
+        if read_only:
+            from core.ops.lifecycle import read_only_reason_flag
+
+            self.read_only_reason = read_only_reason_flag()
         self._enclaves = [PAYMENTS, SHELL, LEGACY] if enclaves is None else enclaves
         self.console_lines = list(CONSOLE_LINES)
         self.mutations: list[str] = []

@@ -50,6 +50,8 @@ class Source(ABC):
 
     backend: Any  # core.backends.base.Backend
     read_only: bool = False
+    #: core.backends.real.ReadOnlyReason: why changes are refused (a device reason refuses launch/terminate only)
+    read_only_reason: Any = None
     schemes: tuple[str, ...] = ()
 
     def now(self) -> datetime:
@@ -109,9 +111,14 @@ class Source(ABC):
             client = docker.from_env(timeout=5)
             images = client.images.list()
         except Exception as exc:  # noqa: BLE001 - any failure means: no usable daemon
+            emulator = bool(getattr(self.backend, "is_emulator", False))
             raise DockerUnavailable(
                 f"no Docker daemon: {str(exc)[:200]}",
-                hint="start Docker (or set DOCKER_HOST), or build from a URI, a rootfs folder or the payload",
+                # nitro-cli builds only from Docker images: without a daemon nothing builds on Nitro
+                hint="start Docker (or set DOCKER_HOST), or build from a URI, a rootfs folder or the payload"
+                if emulator
+                else "start Docker (or set DOCKER_HOST): nitro-cli builds every EIF from a Docker image, "
+                "so nothing can be built here until a daemon answers",
             ) from None
         return sorted({tag for image in images for tag in image.tags})
 
@@ -169,12 +176,13 @@ class LiveSource(Source):
         from core.ops.lifecycle import Lifecycle
 
         self.backend = select_backend(backend_flag)
-        auto = bool(Lifecycle.auto_read_only(self.backend))
-        self.read_only = read_only or auto
+        # the flag, $NITRODECK_READ_ONLY, or (on Nitro) a missing or unwritable device, each with its reason
+        self.read_only_reason = Lifecycle.reason_for(self.backend, read_only)
+        self.read_only = self.read_only_reason is not None and self.read_only_reason.refuses_everything
         from console.wiring import payload_factory
 
         self.lifecycle = Lifecycle(
-            self.backend, read_only=self.read_only, on_command=on_command, payload=payload_factory
+            self.backend, read_only_reason=self.read_only_reason, on_command=on_command, payload=payload_factory
         )
         from core.ops.testsign import SCHEMES
 

@@ -1,5 +1,5 @@
-"""The one-line header: instance, backend badge (EMULATOR is unmissable), failing doctor checks, read-only,
-last refresh."""
+"""The one-line header: instance, backend badge (EMULATOR is unmissable), failing doctor checks, read-only
+and why, last refresh."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class StatusHeader(Static):
         paused: bool,
         error: str | None = None,
         doctor: str | None = None,
+        read_only_label: str | None = None,
     ) -> None:
         text = Text()
         text.append(" nitrodeck ", style="bold reverse")
@@ -36,6 +37,8 @@ class StatusHeader(Static):
         if read_only:
             text.append(" ")
             text.append(" READ-ONLY ", style="bold white on blue")
+            if read_only_label:  # why: --read-only, $NITRODECK_READ_ONLY, no device, device not writable
+                text.append(f" {read_only_label}", style="bold blue")
         if paused:
             text.append(" ")
             text.append(" PAUSED ", style="bold black on magenta")

@@ -22,6 +22,7 @@ import selectors
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -61,6 +62,13 @@ CONSOLE_PREAMBLE = ("Connecting to the console for enclave", "Successfully conne
 class DriverTimeout(NitrodeckError):
     code = "ND-TIMEOUT"
     exit_status = 124
+
+
+class DriverCancelled(NitrodeckError):
+    """The caller asked to stop (``NitroCli.cancel`` was set): the command's process group was killed."""
+
+    code = "ND-CANCELLED"
+    exit_status = 130
 
 
 class BackendUnavailable(NitrodeckError):
@@ -106,6 +114,7 @@ _LOG_PATH = re.compile(r'error log found at "([^"\n]{1,4096})"')
 # Where a block's own message ends: the boilerplate that nitro-cli appends after it.
 _MESSAGE_END = re.compile(r"\n\s*\n|\nFor more details|\nIf you open a support ticket|\nFailed connections:|\nBacktrace:")
 _E26_MIN = re.compile(r"minimum memory should be (\d+) MB")
+_FAILED_CONNECTIONS = re.compile(r"^Failed connections: (\d{1,6})$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -137,14 +146,76 @@ def _allocator_file(backend: Backend) -> str:
     return "/etc/nitro_enclaves/allocator.yaml"
 
 
-def hint_for(code: str, message: str, backend: Backend, allocating: bool = True) -> str | None:
-    """What an operator should do next; None when nitro-cli's own message says it all. ``allocating``:
-    run-enclave had printed "Start allocating memory..." before the failure."""
+_DOCKER_ERROR = re.compile(r"^Docker error: (.{1,300})$", re.MULTILINE)
+_MAX_ERR_LOG = 64 * 1024
+
+
+def error_log_subactions(path: str | None) -> list[str]:
+    """The subactions of a nitro-cli error log, outermost first (the last is the root cause).
+
+    The log is ``  Action: ...\n  Subactions:\n    outer\n    ...\n    root\n  Root error file: ...``
+    (document_errors.rs ``construct_backtrace``). Missing or unreadable logs give [].
+    """
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(_MAX_ERR_LOG).decode("utf-8", "replace")
+    except OSError:
+        return []
+    out: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.strip() == "Subactions:":
+            inside = True
+            continue
+        if inside:
+            if line.startswith("    "):
+                out.append(line.strip())
+            else:
+                break
+    return out
+
+
+def _docker_hint(kind: str) -> str:
+    kind = kind.strip()
+    if kind.startswith("ConnectionError"):
+        return ("nitro-cli could not connect to the Docker daemon: start Docker, check DOCKER_HOST (nitro-cli "
+                "reads it too) and that this user may use the daemon's socket")
+    if kind.startswith("PullError"):
+        return ("nitro-cli could not get the image from Docker: check that the Docker daemon runs (`docker info`), "
+                "that the URI is right, and the registry credentials (`docker login`) if it must be pulled")
+    if kind.startswith("BuildError"):
+        return ("the Docker daemon did not build --docker-dir: check that it runs (`docker info`) and that the "
+                "folder's Dockerfile builds with `docker build`")
+    if kind.startswith("CredentialsError"):
+        return "nitro-cli could not read registry credentials: check ~/.docker/config.json or `docker login`"
+    if kind.startswith(("InspectError", "UnsupportedEntryPoint")):
+        return ("Docker could not describe the image (it needs a CMD or ENTRYPOINT): check it with "
+                "`docker image inspect`, and that the daemon runs")
+    return "nitro-cli's Docker step failed: check that the Docker daemon runs and the image exists"
+
+
+def hint_for(
+    code: str,
+    message: str,
+    backend: Backend,
+    allocating: bool = True,
+    stderr: str = "",
+    detail: str | None = None,
+) -> str | None:
+    """What an operator should do next, from nitro-cli's own words: the block, its stderr lines (a
+    ``Docker error:``) and the root cause in its error log. None when the message says it all.
+    ``allocating``: run-enclave had printed "Start allocating memory..." before the failure."""
     restart = (
         "then `nitro-emu restart-allocator` (it reads the file when it starts, as the service does)"
         if backend.is_emulator
         else "then `sudo systemctl restart nitro-enclaves-allocator.service`"
     )
+    low = (detail or "").lower()
+    docker = _DOCKER_ERROR.search(stderr)
+    if docker and code in ("E48", "E49", "E50"):
+        return _docker_hint(docker.group(1))
     if code == "E26":
         m = _E26_MIN.search(message)
         need = f" ({m.group(1)} MiB for this EIF)" if m else ""
@@ -158,7 +229,7 @@ def hint_for(code: str, message: str, backend: Backend, allocating: bool = True)
         what = {
             "E20": "a CPU ID is listed twice in --cpu-ids",
             "E21": "a requested CPU is not in the enclave CPU pool",
-            "E22": "the enclave CPU pool has fewer free CPUs than requested",
+            "E22": "the enclave CPU pool has fewer CPUs than requested",
         }[code]
         return (
             f"{what}: the pool is set by cpu_count or cpu_pool in {_allocator_file(backend)} ({restart}); "
@@ -176,7 +247,13 @@ def hint_for(code: str, message: str, backend: Backend, allocating: bool = True)
             "`nitrodeck console ENCLAVE --log`) and check the image's command/entrypoint"
         )
     if code == "E19":
-        return "a file could not be opened: check the path and its permissions (and /dev/nitro_enclaves group `ne`)"
+        if "nitro_enclaves/parameters/ne_cpus" in message or "cpu pool file" in low:
+            return ("the enclave CPU pool file is missing: the Nitro Enclaves driver is not loaded "
+                    f"(`sudo systemctl enable --now nitro-enclaves-allocator.service`), {restart}")
+        if "/dev/nitro_enclaves" in message or "nitro_enclaves" in low:
+            return ("the Nitro Enclaves device could not be opened: the driver must be loaded and this user in "
+                    "the device's group (`sudo usermod -aG ne $USER`, then log in again)")
+        return "a file could not be opened: check the path and its permissions"
     if code == "E35":
         return "the EIF could not be loaded: check it with `nitrodeck describe-eif`; on Nitro, also that hugepages are reserved"
     if code == "E48":
@@ -186,6 +263,17 @@ def hint_for(code: str, message: str, backend: Backend, allocating: bool = True)
     if code == "E50":
         return "the Docker image could not be pulled: build it locally or check registry access"
     if code == "E29":
+        if "no cpus are available in the pool" in low:
+            return (
+                "every CPU of the enclave pool is held by running enclaves (the driver had none left): terminate "
+                f"one, or enlarge the pool with cpu_count or cpu_pool in {_allocator_file(backend)} ({restart})"
+            )
+        if "full cpu cores" in low:
+            return "the driver needs full CPU cores (all hyperthreads of a core): use an even --cpu-count"
+        if "numa" in low:
+            return "the enclave's memory and CPUs must be on one NUMA node: reserve hugepages on the pool's node"
+        if detail and allocating:
+            return f"the driver refused the enclave setup: {detail}"
         if not allocating:
             # NE_CREATE_VM failed: nitro-cli had not started allocating memory yet
             return (
@@ -207,7 +295,9 @@ def hint_for(code: str, message: str, backend: Backend, allocating: bool = True)
     return None
 
 
-def error_from_output(argv: list[str], stderr: str, exit_code: int, backend: Backend) -> NitrodeckError:
+def error_from_output(
+    argv: list[str], stderr: str, exit_code: int, backend: Backend, stdout: str = ""
+) -> NitrodeckError:
     blocks = parse_error_blocks(stderr)
     if not blocks:
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
@@ -224,13 +314,22 @@ def error_from_output(argv: list[str], stderr: str, exit_code: int, backend: Bac
     inner = next((b for b in blocks if b.code != "E39"), blocks[0])
     log_path = inner.log_path or next((b.log_path for b in blocks if b.log_path), None)
     before = stderr.split(f"[ {inner.code} ]", 1)[0]
+    subactions = error_log_subactions(inner.log_path or log_path)
+    detail = subactions[-1] if subactions else None
+    message = inner.message
+    docker = _DOCKER_ERROR.search(stderr)
+    if docker and inner.code in ("E48", "E49", "E50"):
+        message = f"{message}\nDocker error: {docker.group(1).strip()}"  # nitro-cli's own line, not hidden
     return NitroCliError(
         code=inner.code,
-        message=inner.message,
-        hint=hint_for(inner.code, inner.message, backend, allocating="Start allocating memory..." in before),
+        message=message,
+        hint=hint_for(inner.code, inner.message, backend, allocating="Start allocating memory..." in before,
+                      stderr=stderr, detail=detail),
         log_path=log_path,
         argv=list(argv),
         stderr=stderr,
+        stdout=stdout,
+        detail=detail,
     )
 
 
@@ -427,6 +526,8 @@ class NitroCli:
         self.timeout = timeout
         self.build_timeout = build_timeout
         self.on_command = on_command
+        #: set it (from any thread) to kill the command in progress: `up` does so on SIGTERM
+        self.cancel: threading.Event | None = None
 
     # -- plumbing
 
@@ -461,7 +562,12 @@ class NitroCli:
                 hint="install aws-nitro-enclaves-cli, or use --backend emulator",
             ) from None
         try:
-            out, err = self._collect(proc, started + limit, progress)
+            out, err = self._collect(proc, started + limit, progress, self.cancel)
+        except DriverCancelled:
+            _kill_group(proc)
+            proc.wait()
+            self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, DriverCancelled.code))
+            raise DriverCancelled("stopped on request; the process group was killed", where=text) from None
         except DriverTimeout:
             _kill_group(proc)
             proc.wait()
@@ -482,7 +588,7 @@ class NitroCli:
         stdout = out.decode("utf-8", "replace")
         stderr = err.decode("utf-8", "replace")
         if code != 0:
-            error = error_from_output(argv, stderr, code, self.backend)
+            error = error_from_output(argv, stderr, code, self.backend, stdout)
             self._report(CommandRecord(text, argv, code, time.monotonic() - started, False, error.code))
             raise error
         self._report(CommandRecord(text, argv, code, time.monotonic() - started, True))
@@ -490,7 +596,10 @@ class NitroCli:
 
     @staticmethod
     def _collect(
-        proc: subprocess.Popen[bytes], deadline: float, progress: Callable[[str], None] | None = None
+        proc: subprocess.Popen[bytes],
+        deadline: float,
+        progress: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> tuple[bytes, bytes]:
         assert proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
@@ -503,6 +612,8 @@ class NitroCli:
                 eof_deadline: float | None = None
                 while sel.get_map():
                     now = time.monotonic()
+                    if cancel is not None and cancel.is_set():
+                        raise DriverCancelled("cancelled")
                     if now >= deadline:
                         raise DriverTimeout("timeout")
                     if eof_deadline is None and proc.poll() is not None:
@@ -553,14 +664,38 @@ class NitroCli:
         return parse_run(done.stdout)
 
     def describe_enclaves(self, metadata: bool = False) -> list[EnclaveInfo]:
-        done = self.run(["describe-enclaves", *(["--metadata"] if metadata else [])])
+        return self.describe_enclaves_report(metadata)[0]
+
+    def describe_enclaves_report(self, metadata: bool = False) -> tuple[list[EnclaveInfo], list[str]]:
+        """The enclaves that answered, plus warnings.
+
+        When one enclave process does not answer, nitro-cli still prints the JSON array of those that
+        did, then ``Failed connections: N`` and E39, and exits 39 (enclave_proc_comm.rs
+        ``enclave_process_handle_all_replies``). Those enclaves are real: keep them, and say what is
+        missing, instead of discarding the whole answer.
+        """
+        try:
+            done = self.run(["describe-enclaves", *(["--metadata"] if metadata else [])])
+        except NitroCliError as err:
+            if err.code != "E39" or not err.stdout.strip():
+                raise
+            try:
+                enclaves = parse_enclaves(err.stdout)
+            except NitrodeckError:
+                raise err from None
+            failed = _FAILED_CONNECTIONS.search(err.stderr)
+            count = failed.group(1) if failed else "some"
+            return enclaves, [
+                f"{count} enclave process(es) did not answer describe-enclaves ({err.code}: {err.message[:160]}); "
+                f"showing the {len(enclaves)} that did" + (f"; error log: {err.log_path}" if err.log_path else "")
+            ]
         enclaves = parse_enclaves(done.stdout)
         if self.backend.is_emulator and enclaves:
             # the EIF path and isolation are the emulator's own facts, on its own command; without
             # them the enclaves are still described (as on Nitro, where there are none)
             with contextlib.suppress(NitrodeckError):
                 merge_emulator_details(enclaves, parse_emulator_details(self.run(["emulator-describe"]).stdout))
-        return enclaves
+        return enclaves, []
 
     def describe_eif(self, path: str | Path) -> EifInfo:
         done = self.run(["describe-eif", "--eif-path", str(path)])

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.backends.base import Backend
-from core.backends.real import DEVICE, real_available, real_backend
+from core.backends.real import real_available, real_backend
 from core.errors import ConfigError
 
 ENV_BACKEND = "NITRODECK_BACKEND"
@@ -45,8 +45,9 @@ def load(name: str, chosen_by: str = "flag") -> Backend:
     return factory(chosen_by)
 
 
-def select_backend(flag: str | None = None, *, device: Path = DEVICE, path: str | None = None) -> Backend:
-    """Resolve the backend. ``device``/``path`` (a PATH string) are injectable for tests."""
+def select_backend(flag: str | None = None, *, device: Path | None = None, path: str | None = None) -> Backend:
+    """Resolve the backend. ``device`` (default: $NITRODECK_DEVICE or /dev/nitro_enclaves) and ``path``
+    (a PATH string) are injectable for tests."""
     chosen_by = "flag"
     value = flag
     if value is None or value == "":

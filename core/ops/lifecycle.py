@@ -32,7 +32,7 @@ from typing import Any, TypeVar, cast
 from core import home
 from core.backends.base import Backend
 from core.backends.driver import CommandRecord, NitroCli
-from core.backends.real import DEVICE
+from core.backends.real import ReadOnlyReason, device_path, read_only_reason, sysfs_root
 from core.backends.registry import select_backend
 from core.errors import NitrodeckError, ReadOnlyError, UsageError
 from core.models import (
@@ -50,7 +50,7 @@ from core.ops.expected import ExpectedPcrs, Pin, Verdict
 from core.ops.resources import Resources, gather
 
 MIN_MEMORY_MIB = 64  # NE_MIN_ENCLAVE_MEM_SIZE
-ASSET_TAG = Path("/sys/devices/virtual/dmi/id/board_asset_tag")
+ASSET_TAG = "devices/virtual/dmi/id/board_asset_tag"  # under sysfs ($NITRODECK_SYSFS)
 _MAX_SMALL_FILE = 16 * 1024
 _MAX_KEPT_LOG = 64 * 1024 * 1024
 
@@ -61,6 +61,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: every action name marked with @mutating, in any module; front ends use it to hide/disable them
 MUTATING_ACTIONS: set[str] = set()
+#: the mutating actions that need the Nitro Enclaves device (a missing or unwritable device stops only these)
+DEVICE_ACTIONS: set[str] = set()
 
 # The commands run during the current mutating call, per thread/task, so its audit line carries them.
 _capture: contextvars.ContextVar[list[list[str]] | None] = contextvars.ContextVar("nd_audit_capture", default=None)
@@ -83,8 +85,19 @@ def note_command(argv: list[str]) -> None:
         captured.append(list(argv))
 
 
-def _owner_read_only(owner: Any, kwargs: dict[str, Any]) -> bool:
-    return bool(kwargs.get("read_only")) or bool(getattr(owner, "read_only", False))
+def _refusal(owner: Any, kwargs: dict[str, Any], action: str) -> ReadOnlyReason | None:
+    """Why ``action`` is refused now, or None. A device problem refuses only what needs the device."""
+    reason = getattr(owner, "read_only_reason", None)
+    if not isinstance(reason, ReadOnlyReason):
+        asked = bool(kwargs.get("read_only")) or bool(getattr(owner, "read_only", False))
+        reason = read_only_reason_flag() if asked else None
+    if reason is None:
+        return None
+    return reason if reason.refuses_everything or action in DEVICE_ACTIONS else None
+
+
+def read_only_reason_flag() -> ReadOnlyReason:
+    return ReadOnlyReason("flag", "read-only: the --read-only flag was given", "restart without --read-only")
 
 
 def _audit_for(owner: Any) -> AuditLog:
@@ -110,24 +123,25 @@ def _record(owner: Any, action: str, captured: list[list[str]], error_code: str 
     )
 
 
-def mutating(action: str) -> Callable[[F], F]:
+def mutating(action: str, *, needs_device: bool = False) -> Callable[[F], F]:
     """Mark a function or method as changing the world.
 
-    Read-only is taken from the first argument's ``read_only`` attribute (a Lifecycle, a service
-    object) or a ``read_only=`` keyword. Refusal happens before the body runs and is not audited
-    (nothing happened). Otherwise one audit line is appended, with the commands the call ran.
+    Read-only is taken from the first argument's ``read_only_reason`` (a Lifecycle) or ``read_only``
+    attribute (a service object), or a ``read_only=`` keyword. ``needs_device``: the action talks to
+    the Nitro Enclaves device, so a missing or unwritable device refuses it (and only such actions).
+    Refusal happens before the body runs and is not audited (nothing happened); its message is the
+    reason. Otherwise one audit line is appended, with the commands the call ran.
     """
     MUTATING_ACTIONS.add(action)
+    if needs_device:
+        DEVICE_ACTIONS.add(action)
 
     def decorate(fn: F) -> F:
         def before(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             owner = args[0] if args else None
-            if _owner_read_only(owner, kwargs):
-                raise ReadOnlyError(
-                    f"{action} is a mutating action and nitrodeck runs read-only",
-                    where=action,
-                    hint="restart without --read-only (and with write access to /dev/nitro_enclaves on Nitro)",
-                )
+            reason = _refusal(owner, kwargs, action)
+            if reason is not None:
+                raise ReadOnlyError(f"{action} is refused: {reason.detail}", where=action, hint=reason.hint)
             return owner
 
         @contextlib.contextmanager
@@ -175,6 +189,10 @@ class Status:
     resources: Resources
     read_only: bool
     taken_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: why nitrodeck is read-only (flag, environment, device missing or not writable), None if it is not
+    read_only_reason: ReadOnlyReason | None = None
+    #: what the enclave table may be missing (e.g. an enclave process that did not answer describe)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _read_small(path: Path) -> str | None:
@@ -199,14 +217,45 @@ def emulator_instance_id() -> str | None:
     return str(value) if value else None
 
 
-def real_instance_id(path: Path = ASSET_TAG) -> str | None:
-    text = _read_small(path)
+def real_instance_id(path: Path | None = None) -> str | None:
+    text = _read_small(sysfs_root() / ASSET_TAG if path is None else path)
     tag = "".join((text or "").split())  # nitro-cli strips all whitespace too
     return tag or None
 
 
 def kept_console_dir() -> Path:
     return home.logs_dir() / "console"
+
+
+#: the tag `build --payload` gives the payload's Docker image on the real backend when none is given
+PAYLOAD_DOCKER_URI = "nitrodeck-payload:latest"
+
+
+class DockerMissing(NitrodeckError):
+    code = "ND-DOCKER"
+
+
+def docker_daemon_check(where: str) -> None:
+    """Raise DockerMissing naming what is missing: the SDK, or a daemon answering at DOCKER_HOST."""
+    try:
+        import docker
+    except ImportError:  # pragma: no cover - docker is a dependency
+        raise DockerMissing("the docker Python SDK is not installed", where=where, hint="pip install docker") from None
+    target = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        client = docker.from_env(timeout=10)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no usable daemon, say which
+        raise DockerMissing(
+            f"on the real backend the payload is built as a Docker image, and no Docker daemon answered at "
+            f"{target}: {str(exc)[:200]}",
+            where=where,
+            hint="start Docker (`sudo systemctl start docker`) or set DOCKER_HOST, and make sure this user may use "
+            "its socket; or build the EIF on a machine with Docker and copy it here",
+        ) from None
 
 
 #: (output_file, build_time, docker_uri) -> the payload's BuildRequest (enclave_app.packaging.payload_request)
@@ -221,6 +270,7 @@ class Lifecycle:
         backend: Backend | None = None,
         *,
         read_only: bool = False,
+        read_only_reason: ReadOnlyReason | None = None,
         audit: AuditLog | None = None,
         driver: NitroCli | None = None,
         on_command: Callable[[CommandRecord], None] | None = None,
@@ -229,7 +279,11 @@ class Lifecycle:
         self.backend = backend or (driver.backend if driver else select_backend())
         #: the enclave payload's build request, from whoever ships the payload (console passes enclave_app's)
         self.payload = payload
-        self.read_only = read_only
+        if read_only_reason is None and read_only:
+            read_only_reason = read_only_reason_flag()
+        #: why changes are refused; a device reason refuses only DEVICE_ACTIONS (see mutating)
+        self.read_only_reason = read_only_reason
+        self.read_only = read_only_reason is not None
         self.audit = audit or AuditLog()
         self._listener = on_command
         if driver is None:
@@ -240,9 +294,19 @@ class Lifecycle:
         self.expected = ExpectedPcrs()
 
     @staticmethod
-    def auto_read_only(backend: Backend, device: Path = DEVICE) -> bool:
-        """On Nitro, a user who cannot write the device cannot change anything: say so up front."""
+    def auto_read_only(backend: Backend, device: Path | None = None) -> bool:
+        """On Nitro, a user who cannot write the device cannot launch or terminate: say so up front."""
+        device = device_path() if device is None else device
         return backend.name == "real" and not os.access(device, os.W_OK)
+
+    @staticmethod
+    def reason_for(backend: Backend, flag: bool = False) -> ReadOnlyReason | None:
+        """The read-only reason a front end should start with (flag, environment, the device)."""
+        return read_only_reason(backend, flag)
+
+    def refuses(self, action: str) -> ReadOnlyReason | None:
+        """Why ``action`` would be refused now (front ends hide what would be refused)."""
+        return _refusal(self, {}, action)
 
     def _on_command(self, record: CommandRecord) -> None:
         argv = shlex.split(record.command)
@@ -260,6 +324,10 @@ class Lifecycle:
     def describe(self, metadata: bool = False) -> list[EnclaveInfo]:
         return self.driver.describe_enclaves(metadata=metadata)
 
+    def describe_report(self, metadata: bool = False) -> tuple[list[EnclaveInfo], list[str]]:
+        """The enclaves that answered, and a warning per problem (an enclave process that did not)."""
+        return self.driver.describe_enclaves_report(metadata=metadata)
+
     def describe_eif(self, path: str | Path) -> EifInfo:
         return self.driver.describe_eif(path)
 
@@ -267,7 +335,8 @@ class Lifecycle:
         return gather(self.describe() if enclaves is None else enclaves, self.backend)
 
     def status(self) -> Status:
-        enclaves = self.describe()
+        # --metadata: the image name, version and build metadata reach the detail pane and `status`
+        enclaves, warnings = self.describe_report(metadata=True)
         resources = self.resources(enclaves)  # before the instance ID: the emulator model may create it
         return Status(
             backend=self.backend.name,
@@ -276,6 +345,8 @@ class Lifecycle:
             enclaves=enclaves,
             resources=resources,
             read_only=self.read_only,
+            read_only_reason=self.read_only_reason,
+            warnings=warnings,
         )
 
     def find(self, enclave: str) -> EnclaveInfo:
@@ -320,7 +391,13 @@ class Lifecycle:
                     where="build --payload",
                     hint="build from --rootfs or --docker-uri instead",
                 )
-            base = self.payload(req.output_file, req.build_time, req.docker_uri)
+            docker_uri = req.docker_uri
+            if docker_uri is None and not self.backend.is_emulator:
+                # nitro-cli builds only from a Docker image: the payload's context is built into one
+                # by the local daemon (nitro-cli --docker-dir), so the daemon must answer first
+                docker_daemon_check("build --payload")
+                docker_uri = PAYLOAD_DOCKER_URI
+            base = self.payload(req.output_file, req.build_time, docker_uri)
             if base.docker_uri and not self.backend.is_emulator:
                 base = dataclasses.replace(base, build_time=None)  # --build-time is emulator-only
             req = dataclasses.replace(
@@ -334,17 +411,17 @@ class Lifecycle:
         Path(req.output_file).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
         return self.driver.build_enclave(req, progress=progress)
 
-    @mutating("launch")
+    @mutating("launch", needs_device=True)
     def launch(self, req: LaunchRequest) -> RunInfo:
         validate_launch(req)
         return self.driver.run_enclave(req)
 
-    @mutating("terminate")
+    @mutating("terminate", needs_device=True)
     def terminate(self, enclave: str) -> TerminateInfo:
         target = self.find(enclave)
         return self.driver.terminate(enclave_id=target.enclave_id)
 
-    @mutating("terminate-all")
+    @mutating("terminate-all", needs_device=True)
     def terminate_all(self) -> list[TerminateInfo]:
         return self.driver.terminate_all()
 
@@ -364,14 +441,15 @@ class Lifecycle:
     async def console(self, enclave: str, disconnect_timeout: float | None = None) -> AsyncGenerator[str, None]:
         target = await asyncio.to_thread(self.find, enclave)
         keep = None
-        if not self.backend.is_emulator:
-            path = home.ensure(kept_console_dir()) / f"{target.enclave_id}.log"
-            keep = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally below
         written = 0
         # aclosing: when our consumer stops, the driver's stream must stop now (it kills the reader)
         async with contextlib.aclosing(self.driver.console(target.enclave_id, disconnect_timeout)) as lines:
             try:
                 async for line in lines:
+                    if keep is None and not self.backend.is_emulator:
+                        # opened at the first line: an enclave without a console (E44) gets no empty log
+                        path = home.ensure(kept_console_dir()) / f"{target.enclave_id}.log"
+                        keep = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally below
                     if keep is not None and written < _MAX_KEPT_LOG:
                         keep.write(line + "\n")
                         written += len(line) + 1

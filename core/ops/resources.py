@@ -2,8 +2,12 @@
 
 On Nitro, hugepages and the CPU pool come from sysfs (the allocator service reserves them). Under
 the emulator there is no real reservation, so the pool and the hugepage model come from the
-emulator's allocator (``source="emulator-model"``). Every sysfs path hangs off ``root`` so tests can
-build a fake tree in a temporary folder.
+emulator's allocator (``source="emulator-model"``). Every sysfs path hangs off ``root``, the folder
+that is sysfs: ``$NITRODECK_SYSFS`` or /sys (core.backends.real.sysfs_root), so a container that
+mounts the host's sysfs elsewhere, and tests with a fake tree, work the same way.
+
+Without the Nitro Enclaves driver there is no CPU pool file: the pools are then empty *because* the
+driver is missing, and ``Resources.problem`` says so instead of showing an unexplained empty pool.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from pathlib import Path
 import psutil
 
 from core.backends.base import Backend, PoolModel
+from core.backends.real import sysfs_root
 from core.errors import InputTooLarge, NitrodeckError
 from core.models import EnclaveInfo
 
-NE_CPUS = "sys/module/nitro_enclaves/parameters/ne_cpus"
-GLOBAL_HUGEPAGES = "sys/kernel/mm/hugepages"
-NODES = "sys/devices/system/node"
+NE_CPUS = "module/nitro_enclaves/parameters/ne_cpus"
+GLOBAL_HUGEPAGES = "kernel/mm/hugepages"
+NODES = "devices/system/node"
 #: the driver's own limit on the pool string (NE_CPUS_SIZE)
 MAX_CPU_LIST = 512
 MAX_CPU_ID = 65535
@@ -82,8 +87,10 @@ class Resources:
     cpus: CpuPool
     host: HostStats
     enclaves: list[EnclaveHolding] = field(default_factory=list)
-    #: why the pools are empty or partial (e.g. the emulator's allocator refused allocator.yaml)
+    #: why the pools are empty or partial (the emulator's allocator refused allocator.yaml, no driver)
     problem: str | None = None
+    #: False when the Nitro Enclaves driver is not loaded (no CPU pool file); None under the emulator
+    driver_loaded: bool | None = None
 
 
 def _is_decimal(text: str) -> bool:
@@ -139,8 +146,9 @@ def _pools_in(directory: Path, node: int | None) -> list[HugepagePool]:
     return pools
 
 
-def sysfs_hugepages(root: Path = Path("/")) -> list[HugepagePool]:
+def sysfs_hugepages(root: Path | None = None) -> list[HugepagePool]:
     """Per NUMA node when the kernel exposes it, else the system-wide counters; largest pages first."""
+    root = sysfs_root() if root is None else root
     per_node: list[HugepagePool] = []
     nodes_dir = root / NODES
     try:
@@ -155,9 +163,9 @@ def sysfs_hugepages(root: Path = Path("/")) -> list[HugepagePool]:
     return sorted(pools, key=lambda p: (-p.size_kb, -1 if p.node is None else p.node))
 
 
-def sysfs_cpu_pool(root: Path = Path("/")) -> list[int] | None:
+def sysfs_cpu_pool(root: Path | None = None) -> list[int] | None:
     """The Nitro CPU pool, or None when the driver is not loaded."""
-    path = root / NE_CPUS
+    path = (sysfs_root() if root is None else root) / NE_CPUS
     try:
         with open(path, "rb") as fh:
             text = fh.read(MAX_CPU_LIST + 2).decode("ascii", "replace")
@@ -199,13 +207,28 @@ def model_resources(model: PoolModel) -> tuple[list[HugepagePool], list[int], st
     return pages, list(model.pool_cpus), model.error or None
 
 
-def gather(enclaves: list[EnclaveInfo], backend: Backend, root: Path = Path("/")) -> Resources:
+def no_driver_problem(root: Path) -> str:
+    return (
+        f"the Nitro Enclaves driver is not loaded: {root / NE_CPUS} does not exist, so there is no enclave "
+        "CPU pool (and no hugepages are reserved for enclaves); on an enclave-enabled instance run "
+        "`sudo systemctl enable --now nitro-enclaves-allocator.service`"
+        + ("" if str(root) == "/sys" else " (sysfs read from $NITRODECK_SYSFS)")
+    )
+
+
+def gather(enclaves: list[EnclaveInfo], backend: Backend, root: Path | None = None) -> Resources:
     problem = None
+    driver: bool | None = None
     model = backend.pool_model(enclaves)
     if model is not None:
         pages, pool, problem = model_resources(model)
         cpus = cpu_pool(pool, enclaves, "emulator-model")
     else:
+        root = sysfs_root() if root is None else root
         pages = sysfs_hugepages(root)
-        cpus = cpu_pool(sysfs_cpu_pool(root) or [], enclaves, "sysfs")
-    return Resources(pages, cpus, host_stats(), holdings(enclaves), problem)
+        pool_cpus = sysfs_cpu_pool(root)
+        driver = pool_cpus is not None
+        if not driver:
+            problem = no_driver_problem(root)
+        cpus = cpu_pool(pool_cpus or [], enclaves, "sysfs")
+    return Resources(pages, cpus, host_stats(), holdings(enclaves), problem, driver)

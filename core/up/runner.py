@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -207,6 +208,10 @@ class Up:
         self.backend = self.lifecycle.backend
         self._credentials_source = credentials
         self.stop_event = asyncio.Event()
+        #: set with stop_event while a build runs: the build's process group is killed (a build can
+        #: take many minutes; a launch is never cut short, its enclave is terminated afterwards instead)
+        self.cancel_build = threading.Event()
+        self.stage = "starting"
         self.enclave_id: str | None = None
         self.cid: int | None = None
         self.local_kms: Any = None
@@ -242,7 +247,11 @@ class Up:
             image = self._image()
             req = BuildRequest(output_file=str(eif), docker_uri=image)
         self.log("build", image=image, eif=str(eif))
-        result = self.lifecycle.build(req)
+        self.lifecycle.driver.cancel = self.cancel_build
+        try:
+            result = self.lifecycle.build(req)
+        finally:
+            self.lifecycle.driver.cancel = None
         self.log(
             "measurements",
             eif=result.output_file,
@@ -341,7 +350,9 @@ class Up:
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.cfg.ready_timeout
         last: Exception | None = None
-        while time.monotonic() < deadline and not self.stop_event.is_set():
+        while time.monotonic() < deadline:
+            if self.stop_event.is_set():
+                return  # SIGTERM while waiting: not a timeout; run() stops and cleans up
             try:
                 self._call("health", {}, timeout=5)
                 return
@@ -487,31 +498,55 @@ class Up:
             await asyncio.to_thread(self.local_kms.stop)
         self.log("stopped")
 
+    def _on_signal(self) -> None:
+        self.stop_event.set()
+        if self.stage == "build":
+            self.cancel_build.set()
+
     async def run(self) -> int:
+        """SIGTERM (or SIGINT) at any stage ends with exit 0, a `stopped` event and nothing left
+        running: a build is killed, a launch finishes and its enclave is terminated, the wait for
+        ready stops waiting; whatever a step raises once the stop was asked for is the stop's doing."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
+            loop.add_signal_handler(sig, self._on_signal)
         status = 1
         try:
             self.log(
                 "starting", backend=self.backend.name, config={k: v for k, v in self.cfg.as_dict().items()}
             )
-            steps: list[Callable[[], Any]] = [self.build, self.start_proxy, self.launch]
-            for step in steps:
-                await asyncio.to_thread(step)
+            steps: list[tuple[str, Callable[[], Any]]] = [
+                ("build", self.build), ("proxy", self.start_proxy), ("launch", self.launch)
+            ]
+            for name, step in steps:
                 if self.stop_event.is_set():  # SIGTERM during start-up: skip the rest, clean up
                     return 0
-            await self.start_bridge()
-            for step in (self.wait_ready, self.hand_credentials, self.provision):
+                self.stage = name
                 await asyncio.to_thread(step)
+            if self.stop_event.is_set():
+                return 0
+            self.stage = "bridge"
+            await self.start_bridge()
+            for name, step in (("wait-ready", self.wait_ready), ("credentials", self.hand_credentials),
+                               ("provision", self.provision)):
                 if self.stop_event.is_set():
                     return 0
+                self.stage = name
+                await asyncio.to_thread(step)
+            if self.stop_event.is_set():
+                return 0
+            self.stage = "steady"
             self.log("ready", enclave_id=self.enclave_id, cid=self.cid)
             self._mark_ready()
             status = await self.supervise()
         except NitrodeckError as exc:
-            self.log("failed", error=exc.message, where=exc.where, code=exc.code)
-            status = exc.exit_status or 1
+            if self.stop_event.is_set():
+                # e.g. the build killed by the stop: what failed is the stop's doing, not a failure
+                self.log("interrupted", stage=self.stage, error=exc.message, code=exc.code)
+                status = 0
+            else:
+                self.log("failed", error=exc.message, where=exc.where, code=exc.code)
+                status = exc.exit_status or 1
         finally:
             await self.shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,267 @@
+"""The real backend on a stand-in Nitro parent: nitrodeck's CLI as an operator runs it, against the
+stand-in nitro-cli 1.5.0 (tests/fake_nitro_cli: nitro-cli's own texts, error blocks and error logs)
+with the device and sysfs configured through NITRODECK_DEVICE and NITRODECK_SYSFS.
+
+Every operation (status, describe, describe-eif, build, launch, console, terminate by ID, name and
+--all) and the day-one failures: read-only for each reason, no driver, a Docker daemon that does not
+answer, no CPUs left in the pool, too few CPUs or hugepages, a partial describe, a console without
+debug mode, a reader that leaves the console early.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.backends.driver import NitroCli, error_log_subactions
+from core.backends.real import real_backend
+from core.errors import NitroCliError
+from tests.conftest import REPO, is_root, require
+from tests.real_world import INSTANCE_ID, PAGES_2M, RealWorld, make_world
+
+
+@pytest.fixture
+def world(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> RealWorld:
+    return make_world(nd_home, monkeypatch)
+
+
+def launch(world: RealWorld, *extra: str, memory: str = "128", expect: int = 0) -> dict:
+    return world.cli_json("launch", "--eif-path", str(world.eif()), "--memory", memory, *extra, expect=expect)
+
+
+def test_status_reads_the_configured_device_and_sysfs(world: RealWorld) -> None:
+    st = world.cli_json("status")
+    assert st["backend"] == "real" and st["read_only"] is False and st["read_only_reason"] is None
+    assert st["instance_id"] == INSTANCE_ID  # the asset tag under $NITRODECK_SYSFS
+    assert st["driver_loaded"] is True and st["allocator_error"] is None
+    assert st["cpu_pool"] == {"source": "sysfs", "pool": [1, 3], "free": [1, 3], "held": {}}
+    assert [(p["size_kb"], p["node"], p["total"], p["free"], p["held_by_enclaves"]) for p in st["hugepages"]] == [
+        (1048576, 0, 0, 0, 0),
+        (2048, 0, PAGES_2M, PAGES_2M, 0),
+    ]
+    text = world.cli("status")
+    assert text.returncode == 0 and f"instance:  {INSTANCE_ID}\nread-only: no\n" in text.stdout
+
+
+def test_launch_describe_terminate_hold_and_give_back_exact_resources(world: RealWorld) -> None:
+    run = launch(world, "--cpu-count", "2", "--name", "signer")
+    assert (run["EnclaveName"], run["CPUIDs"], run["MemoryMiB"], run["EnclaveCID"]) == ("signer", [1, 3], 128, 16)
+    assert run["EnclaveID"].startswith(f"{INSTANCE_ID}-enc")
+    assert world.free_pages() == PAGES_2M - 64  # 128 MiB in 2 MiB pages
+    st = world.cli_json("status")
+    assert st["cpu_pool"]["free"] == [] and st["cpu_pool"]["held"] == {run["EnclaveID"]: [1, 3]}
+    two_m = next(p for p in st["hugepages"] if p["size_kb"] == 2048)
+    assert (two_m["total"], two_m["free"], two_m["held_by_enclaves"]) == (PAGES_2M, PAGES_2M - 64, 64)
+    # status asks describe-enclaves --metadata: the image reaches status (and the TUI's detail pane)
+    (enclave,) = st["enclaves"]
+    assert (enclave["ImageName"], enclave["ImageVersion"]) == ("app", "1.0")
+    assert enclave["Metadata"]["KernelVersion"] == "4.14.256"
+    described = world.cli("describe", "--metadata", "--json")
+    assert described.returncode == 0 and described.stderr == ""  # no warning: every enclave answered
+    assert [e["EnclaveID"] for e in json.loads(described.stdout)] == [run["EnclaveID"]]
+    eif = world.cli_json("describe-eif", "--eif-path", str(world.eif()))
+    assert eif["Measurements"]["PCR0"] == enclave["Measurements"]["PCR0"] and eif["ImageName"] == "app"
+    # by name
+    done = world.cli_json("terminate", "signer")
+    assert done["terminated"] == [{"EnclaveName": "signer", "EnclaveID": run["EnclaveID"], "Terminated": True}]
+    assert world.free_pages() == PAGES_2M and world.cli_json("status")["cpu_pool"]["free"] == [1, 3]
+
+
+def test_terminate_all_and_unknown_ids(world: RealWorld) -> None:
+    world.set_knobs()
+    first = launch(world, "--cpu-ids", "1", "--name", "a")
+    second = launch(world, "--cpu-ids", "3", "--name", "b")
+    assert (first["CPUIDs"], second["CPUIDs"]) == ([1], [3])
+    gone = world.cli_json("terminate", "--all")
+    assert sorted(t["EnclaveID"] for t in gone["terminated"]) == sorted([first["EnclaveID"], second["EnclaveID"]])
+    assert world.cli_json("terminate", "--all")["terminated"] == []  # nitro-cli prints [] when none run
+    # nitrodeck looks the enclave up first: exit 11 like nitro-cli's E11, and nitro-cli is not asked
+    missing = world.cli_json("terminate", "i-0fa4e0000000000a1-encdead", expect=11)
+    assert missing["error"]["code"] == "ND-NO-ENCLAVE"
+    # nitro-cli's own E11 block, parsed (the driver asked directly)
+    with pytest.raises(NitroCliError) as caught:
+        NitroCli(real_backend()).terminate(enclave_id="i-0fa4e0000000000a1-encdead")
+    assert caught.value.code == "E11" and caught.value.exit_status == 11
+    assert caught.value.detail is not None and caught.value.detail.startswith("Failed to connect to specific enclave")
+    with pytest.raises(NitroCliError) as by_name:
+        NitroCli(real_backend()).terminate(name="nobody")
+    assert by_name.value.code == "E58" and by_name.value.detail == "No enclave matched the given name."
+
+
+def test_cpu_failures_name_the_cause_from_nitro_clis_own_words(world: RealWorld) -> None:
+    launch(world, "--cpu-count", "2")
+    # the pool has 2 CPUs and both are held: nitro-cli's check passes, the driver has none left (E29);
+    # the cause is only in the error log, and the hint comes from there
+    none_left = launch(world, "--cpu-count", "2", expect=29)["error"]
+    assert none_left["code"] == "E29"
+    assert none_left["detail"] == "The enclave cannot be created because no CPUs are available in the pool"
+    assert "every CPU of the enclave pool is held by running enclaves" in none_left["hint"]
+    assert error_log_subactions(none_left["log_path"])[-1] == none_left["detail"]
+    too_many = launch(world, "--cpu-count", "4", expect=22)["error"]
+    assert too_many["code"] == "E22" and "`cpu-count` is 4" in too_many["message"]
+    assert too_many["detail"] == "Insufficient CPUs available (requested 4, but maximum is 2)"
+    not_in_pool = launch(world, "--cpu-ids", "2", expect=21)["error"]
+    assert not_in_pool["code"] == "E21" and "contains CPU 2" in not_in_pool["message"]
+
+
+def test_not_enough_hugepages_is_e27_with_the_allocator_hint(world: RealWorld) -> None:
+    error = launch(world, "--cpu-count", "2", memory="1024", expect=27)["error"]
+    assert error["code"] == "E27" and "`memory` is 1024 MB" in error["message"]
+    assert error["detail"] == f"Failed to allocate entire memory ({1024 - PAGES_2M * 2} MB remained)"
+    assert "memory_mib in /etc/nitro_enclaves/allocator.yaml" in error["hint"]
+    assert world.free_pages() == PAGES_2M  # nothing held after a refused launch
+
+
+def test_partial_describe_shows_what_answered_and_warns(world: RealWorld) -> None:
+    a = launch(world, "--cpu-ids", "1", "--name", "a")
+    b = launch(world, "--cpu-ids", "3", "--name", "b")
+    world.set_knobs(unanswered=[b["EnclaveID"]])
+    st = world.cli_json("status")
+    assert [e["EnclaveID"] for e in st["enclaves"]] == [a["EnclaveID"]]
+    (warning,) = st["warnings"]
+    assert warning.startswith("1 enclave process(es) did not answer describe-enclaves (E39")
+    assert "showing the 1 that did" in warning
+    human = world.cli("describe")
+    assert human.returncode == 0 and "warning: 1 enclave process(es) did not answer" in human.stderr
+    assert a["EnclaveID"] in human.stdout and b["EnclaveID"] not in human.stdout
+
+
+def test_console_streams_and_e44_keeps_no_log(world: RealWorld, nd_home: Path) -> None:
+    quiet = launch(world, "--cpu-ids", "1", "--name", "quiet")
+    refused = world.cli_json("console", quiet["EnclaveID"], expect=44)["error"]
+    assert refused["code"] == "E44"
+    assert refused["detail"].startswith("The enclave was not started with the debug flag set")
+    assert "--debug-mode" in refused["hint"]
+    assert not (nd_home / "logs" / "console" / f"{quiet['EnclaveID']}.log").exists()  # no empty kept log
+    debug = launch(world, "--cpu-ids", "3", "--name", "loud", "--debug-mode")
+    done = world.cli("console", "loud", "--disconnect-timeout", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[    0.000000] Linux version 4.14.256 (fake nitro-cli loud)", "[    0.100000] enclave loud booted"
+    ]  # nitro-cli's two preamble lines are not console output
+    kept = world.cli("console", debug["EnclaveID"], "--log")
+    assert kept.stdout == done.stdout
+
+
+def test_console_json_into_head_closes_cleanly(world: RealWorld) -> None:
+    run = launch(world, "--cpu-ids", "3", "--debug-mode", "--name", "chatty")
+    state = world.state()
+    for enclave in state["enclaves"]:
+        enclave["_chatty"] = True
+    world.set_knobs(enclaves=state["enclaves"])
+    # `nitrodeck console ID --json | head -n 1`, by the shell
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{sys.executable} -m console console {run['EnclaveID']} --json | head -n 1"],
+        cwd=REPO, env=world.env, capture_output=True, text=True, timeout=60,
+    )
+    assert json.loads(done.stdout) == {"backend": "real", "line": "[    0.000000] Linux version 4.14.256 (fake nitro-cli chatty)"}
+    assert done.returncode == 141  # nitrodeck's status: ended by the closed pipe, like `cat | head`
+    assert done.stderr == ""  # no traceback, no asyncio noise
+    # the console reader is gone (nothing keeps reading for nobody)
+    out = subprocess.run(["pgrep", "-f", f"console --enclave-id {run['EnclaveID']}"], capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+
+def test_build_without_a_docker_daemon_shows_nitro_clis_docker_error(world: RealWorld) -> None:
+    nowhere = {"DOCKER_HOST": f"unix://{world.root}/no-docker.sock"}
+    out = str(world.root / "eifs" / "x.eif")
+    pulled = world.cli_json("build", "--docker-uri", "app:1", "--output-file", out, expect=50, env=nowhere)["error"]
+    assert pulled["code"] == "E50" and pulled["message"].endswith("\nDocker error: PullError")
+    assert "Docker daemon runs" in pulled["hint"] and "blobs" not in pulled["hint"]
+    built = world.cli_json("build", "--docker-uri", "app:1", "--docker-dir", str(world.root), "--output-file", out,
+                           expect=49, env=nowhere)["error"]
+    assert built["code"] == "E49" and built["message"].endswith("\nDocker error: BuildError")
+    bad = world.cli_json("build", "--docker-uri", "app:1", "--output-file", out, expect=48,
+                         env={"DOCKER_HOST": "bogus-address"})["error"]
+    assert bad["code"] == "E48" and bad["message"].endswith("\nDocker error: ConnectionError")
+    assert "could not connect to the Docker daemon" in bad["hint"] and "NITRO_CLI_BLOBS" not in bad["hint"]
+    human = world.cli("build", "--docker-uri", "app:1", "--output-file", out, env=nowhere)
+    assert human.returncode == 50 and "Docker error: PullError" in human.stderr
+
+
+def test_build_payload_on_the_real_backend_says_what_is_missing(world: RealWorld) -> None:
+    nowhere = {"DOCKER_HOST": f"unix://{world.root}/no-docker.sock"}
+    error = world.cli_json("build", "--payload", expect=1, env=nowhere)["error"]
+    assert error["code"] == "ND-DOCKER" and error["where"] == "build --payload"
+    assert f"no Docker daemon answered at unix://{world.root}/no-docker.sock" in error["message"]
+    assert "--rootfs" not in json.dumps(error)  # no flags the operator never typed
+
+
+@pytest.mark.docker
+def test_build_payload_on_the_real_backend_through_docker(world: RealWorld, docker_client: object) -> None:
+    result = world.cli_json("build", "--payload", "--output-file", str(world.root / "eifs" / "payload.eif"))
+    assert result["backend"] == "real" and len(result["Measurements"]["PCR0"]) == 96
+    info = world.cli_json("describe-eif", "--eif-path", str(world.root / "eifs" / "payload.eif"))
+    assert info["Metadata"]["DockerInfo"]["RepoTags"] == ["nitrodeck-payload:latest"]
+
+
+def test_missing_device_refuses_only_what_needs_it(world: RealWorld) -> None:
+    world.device.unlink()
+    st = world.cli_json("status")
+    reason = st["read_only_reason"]
+    assert st["read_only"] is True and reason["kind"] == "device-missing"
+    assert reason["detail"] == (
+        f"read-only: {world.device} does not exist, so enclaves cannot be launched or terminated here "
+        "(from $NITRODECK_DEVICE)"
+    )
+    human = world.cli("status")
+    assert f"{world.device} does not exist" in human.stdout and "launch and terminate" in human.stdout
+    refused = launch(world, "--cpu-count", "2", expect=13)["error"]
+    assert refused["code"] == "ND-READ-ONLY" and "does not exist" in refused["message"]
+    assert "--read-only" not in refused["hint"] and "NITRODECK_DEVICE" in refused["hint"]
+    # build needs no device: it runs (and here fails on Docker, which proves nitro-cli was asked)
+    nowhere = {"DOCKER_HOST": f"unix://{world.root}/no-docker.sock"}
+    built = world.cli_json("build", "--docker-uri", "a:1", "--output-file", str(world.root / "b.eif"), expect=50,
+                           env=nowhere)
+    assert built["error"]["code"] == "E50"
+
+
+def test_flag_and_environment_refuse_everything_and_say_so(world: RealWorld) -> None:
+    out = str(world.root / "b.eif")
+    flagged = world.cli_json("--read-only", "build", "--docker-uri", "a:1", "--output-file", out, expect=13)["error"]
+    assert flagged["message"] == "build is refused: read-only: the --read-only flag was given"
+    assert flagged["hint"] == "restart without --read-only"
+    env = world.cli_json("build", "--docker-uri", "a:1", "--output-file", out, expect=13,
+                         env={"NITRODECK_READ_ONLY": "1"})["error"]
+    assert env["message"] == "build is refused: read-only: NITRODECK_READ_ONLY=1 is set"
+    assert env["hint"] == "unset NITRODECK_READ_ONLY to allow changes"
+    st = world.cli_json("status", env={"NITRODECK_READ_ONLY": "yes"})
+    assert st["read_only_reason"]["kind"] == "environment"
+
+
+def test_device_not_writable_is_its_own_reason(world: RealWorld) -> None:
+    require(is_root() and shutil.which("setpriv") is not None, "needs root and setpriv to run as another user")
+    world.device.chmod(0o600)  # root's; the test runs nitrodeck as nobody
+    os.chmod(world.root.parent, 0o755)
+    for path in (world.root, *world.root.rglob("*")):
+        if path != world.device:
+            path.chmod(0o777 if path.is_dir() else 0o666)
+    env = {**world.env, "HOME": str(world.root)}
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "console", "status",
+         "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    reason = json.loads(done.stdout)["read_only_reason"]
+    assert reason["kind"] == "device-not-writable" and "is not writable by this user" in reason["detail"]
+    assert "usermod -aG ne" in reason["hint"]
+
+
+def test_no_driver_is_said_in_status_and_at_launch(world: RealWorld) -> None:
+    shutil.rmtree(world.sysfs / "module")
+    st = world.cli_json("status")
+    assert st["driver_loaded"] is False and st["cpu_pool"]["pool"] == []
+    assert st["allocator_error"].startswith(
+        f"the Nitro Enclaves driver is not loaded: {world.sysfs}/module/nitro_enclaves/parameters/ne_cpus does not exist"
+    )
+    assert "driver" in world.cli("status").stdout
+    error = launch(world, "--cpu-count", "2", expect=19)["error"]
+    assert error["code"] == "E19"
+    assert "File: '/sys/module/nitro_enclaves/parameters/ne_cpus', failing operation: 'Open'." in error["message"]
+    assert "the Nitro Enclaves driver is not loaded" in error["hint"]

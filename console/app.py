@@ -55,9 +55,9 @@ from console.widgets.resources import ResourcesPane
 from core import home
 from core.errors import NitrodeckError, ReadOnlyError
 from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
+from core.ops.lifecycle import DEVICE_ACTIONS
 from core.ops.resources import host_sample
 from core.ops.watch import DirWatcher
-from core.ops.lifecycle import DEVICE_ACTIONS
 
 #: below this width the dashboard shows the table and one pane at a time
 WIDE_COLUMNS = 120

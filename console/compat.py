@@ -59,6 +59,8 @@ class Passthrough:
     def __init__(self, backend: Backend, *, read_only: bool, audit: AuditLog | None = None) -> None:
         self.backend = backend
         self.read_only = read_only
+        #: core.backends.real.ReadOnlyReason when known: a device reason refuses only launch/terminate
+        self.read_only_reason: Any = None
         self.audit = audit or AuditLog()
 
     def run(self, args: list[str]) -> int:
@@ -131,8 +133,10 @@ def argv_of(args: argparse.Namespace, command: str) -> list[str]:
 def run(args: argparse.Namespace, command: str | None = None) -> int:
     command = command or args.compat_command
     backend = select_backend(getattr(args, "backend", None))
-    read_only = bool(getattr(args, "read_only", False)) or Lifecycle.auto_read_only(backend)
-    passthrough = Passthrough(backend, read_only=read_only)
+    # the flag, $NITRODECK_READ_ONLY, or a missing/unwritable device (which refuses launch/terminate only)
+    reason = Lifecycle.reason_for(backend, bool(getattr(args, "read_only", False)))
+    passthrough = Passthrough(backend, read_only=reason is not None)
+    passthrough.read_only_reason = reason  # what @mutating reads, as on a Lifecycle
     argv = argv_of(args, command)
     method = _MUTATING.get(command)
     try:

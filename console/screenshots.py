@@ -25,7 +25,7 @@ from console.screens.base import Dialog
 from console.screens.build import BuildDialog
 from console.screens.doctor import DoctorScreen
 from console.screens.error import ErrorDialog
-from console.screens.frozen import PAYMENTS, FrozenSource
+from console.screens.frozen import FrozenSource
 from console.screens.launch import LaunchDialog
 from console.widgets.console_pane import ConsolePane
 from core.backends.driver import hint_for
@@ -139,9 +139,12 @@ async def _action_failed(pilot: Pilot[int]) -> None:
     assert isinstance(app, NitrodeckApp)
 
     def terminate() -> None:
+        from emulator.errors import detail
+
+        # what the emulator (as nitro-cli) says when the enclave's process is gone: E11, its own text
         raise NitroCliError(
             code="E11",
-            message=f"Failed to connect to the enclave process of {PAYMENTS.enclave_id}: no such enclave",
+            message=detail("E11", []),
             hint=hint_for("E11", "", app.source.backend),
             log_path="/var/log/nitro_enclaves/err2026-11-27T12:00:00.000000000+00:00.log",
         )

@@ -64,7 +64,7 @@ def test_cli_hex_file_and_typed_errors(tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(b"\x84" + b"\x00" * 100_000)
     res = run("verify-attestation", str(big), "--json")
-    assert res.returncode != 0 and json.loads(res.stdout)["error"]["code"] == "ND-TOO-LARGE"
+    assert res.returncode == 1 and json.loads(res.stdout)["error"]["code"] == "ND-TOO-LARGE"
     assert "Traceback" not in res.stderr
 
     res = run("verify-attestation", str(doc), "--at", "yesterday-ish")

@@ -70,8 +70,9 @@ def test_launch_refusals(nd_home: Path, tmp_path: Path) -> None:
     assert done.returncode == 13
     assert json.loads(done.stdout)["error"]["code"] == "ND-READ-ONLY"
     assert not (nd_home / "audit.log").exists()
-    done = nd("describe-eif", "--eif-path", str(eif))
-    assert done.returncode != 0 and "Traceback" not in done.stderr
+    done = nd("describe-eif", "--eif-path", str(eif), "--json")
+    assert done.returncode == 35 and "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["error"]["code"] == "E35"
 
 
 def test_backend_errors(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

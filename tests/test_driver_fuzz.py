@@ -42,9 +42,17 @@ def test_json_parsers_never_crash(value: object) -> None:
     text = json.dumps(value)
     for parse in PARSERS:
         try:
-            parse(text)
+            parsed = parse(text)
         except NitrodeckError:
-            pass
+            continue
+        # what a parser accepts, it takes from the JSON: one model per element, IDs and PCRs as given
+        if parse is parse_enclaves:
+            assert isinstance(value, list) and [e.enclave_id for e in parsed] == [v["EnclaveID"] for v in value]
+        elif parse is parse_pcr:
+            assert isinstance(value, dict) and parsed in (str(value.get("PCR", "")).lower(),
+                                                          str(value.get("PCR8", "")).lower())
+        elif parse is parse_terminate_all:
+            assert len(parsed) == (len(value) if isinstance(value, list) else 1)
 
 
 @settings(max_examples=100, deadline=None)
@@ -54,7 +62,9 @@ def test_json_parsers_on_any_text(text: str) -> None:
         try:
             parse(text)
         except NitrodeckError:
-            pass
+            continue
+        # only valid JSON can give a model
+        json.loads(text)
 
 
 codes = st.integers(min_value=0, max_value=60).map(lambda n: f"E{n:02d}")

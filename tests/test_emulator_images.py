@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from core.eif.format import EifWriter, FileRange, SectionType, read_eif
-from core.eif.measure import pcr_of_bytes
 from core.eif.sign import sign_eif
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,9 +71,11 @@ def test_signed_build_describe_and_pcr(nd_home: Path) -> None:
 
     pcr8 = emu("pcr", "--signing-certificate", str(cert))
     der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(serialization.Encoding.DER)
-    assert json.loads(pcr8.stdout) == {"PCR8": pcr_of_bytes(der)} == {"PCR8": measurements["PCR8"]}
+    # PCR8 = SHA384(48 zero bytes || SHA384(DER)), computed inline rather than by core's pcr_of_bytes
+    expected = hashlib.sha384(b"\0" * 48 + hashlib.sha384(der).digest()).hexdigest()
+    assert json.loads(pcr8.stdout) == {"PCR8": expected} == {"PCR8": measurements["PCR8"]}
     pcr = emu("pcr", "--input", str(rootfs / "app" / "hello.txt"))
-    assert json.loads(pcr.stdout) == {"PCR": pcr_of_bytes(b"hello\n")}
+    assert json.loads(pcr.stdout) == {"PCR": hashlib.sha384(b"\0" * 48 + hashlib.sha384(b"hello\n").digest()).hexdigest()}
     missing = emu("pcr", "--input", str(nd_home / "nope"))
     assert missing.returncode == 19 and missing.stderr.startswith("[ E19 ] File operation failure.")
 

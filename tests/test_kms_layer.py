@@ -481,3 +481,67 @@ def test_store_down_is_a_kms_error() -> None:
     with pytest.raises(KmsLayerError) as info:
         layer._moto("GetKeyPolicy", {"KeyId": "k"}, {})
     assert info.value.kms_type == "KMSInternalException" and "down" in info.value.message
+
+
+# --- the enclave's side of KMS release, and stale documents (issue 16) ------------------------------------
+
+
+def test_a_stale_document_is_refused(world: World) -> None:
+    """A document signed four hours ago, by a leaf that has expired since: the local KMS verifies it at
+    the time of the request, as KMS does, and refuses it before any key is looked at."""
+    import datetime as dt
+
+    from core.crypto import cose
+    from emulator.nsm import encode_payload
+
+    then = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=4)
+    module = "i-0123456789abcdef0-enc00000000005ta1e"
+    signer = world.pki.leaf_for(module, now=then)
+    assert signer.not_after < dt.datetime.now(dt.UTC)  # the leaf really is expired now
+    payload = encode_payload(module_id=module, timestamp_ms=int(then.timestamp() * 1000), pcrs=PCRS,
+                             certificate=signer.certificate, cabundle=list(signer.cabundle), public_key=_SPKI,
+                             user_data=None, nonce=None)
+    stale = cose.sign(payload, signer.key).to_bytes(tagged=False)
+    _arn, blob = world.sealed_key(b"s" * 32)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        world.client().decrypt(CiphertextBlob=blob, Recipient=_recipient(stale))
+    err = info.value.response["Error"]
+    assert err["Code"] == "ValidationException"
+    assert err["Message"].startswith("the attestation document failed verification: ")
+    assert "expired" in err["Message"] or "not valid" in err["Message"]
+    # the same request with a fresh document is served: the refusal was the staleness
+    _arn, blob = world.sealed_key(b"f" * 32)
+    fresh = world.client().decrypt(CiphertextBlob=blob, Recipient=_recipient(world.document()))
+    assert cms.decrypt(fresh["CiphertextForRecipient"], _RSA) == b"f" * 32
+
+
+def test_the_enclave_refuses_a_plaintext_sent_despite_its_recipient(world: World) -> None:
+    """enclave_app.kms.Recipient.open: a KMS (or a parent in the middle) that answers a Recipient request
+    with the Plaintext as well has sent the secret in clear over the proxy; the enclave must not use it."""
+    from enclave_app.kms import KmsError, Recipient
+
+    recipient = Recipient(_RSA, world.document())
+    _arn, blob = world.sealed_key(b"k" * 32)
+    answer = world.client().decrypt(CiphertextBlob=blob, Recipient=recipient.request())
+    assert recipient.open(answer, "Decrypt") == b"k" * 32  # the honest answer opens
+    with pytest.raises(KmsError) as caught:
+        recipient.open({**answer, "Plaintext": b"k" * 32}, "Decrypt")
+    assert caught.value.message == "KMS returned a plaintext despite the Recipient; refusing it"
+    assert caught.value.where == "kms:Decrypt"
+    with pytest.raises(KmsError) as missing:
+        recipient.open({"Plaintext": b"k" * 32}, "Decrypt")
+    assert missing.value.message == "KMS answered without CiphertextForRecipient"
+
+
+def test_the_enclave_refuses_a_kms_endpoint_outside_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Nitro the parent must not choose where KMS is: a parent-chosen plain-HTTP endpoint could be a
+    fake KMS handing the enclave a key the parent knows. Only the emulator (its vsock folder) allows it."""
+    from enclave_app.kms import KmsError, endpoint_for
+
+    monkeypatch.delenv("NITRODECK_VSOCK_DIR", raising=False)
+    with pytest.raises(KmsError) as caught:
+        endpoint_for({"endpoint_url": "http://10.0.0.7:4566"}, "us-east-1")
+    assert (caught.value.message, caught.value.where) == ("endpoint_url is accepted only under the emulator",
+                                                          "provision")
+    monkeypatch.setenv("NITRODECK_VSOCK_DIR", "/tmp/nd-vsock-test")
+    assert endpoint_for({"endpoint_url": "http://127.0.0.1:4566"}, "us-east-1") == "http://127.0.0.1:4566"

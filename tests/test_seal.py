@@ -326,7 +326,7 @@ def test_seal_errors_are_typed(world: World, tmp_path: Path) -> None:
         "--endpoint-url",
         world.kms.endpoint_url,
     )
-    assert res.returncode != 0 and "usable private key" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "usable private key" in res.stderr and "Traceback" not in res.stderr
     with pytest.raises(KmsError, match="NotFoundException"):
         seal(
             key_id="no-such-key",

@@ -373,7 +373,7 @@ def test_up_exits_and_cleans_up_when_kms_refuses_the_image(
         res = _run_up(env)
     records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     failed = [r for r in records if r["event"] == "failed"]
-    assert res.returncode != 0
+    assert res.returncode == 1 and failed[0]["code"] == "ND-KMS"
     assert failed and "AccessDeniedException" in failed[0]["error"] and "do not match" in failed[0]["error"]
     assert [r["event"] for r in records][-2:] == ["terminated", "stopped"]
     assert Lifecycle(select_backend()).describe() == []
@@ -493,6 +493,97 @@ def test_up_builds_this_containers_image_through_docker(nd_home: Path, docker_cl
     measured = measure_eif(eif)
     assert by_event["measurements"]["PCR0"] == measured.pcr0
     assert by_event["measurements"]["PCR2"] == measured.pcr2
-    assert res.returncode != 0 and "failed" in by_event
+    # the image carries no payload: its enclave never signals that it booted, nitro-cli's E36, exit 36
+    assert res.returncode == 36 and by_event["failed"]["code"] == "E36"
     assert [r["event"] for r in records][-1] == "stopped"
     assert Lifecycle(select_backend()).describe() == []
+
+
+# --- SIGTERM at every stage, on the real backend (the stand-in nitro-cli of tests/fake_nitro_cli) --------
+
+
+def _up_on_a_parent(nd_home: Path, monkeypatch: pytest.MonkeyPatch, **knobs: Any) -> tuple[Any, subprocess.Popen[str], Events]:
+    """`nitrodeck up` on the real backend against the stand-in nitro-cli; knobs slow a stage down."""
+    from tests.real_world import make_world
+
+    world = make_world(nd_home, monkeypatch)
+    world.set_knobs(docker_images={"registry.example/app:1": str(world.eif())}, **knobs)
+    allow = nd_home / "vsock-proxy.yaml"  # the real default is /etc/nitro_enclaves/vsock-proxy.yaml
+    allow.write_text(yaml.safe_dump({"allowlist": [{"address": "127.0.0.1", "port": 9}]}))
+    env = {
+        **world.env,
+        "NITRODECK_UP_SOURCE": "docker",
+        "NITRODECK_UP_DOCKER_URI": "registry.example/app:1",
+        "NITRODECK_UP_EIF_PATH": str(nd_home / "eifs" / "up.eif"),
+        "NITRODECK_UP_MEMORY_MIB": "128",
+        "NITRODECK_UP_CID": "21",
+        "NITRODECK_UP_BRIDGE_LISTEN": "127.0.0.1:0",
+        # a vsock port of its own (AF_VSOCK is shared by the whole machine), and no network: KMS on loopback
+        "NITRODECK_UP_PROXY_PORT": str(20000 + os.getpid() % 20000),
+        "NITRODECK_UP_KMS_ENDPOINT": "http://127.0.0.1:9",
+        "NITRODECK_UP_PROXY_CONFIG": str(allow),
+        "NITRODECK_UP_READY_TIMEOUT": "300",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "console", "up"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    return world, proc, Events(proc)
+
+
+def _stopped_cleanly(world: Any, proc: subprocess.Popen[str], events: Events, nd_home: Path) -> list[str]:
+    """SIGTERM -> exit 0, `stopped` last, no failure logged, no enclave and no process of this home left."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    events.thread.join(5)
+    names = [json.loads(line).get("event") for line in events.raw if line.startswith("{")]
+    assert names[-1] == "stopped" and "failed" not in names, names
+    assert world.state()["enclaves"] == [] and world.free_pages() == 256  # nothing held any more
+    leftover = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("NITRODECK_HOME") == str(nd_home) and p.pid != os.getpid():
+                leftover.append(p.cmdline())
+        except (psutil.Error, OSError):
+            continue
+    assert leftover == []
+    return names
+
+
+def _stage_reached(world: Any, command: str) -> int:
+    """Wait until the stand-in nitro-cli runs ``command`` (its delay marker); its PID."""
+    marker = Path(f"{world.state_file}.{command}.started")
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(marker.read_text())
+
+
+def test_sigterm_while_building_kills_the_build(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world, proc, events = _up_on_a_parent(nd_home, monkeypatch, delay={"build-enclave": 600})
+    events.wait("build")
+    builder = _stage_reached(world, "build-enclave")
+    names = _stopped_cleanly(world, proc, events, nd_home)
+    assert names[-3:] == ["interrupted", "stopping", "stopped"] and "launched" not in names
+    assert not psutil.pid_exists(builder)  # the 600 s build did not outlive up
+
+
+def test_sigterm_while_launching_terminates_what_was_launched(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world, proc, events = _up_on_a_parent(nd_home, monkeypatch, delay={"run-enclave": 3})
+    events.wait("proxy")
+    assert _stage_reached(world, "run-enclave") > 0
+    names = _stopped_cleanly(world, proc, events, nd_home)
+    # the launch finished (its enclave exists on the parent), so it is terminated before up exits
+    assert names[-4:] == ["launched", "stopping", "terminated", "stopped"]
+
+
+def test_sigterm_while_waiting_for_ready_is_not_a_timeout(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world, proc, events = _up_on_a_parent(nd_home, monkeypatch)
+    launched = events.wait("launched")
+    events.wait("bridge")  # then up waits for the payload's health answer, which never comes here
+    assert world.state()["enclaves"][0]["EnclaveID"] == launched["enclave_id"]
+    names = _stopped_cleanly(world, proc, events, nd_home)
+    assert names[-3:] == ["stopping", "terminated", "stopped"] and "ready" not in names

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from core.backends.real import device_path
 from core.errors import NitrodeckError
 from core.ops.resources import HugepagePool, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
 
@@ -346,7 +347,7 @@ def host_allocator(root: Path, config: Path = ALLOCATOR_CONFIG, timeout: float =
     except NitrodeckError as exc:
         error = str(exc)
     try:
-        pool = sysfs_cpu_pool(root)
+        pool = sysfs_cpu_pool(root / "sys")  # resources' readers take the sysfs folder itself
     except NitrodeckError:
         pool = None
     node = None
@@ -366,7 +367,7 @@ def host_allocator(root: Path, config: Path = ALLOCATOR_CONFIG, timeout: float =
         count,
         pool_req,
         error,
-        sysfs_hugepages(root),
+        sysfs_hugepages(root / "sys"),
         pool,
         offline_cpus(root, pool) if pool else None,
         node,
@@ -412,7 +413,7 @@ def host_inputs(
         machine=host_machine(root),
         allocator=host_allocator(root, allocator_config, timeout),
         vsock_proxy_config=vsock_proxy_config,
-        device=root / "dev/nitro_enclaves" if root != Path("/") else DEVICE,
+        device=root / "dev/nitro_enclaves" if root != Path("/") else device_path(),  # $NITRODECK_DEVICE
         root=root,
         nitro_cli=nitro_cli,
         parent_available_mib=mem_available_mib(root),

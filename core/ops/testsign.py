@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import os
 from collections.abc import Mapping
@@ -247,15 +248,43 @@ async def test_sign_async(
         )
     info = await asyncio.to_thread(lifecycle.find, enclave)
     nonce = _nonce(nonce)
-    expected, source = _expected(info, expected_pcrs)
     result = await _ask(
         lifecycle, info, "sign", {"payload": payload, "scheme": scheme, "nonce": nonce}, via, port, timeout
     )
-    signature = _bytes_field(result, "signature")
-    public_key = _bytes_field(result, "public_key")
-    document = _bytes_field(result, "attestation")
+    return sign_report(
+        info,
+        scheme,
+        payload,
+        nonce,
+        _bytes_field(result, "signature"),
+        _bytes_field(result, "public_key"),
+        _bytes_field(result, "attestation"),
+        expected_pcrs,
+        via_label=_label(via, info.cid, port),
+        trust=_trust(lifecycle),
+    )
+
+
+def sign_report(
+    info: EnclaveInfo,
+    scheme: str,
+    payload: bytes,
+    nonce: bytes,
+    signature: bytes,
+    public_key: bytes,
+    document: bytes,
+    expected_pcrs: Mapping[int, str] | None,
+    *,
+    via_label: str,
+    trust: TrustChoice,
+    at: dt.datetime | None = None,
+) -> SignReport:
+    """Every check of a test-sign answer: the payload signature, the attestation document (core.attest.verify
+    at ``at``, against ``trust``'s roots), the binding, the PCRs. The TUI's frozen world calls
+    this too, on evidence an emulated enclave produced, so its screens show what core really reports."""
+    expected, source = _expected(info, expected_pcrs)
     checks = [
-        Check("enclave", True, f"{info.enclave_id} (CID {info.cid}) over {_label(via, info.cid, port)}"),
+        Check("enclave", True, f"{info.enclave_id} (CID {info.cid}) over {via_label}"),
         verify_signature(scheme, public_key, signature, payload),
     ]
     policy = Policy(
@@ -265,8 +294,7 @@ async def test_sign_async(
         public_key=public_key,
         max_age=MAX_AGE_S,
     )
-    choice = _trust(lifecycle)
-    report = verify(document, roots=choice.roots, policy=policy)
+    report = verify(document, roots=trust.roots, at=at, policy=policy)
     checks += _attestation_checks(report)
     checks.append(_debug_check(info, expected, source))
     pcrs = {i: v.hex() for i, v in report.document.pcrs.items()} if report.document else {}
@@ -283,8 +311,8 @@ async def test_sign_async(
         checks=checks,
         pcrs=pcrs,
         debug_mode=info.debug_mode,
-        via=_label(via, info.cid, port),
-        trusted_roots=choice.lines(),
+        via=via_label,
+        trusted_roots=trust.lines(),
     )
 
 

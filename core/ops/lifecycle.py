@@ -55,7 +55,8 @@ _MAX_SMALL_FILE = 16 * 1024
 _MAX_KEPT_LOG = 64 * 1024 * 1024
 
 #: nitro-cli subcommands that change nothing; they are left out of audit lines
-READ_COMMANDS = frozenset({"describe-enclaves", "describe-eif", "pcr", "explain", "--version", "console"})
+READ_COMMANDS = frozenset({"describe-enclaves", "describe-eif", "pcr", "explain", "--version", "console",
+                           "emulator-describe"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -43,7 +43,7 @@ from console.screens.doctor import DoctorScreen
 from console.screens.error import ErrorDialog
 from console.screens.help import HelpScreen
 from console.screens.launch import LaunchDialog, PoolLimits
-from console.screens.source import Snapshot, Source, run_async_iter
+from console.screens.source import EarlySource, Snapshot, Source, run_async_iter
 from console.screens.terminate import Confirm, ConfirmTerminate, ConfirmTerminateAll
 from console.screens.testsign import TestSignDialog
 from console.widgets.command_log import CommandLog
@@ -258,7 +258,11 @@ class NitrodeckApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="refresh", name="refresh", description="describe-enclaves and resources")
     def refresh_status(self) -> None:
-        self.post_message(StatusRefreshed(self.source.snapshot()))
+        snap = self.source.snapshot()
+        self.post_message(StatusRefreshed(snap))
+        detailed = self.source.eif_details(snap)
+        if detailed is not None:
+            self.post_message(StatusRefreshed(detailed))
 
     def _doctor_tick(self) -> None:
         if self.paused or any(w.group == "doctor" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
@@ -709,29 +713,28 @@ class NitrodeckApp(App[int]):
         return await self.run_action(command.action)
 
 
-def live_app(backend: str | None = None, read_only: bool = False, refresh_seconds: float = SAFETY_POLL_S) -> NitrodeckApp:
-    """The TUI on the real lifecycle; its command log receives every command the driver runs."""
-    from console.screens.source import LiveSource
-
-    holder: list[NitrodeckApp] = []
-
-    def on_command(record: Any) -> None:
-        if holder:
-            holder[0].post_message(CommandRan(record))
-
-    app = NitrodeckApp(LiveSource(backend, read_only, on_command), refresh_seconds=refresh_seconds)
-    holder.append(app)
+def live_app(
+    backend: str | None = None,
+    read_only: bool = False,
+    refresh_seconds: float = SAFETY_POLL_S,
+    early: EarlySource | None = None,
+) -> NitrodeckApp:
+    """The TUI on the real lifecycle; its command log receives every command the driver runs.
+    ``early``: a source made (and its first describe started) before Textual was imported."""
+    early = early or EarlySource(backend, read_only)
+    app = NitrodeckApp(early.source, refresh_seconds=refresh_seconds)
+    early.relay.target = lambda record: app.post_message(CommandRan(record))
     return app
 
 
-def run_tui(args: argparse.Namespace) -> int:
+def run_tui(args: argparse.Namespace, early: EarlySource | None = None) -> int:
     """`nitrodeck` with no subcommand."""
     refresh = float(getattr(args, "refresh", SAFETY_POLL_S) or SAFETY_POLL_S)
     if not math.isfinite(refresh) or not 0.2 <= refresh <= MAX_TIMEOUT_SECONDS:  # nan passes a plain `<`
         print(f"nitrodeck: --refresh must be from 0.2 to {MAX_TIMEOUT_SECONDS:g} seconds", file=sys.stderr)
         return 2
     try:
-        app = live_app(getattr(args, "backend", None), bool(getattr(args, "read_only", False)), refresh)
+        app = live_app(getattr(args, "backend", None), bool(getattr(args, "read_only", False)), refresh, early)
     except NitrodeckError as err:
         print(f"nitrodeck: {err}", file=sys.stderr)
         return err.exit_status

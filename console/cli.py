@@ -166,9 +166,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.watch = None
             args.func = cmd_status
         else:
+            from console.screens.source import EarlySource
+
+            try:
+                # the first describe runs while Textual loads (the dashboard paints with enclaves listed)
+                early = EarlySource(args.backend, bool(args.read_only))
+            except NitrodeckError as err:
+                return report_error(err, False)
             from console.app import run_tui
 
-            return run_tui(args)
+            return run_tui(args, early)
     try:
         return int(args.func(args) or 0)
     except NitrodeckError as err:

@@ -72,7 +72,8 @@ async def test_read_only_hides_and_refuses_everything(nd_home: Path, tmp_path: P
         await wait_until(pilot, lambda: app.snapshot is not None and len(app.snapshot.enclaves) == 1, 30)
         assert app.read_only
 
-        # the footer shows no mutating key; check_action hides them all
+        # the footer shows no mutating key; check_action hides them all (the footer fills in after mount)
+        await wait_until(pilot, lambda: bool(app.screen.query_one(Footer).query(FooterKey)), 10)
         footer_actions = {k.action for k in app.screen.query_one(Footer).query(FooterKey)}
         assert footer_actions and not footer_actions & {c.action for c in MUTATING}
         for command in MUTATING:

@@ -61,6 +61,11 @@ class Source(ABC):
     def snapshot(self) -> Snapshot:
         ...
 
+    def eif_details(self, snap: Snapshot) -> Snapshot | None:
+        """``snap`` with describe-eif details its enclaves' EIFs still lack, or None when it has them
+        all (describing an EIF reads it whole: the table paints first, details follow)."""
+        return None
+
     def doctor(self) -> Any:
         """The doctor's checks for this backend (core.ops.doctor.DoctorReport); probes are bounded."""
         from console.doctor_inputs import doctor_inputs
@@ -189,11 +194,46 @@ class LiveSource(Source):
         self.schemes = tuple(SCHEMES)
         #: describe-eif results by (path, mtime): an EIF is described once, not every refresh
         self._eif_cache: dict[tuple[str, float], EifInfo] = {}
+        self._prefetched: tuple[Any, list[Any]] | None = None
 
     def watch_dirs(self) -> list[Path]:
         return self.backend.watch_dirs()
 
+    def prefetch(self) -> None:
+        """Start the first describe now, in a thread, so that it overlaps the TUI's own start-up
+        (importing Textual and mounting take about as long as describe-enclaves)."""
+        import threading
+
+        holder: list[Snapshot | BaseException] = []
+
+        def run() -> None:
+            try:
+                holder.append(self._snapshot())
+            except BaseException as exc:  # noqa: BLE001 - handed to the first snapshot() call
+                holder.append(exc)
+
+        thread = threading.Thread(target=run, name="first-describe", daemon=True)
+        thread.start()
+        self._prefetched = (thread, holder)
+
     def snapshot(self) -> Snapshot:
+        pending, self._prefetched = self._prefetched, None
+        if pending is not None:
+            thread, holder = pending
+            thread.join()
+            if holder and isinstance(holder[0], Snapshot):
+                return holder[0]
+            if holder and isinstance(holder[0], NitrodeckError):
+                raise holder[0]
+        return self._snapshot()
+
+    def eif_details(self, snap: Snapshot) -> Snapshot | None:
+        eifs = self._eifs_of(snap.enclaves, describe=True)
+        if eifs == snap.eifs:
+            return None
+        return Snapshot(snap.status, snap.matches, snap.expected, eifs)
+
+    def _snapshot(self) -> Snapshot:
         status = self.lifecycle.status()
         matches: dict[str, str] = {}
         expected: dict[str, dict[int, str] | None] = {}
@@ -204,9 +244,9 @@ class LiveSource(Source):
             except NitrodeckError:
                 matches[enclave.enclave_id] = UNPINNED
                 expected[enclave.enclave_id] = None
-        return Snapshot(status, matches, expected, self._eifs_of(status.enclaves))
+        return Snapshot(status, matches, expected, self._eifs_of(status.enclaves, describe=False))
 
-    def _eifs_of(self, enclaves: list[EnclaveInfo]) -> dict[str, EifInfo]:
+    def _eifs_of(self, enclaves: list[EnclaveInfo], describe: bool) -> dict[str, EifInfo]:
         out: dict[str, EifInfo] = {}
         for enclave in enclaves:
             if not enclave.eif_path:
@@ -216,6 +256,8 @@ class LiveSource(Source):
             except OSError:
                 continue  # the EIF was moved or deleted since launch; nothing to describe
             if key not in self._eif_cache:
+                if not describe:
+                    continue
                 try:
                     self._eif_cache[key] = self.lifecycle.describe_eif(enclave.eif_path)
                 except NitrodeckError:
@@ -314,3 +356,24 @@ def run_async_iter(agen: AsyncIterator[str], sink: Callable[[str], None], cancel
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+class Relay:
+    """A callback whose target is set later: the driver's command records, before the app exists."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[Any], None] | None = None
+
+    def __call__(self, record: Any) -> None:
+        if self.target is not None:
+            self.target(record)
+
+
+class EarlySource:
+    """The live source, made before the TUI: its first describe-enclaves starts at once, in a thread,
+    and overlaps importing Textual and mounting the app (console/cli.py makes it first)."""
+
+    def __init__(self, backend: str | None, read_only: bool) -> None:
+        self.relay = Relay()
+        self.source = LiveSource(backend, read_only, self.relay)
+        self.source.prefetch()

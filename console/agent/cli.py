@@ -108,6 +108,21 @@ def start_server(args: argparse.Namespace, state: Any) -> Any:
         raise AgentConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", where="--listen") from None
 
 
+def advertised_url(server: Any) -> str:
+    """The URL others reach this agent at: a wildcard bind is published as this host's own address
+    (on EC2 the hostname resolves to the private IP; resolving sends no traffic off the host)."""
+    import socket
+
+    host = str(server.server_address[0])
+    if host not in ("0.0.0.0", "::"):
+        return str(server.url)
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return str(server.url)
+    return f"{server.scheme}://{address}:{server.server_address[1]}"
+
+
 def _emf_loop(state: Any, every: float, stop: threading.Event) -> None:
     from core.ops.metrics import emf_records
 
@@ -137,7 +152,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.ecs_cluster:
         from console.agent.ecs import publish_endpoint
 
-        arn = publish_endpoint(args.ecs_cluster, args.advertise or server.url, state.lifecycle.instance_id())
+        arn = publish_endpoint(args.ecs_cluster, args.advertise or advertised_url(server),
+                               state.lifecycle.instance_id())
         progress(f"nitrodeck agent: published nitrodeck.endpoint on {arn}")
     progress(f"nitrodeck agent: listening on {server.url} (read-only"
              + (", token required" if server.token else "") + ")")

@@ -155,6 +155,11 @@ def _read_record(folder: Path) -> Entry | None:
     return entry if entry.slot == folder.name else None
 
 
+def read_record(slot: str) -> Entry | None:
+    """The supervisor's own record of slot ``slot`` (None when missing or unreadable)."""
+    return _read_record(slot_dir(slot))
+
+
 def supervisor_records() -> list[Entry]:
     """Every supervisor's record in the runtime folder (alive or not), oldest launch first."""
     try:

@@ -570,15 +570,46 @@ class Supervisor:
                         # our home was deleted: nobody can reach or terminate this enclave any more
                         log_line(f"enc-{self.entry.slot}", "WARN", "runtime folder removed; terminating")
                         return
+                    if not events and self.entry is not None:
+                        self.keep_record()
                     for key, _ in events:
                         if key.data == "exit":
                             log_line(f"enc-{self.entry.slot if self.entry else '?'}", "INFO", "enclave process exited")
                             return
                         conn, _ = self.control_sock.accept()
+                        if not self.from_parent(conn):
+                            conn.close()  # an enclave (this one or another) never controls a supervisor
+                            continue
                         if self.handle(conn):
                             return
         finally:
             os.close(pidfd)
+
+    def from_parent(self, conn: socket.socket) -> bool:
+        """The client is a parent-side process: every enclave runs as our host user, so the socket's
+        file mode cannot keep another enclave from sending terminate; the peer registry can."""
+        from core.channel import vsock_peers
+
+        pid = vsock_peers.peer_pid(conn)
+        return pid > 0 and vsock_peers.cid_of_pid(home.emulator_vsock_dir(), pid) is None
+
+    def keep_record(self) -> None:
+        """Put our entry back if the table or our record was edited (state never lies for long)."""
+        entry = self.entry
+        assert entry is not None
+        try:
+            listed = next((e for e in state.read_entries() if e.enclave_id == entry.enclave_id), None)
+            record = state.read_record(entry.slot)
+            if listed is not None and record is not None and record.to_json() == entry.to_json():
+                return
+            with state.locked(reclaim=False) as table:
+                if table.get(entry.enclave_id) is None:
+                    table.add(entry)
+                else:
+                    table.update(entry)
+            log_line(f"enc-{entry.slot}", "WARN", "the enclave table or this enclave's record was edited; restored")
+        except (OSError, NitrodeckError):
+            return  # tried again at the next tick
 
     def handle(self, conn: socket.socket) -> bool:
         """One request; True when the supervisor should stop."""

@@ -341,3 +341,17 @@ def test_full_disk_error_logs_still_say_what_happened(nd_home: Path, sleeper: Pa
         assert "Failed to open the EIF file" in res.stderr or "missing.eif" in res.stderr
         assert "please provide the error log" not in res.stderr
         assert_idle(status())
+
+
+def test_a_deleted_record_and_table_entry_are_restored_by_the_running_supervisor(
+    nd_home: Path, sleeper: Path
+) -> None:
+    info = launch(sleeper)
+    entry = next(e for e in state.read_entries() if e.enclave_id == info["EnclaveID"])
+    (state.slot_dir(entry.slot) / state.RECORD).unlink()
+    (nd_home / "emulator" / "run" / "enclaves.json").write_text(json.dumps({"enclaves": []}))
+    # the supervisor notices at its next idle tick and puts its entry back
+    wait_for(lambda: [e.enclave_id for e in status().enclaves] == [info["EnclaveID"]], 20)
+    assert held_cpus(status()) == sorted(info["CPUIDs"])
+    assert emu("terminate-enclave", "--all").returncode == 0
+    assert_idle(status())

@@ -180,3 +180,39 @@ def test_an_enclave_cannot_use_another_enclaves_nsm(nd_home: Path) -> None:
     assert "OWN ANSWERED" in out, out
     others = [line for line in out.splitlines() if line.startswith("OTHER")]
     assert others and all("ANSWERED" not in line for line in others), out
+
+
+CONTROL_PROBE = """
+import glob, json, os, socket, struct, time
+home = os.environ["NITRODECK_HOME"]
+for path in sorted(glob.glob(os.path.join(home, "emulator", "run", "*", "control.sock"))):
+    here = os.getcwd()
+    folder, name = os.path.split(path)
+    os.chdir(folder)
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(name)
+            body = json.dumps({"cmd": "terminate"}).encode()
+            s.sendall(struct.pack(">I", len(body)) + body)
+            print("CONTROL", "ANSWERED" if len(s.recv(4)) == 4 else "CLOSED", flush=True)
+    except OSError as exc:
+        print("CONTROL REFUSED", type(exc).__name__, flush=True)
+    finally:
+        os.chdir(here)
+print("DONE", flush=True)
+time.sleep(300)
+"""
+
+
+def test_an_enclave_cannot_terminate_another(nd_home: Path) -> None:
+    """Every enclave runs as the emulator's user, so the supervisors' control sockets were open to them."""
+    configure(nd_home, cpu_count=4)
+    victim = launch(build_py(nd_home, "victim", LISTENER), 26)
+    prober = launch(build_py(nd_home, "prober", CONTROL_PROBE), 27)
+    out = wait_for(lambda: (text := console(nd_home, str(prober["EnclaveID"]))) and "DONE" in text and text, 30)
+    assert "CONTROL ANSWERED" not in out and "CONTROL" in out, out
+    described = json.loads(emu("describe-enclaves").stdout)
+    assert sorted((e["EnclaveID"], e["State"]) for e in described) == sorted(
+        [(victim["EnclaveID"], "RUNNING"), (prober["EnclaveID"], "RUNNING")]
+    )

@@ -113,10 +113,13 @@ def test_emulator_model(nd_home: Path) -> None:
     etc.mkdir(parents=True)
     (etc / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
     res = gather([], emulator_backend())
-    assert res.cpus.source == "emulator-model" and len(res.cpus.pool) == 2 and res.cpus.free == res.cpus.pool
-    assert res.hugepages and all(p.source == "emulator-model" for p in res.hugepages)
-    assert sum(p.total * p.size_kb for p in res.hugepages) // 1024 >= 1024
-    assert all(p.held_by_enclaves == 0 for p in res.hugepages)
+    # the default instance (2 threads per core): CPU 1 and its sibling 5; 1024 MiB as one 1 GiB page
+    assert (res.cpus.source, res.cpus.pool, res.cpus.free) == ("emulator-model", [1, 5], [1, 5])
+    assert [(p.size_kb, p.node, p.total, p.free, p.held_by_enclaves, p.source) for p in res.hugepages] == [
+        (1048576, 0, 1, 1, 0, "emulator-model"),
+        (2048, 0, 0, 0, 0, "emulator-model"),
+    ]
+    assert res.problem is None and res.driver_loaded is None  # no driver question under the emulator
 
 
 def test_emulator_model_hugepages_on_the_pool_node(nd_home: Path) -> None:
@@ -129,7 +132,7 @@ def test_emulator_model_hugepages_on_the_pool_node(nd_home: Path) -> None:
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_pool: 4,12\n")
     res = gather([], emulator_backend())
     assert res.cpus.pool == [4, 12]
-    assert res.hugepages and {p.node for p in res.hugepages} == {1}
+    assert [(p.size_kb, p.node, p.total, p.free) for p in res.hugepages] == [(1048576, 1, 1, 1), (2048, 1, 0, 0)]
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_pool: 1,9\n")
     restart_allocator()  # allocator.yaml is read when the allocator starts
     assert {p.node for p in gather([], emulator_backend()).hugepages} == {0}
@@ -145,3 +148,17 @@ def test_emulator_allocator_error_is_shown_not_papered_over(nd_home: Path) -> No
     (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
     restart_allocator()
     assert gather([], emulator_backend()).problem is None
+
+
+def test_sysfs_root_from_the_environment_and_no_driver(sysfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NITRODECK_SYSFS says where sysfs is; without the driver's pool file the problem says so."""
+    monkeypatch.setenv("NITRODECK_SYSFS", str(sysfs))
+    res = gather([], real_backend())
+    assert res.cpus.pool == [1, 3, 5, 6, 7] and res.driver_loaded is True and res.problem is None
+    assert [(p.size_kb, p.node, p.total, p.free) for p in res.hugepages][:1] == [(1048576, 0, 2, 1)]
+    (sysfs / "module/nitro_enclaves/parameters/ne_cpus").unlink()
+    res = gather([], real_backend())
+    assert res.cpus.pool == [] and res.driver_loaded is False
+    assert res.problem is not None and res.problem.startswith(
+        f"the Nitro Enclaves driver is not loaded: {sysfs}/module/nitro_enclaves/parameters/ne_cpus does not exist")
+    assert "(sysfs read from $NITRODECK_SYSFS)" in res.problem

@@ -373,7 +373,7 @@ def test_up_exits_and_cleans_up_when_kms_refuses_the_image(
         res = _run_up(env)
     records = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     failed = [r for r in records if r["event"] == "failed"]
-    assert res.returncode == 1 and failed[0]["code"] == "ND-KMS"
+    assert res.returncode == 1 and failed[0]["code"] == "ND-REMOTE"  # the enclave relays KMS's refusal
     assert failed and "AccessDeniedException" in failed[0]["error"] and "do not match" in failed[0]["error"]
     assert [r["event"] for r in records][-2:] == ["terminated", "stopped"]
     assert Lifecycle(select_backend()).describe() == []

@@ -342,7 +342,9 @@ def read_allocator_file(path: Path | None = None) -> tuple[str, str]:
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     lock = home.ensure(home.emulator_run_dir()) / "allocator.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # read-only: flock needs no write access, and closing a file opened for writing is an inotify
+    # IN_CLOSE_WRITE in the run folder, which front ends watch for enclave changes
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -551,7 +551,9 @@ def cmd_emulator_describe() -> int:
             item["Problem"] = problem  # describe-enclaves shows it as State UNRESPONSIVE
         return item
 
-    started = [e for e in live_entries() if e.started]
+    # the table without its lock: this command only reads, and nothing here may touch the run folder
+    # (a front end watching that folder hears a lock file closed after writing as a change)
+    started = [e for e in state.read_entries() if e.started and state.entry_alive(e)]
     with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
         out = [item for item in pool.map(one, started) if item is not None]
     out_json(out)

@@ -184,9 +184,13 @@ def test_emulator_details_come_from_their_own_command(fake: Fake) -> None:
     extra = json.dumps([{"EnclaveID": ENCLAVE_ID, "EnclaveName": "nginx", "EifPath": "/e/nginx.eif",
                          "Isolation": {"NetworkNamespace": True}}])
     steps = {"describe-enclaves": {"stdout": DESCRIBE}, "emulator-describe": {"stdout": extra}}
-    [e] = fake.driver(steps, name="emulator").describe_enclaves()
+    emu = fake.driver(steps, name="emulator")
+    [e] = emu.describe_enclaves()
     assert e.eif_path == "/e/nginx.eif" and e.isolation == {"NetworkNamespace": True}
     assert fake.calls()[-2:] == [["describe-enclaves"], ["emulator-describe"]]
+    # they do not change while the enclave runs: asked again only for an enclave new to the driver
+    [again] = emu.describe_enclaves()
+    assert again.eif_path == "/e/nginx.eif" and fake.calls()[-1] == ["describe-enclaves"]
     [real] = fake.driver(steps).describe_enclaves()
     assert real.eif_path is None and real.isolation is None and fake.calls()[-1] == ["describe-enclaves"]
     # an emulator without the command (or broken output) still describes its enclaves

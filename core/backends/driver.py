@@ -528,6 +528,8 @@ class NitroCli:
         self.on_command = on_command
         #: set it (from any thread) to kill the command in progress: `up` does so on SIGTERM
         self.cancel: threading.Event | None = None
+        #: emulator only: per running enclave, what ``nitro-emu emulator-describe`` said of it
+        self._emulator_details: dict[str, EmulatorDetail] = {}
 
     # -- plumbing
 
@@ -691,11 +693,22 @@ class NitroCli:
             ]
         enclaves = parse_enclaves(done.stdout)
         if self.backend.is_emulator and enclaves:
-            # the EIF path and isolation are the emulator's own facts, on its own command; without
-            # them the enclaves are still described (as on Nitro, where there are none)
-            with contextlib.suppress(NitrodeckError):
-                merge_emulator_details(enclaves, parse_emulator_details(self.run(["emulator-describe"]).stdout))
+            self._merge_emulator_details(enclaves)
         return enclaves, []
+
+    def _merge_emulator_details(self, enclaves: list[EnclaveInfo]) -> None:
+        """The EIF path and isolation are the emulator's own facts, on its own command. They do not
+        change while an enclave runs, so the command runs only when an enclave is new to this driver;
+        without them the enclaves are still described (as on Nitro, where there are none)."""
+        known = self._emulator_details
+        if any(e.enclave_id not in known for e in enclaves):
+            with contextlib.suppress(NitrodeckError):
+                for detail in parse_emulator_details(self.run(["emulator-describe"]).stdout):
+                    known[detail.enclave_id] = detail
+        live = {e.enclave_id for e in enclaves}
+        for gone in [k for k in known if k not in live]:
+            del known[gone]
+        merge_emulator_details(enclaves, list(known.values()))
 
     def describe_eif(self, path: str | Path) -> EifInfo:
         done = self.run(["describe-eif", "--eif-path", str(path)])

@@ -477,7 +477,7 @@ def _transcripts() -> list[tuple[str, str, int, str, str, str]]:
         ("run-enclave", _wrapped(_block("E26", _fill(T.DETAIL["E26"], "memory", "0", "12")))
          , 39, "E26", "User provided `memory` is 0 MB", "(12 MiB for this EIF)"),
         ("run-enclave", _wrapped(_block("E22", _fill(T.DETAIL["E22"], "cpu-count", "6"))), 39, "E22",
-         "`cpu-count` is 6", "fewer free CPUs than requested"),
+         "`cpu-count` is 6", "fewer CPUs than requested"),
         ("run-enclave", _wrapped(_block("E20", _fill(T.DETAIL["E20"], "cpu-ids", "12"))), 39, "E20",
          "(CPU(s) 12)", "listed twice"),
         ("run-enclave", _wrapped(_block("E21", _fill(T.DETAIL["E21"], "cpu-ids", "3"))), 39, "E21",

@@ -359,3 +359,17 @@ def test_corrupt_enclave_table_is_rebuilt_and_reported(nd_home: Path) -> None:
     assert res.returncode == 0 and json.loads(res.stdout) == [] and "Traceback" not in res.stderr
     assert res.stderr.startswith("nitro-emu: the enclave table was unreadable (corrupt enclave table")
     assert json.loads((run_dir / "enclaves.json").read_text()) == {"enclaves": []}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=3000))
+def test_supervisor_records_are_read_or_ignored(raw: bytes) -> None:
+    """A supervisor's own record: garbage is ignored (never trusted, never a crash)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "abc"
+        folder.mkdir()
+        (folder / state.RECORD).write_bytes(raw)
+        entry = state._read_record(folder)
+        assert entry is None or entry.slot == "abc"

@@ -1,10 +1,13 @@
 """Emulated vsock keeps Nitro's reachability rules: parent <-> enclave, never enclave <-> enclave."""
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.channel.vsock import PARENT_CID, Transport
 
@@ -157,3 +160,39 @@ async def test_asyncio_listener_gives_its_port_back(tmp_path: Path) -> None:
     again = await enclave.start_server(handle, 7001)
     again.close()
     await again.wait_closed()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=6000))
+def test_fuzz_registry_records_are_read_or_ignored(raw: bytes) -> None:
+    """A registry record is the emulator's word on a CID: garbage is ignored (no CID), never a crash."""
+    import tempfile
+
+    from core.channel import vsock_peers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "16"
+        folder.mkdir()
+        (folder / vsock_peers.REGISTRY_FILE).write_bytes(raw)
+        assert vsock_peers.live_enclaves(Path(tmp)) in ({}, {16: vsock_peers._read(folder / vsock_peers.REGISTRY_FILE)})
+        assert vsock_peers.cid_of_pid(Path(tmp), os.getpid()) in (None, 16)
+
+
+def test_registry_names_the_enclave_of_a_process(tmp_path: Path) -> None:
+    import subprocess
+
+    from core.channel import vsock_peers
+
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        ident = vsock_peers.identity_for(16, child.pid)
+        assert ident.netns is None and ident.pgid == child.pid  # same netns as us: known by process group
+        vsock_peers.register(tmp_path, ident)
+        assert vsock_peers.cid_of_pid(tmp_path, child.pid) == 16
+        assert vsock_peers.cid_of_pid(tmp_path, os.getpid()) is None  # not in it: the parent
+    finally:
+        child.kill()
+        child.wait()
+    assert vsock_peers.live_enclaves(tmp_path) == {}  # its init is gone: the record no longer counts
+    vsock_peers.unregister(tmp_path, 16)
+    assert not (tmp_path / "16").exists()

@@ -293,6 +293,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         readiness = check_ready(config.name)
         print(readiness.reason)
         return 0 if readiness.ready else 1
+    from console.agent.cli import in_process_agent
     from console.wiring import payload_factory
 
     return run_up(
@@ -300,4 +301,5 @@ def _cmd_up(args: argparse.Namespace) -> int:
         backend_flag=getattr(args, "backend", None),
         read_only=bool(getattr(args, "read_only", False)),
         payload=payload_factory,
+        agent=in_process_agent,
     )

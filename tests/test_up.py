@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -232,6 +234,8 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
                     # an hour-long credential is "about to expire" at once: refresh on every check
                     "credentials_margin": 3599.0,
                     "backoff_initial": 0.2,
+                    # the read-only agent, in up's own process
+                    "serve": "127.0.0.1:0",
                 }
             )
         )
@@ -252,6 +256,7 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
         )
         try:
             events = Events(proc)
+            agent = events.wait("agent")["url"]  # serve: starts before anything is built
             meta = events.wait("metadata")
             assert meta["image"] == IMAGE and metadata.hits >= 1
             launched = events.wait("launched")
@@ -261,6 +266,13 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             provisioned = events.wait("provisioned")
             assert bytes.fromhex(provisioned["public_key"]) == spki
             ready = events.wait("ready")
+            with urllib.request.urlopen(agent + "/metrics", timeout=20) as resp:
+                metrics = resp.read().decode()
+            assert f'nitrodeck_enclave_running{{enclave_id="{launched["enclave_id"]}"' in metrics
+            refused = urllib.request.Request(agent + "/status", data=b"{}", method="POST")
+            with pytest.raises(urllib.error.HTTPError) as post:
+                urllib.request.urlopen(refused, timeout=20)
+            assert post.value.code == 405
             # test-sign through the bridge (the seed's socat sidecar): the sealed key signs
             report = run_test_sign(lifecycle, launched["enclave_id"], b"transfer 1 BTC", via=bridge["listen"])
             assert report.ok, [c for c in report.checks if not c.ok]

@@ -191,3 +191,22 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     return run_fleet_tui(lambda: poll_fleet(fleet_entries(args), args.timeout, args.concurrency, tokens),
                          args.fleet_refresh)
+
+
+def in_process_agent(listen: str, token_file: str | None) -> Any:
+    """`serve:` in up.yaml: the same agent in `nitrodeck up`'s process; returns its URL and stop function."""
+    args = argparse.Namespace(listen=listen, token_file=token_file, tls_cert=None, tls_key=None, probe_sign=None,
+                              safety_poll=30.0, backend=None)
+    state = make_state(args)
+    server = start_server(args, state)
+    state.start()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="agent", daemon=True)
+    thread.start()
+    progress(f"nitrodeck agent: listening on {server.url} (read-only, in nitrodeck up)")
+
+    def stop() -> None:
+        server.shutdown()
+        state.stop()
+        server.server_close()
+
+    return server.url, stop

@@ -64,6 +64,10 @@ class UpConfig:
     max_restarts: int = 0
     #: how long to wait for the payload to answer after a launch
     ready_timeout: float = 60.0
+    #: run the read-only agent (`nitrodeck serve`) in-process on this HOST:PORT; empty: no agent
+    serve: str | None = None
+    #: the agent's bearer token file (mode 0600); required when ``serve`` is not a loopback address
+    serve_token_file: str | None = None
 
     def eif(self) -> Path:
         return Path(self.eif_path) if self.eif_path else home.eif_library() / f"{self.name}.eif"
@@ -163,7 +167,12 @@ def _validate(cfg: UpConfig, where: Mapping[str, str]) -> None:
         and not cfg.kms_endpoint.startswith(("http://", "https://"))
     ):
         raise bad("kms_endpoint", "kms_endpoint must be 'local' or an http(s) URL")
+    if cfg.serve is not None:
+        serve_host, _, serve_port = cfg.serve.rpartition(":")
+        if not serve_host or not (serve_port.isascii() and serve_port.isdigit()) or not 0 <= int(serve_port) <= 65535:
+            raise bad("serve", "serve must be HOST:PORT (e.g. 127.0.0.1:9181)")
     if cfg.source == "docker" and cfg.docker_uri is None and not cfg.metadata_uri:
+
         raise bad(
             "docker_uri",
             f"no image: set docker_uri, or run under ECS (${ENV_METADATA}), or source: payload",

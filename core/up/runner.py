@@ -188,6 +188,10 @@ def _kms_target(cfg: UpConfig) -> tuple[str, int]:
     return f"kms.{cfg.region}.amazonaws.com", 443
 
 
+#: (listen HOST:PORT, token file or None) -> (its URL, a function that stops it); raises NitrodeckError
+AgentFactory = Callable[[str, str | None], tuple[str, Callable[[], None]]]
+
+
 class Up:
     """All the moving parts of one `up` run; ``run()`` returns the exit status."""
 
@@ -198,12 +202,16 @@ class Up:
         log: Callable[..., None] | None = None,
         credentials: Callable[[], Any] | None = None,
         payload: Any = None,
+        agent: AgentFactory | None = None,
     ) -> None:
         from core.backends.registry import select_backend
         from core.ops.lifecycle import Lifecycle
 
         self.cfg = cfg
         self.log = log or JsonLog()
+        #: starts the read-only agent for ``serve:`` (the console's; core knows no HTTP front end)
+        self.agent = agent
+        self._stop_agent: Callable[[], None] | None = None
         self.lifecycle = Lifecycle(select_backend(backend_flag), payload=payload)
         self.backend = self.lifecycle.backend
         self._credentials_source = credentials
@@ -258,6 +266,14 @@ class Up:
             seconds=round(time.monotonic() - started, 2),
             **{f"PCR{i}": v for i, v in result.measurements.pcrs().items()},
         )
+
+    def _start_agent(self) -> None:
+        if self.agent is None:
+            raise ConfigError("this nitrodeck cannot run the agent in-process", where="serve",
+                              hint="run `nitrodeck serve` beside it instead")
+        assert self.cfg.serve is not None
+        url, self._stop_agent = self.agent(self.cfg.serve, self.cfg.serve_token_file)
+        self.log("agent", url=url)
 
     def start_proxy(self) -> None:
         from core.channel.proxy import AllowEntry, VsockProxy
@@ -515,7 +531,10 @@ class Up:
             self.log(
                 "starting", backend=self.backend.name, config={k: v for k, v in self.cfg.as_dict().items()}
             )
+            if self.cfg.serve:
+                self._start_agent()
             steps: list[tuple[str, Callable[[], Any]]] = [
+
                 ("build", self.build), ("proxy", self.start_proxy), ("launch", self.launch)
             ]
             for name, step in steps:
@@ -549,12 +568,15 @@ class Up:
                 status = exc.exit_status or 1
         finally:
             await self.shutdown()
+            if self._stop_agent is not None:
+                self._stop_agent()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return status
 
 
-def run_up(cfg: UpConfig, backend_flag: str | None = None, read_only: bool = False, payload: Any = None) -> int:
+def run_up(cfg: UpConfig, backend_flag: str | None = None, read_only: bool = False, payload: Any = None,
+           agent: AgentFactory | None = None) -> int:
     if read_only:
         # up exists to launch and provision; say so before building anything
         raise ReadOnlyError(
@@ -562,4 +584,4 @@ def run_up(cfg: UpConfig, backend_flag: str | None = None, read_only: bool = Fal
             where="up",
             hint="restart without --read-only",
         )
-    return asyncio.run(Up(cfg, backend_flag, payload=payload).run())
+    return asyncio.run(Up(cfg, backend_flag, payload=payload, agent=agent).run())

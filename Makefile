@@ -50,6 +50,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/tui_console.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/tui_idle.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/build.py
 
 clean:
 	-test -x $(BIN)/python && NITRODECK_BACKEND=emulator $(BIN)/python -m console terminate --all

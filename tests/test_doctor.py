@@ -327,6 +327,23 @@ def test_parent_reservation_read_from_sysfs(tmp_path: Path, monkeypatch: pytest.
     assert checks["device"].status == "fail" and "--enclave-options Enabled=true" in str(checks["device"].fix)
 
 
+def test_parent_sysfs_from_nitrodeck_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a container that sees the host's sysfs at another path ($NITRODECK_SYSFS)
+    fake_parent(tmp_path, pages_2m=1536, ne_cpus="1,3", offline=(1, 3))
+    from core.ops.doctor import host_allocator, host_machine
+
+    moved = tmp_path / "host-sys"
+    (tmp_path / "sys").rename(moved)
+    view = host_allocator(tmp_path, tmp_path / "etc/allocator.yaml", sysfs=moved)
+    assert view.pool_cpus == [1, 3] and view.offline_cpus == [1, 3] and sum(p.total_mib for p in view.hugepages) == 3072
+    machine = host_machine(tmp_path, sysfs=moved)
+    assert machine is not None and machine.vcpus == 4
+    monkeypatch.setenv("NITRODECK_SYSFS", str(moved))
+    from core.backends.real import sysfs_root
+
+    assert sysfs_root() == moved
+
+
 def test_parent_fragmented_and_pool_cpus_online(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     fake_parent(tmp_path, pages_2m=1000, ne_cpus="1,3", offline=(1,))

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from core.backends.real import device_path
+from core.backends.real import device_path, sysfs_root
 from core.errors import NitrodeckError
 from core.ops.resources import HugepagePool, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
 
@@ -141,6 +141,8 @@ class DoctorInputs:
     device_is_char: bool = True  # a real device must be a character device; the stand-in is a folder
     identity: Identity = field(default_factory=Identity.current)
     root: Path = Path("/")  # where sys/ and proc/ are read (tests: a fake tree)
+    #: sysfs itself when it is not root/sys ($NITRODECK_SYSFS: a container with the host's sysfs elsewhere)
+    sysfs: Path | None = None
     nitro_cli: tuple[str, ...] = ("nitro-cli",)
     #: MiB of memory the parent keeps (MemAvailable), None to derive from the machine view
     parent_available_mib: int | None = None
@@ -314,9 +316,10 @@ def _mem_total_mib(root: Path) -> int | None:
     return int(m.group(1)) // 1024 if m else None
 
 
-def host_machine(root: Path, instance_type: str | None = None) -> MachineView | None:
-    online = _read_text(root / "sys/devices/system/cpu/present")
-    siblings = _read_text(root / "sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
+def host_machine(root: Path, instance_type: str | None = None, sysfs: Path | None = None) -> MachineView | None:
+    sys_ = sysfs or root / "sys"
+    online = _read_text(sys_ / "devices/system/cpu/present")
+    siblings = _read_text(sys_ / "devices/system/cpu/cpu0/topology/thread_siblings_list")
     memory = _mem_total_mib(root)
     if online is None or memory is None:
         return None
@@ -325,15 +328,18 @@ def host_machine(root: Path, instance_type: str | None = None) -> MachineView | 
         threads = max(len(parse_cpu_list(siblings, "thread_siblings_list")), 1) if siblings else 1
     except NitrodeckError:
         return None
-    nodes = len([d for d in (root / "sys/devices/system/node").glob("node[0-9]*")]) or 1
+    nodes = len([d for d in (sys_ / "devices/system/node").glob("node[0-9]*")]) or 1
     return MachineView("host", vcpus, threads, memory, nodes, None, instance_type)
 
 
-def offline_cpus(root: Path, cpus: list[int]) -> list[int]:
-    return [c for c in cpus if (_read_text(root / f"sys/devices/system/cpu/cpu{c}/online") or "1").strip() == "0"]
+def offline_cpus(sysfs: Path, cpus: list[int]) -> list[int]:
+    return [c for c in cpus if (_read_text(sysfs / f"devices/system/cpu/cpu{c}/online") or "1").strip() == "0"]
 
 
-def host_allocator(root: Path, config: Path = ALLOCATOR_CONFIG, timeout: float = PROBE_TIMEOUT) -> AllocatorView:
+def host_allocator(
+    root: Path, config: Path = ALLOCATOR_CONFIG, timeout: float = PROBE_TIMEOUT, sysfs: Path | None = None
+) -> AllocatorView:
+    sys_ = sysfs or root / "sys"
     state, detail = systemd_state(ALLOCATOR_UNIT, timeout)
     mem = count = None
     pool_req: list[int] | None = None
@@ -347,12 +353,12 @@ def host_allocator(root: Path, config: Path = ALLOCATOR_CONFIG, timeout: float =
     except NitrodeckError as exc:
         error = str(exc)
     try:
-        pool = sysfs_cpu_pool(root / "sys")  # resources' readers take the sysfs folder itself
+        pool = sysfs_cpu_pool(sys_)  # resources' readers take the sysfs folder itself
     except NitrodeckError:
         pool = None
     node = None
     if pool:
-        for n in (root / "sys/devices/system/node").glob("node[0-9]*"):
+        for n in (sys_ / "devices/system/node").glob("node[0-9]*"):
             cpulist = _read_text(n / "cpulist") or ""
             try:
                 if pool[0] in parse_cpu_list(cpulist, str(n)):
@@ -367,9 +373,9 @@ def host_allocator(root: Path, config: Path = ALLOCATOR_CONFIG, timeout: float =
         count,
         pool_req,
         error,
-        sysfs_hugepages(root / "sys"),
+        sysfs_hugepages(sys_),
         pool,
-        offline_cpus(root, pool) if pool else None,
+        offline_cpus(sys_, pool) if pool else None,
         node,
     )
 
@@ -405,13 +411,16 @@ def host_inputs(
     vsock_proxy_config: Path = VSOCK_PROXY_CONFIG,
     time_url: str | None = None,
 ) -> DoctorInputs:
-    """Everything a Nitro parent's doctor needs, read from this host."""
+    """Everything a Nitro parent's doctor needs, read from this host. sysfs is ``$NITRODECK_SYSFS`` (or
+    /sys) on the real root, ``root/sys`` in a fake tree."""
     proxy_state, _ = systemd_state(VSOCK_PROXY_UNIT, timeout)
+    sysfs = sysfs_root() if root == Path("/") else root / "sys"
     return DoctorInputs(
         backend="real",
         home=home,
-        machine=host_machine(root),
-        allocator=host_allocator(root, allocator_config, timeout),
+        machine=host_machine(root, sysfs=sysfs),
+        allocator=host_allocator(root, allocator_config, timeout, sysfs),
+        sysfs=sysfs,
         vsock_proxy_config=vsock_proxy_config,
         device=root / "dev/nitro_enclaves" if root != Path("/") else device_path(),  # $NITRODECK_DEVICE
         root=root,
@@ -512,7 +521,7 @@ def check_device_access(inp: DoctorInputs) -> DoctorCheck:
 def check_driver(inp: DoctorInputs) -> DoctorCheck:
     if inp.backend == "emulator":
         return _check("driver", "driver", OK, "emulated by nitro-emu (no kernel module)")
-    module = inp.root / "sys/module/nitro_enclaves"
+    module = (inp.sysfs or inp.root / "sys") / "module/nitro_enclaves"
     if module.is_dir():
         return _check("driver", "driver", OK, "nitro_enclaves loaded")
     return _check("driver", "driver", FAIL, "the nitro_enclaves module is not loaded",

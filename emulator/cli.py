@@ -313,7 +313,9 @@ def parse_config(raw: bytes, where: str) -> dict[str, Any]:
         "memory_mib": data["memory_mib"],
         "cpu_count": data.get("cpu_count"),
         "cpu_ids": data.get("cpu_ids"),
-        "cid": check_cid(cid) if cid is not None else 0,
+        # commands_parser.rs takes the config's enclave_cid as it is: no CLI-side CID checks (the driver
+        # refuses a reserved CID at NE_START_ENCLAVE)
+        "cid": cid if cid is not None else 0,
         "debug": bool(data.get("debug_mode", False)) or attach,
         "name": data.get("enclave_name"),
         "attach_console": attach,

@@ -136,6 +136,7 @@ IOCTL_TEXT = {
     "NO_VCPUS_ADDED": "The enclave cannot start because no vCPUs have been added",
     "FULL_CORES_NOT_USED": "The enclave cannot start because full CPU cores have not been set",
     "NO_CPUS_AVAIL_IN_POOL": "The enclave cannot be created because no CPUs are available in the pool",
+    "INVALID_ENCLAVE_CID": "The provided enclave CID is invalid, being a well-known CID or the parent VM CID",
 }
 
 
@@ -337,6 +338,9 @@ class Supervisor:
                 self.progress(f"nitro-emu: the EIF cannot be read: {parse_error}")
                 raise EmuError(code="E35", subactions=["Write EIF to enclave memory regions", parse_error])
             cpus = add_vcpus(spec, inst, pool, used)
+            if spec.cid in (1, 2, 3) or spec.cid >= MAX_CID:
+                # ne_misc_dev.c NE_START_ENCLAVE: well-known CIDs, the parent's and u32 max are refused
+                raise ioctl_error("INVALID_ENCLAVE_CID", "Start enclave ioctl failed")
             check_start(inst, cpus, memory)
             cid = choose_cid(spec.cid, {e.cid for e in live})
             name = unique_name(spec.name or default_name(eif_path), {e.name for e in live})

@@ -409,3 +409,18 @@ def test_every_row_of_the_conformance_table_names_an_existing_test() -> None:
         for where, name in names:
             path = Path(__file__) if where == "conf::" else REPO / "tests" / where[:-2]
             assert f"def {name}(" in path.read_text(), f"{where}{name} does not exist"
+
+
+def test_run_config_cid_is_checked_by_the_driver_not_the_cli(nd_home: Path, sleeper: Path) -> None:
+    """commands_parser.rs takes --config's enclave_cid as it is (no CLI-side checks, no "auto-generated"
+    line); NE_START_ENCLAVE then refuses the parent's CID: E29 after "Start allocating memory..."."""
+    config = nd_home / "run.json"
+    config.write_text(json.dumps({"eif_path": str(sleeper), "memory_mib": 64, "cpu_count": 2, "enclave_cid": 3}))
+    res = emu("run-enclave", "--config", str(config))
+    assert (res.returncode, res.stdout) == (39, "")
+    assert_stderr(res, re.escape("Start allocating memory...\n") + wrapped(block("E29", T.DETAIL["E29"])))
+    config.write_text(json.dumps({"eif_path": str(sleeper), "memory_mib": 64, "cpu_count": 2, "enclave_cid": 0}))
+    ok = emu("run-enclave", "--config", str(config))
+    assert ok.returncode == 0, ok.stderr
+    assert "auto-generated" not in ok.stderr
+    assert emu("terminate-enclave", "--all").returncode == 0

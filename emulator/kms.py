@@ -595,8 +595,11 @@ def _moto_answer(status: int, body: bytes) -> dict[str, Any]:
 class LocalKms:
     """moto + the Recipient layer, in-process. ``endpoint_url`` is what clients (and vsock-proxy) use."""
 
-    def __init__(self, verifier: Verifier = verify_document) -> None:
+    def __init__(self, verifier: Verifier = verify_document, caller: str | None = None) -> None:
         self._verifier = verifier
+        #: who every request is judged as; None: the emulated instance's IAM role when instance.yaml
+        #: names one (an enclave's requests carry the parent's role credentials), else the account root
+        self.caller = caller
         self._moto: Any = None
         self._http: _LayerServer | None = None
         self._thread: threading.Thread | None = None
@@ -621,7 +624,7 @@ class LocalKms:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
-        self.layer = RecipientLayer(self.moto_url, self._verifier)
+        self.layer = RecipientLayer(self.moto_url, self._verifier, self.caller or instance_role())
         self._http = _LayerServer(("127.0.0.1", 0), _Handler)
         self._http.layer = self.layer
         self._thread = threading.Thread(
@@ -679,6 +682,20 @@ def allow_in_proxy_config(port: int, path: Path | None = None) -> Path:
     tmp.write_text(text)
     tmp.replace(target)
     return target
+
+
+def instance_role() -> str | None:
+    """The emulated parent instance's IAM role ARN, if instance.yaml exists and names one."""
+    path = home.emulator_instance_file()
+    if not path.is_file():
+        return None  # not created here: reading the model must not write it
+    try:
+        from emulator.instance import load_instance
+
+        role = load_instance(path).iam_role_arn
+    except (NitrodeckError, OSError):
+        return None
+    return role if role and role.startswith("arn:aws:iam::") else None
 
 
 def endpoint_file() -> Path:

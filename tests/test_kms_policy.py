@@ -187,3 +187,33 @@ def test_fuzz_conditions_always_decide(condition: Any, keys: dict[str, list[str]
     assert isinstance(decision.allowed, bool) and decision.reason
     if effect == "Deny":
         assert decision.allowed is False
+
+
+def test_a_role_caller_is_covered_by_the_account_principal_and_its_own_arn() -> None:
+    """As on AWS: Principal <account>:root stands for every identity of the account (IAM allowing),
+    a role ARN only for that role."""
+    role = "arn:aws:iam::123456789012:role/parent"
+    as_role = RequestContext("Decrypt", ARN, role, "123456789012", {})
+    for principal, expected in (
+        ({"AWS": ROOT}, True),
+        ({"AWS": role}, True),
+        ({"AWS": "arn:aws:iam::123456789012:role/other"}, False),
+        ({"AWS": "arn:aws:iam::999999999999:root"}, False),
+    ):
+        assert evaluate(allow(Principal=principal), as_role).allowed is expected, principal
+
+
+def test_the_local_kms_judges_requests_as_the_instance_role(nd_home: Any) -> None:
+    from emulator.kms import LocalKms, instance_role
+
+    assert instance_role() is None  # no instance.yaml: the account root, and none is created
+    assert not (nd_home / "emulator" / "instance.yaml").exists()
+    (nd_home / "emulator").mkdir(parents=True, exist_ok=True)
+    (nd_home / "emulator" / "instance.yaml").write_text(
+        "instance_id: i-0123456789abcdef0\niam_role_arn: arn:aws:iam::123456789012:role/parent\n"
+    )
+    kms = LocalKms().start()
+    try:
+        assert kms.layer is not None and kms.layer.caller == "arn:aws:iam::123456789012:role/parent"
+    finally:
+        kms.stop()

@@ -23,6 +23,7 @@ import pytest
 
 from core.channel.protocol import BlockingClient
 from core.channel.vsock import PARENT_CID, Transport
+from core.errors import NitroCliError
 from core.models import LaunchRequest
 from core.ops.lifecycle import Lifecycle, Status
 from emulator import control, state
@@ -340,6 +341,12 @@ def test_full_disk_error_logs_still_say_what_happened(nd_home: Path, sleeper: Pa
         assert "The error log could not be written" in res.stderr and "No space left on device" in res.stderr
         assert "Failed to open the EIF file" in res.stderr or "missing.eif" in res.stderr
         assert "please provide the error log" not in res.stderr
+        # nitrodeck's driver still learns the cause from the block itself (there is no log to read)
+        bad = nd_home / "bad.eif"
+        bad.write_bytes(b"not an enclave image file" * 200)
+        with pytest.raises(NitroCliError) as info:
+            Lifecycle().launch(LaunchRequest(eif_path=str(bad), memory_mib=64, cpu_count=2))
+        assert info.value.log_path is None and info.value.detail, info.value.stderr
         assert_idle(status())
 
 

@@ -163,6 +163,15 @@ def error_log_subactions(path: str | None) -> list[str]:
             text = fh.read(_MAX_ERR_LOG).decode("utf-8", "replace")
     except OSError:
         return []
+    return subactions_of(text)
+
+
+#: nitro-emu's block when its err log could not be written (full disk): the log's text follows
+_UNWRITTEN_LOG = "The error log could not be written"
+
+
+def subactions_of(text: str) -> list[str]:
+    """The ``Subactions:`` lines of an err log's text (or of a block that carries that text)."""
     out: list[str] = []
     inside = False
     for line in text.splitlines():
@@ -315,6 +324,9 @@ def error_from_output(
     log_path = inner.log_path or next((b.log_path for b in blocks if b.log_path), None)
     before = stderr.split(f"[ {inner.code} ]", 1)[0]
     subactions = error_log_subactions(inner.log_path or log_path)
+    if not subactions and _UNWRITTEN_LOG in stderr:
+        # full disk: nitro-emu printed the err log's text instead of a path, so the cause is still known
+        subactions = subactions_of(stderr[: MAX_OUTPUT].split(_UNWRITTEN_LOG, 1)[1][:_MAX_ERR_LOG])
     detail = subactions[-1] if subactions else None
     message = inner.message
     docker = _DOCKER_ERROR.search(stderr)

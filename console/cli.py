@@ -158,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return print_version(args.backend)
     if args.command is None:
-        if not has_terminal():
+        if not has_terminal() and not os.environ.get("TEXTUAL_DRIVER"):
+            # (TEXTUAL_DRIVER: textual-serve runs the TUI over a websocket, `serve --web`)
             # cron, `ssh host nitrodeck`, CI: no TUI to draw; print what it would show, once.
             from console.cmd_lifecycle import cmd_status
 

@@ -48,6 +48,10 @@ def register(subparsers: Any) -> None:
                    help="how often --emf prints (default 60)")
     p.add_argument("--safety-poll", type=_seconds(0.5, 3600), default=30.0, metavar="SECONDS",
                    help="refresh this often even when the enclave folders report no change (default 30)")
+    p.add_argument("--web", action="store_true",
+                   help="also serve the TUI in a browser (textual-serve), read-only, on --web-listen")
+    p.add_argument("--web-listen", default="127.0.0.1:9182", metavar="HOST:PORT",
+                   help="where --web listens (default 127.0.0.1:9182; same token rule as --listen)")
     p.add_argument("--ecs-cluster", metavar="NAME",
                    help="publish this agent's URL as the ECS attribute nitrodeck.endpoint on its container "
                         "instance, for `nitrodeck fleet --ecs-cluster`")
@@ -123,6 +127,15 @@ def advertised_url(server: Any) -> str:
     return f"{server.scheme}://{address}:{server.server_address[1]}"
 
 
+def make_web(args: argparse.Namespace, server: Any, state: Any) -> Any:
+    from console.agent.auth import parse_listen, require_token_off_loopback
+    from console.agent.web import WebView
+
+    host, port = parse_listen(args.web_listen, default_port=9182)
+    require_token_off_loopback(host, server.token)
+    return WebView(host, port, server.token, getattr(args, "backend", None), state.count_unauthorized)
+
+
 def _emf_loop(state: Any, every: float, stop: threading.Event) -> None:
     from core.ops.metrics import emf_records
 
@@ -155,10 +168,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         arn = publish_endpoint(args.ecs_cluster, args.advertise or advertised_url(server),
                                state.lifecycle.instance_id())
         progress(f"nitrodeck agent: published nitrodeck.endpoint on {arn}")
+    web = make_web(args, server, state) if args.web else None
     progress(f"nitrodeck agent: listening on {server.url} (read-only"
              + (", token required" if server.token else "") + ")")
     try:
-        server.serve_forever(poll_interval=0.5)
+        if web is None:
+            server.serve_forever(poll_interval=0.5)
+        else:
+            # textual-serve's event loop wants the main thread (signals); the agent runs beside it
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True).start()
+            web.serve()
+            server.shutdown()
     finally:
         stop.set()
         state.stop()

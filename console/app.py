@@ -37,6 +37,7 @@ from console.messages import (
     DoctorDone,
     StatusRefreshed,
 )
+from console.screens.audit import AuditScreen
 from console.screens.base import Dialog
 from console.screens.build import BuildDialog
 from console.screens.doctor import DoctorScreen
@@ -46,6 +47,7 @@ from console.screens.launch import LaunchDialog, PoolLimits
 from console.screens.source import EarlySource, Snapshot, Source, run_async_iter
 from console.screens.terminate import Confirm, ConfirmTerminate, ConfirmTerminateAll
 from console.screens.testsign import TestSignDialog
+from console.screens.yank import YankMenu, yank_text
 from console.widgets.command_log import CommandLog
 from console.widgets.console_pane import ConsolePane
 from console.widgets.detail import DetailPane
@@ -97,7 +99,7 @@ class NitrodeckApp(App[int]):
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "nitrodeck"
     BINDINGS = commands.bindings()  # type: ignore[assignment]  # list[Binding] is what App wants, invariance aside
-    COMMANDS = {commands.CommandsProvider}
+    COMMANDS = {commands.CommandsProvider, commands.EnclavesProvider, commands.EifProvider}
     COMMAND_PALETTE_BINDING = "ctrl+p"
 
     read_only: reactive[bool] = reactive(False, bindings=True)
@@ -121,6 +123,9 @@ class NitrodeckApp(App[int]):
         self.gone: dict[str, EnclaveInfo] = {}
         self.console_for: str | None = None
         self.filter_text = ""
+        #: the table's sort: a column name (None: as describe-enclaves lists them) and the direction
+        self.sort_column: str | None = None
+        self.sort_reverse = False
         self.pane = "console"
         cpu, mem = source.host_history()
         self.cpu_history: deque[float] = deque(cpu, maxlen=HISTORY)
@@ -344,10 +349,24 @@ class NitrodeckApp(App[int]):
         if snap is None:
             return
         table = self._dash("#enclaves", EnclaveTable)
-        table.show(snap.enclaves, snap.matches, list(self.gone.values()), self.filter_text)
-        table.border_title = f"Enclaves ({len(snap.enclaves)} running)"
+        table.show(snap.enclaves, snap.matches, list(self.gone.values()), self.filter_text,
+                   ages=self._ages(), sort=(self.sort_column, self.sort_reverse))
+        title = f"Enclaves ({len(snap.enclaves)} running)"
+        if self.filter_text:
+            # a kept filter must never be invisible: say what it is and how much it hides
+            total = len(snap.enclaves) + len(self.gone)
+            title += f"  filter: {self.filter_text}  {table.row_count} of {total}"
+        table.border_title = title
         self._render_resources()
         self._selection_changed()
+
+    def _ages(self) -> dict[str, float]:
+        """Seconds each enclave has been up (from when its process started), by enclave ID."""
+        snap = self.snapshot
+        if snap is None:
+            return {}
+        now = self.source.now()
+        return {k: max(0.0, (now - started).total_seconds()) for k, started in snap.started.items()}
 
     # -- selection
 
@@ -368,6 +387,11 @@ class NitrodeckApp(App[int]):
     @_while_shown
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._selection_changed()
+
+    @on(DataTable.RowSelected, "#enclaves")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_console()
 
     def _selection_changed(self) -> None:
         enclave, exited = self.selected()
@@ -491,8 +515,12 @@ class NitrodeckApp(App[int]):
     @_while_shown
     def _command_ran(self, message: CommandRan) -> None:
         record = message.record
-        # The periodic describe would bury the actions; a failing one still shows.
-        if getattr(record, "ok", False) and " describe-enclaves" in str(getattr(record, "command", "")):
+        command = str(getattr(record, "command", ""))
+        # The periodic describe would bury the actions; a failing one still shows. Console streams
+        # restart whenever the selection moves: reading a console is not a command the operator ran.
+        if getattr(record, "ok", False) and " describe-enclaves" in command:
+            return
+        if " console " in command:
             return
         self._dash("#commands", CommandLog).add(record)
 
@@ -671,9 +699,110 @@ class NitrodeckApp(App[int]):
         box = self._dash("#table-filter", Input)
         if event.key == "escape" and box.has_focus:
             event.stop()
+            self.action_clear_filter()
+            return
+        command = commands.MUTATING_KEYS.get(event.key)
+        on_top = self.screen_stack[-1] if self.screen_stack else None
+        hidden = command is not None and self.check_action(command.action.split("(")[0], ()) is False
+        if command is not None and hidden and not isinstance(on_top, Dialog) and not box.has_focus:
+            # the key is hidden, not broken: say why nothing happens
+            event.stop()
+            reason = self.read_only_reason
+            why = reason.detail if reason is not None else "nitrodeck runs read-only"
+            self.notify(f"read-only mode is on ({why}): {command.label} is not available", severity="warning")
+
+    def action_clear_filter(self) -> None:
+        box = self._dash("#table-filter", Input)
+        box.add_class("hidden")
+        if self.filter_text or box.value:
             box.value = ""
-            box.add_class("hidden")
-            self._dash("#enclaves", EnclaveTable).focus()
+            self.filter_text = ""
+            if self.snapshot is not None:
+                self._render_all()
+        self._dash("#enclaves", EnclaveTable).focus()
+
+    def action_sort_next(self) -> None:
+        shown = list(self._dash("#enclaves", EnclaveTable).columns_shown)
+        order: list[str | None] = [None, *shown]
+        at = order.index(self.sort_column) if self.sort_column in order else 0
+        self.sort_column = order[(at + 1) % len(order)]
+        self.sort_reverse = False
+        self.notify(f"sorted by {self.sort_column}" if self.sort_column else "unsorted (as describe-enclaves lists them)")
+        self._render_all()
+
+    def action_sort_reverse(self) -> None:
+        if self.sort_column is None:
+            self.sort_column = "Name"
+        self.sort_reverse = not self.sort_reverse
+        self._render_all()
+
+    def action_cursor(self, where: str) -> None:
+        """j/k/g/G: the table's cursor, or the focused pane's scroll position."""
+        focused = self.focused
+        table = self._dash("#enclaves", EnclaveTable)
+        target = table if focused is None or focused is table else focused
+        names = {"down": ("cursor_down", "scroll_down"), "up": ("cursor_up", "scroll_up"),
+                 "top": ("scroll_top", "scroll_home"), "bottom": ("scroll_bottom", "scroll_end")}[where]
+        for name in names:
+            action = getattr(target, f"action_{name}", None)
+            if action is not None:
+                action()
+                return
+
+    def action_open_console(self) -> None:
+        enclave, exited = self.selected()
+        if enclave is None:
+            self.notify("open: select an enclave first", severity="warning")
+            return
+        if not exited and not enclave.debug_mode:
+            self.notify(f"{enclave.label} has no console: it does not run in debug mode", severity="warning")
+        self.action_show_pane("console")
+
+    def action_yank(self) -> None:
+        enclave, _ = self.selected()
+        if enclave is None:
+            self.notify("yank: select an enclave first", severity="warning")
+            return
+
+        def chosen(what: str | None) -> None:
+            if what:
+                self.yank(enclave, what)
+
+        self.push_screen(YankMenu(enclave), chosen)
+
+    def yank(self, enclave: EnclaveInfo, what: str) -> None:
+        """Copy to the clipboard (OSC 52, so it works over SSH) and say what was copied."""
+        text, said = yank_text(enclave, what)
+        if text is None:
+            self.notify(f"yank: {enclave.label} reports no measurements", severity="warning")
+            return
+        self.copy_to_clipboard(text)
+        self.notify(f"copied {said} of {enclave.label}")
+
+    def action_audit_log(self) -> None:
+        self.push_screen(AuditScreen(self.source.audit_entries(), str(self.source.audit_path())))
+
+    def jump_to(self, enclave_id: str) -> None:
+        """Select an enclave's row (the palette's enclave entries); clears a filter that hides it."""
+        table = self._dash("#enclaves", EnclaveTable)
+        try:
+            row = table.get_row_index(enclave_id)
+        except Exception:  # noqa: BLE001 - hidden by the filter, or gone
+            self.action_clear_filter()
+            try:
+                row = table.get_row_index(enclave_id)
+            except Exception:  # noqa: BLE001 - gone since the palette listed it
+                self.notify("that enclave is gone", severity="warning")
+                return
+        table.move_cursor(row=row, animate=False)
+        table.focus()
+
+    def launch_eif(self, path: Path) -> None:
+        """The palette's EIF entries: the launch dialog with that EIF chosen."""
+        if self._refuse_read_only("launch"):
+            return
+        limits = PoolLimits(self.source.free_memory_mib(self.snapshot), self.source.free_cpus(self.snapshot))
+        self.push_screen(LaunchDialog(self.source.eif_library(), limits, chosen=path))
 
     def action_toggle_follow(self) -> None:
         pane = self._dash("#console", ConsolePane)
@@ -685,6 +814,9 @@ class NitrodeckApp(App[int]):
 
     def action_next_match(self) -> None:
         self._dash("#console", ConsolePane).next_match()
+
+    def action_prev_match(self) -> None:
+        self._dash("#console", ConsolePane).next_match(-1)
 
     def action_save_console(self) -> None:
         pane = self._dash("#console", ConsolePane)
@@ -740,7 +872,19 @@ def run_tui(args: argparse.Namespace, early: EarlySource | None = None) -> int:
         print(f"nitrodeck: {err}", file=sys.stderr)
         return err.exit_status
     app.run()
+    message = quit_message(app.source.still_running())
+    if message:
+        print(message, file=sys.stderr)
     return int(app.return_code or 0)
+
+
+def quit_message(still: list[EnclaveInfo]) -> str | None:
+    """Emulated enclaves outlive the TUI on purpose (as real ones do): say so, and how to stop them."""
+    if not still:
+        return None
+    names = ", ".join(e.label for e in still[:5]) + (", ..." if len(still) > 5 else "")
+    return (f"nitrodeck: {len(still)} enclave{'s' if len(still) != 1 else ''} still running on the emulator "
+            f"({names}); stop them with `nitrodeck terminate --all` (or `make stop`)")
 
 
 __all__ = ["NitrodeckApp", "ReadOnlyError", "live_app", "run_tui"]

@@ -8,9 +8,11 @@ the App's ``check_action`` hides their keys and the palette provider leaves them
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.binding import Binding
@@ -33,6 +35,8 @@ class Command:
     footer: bool = True
     #: the key as written in help (Textual key names are not what people type)
     display_key: str = ""
+    #: more keys for the same command, bound with priority so no focused widget swallows them
+    priority_keys: str = ""
 
     @property
     def shown_key(self) -> str:
@@ -48,7 +52,16 @@ COMMANDS: tuple[Command, ...] = (
     Command("terminate-all", "T", "Term. all", "Terminate every enclave (type `all` to confirm)", "terminate_all", True, "enclaves", footer=False),
     Command("test-sign", "s", "Test-sign", "Have the selected enclave sign a payload and verify its attestation", "test_sign", False, "enclaves"),
     Command("pin", "P", "Pin PCRs", "Pin the selected enclave's measurements as the expected PCRs of its image", "pin", True, "enclaves", footer=False),
+    Command("open", "enter", "Open", "Open the selected enclave's console (or the kept log of an exited one)", "open_console", False, "enclaves", footer=False),
+    Command("yank", "y", "Yank", "Copy the selected enclave's ID, PCR0 or all PCRs to the clipboard", "yank", False, "enclaves", footer=False),
+    Command("down", "j", "Down", "Move down (the table, or the focused pane)", "cursor('down')", False, "view", footer=False),
+    Command("up", "k", "Up", "Move up (the table, or the focused pane)", "cursor('up')", False, "view", footer=False),
+    Command("top", "g", "Top", "Go to the first row (or the top of the focused pane)", "cursor('top')", False, "view", footer=False),
+    Command("bottom", "G", "Bottom", "Go to the last row (or the bottom of the focused pane)", "cursor('bottom')", False, "view", footer=False),
+    Command("sort", "o", "Sort", "Sort the table by the next column (the header shows the arrow)", "sort_next", False, "view", footer=False),
+    Command("sort-reverse", "O", "Reverse", "Reverse the table's sort order", "sort_reverse", False, "view", footer=False),
     Command("filter", "slash", "Filter", "Filter the enclave table, or search the console when it has focus", "filter", False, "view", display_key="/"),
+    Command("clear-filter", "escape", "Clear", "Clear the table filter (or close the search box)", "clear_filter", False, "view", footer=False, display_key="esc"),
     Command("refresh", "r", "Refresh", "Refresh now", "refresh", False, "view", footer=False),
     Command("pause", "p", "Pause", "Pause or resume the periodic refresh", "toggle_pause", False, "view"),
     Command("pane-detail", "1", "Detail", "Show the enclave detail pane (PCRs, EIF metadata)", "show_pane('detail')", False, "view", footer=False),
@@ -58,10 +71,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("follow", "f", "Follow", "Follow the console tail (or stop following)", "toggle_follow", False, "console", footer=False),
     Command("wrap", "w", "Wrap", "Wrap long console lines (or not)", "toggle_wrap", False, "console", footer=False),
     Command("next-match", "n", "Next", "Jump to the next console search match", "next_match", False, "console", footer=False),
+    Command("prev-match", "N", "Previous", "Jump to the previous console search match", "prev_match", False, "console", footer=False),
     Command("save-console", "S", "Save log", "Save the console buffer to a file under the logs folder", "save_console", False, "console", footer=False),
     Command("doctor", "d", "Doctor", "Check this host's preconditions for running enclaves: each check, what was found, the fix", "doctor", False, "view", footer=False),
+    Command("audit", "A", "Audit log", "Open the audit log (every mutating action, who, when, result) in a viewer", "audit_log", False, "app", footer=False),
     Command("help", "question_mark", "Help", "Show every key and command", "help", False, "app", display_key="?"),
-    Command("palette", "colon", "Palette", "Open the command palette", "command_palette", False, "app", footer=False, display_key=":"),
+    Command("palette", "colon", "Palette", "Open the command palette (also lists enclaves to jump to and EIFs to launch)", "command_palette", False, "app", footer=False, display_key=": ctrl+p", priority_keys="ctrl+p"),
     Command("quit", "q", "Quit", "Quit nitrodeck (enclaves keep running)", "quit", False, "app"),
 )
 
@@ -72,10 +87,17 @@ MUTATING_ACTIONS = frozenset(name for name, c in BY_ACTION.items() if c.mutating
 
 
 def bindings() -> list[Binding]:
-    return [
+    out = [
         Binding(c.key, c.action, c.label, show=c.footer, id=c.id, tooltip=c.description, key_display=c.display_key or None)
         for c in COMMANDS
     ]
+    # ctrl+p with priority: Textual only adds its own palette binding when no binding opens the palette
+    out += [Binding(c.priority_keys, c.action, c.label, show=False, priority=True) for c in COMMANDS if c.priority_keys]
+    return out
+
+
+#: keys of the mutating commands; read-only mode hides them and says why when one is pressed
+MUTATING_KEYS = {c.key: c for c in COMMANDS if c.mutating}
 
 
 def visible(read_only: bool) -> list[Command]:
@@ -118,3 +140,59 @@ class CommandsProvider(Provider):
             score = matcher.match(text)
             if score > 0:
                 yield Hit(score, matcher.highlight(c.label), self._runner(c), text=c.label, help=c.description)
+
+
+class EnclavesProvider(Provider):
+    """Palette entries for the enclaves in the table: choosing one selects its row (k9s's `:` jump)."""
+
+    def _entries(self) -> list[tuple[str, str, str]]:
+        app = self.app
+        snapshot = getattr(app, "snapshot", None)
+        running = list(snapshot.enclaves) if snapshot is not None else []
+        gone = list(getattr(app, "gone", {}).values())
+        out = []
+        for enclave, exited in [(e, False) for e in running] + [(e, True) for e in gone]:
+            state = "exited" if exited else enclave.state.lower()
+            out.append((f"enclave {enclave.label}", f"{enclave.enclave_id}  CID {enclave.cid}  {state}", enclave.enclave_id))
+        return out
+
+    def _jump(self, enclave_id: str):  # type: ignore[no-untyped-def]
+        return partial(self.app.jump_to, enclave_id)  # type: ignore[attr-defined]
+
+    async def discover(self) -> Hits:
+        for title, help, enclave_id in self._entries():
+            yield DiscoveryHit(title, self._jump(enclave_id), text=title, help=help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help, enclave_id in self._entries():
+            score = matcher.match(f"{title} {enclave_id}")
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), self._jump(enclave_id), text=title, help=help)
+
+
+class EifProvider(Provider):
+    """Palette entries for the EIFs in the library: choosing one opens launch with it chosen.
+    Launching changes the world, so read-only mode lists none."""
+
+    def _entries(self) -> list[Path]:
+        app = self.app
+        if bool(getattr(app, "read_only", False)):
+            return []
+        source = getattr(app, "source", None)
+        return list(source.eif_library()) if source is not None else []
+
+    def _launch(self, path: Path):  # type: ignore[no-untyped-def]
+        return partial(self.app.launch_eif, path)  # type: ignore[attr-defined]
+
+    async def discover(self) -> Hits:
+        for path in await asyncio.to_thread(self._entries):
+            yield DiscoveryHit(f"launch {path.name}", self._launch(path), text=f"launch {path.name}", help=str(path))
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for path in await asyncio.to_thread(self._entries):
+            title = f"launch {path.name}"
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), self._launch(path), text=title, help=str(path))

@@ -86,10 +86,14 @@ def test_build_launch_sign_terminate_by_keys(term: Term, nd_home: Path) -> None:
     term.wait_for("i-0tmux0tmux0tmux00")
     term.wait_for("(0 running)")
 
-    # build the payload (the default source): tab to the output field, enter builds
+    # build the payload (the default source): tab to the output field; Enter moves from field to
+    # field (output, name, cert, key) and builds from the last one
     term.keys("b")
     term.wait_for("Build an EIF")
-    term.keys("Tab", "Enter")
+    term.keys("Tab")
+    for _ in range(4):
+        time.sleep(0.5)  # as a person types: each Enter after the field before it has the cursor
+        term.keys("Enter")
     term.wait_for("Built ", timeout=90)
     assert (nd_home / "eifs" / "nitrodeck-payload.eif").is_file()
     term.keys("Enter")  # the focused "Pin PCRs" button
@@ -97,11 +101,15 @@ def test_build_launch_sign_terminate_by_keys(term: Term, nd_home: Path) -> None:
     term.keys("Escape")
     term.wait_gone("Build an EIF")
 
-    # launch it (2 CPUs, the suggested memory, production mode): tab to CPUs, enter launches
+    # launch it (2 CPUs, the suggested memory, production mode): tab to CPUs; Enter walks CPUs,
+    # memory, debug mode, CID and name, and launches from the last field
     term.keys("l")
     term.wait_for("Launch an enclave")
     term.wait_for("needs >=")  # describe-eif details arrived
-    term.keys("Tab", "Enter")
+    term.keys("Tab")
+    for _ in range(5):
+        time.sleep(0.5)
+        term.keys("Enter")
     term.wait_gone("Launch an enclave", timeout=60)
     shown = term.wait_for("(1 running)", timeout=60)
     assert "nitrodeck-payload" in shown and "MATCH" in shown

@@ -61,9 +61,17 @@ async def test_console_follow_search_wrap_save(nd_home: Path) -> None:
         await pilot.press(*"ERROR", "enter")
         assert len(pane._matches) == 4 and not pane.follow
         first = pane._match_at
+        assert f"/ERROR: match {first + 1}/4" in str(pane.query_one("#console-title").render())
         await pilot.press("n")
         assert pane._match_at == (first + 1) % 4
-        assert "/ERROR: 4 matches" in str(pane.query_one("#console-title").render())
+        assert f"/ERROR: match {(first + 1) % 4 + 1}/4" in str(pane.query_one("#console-title").render())
+        # N goes back
+        await pilot.press("N")
+        assert pane._match_at == first
+        await pilot.press("N")
+        assert pane._match_at == (first - 1) % 4
+        assert f"match {(first - 1) % 4 + 1}/4" in str(pane.query_one("#console-title").render())
+        await pilot.press("n")
 
         # wrap splits the long line to the pane's width, and back
         before = len(log.lines)

@@ -15,6 +15,7 @@ from console.screens.base import Dialog
 from console.screens.host import DialogHost
 from console.screens.source import default_output_path
 from console.screens.terminate import Confirm
+from console.widgets.toggles import GlyphRadioButton
 from core.errors import NitrodeckError, UsageError
 from core.models import BuildRequest, BuildResult
 
@@ -80,6 +81,20 @@ def validate_build(
     raise UsageError(f"unknown source {source!r}", where="source")
 
 
+def derived_name(source: str, docker_image: str | None, uri: str, rootfs: str) -> str:
+    """The image name a source gives when none is typed: nitro-cli's default for a Docker URI (the
+    part before ':'), the folder's name for a rootfs, nitrodeck-payload for the payload."""
+    if source == "docker" and docker_image:
+        return docker_image.split(":")[0]
+    if source == "uri" and uri.strip():
+        return uri.strip().split(":")[0]
+    if source == "rootfs" and rootfs.strip():
+        return Path(rootfs.strip()).name
+    if source == "payload":
+        return "nitrodeck-payload"
+    return ""
+
+
 def measurements_text(result: BuildResult) -> Text:
     text = Text()
     text.append("Built ", style="bold green")
@@ -91,6 +106,8 @@ def measurements_text(result: BuildResult) -> Text:
 
 
 class BuildDialog(Dialog[None]):
+    LAST_FIELD = "key"
+
     def __init__(self, is_emulator: bool, eif_dir: Path) -> None:
         super().__init__()
         self.is_emulator = is_emulator
@@ -115,7 +132,7 @@ class BuildDialog(Dialog[None]):
                     for key, label in SOURCES:
                         # on Nitro the payload is built through the Docker daemon: offered once it answers
                         off = not self.is_emulator and key in ("rootfs", "payload")
-                        yield RadioButton(label, value=key == self.first_source, id=f"src-{key}", disabled=off)
+                        yield GlyphRadioButton(label, value=key == self.first_source, id=f"src-{key}", disabled=off)
                 yield Select[str](compact=True, options=[], prompt="loading the Docker daemon's images...", id="docker-image", classes="src src-docker")
                 yield Static("", id="docker-note", classes="src src-docker dialog-hint")
                 yield Input(compact=True, placeholder="docker URI, e.g. public.ecr.aws/org/app:1.0", id="uri", classes="src src-uri")
@@ -123,8 +140,7 @@ class BuildDialog(Dialog[None]):
                 yield Input(compact=True, placeholder="command inside the enclave (optional)", id="cmd", classes="src src-rootfs")
                 with Horizontal(classes="field"):
                     yield Label("output ", classes="field-label")
-                    yield Input(compact=True, value=default_output_path(
-                        "nitrodeck-payload" if self.first_source == "payload" else "image", self.eif_dir), id="output")
+                    yield Input(compact=True, id="output")
                 with Horizontal(classes="field"):
                     yield Label("name ", classes="field-label")
                     yield Input(compact=True, placeholder="image name (used to pin expected PCRs)", id="name")
@@ -144,6 +160,7 @@ class BuildDialog(Dialog[None]):
 
     def on_mount(self) -> None:
         self._show_source(self.first_source)
+        self._follow_source()
         self.query_one("#source", RadioSet).focus()
         self.host.load_docker_images()
 
@@ -162,12 +179,20 @@ class BuildDialog(Dialog[None]):
         if source != self.first_source:
             self.source_touched = True
         self._show_source(source)
-        self._default_output(source)
+        self._follow_source()
 
-    def _default_output(self, source: str) -> None:
-        out = self.query_one("#output", Input)
-        if not out.value or Path(out.value).parent == self.eif_dir:
-            out.value = default_output_path("nitrodeck-payload" if source == "payload" else "image", self.eif_dir)
+    @on(Input.Changed, "#uri, #rootfs")
+    @on(Select.Changed, "#docker-image")
+    def _source_detail_changed(self) -> None:
+        self._follow_source()
+
+    def _follow_source(self) -> None:
+        """Name and output follow the source (image, URI, folder) until the operator edits them."""
+        image = self.query_one("#docker-image", Select).value
+        name = derived_name(self.source, image if isinstance(image, str) else None,
+                            self.query_one("#uri", Input).value, self.query_one("#rootfs", Input).value)
+        self.derive("name", name)
+        self.derive("output", default_output_path(name.rsplit("/", 1)[-1] or "image", self.eif_dir))
 
     def docker_images(self, tags: list[str], problem: str | None) -> None:
         select = self.query_one("#docker-image", Select)
@@ -269,8 +294,7 @@ class BuildDialog(Dialog[None]):
             return self.request.name
         return Path(self.result.output_file).stem if self.result else "image"
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
+    def submit(self) -> None:
         self.start()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,24 @@ from core.ops.resources import CpuPool, EnclaveHolding, HostStats, HugepagePool,
 from emulator.backend import emulator_backend
 
 FROZEN_NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+#: how long the frozen enclaves have been up (the age column), in the order they are listed
+UPTIMES = (timedelta(days=3, hours=4, minutes=12), timedelta(minutes=1, seconds=19), timedelta(hours=26, minutes=5))
+#: the audit log's lines as core.ops.audit writes them (the audit viewer's scene)
+AUDIT = (
+    {"time": "2026-11-24T07:47:51+00:00", "user": "ec2-user", "action": "launch", "result": "ok", "code": None,
+     "backend": "emulator", "argv": ["nitro-emu", "run-enclave", "--eif-path", "/var/lib/nitrodeck/eifs/payments.eif",
+                                     "--memory", "4096", "--cpu-count", "2", "--enclave-name", "payments"]},
+    {"time": "2026-11-27T11:58:40+00:00", "user": "ec2-user", "action": "build", "result": "ok", "code": None,
+     "backend": "emulator", "argv": ["nitro-emu", "build-enclave", "--output-file",
+                                     "/var/lib/nitrodeck/eifs/nitrodeck-payload.eif", "--name", "nitrodeck-payload"]},
+    {"time": "2026-11-27T11:58:41+00:00", "user": "ec2-user", "action": "launch", "result": "ok", "code": None,
+     "backend": "emulator", "argv": ["nitro-emu", "run-enclave", "--eif-path",
+                                     "/var/lib/nitrodeck/eifs/nitrodeck-payload.eif", "--memory", "512", "--cpu-count",
+                                     "2", "--debug-mode", "--enclave-name", "nitrodeck-payload"]},
+    {"time": "2026-11-27T11:59:30+00:00", "user": "ec2-user", "action": "launch", "result": "error", "code": "E27",
+     "backend": "emulator", "argv": ["nitro-emu", "run-enclave", "--eif-path", "/var/lib/nitrodeck/eifs/payments.eif",
+                                     "--memory", "4096", "--cpu-count", "2", "--enclave-name", "payments-2"]},
+)
 INSTANCE_ID = "i-0f1e2d3c4b5a69788"
 
 
@@ -206,6 +224,7 @@ class FrozenSource(Source):
             {k: v for k, v in MATCHES.items() if k in ids} | {e.enclave_id: UNPINNED for e in self._enclaves if e.enclave_id not in MATCHES},
             {k: v for k, v in EXPECTED.items() if k in ids},
             {e.enclave_id: self.describe_eif(Path(e.eif_path)) for e in self._enclaves if e.eif_path},
+            {e.enclave_id: FROZEN_NOW - UPTIMES[i % len(UPTIMES)] for i, e in enumerate(self._enclaves)},
         )
 
     def doctor(self) -> Any:
@@ -239,6 +258,12 @@ class FrozenSource(Source):
             DoctorCheck("disk", "disk", "ok", f"41873 MiB free of 81920 MiB under {home}"),
         ]
         return DoctorReport("emulator", FROZEN_NOW.isoformat(timespec="seconds"), checks)
+
+    def audit_path(self) -> Path:
+        return Path("/var/lib/nitrodeck/audit.log")
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        return [dict(e) for e in AUDIT]
 
     def host_history(self) -> tuple[list[float], list[float]]:
         rng = random.Random(7)

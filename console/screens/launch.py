@@ -11,11 +11,12 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
 from console.screens.base import Dialog
 from console.screens.host import DialogHost
 from console.screens.source import parse_cpu_ids
+from console.widgets.toggles import GlyphCheckbox
 from core.errors import NitrodeckError, UsageError
 from core.models import EifInfo, LaunchRequest, RunInfo
 
@@ -125,10 +126,15 @@ def eif_text(path: Path, info: EifInfo | None, size: int | None) -> Text:
 
 
 class LaunchDialog(Dialog[None]):
-    def __init__(self, eifs: list[Path], limits: PoolLimits) -> None:
+    #: required fields and the debug-mode switch come first (visible at 80x24); CID and name last
+    LAST_FIELD = "name"
+
+    def __init__(self, eifs: list[Path], limits: PoolLimits, chosen: Path | None = None) -> None:
         super().__init__()
         self.eifs = eifs
         self.limits = limits
+        #: the EIF picked before the dialog opened (the palette's "launch <eif>")
+        self.chosen = chosen if chosen in eifs else (eifs[0] if eifs else None)
         self.info: dict[Path, EifInfo] = {}
         self.sizes: dict[Path, int] = {}
 
@@ -143,7 +149,7 @@ class LaunchDialog(Dialog[None]):
                 yield Select[str](compact=True, options=
                     [(p.name, str(p)) for p in self.eifs],
                     prompt="no EIFs in the library: build one first" if not self.eifs else "pick an EIF",
-                    value=str(self.eifs[0]) if self.eifs else Select.NULL,
+                    value=str(self.chosen) if self.chosen else Select.NULL,
                     id="eif",
                 )
                 yield Static("", id="eif-info")
@@ -156,13 +162,13 @@ class LaunchDialog(Dialog[None]):
                 with Horizontal(classes="field"):
                     yield Label("memory ", classes="field-label")
                     yield Input(compact=True, value="", placeholder="MiB", id="memory")
+                yield GlyphCheckbox("debug mode (console readable; attests all-zero PCRs)", id="debug")
                 with Horizontal(classes="field"):
                     yield Label("CID ", classes="field-label")
                     yield Input(compact=True, placeholder="auto", id="cid")
                 with Horizontal(classes="field"):
                     yield Label("name ", classes="field-label")
-                    yield Input(compact=True, placeholder="enclave name (optional)", id="name")
-                yield Checkbox("debug mode (console readable; attests all-zero PCRs)", id="debug")
+                    yield Input(compact=True, placeholder="enclave name (default: from the EIF)", id="name")
                 yield Static("", id="dialog-error", classes="hidden")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(compact=True, label="Launch", id="launch", variant="primary", disabled=not self.eifs)
@@ -170,8 +176,8 @@ class LaunchDialog(Dialog[None]):
 
     def on_mount(self) -> None:
         self.query_one("#eif", Select).focus()
-        if self.eifs:
-            self._selected(self.eifs[0])
+        if self.chosen:
+            self._selected(self.chosen)
 
     @property
     def eif(self) -> Path | None:
@@ -185,7 +191,11 @@ class LaunchDialog(Dialog[None]):
 
     def _selected(self, path: Path) -> None:
         self.query_one("#eif-info", Static).update(eif_text(path, self.info.get(path), self.sizes.get(path)))
-        if path not in self.info:
+        info = self.info.get(path)
+        # the name follows the chosen EIF (its image name once described, else nitro-cli's default:
+        # the file name without .eif) until the operator types one
+        self.derive("name", (info.image_name if info and info.image_name else None) or path.name.removesuffix(".eif"))
+        if info is None:
             self.host.load_eif_info(path, self)
 
     def eif_described(self, path: Path, info: EifInfo, size: int) -> None:
@@ -193,11 +203,10 @@ class LaunchDialog(Dialog[None]):
         self.sizes[path] = size
         if path == self.eif:
             self.query_one("#eif-info", Static).update(eif_text(path, info, size))
-            memory = self.query_one("#memory", Input)
-            if not memory.value:
-                memory.value = str(max(min_memory_mib(size), 512 if min_memory_mib(size) <= 512 else 0))
-            if not self.query_one("#name", Input).value and info.image_name:
-                self.query_one("#name", Input).value = info.image_name
+            # memory follows the EIF too (4x its size, at least 512) until typed
+            self.derive("memory", str(max(min_memory_mib(size), 512 if min_memory_mib(size) <= 512 else 0)))
+            if info.image_name:
+                self.derive("name", info.image_name)
 
     def start(self) -> None:
         self.clear_error()
@@ -209,7 +218,7 @@ class LaunchDialog(Dialog[None]):
                 cpus=self.query_one("#cpus", Input).value,
                 memory=self.query_one("#memory", Input).value,
                 cid=self.query_one("#cid", Input).value,
-                debug=self.query_one("#debug", Checkbox).value,
+                debug=self.query_one("#debug", GlyphCheckbox).value,
                 name=self.query_one("#name", Input).value,
                 limits=self.limits,
             )
@@ -227,8 +236,7 @@ class LaunchDialog(Dialog[None]):
         self.query_one("#launch", Button).disabled = not self.eifs
         super().show_error(err)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
+    def submit(self) -> None:
         self.start()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

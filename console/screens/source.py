@@ -39,6 +39,8 @@ class Snapshot:
     expected: dict[str, dict[int, str] | None] = field(default_factory=dict)
     #: describe-eif of the EIF each enclave was launched from, when known (enclave ID -> EifInfo)
     eifs: dict[str, EifInfo] = field(default_factory=dict)
+    #: when each enclave's process started (the age column), when known
+    started: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def enclaves(self) -> list[EnclaveInfo]:
@@ -79,6 +81,22 @@ class Source(ABC):
 
     def watch_dirs(self) -> list[Path]:
         """Folders to watch for enclave changes (core.ops.watch); none for a world that never changes."""
+        return []
+
+    def audit_path(self) -> Path:
+        return home.audit_log()
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        """The audit log's entries, oldest first (bounded by AuditLog.entries)."""
+        from core.ops.audit import AuditLog
+
+        try:
+            return AuditLog(self.audit_path()).entries()
+        except NitrodeckError as err:
+            return [{"time": "", "action": "(unreadable)", "result": "error", "code": err.code, "argv": [err.message]}]
+
+    def still_running(self) -> list[EnclaveInfo]:
+        """On quit: emulated enclaves that keep running after the TUI (real ones are expected to)."""
         return []
 
     def eif_dir(self) -> Path:
@@ -244,7 +262,16 @@ class LiveSource(Source):
             except NitrodeckError:
                 matches[enclave.enclave_id] = UNPINNED
                 expected[enclave.enclave_id] = None
-        return Snapshot(status, matches, expected, self._eifs_of(status.enclaves, describe=False))
+        return Snapshot(status, matches, expected, self._eifs_of(status.enclaves, describe=False),
+                        started_at(status.enclaves))
+
+    def still_running(self) -> list[EnclaveInfo]:
+        if not self.backend.is_emulator:
+            return []
+        try:
+            return self.lifecycle.describe()
+        except NitrodeckError:
+            return []
 
     def _eifs_of(self, enclaves: list[EnclaveInfo], describe: bool) -> dict[str, EifInfo]:
         out: dict[str, EifInfo] = {}
@@ -298,6 +325,20 @@ class LiveSource(Source):
 
     def console_log(self, enclave_id: str) -> Path | None:
         return self.lifecycle.console_log(enclave_id)  # type: ignore[no-any-return]
+
+
+def started_at(enclaves: list[EnclaveInfo]) -> dict[str, datetime]:
+    """When each enclave's process started. describe-enclaves has no start time, but ProcessID is the
+    enclave process on this parent (nitro-cli's daemon, or the emulator's supervisor)."""
+    import psutil
+
+    out: dict[str, datetime] = {}
+    for enclave in enclaves:
+        try:
+            out[enclave.enclave_id] = datetime.fromtimestamp(psutil.Process(enclave.process_id).create_time(), UTC)
+        except (psutil.Error, OSError, ValueError):
+            continue
+    return out
 
 
 def default_output_path(name: str, folder: Path) -> str:

@@ -153,8 +153,13 @@ class ConsolePane(Vertical):
         self.enclave_label = label
         self.note = note
         self.follow = True
+        # another enclave: its own view, not the last one's search and wrap
+        self.term = ""
+        self._highlighter.term = ""
         self._matches = []
         self._match_at = -1
+        self.set_reactive(ConsolePane.wrap, False)
+        self.query_one("#console-search", Input).add_class("hidden")
         self._update_bar()
 
     def set_note(self, note: str) -> None:
@@ -227,7 +232,9 @@ class ConsolePane(Vertical):
             title.append(f" - {self.note}", style="italic")
         if self.term:
             found = len(self._matches)
-            title.append(f"  /{self.term}: {found} match{'es' if found != 1 else ''}")
+            title.append(f"  /{self.term}: ")
+            title.append(f"match {self._match_at + 1}/{found}" if found else "no match",
+                         style="bold" if found else "bold red")
         self.query_one("#console-title", Static).update(title)
         tail = self.query_one("#tail-indicator", Static)
         parts = Text()
@@ -274,11 +281,13 @@ class ConsolePane(Vertical):
         self._update_bar()
         return len(self._matches)
 
-    def next_match(self) -> None:
+    def next_match(self, step: int = 1) -> None:
+        """The next match (``step`` -1: the previous one), wrapping around."""
         if not self._matches:
             return
-        self._match_at = (self._match_at + 1) % len(self._matches)
+        self._match_at = (self._match_at + step) % len(self._matches)
         self._jump()
+        self._update_bar()
 
     def _jump(self) -> None:
         self.follow = False

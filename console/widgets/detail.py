@@ -159,8 +159,12 @@ class DetailPane(VerticalScroll):
         exited: bool = False,
         eif: EifInfo | None = None,
     ) -> None:
+        before = self._shown[0] if getattr(self, "_shown", None) else None
         self._shown = (enclave, verdict, expected, exited, eif)
         self.query_one("#detail-body", Static).update(render_detail(enclave, verdict, expected, exited, eif, self._width()))
+        if (before.enclave_id if before else None) != (enclave.enclave_id if enclave else None):
+            # another enclave: start at its name, not at the old one's scroll position
+            self.scroll_home(animate=False)
 
     def on_resize(self, event: events.Resize) -> None:
         self.show(*self._shown)

@@ -1,4 +1,5 @@
-"""The enclave table: one row per enclave, filterable, keeping the selection across refreshes.
+"""The enclave table: one row per enclave, filterable, sortable by any column (the header shows the
+arrow), keeping the selection across refreshes.
 
 Columns follow the table's width: the long ID column goes first when space runs out (the detail
 pane shows the full ID), then long names are shortened, so name, CID, state, flags, CPUs, memory,
@@ -12,15 +13,51 @@ from textual.widgets import DataTable
 from core.models import EnclaveInfo
 
 MATCH_STYLE = {"match": "bold green", "mismatch": "bold red", "unpinned": "dim", "debug": "bold yellow"}
-COLUMNS = ("Name", "ID", "CID", "State", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
+COLUMNS = ("Name", "ID", "CID", "State", "Age", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
 #: without the ID (it stays in the detail pane): what every width shows
-NARROW_COLUMNS = ("Name", "CID", "State", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
+NARROW_COLUMNS = ("Name", "CID", "State", "Age", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
+#: the header's sort arrows (the sorted column's label gets one)
+UP, DOWN = " ▲", " ▼"
 #: names are shortened down to this many cells before anything else gives way
 MIN_NAME = 8
 
 
 def short_id(enclave_id: str) -> str:
     return "…" + enclave_id[-8:] if len(enclave_id) > 9 else enclave_id
+
+
+def age_text(seconds: float | None) -> str:
+    """Uptime as k9s shows AGE: the two largest units (3d4h, 26h5m -> 1d2h, 4m12s, 45s)."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    days, rest = divmod(s, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def sort_key(column: str, enclave: EnclaveInfo, verdict: str, age: float | None) -> tuple[int, object]:
+    """What a column sorts by: numbers as numbers, CPUs by count then IDs, unknowns last."""
+    value: object = {
+        "Name": (enclave.name or "").lower(),
+        "ID": enclave.enclave_id,
+        "CID": enclave.cid,
+        "State": enclave.state,
+        "Age": age,
+        "Flags": enclave.flags,
+        "CPUs": (len(enclave.cpu_ids), enclave.cpu_ids),
+        "MiB": enclave.memory_mib,
+        "PCR0": enclave.measurements.pcr0 if enclave.measurements else None,
+        "PCRs": verdict,
+    }.get(column)
+    return (1, "") if value is None else (0, value)
 
 
 def cpu_list(ids: list[int]) -> str:
@@ -38,7 +75,7 @@ def row_matches(enclave: EnclaveInfo, needle: str) -> bool:
     return needle.lower() in hay
 
 
-def fit(cells: list[dict[str, Text]], width: int, padding: int = 1) -> tuple[tuple[str, ...], int]:
+def fit(cells: list[dict[str, Text]], width: int, padding: int = 1, sorted_by: str | None = None) -> tuple[tuple[str, ...], int]:
     """The columns to show in ``width`` cells and the longest name allowed (0: no limit)."""
     if width <= 0:
         return COLUMNS, 0
@@ -46,7 +83,8 @@ def fit(cells: list[dict[str, Text]], width: int, padding: int = 1) -> tuple[tup
     def need(columns: tuple[str, ...], name_max: int = 0) -> int:
         total = 0
         for col in columns:
-            widest = max([len(col)] + [row[col].cell_len for row in cells])
+            head = len(col) + (len(UP) if col == sorted_by else 0)
+            widest = max([head] + [row[col].cell_len for row in cells])
             if col == "Name" and name_max:
                 widest = max(len(col), min(widest, name_max))
             total += widest + 2 * padding
@@ -66,15 +104,19 @@ class EnclaveTable(DataTable[Text | str]):
         self.cursor_type = "row"
         self.zebra_stripes = True
         self._columns: tuple[str, ...] = ()
+        self._labels: tuple[str, ...] = ()
         self._last: tuple[list[EnclaveInfo], dict[str, str], list[EnclaveInfo], str] | None = None
+        self._extra: dict[str, object] = {}
 
-    def _set_columns(self, columns: tuple[str, ...]) -> None:
-        if columns == self._columns:
+    def _set_columns(self, columns: tuple[str, ...], sort: tuple[str | None, bool]) -> None:
+        labels = tuple(c + ((DOWN if sort[1] else UP) if c == sort[0] else "") for c in columns)
+        if columns == self._columns and labels == self._labels:
             return
         self.clear(columns=True)
-        for col in columns:
-            self.add_column(col, key=col)
+        for col, label in zip(columns, labels, strict=True):
+            self.add_column(label, key=col)
         self._columns = columns
+        self._labels = labels
 
     @property
     def columns_shown(self) -> tuple[str, ...]:
@@ -92,13 +134,34 @@ class EnclaveTable(DataTable[Text | str]):
 
     def on_resize(self) -> None:
         if self._last is not None:
-            self.show(*self._last)
+            self.show(*self._last, **self._extra)  # type: ignore[arg-type]
 
-    def show(self, enclaves: list[EnclaveInfo], matches: dict[str, str], gone: list[EnclaveInfo], needle: str) -> None:
+    def show(
+        self,
+        enclaves: list[EnclaveInfo],
+        matches: dict[str, str],
+        gone: list[EnclaveInfo],
+        needle: str,
+        *,
+        ages: dict[str, float] | None = None,
+        sort: tuple[str | None, bool] = (None, False),
+    ) -> None:
         self._last = (enclaves, matches, gone, needle)
+        self._extra = {"ages": ages, "sort": sort}
+        ages = ages or {}
         keep = self.selected_id
         rows: list[tuple[str, dict[str, Text]]] = []
-        for enclave, exited in [(e, False) for e in enclaves] + [(e, True) for e in gone]:
+        column, reverse = sort
+        listed = [(e, False) for e in enclaves] + [(e, True) for e in gone]
+        if column is not None:
+            def key(item: tuple[EnclaveInfo, bool]) -> tuple[int, object]:
+                e, exited = item
+                verdict = "exited" if exited else matches.get(e.enclave_id, "unpinned")
+                return sort_key(column, e, verdict, ages.get(e.enclave_id))
+            # exited enclaves stay below the running ones, each part sorted on its own
+            listed = sorted([i for i in listed if not i[1]], key=key, reverse=reverse) + \
+                sorted([i for i in listed if i[1]], key=key, reverse=reverse)
+        for enclave, exited in listed:
             if not row_matches(enclave, needle):
                 continue
             verdict = "exited" if exited else matches.get(enclave.enclave_id, "unpinned")
@@ -109,6 +172,7 @@ class EnclaveTable(DataTable[Text | str]):
                 "ID": Text(short_id(enclave.enclave_id), style=dim),
                 "CID": Text(str(enclave.cid), style=dim),
                 "State": Text("EXITED" if exited else enclave.state, style=dim or ("green" if enclave.state == "RUNNING" else "yellow")),
+                "Age": Text("-" if exited else age_text(ages.get(enclave.enclave_id)), style=dim),
                 "Flags": Text("DEBUG" if enclave.debug_mode else "-", style="bold yellow" if enclave.debug_mode else dim),
                 "CPUs": Text(cpu_list(enclave.cpu_ids), style=dim),
                 "MiB": Text(str(enclave.memory_mib), style=dim),
@@ -117,8 +181,8 @@ class EnclaveTable(DataTable[Text | str]):
             }))
         # leave room for a vertical scrollbar when the rows will not fit
         width = self.scrollable_content_region.width if self.size.width else 0
-        columns, name_max = fit([cells for _, cells in rows], width, self.cell_padding)
-        self._set_columns(columns)
+        columns, name_max = fit([cells for _, cells in rows], width, self.cell_padding, column)
+        self._set_columns(columns, sort)
         self.clear()
         for key, cells in rows:
             if name_max and cells["Name"].cell_len > name_max:

@@ -1,4 +1,5 @@
-"""The resources pane: the enclave CPU pool and who holds it, hugepages per size and node, the host."""
+"""The resources pane: the enclave CPU pool and who holds it, hugepages per size and node, the host
+(CPU and memory sparklines on a fixed 0-100 % scale)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Sparkline, Static
+from textual.widget import Widget
+from textual.widgets import Static
 
 from core.models import EnclaveInfo
 
@@ -54,17 +56,59 @@ def render_resources(resources: Any, enclaves: Sequence[EnclaveInfo]) -> Text:
     return text
 
 
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def percent_bars(samples: Sequence[float], width: int) -> str:
+    """The newest ``width`` samples as bars on a fixed 0-100 % scale: a flat 3 % stays low and a
+    busy host reads high, whatever the other samples are (Textual's Sparkline scales to min..max)."""
+    out = []
+    for value in list(samples)[-width:] if width > 0 else []:
+        level = min(max(value, 0.0), 100.0) / 100.0
+        out.append(BARS[min(int(level * len(BARS)), len(BARS) - 1)])
+    return "".join(out)
+
+
+class PercentSparkline(Widget):
+    """A one-line sparkline of percentages on a fixed 0-100 scale, coloured by level."""
+
+    DEFAULT_CSS = "PercentSparkline { height: 1; }"
+    COMPONENT_CLASSES = {"sparkline--max-color", "sparkline--min-color"}
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._data: list[float] = []
+
+    @property
+    def data(self) -> list[float]:
+        return self._data
+
+    @data.setter
+    def data(self, values: list[float]) -> None:
+        self._data = list(values)
+        self.refresh()
+
+    def render(self) -> Text:
+        bars = percent_bars(self._data, self.size.width)
+        low = self.get_component_rich_style("sparkline--min-color")
+        high = self.get_component_rich_style("sparkline--max-color")
+        text = Text()
+        for bar in bars:
+            text.append(bar, style=high if bar in BARS[5:] else low)
+        return text
+
+
 class ResourcesPane(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(render_resources(None, []), id="resources-body")
         with Horizontal(classes="spark-row"):
             yield Static("host CPU ", classes="spark-label")
-            yield Sparkline([], id="spark-cpu")
+            yield PercentSparkline(id="spark-cpu")
         with Horizontal(classes="spark-row"):
             yield Static("host mem ", classes="spark-label")
-            yield Sparkline([], id="spark-mem")
+            yield PercentSparkline(id="spark-mem")
 
     def show(self, resources: Any, enclaves: Sequence[EnclaveInfo], cpu: Sequence[float], mem: Sequence[float]) -> None:
         self.query_one("#resources-body", Static).update(render_resources(resources, enclaves))
-        self.query_one("#spark-cpu", Sparkline).data = list(cpu)
-        self.query_one("#spark-mem", Sparkline).data = list(mem)
+        self.query_one("#spark-cpu", PercentSparkline).data = list(cpu)
+        self.query_one("#spark-mem", PercentSparkline).data = list(mem)

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from core.ops.lifecycle import Lifecycle
-from tests.agent_world import script_eif, start_agent
 from tests.agent_world import launch as launch_script
+from tests.agent_world import script_eif, start_agent
 from tests.conftest import REPO, wait_for
 from tests.test_agent import samples
 from tests.test_testsign_e2e import launch as launch_payload

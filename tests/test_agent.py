@@ -334,3 +334,24 @@ def test_agent_refuses_a_readable_token_file(nd_home: Path, tmp_path: Path) -> N
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "mode 0640" in res.stderr and "Traceback" not in res.stderr
 
+
+
+def test_a_failing_refresh_is_counted_and_the_last_state_kept(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from console.agent.state import HostState
+    from core.backends.registry import select_backend
+    from core.ops.metrics import families
+
+    write_world(nd_home)
+    state = HostState(Lifecycle(select_backend("emulator"), read_only=True))
+    good = state.refresh()
+    assert good.error is None and good.status is not None
+    # the real backend on a machine without nitro-cli: describe-enclaves cannot run
+    monkeypatch.setenv("PATH", str(nd_home / "empty"))
+    state.lifecycle = Lifecycle(select_backend("real"), read_only=True)
+    bad = state.refresh()
+    assert bad.status is good.status and bad.error and "nitro-cli" in bad.error
+    assert state.counters.scrape_errors == 1
+    got = {f.name: f for f in families(*state.current())}
+    assert [s.value for s in got["nitrodeck_scrape_errors"].samples if s.name.endswith("_total")] == [1]
+    with pytest.raises(ValueError, match="read-only"):
+        HostState(Lifecycle(select_backend("emulator")))

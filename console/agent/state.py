@@ -121,10 +121,10 @@ class HostState:
                     running = {e.label for e in status.enclaves}
                     probe = {name: ok for name, ok in self._probe.items() if name in running}
                 snap = AgentSnapshot(status, verdicts, uptimes, exits, probe, taken=now)
-            except (NitrodeckError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is a counted scrape error, never a dead watcher
                 with self._lock:
                     self.counters.scrape_errors += 1
-                message = exc.message if isinstance(exc, NitrodeckError) else str(exc)
+                message = exc.message if isinstance(exc, NitrodeckError) else f"{type(exc).__name__}: {exc}"
                 snap = AgentSnapshot(previous.status, previous.verdicts, previous.uptimes, previous.exits,
                                      previous.testsign, taken=previous.taken, error=message[:500])
                 log.warning("refresh failed: %s", message)

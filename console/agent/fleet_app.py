@@ -84,7 +84,8 @@ class FleetApp(App[int]):
         if not report.reachable:
             title.update(f"{report.name}: unreachable ({report.error})")
             return
-        title.update(f"{report.name} ({report.instance_id}): {len(report.enclaves)} enclaves")
+        count = len(report.enclaves)
+        title.update(f"{report.name} ({report.instance_id}): {count} enclave{'' if count == 1 else 's'}")
         for e in report.enclaves:
             table.add_row(e.get("EnclaveName") or "-", e.get("EnclaveID", ""), e.get("State", ""),
                           str(e.get("NumberOfCPUs", "")), f"{e.get('MemoryMiB', '')} MiB",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import shutil
 import socket
@@ -83,6 +84,11 @@ async def browse(devtools: str, url: str, wanted: list[str], timeout: float = 90
                 if all(w in text for w in wanted):
                     break
                 await asyncio.sleep(0.5)
+            shot = os.environ.get("NITRODECK_WEB_SCREENSHOT")  # README's picture: set it to a .png path
+            if shot:
+                await asyncio.sleep(2)  # let the terminal paint what it received
+                png = await call("Page.captureScreenshot", {"format": "png"}, session=session)
+                Path(shot).write_bytes(base64.b64decode(png["data"]))
             drawn = await call("Runtime.evaluate", {"expression":
                                "document.querySelector('.xterm') !== null && "
                                "document.body.classList.contains('-first-byte')", "returnByValue": True},

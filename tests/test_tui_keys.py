@@ -272,3 +272,15 @@ async def test_live_ages_and_quit_message(nd_home: Path, tmp_path: Path) -> None
     message = quit_message(still)
     assert message is not None and "1 enclave still running on the emulator (tick)" in message
     assert "nitrodeck terminate --all" in message and quit_message([]) is None
+
+
+def test_readme_key_table_lists_every_registry_key() -> None:
+    from console import commands
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| key | what it does |"):]
+    table = table[: table.index("\n\n")]
+    written = {key for row in table.splitlines()[2:] for key in row.split("|")[1].replace("`", " ").split()}
+    missing = [c.id for c in commands.COMMANDS for key in c.shown_key.split() if key not in written]
+    assert missing == []

@@ -323,10 +323,13 @@ def parse_config(raw: bytes, where: str) -> dict[str, Any]:
 
 
 def launch_from_config(path: str, attach_flag: bool) -> dict[str, Any]:
+    from core.files import open_regular
+
     try:
-        with open(path, "rb") as fh:
+        # never blocks on a FIFO or device: those are refused like a missing file
+        with os.fdopen(open_regular(path, where="--config"), "rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError:
+    except (OSError, NitrodeckError):
         raise EmuError(code="E19", info=[path, "Open"], subactions=["Failed to open the enclave config file"]) from None
     req = parse_config(raw, path)
     if attach_flag:
@@ -655,9 +658,12 @@ def cmd_describe_eif(args: argparse.Namespace) -> int:
     action = ACTIONS["describe-eif"]
     try:
         # nitro-cli's EifReader::from_eif opens and parses in one step: a missing file is E35 too
-        # (lib.rs describe_eif), with no file/operation line
+        # (lib.rs describe_eif), with no file/operation line. Opened once (a FIFO is refused, never
+        # read); every figure comes from this one descriptor, and a file written meanwhile is refused
         try:
-            out = describe_eif(read_eif(args.eif_path))
+            with read_eif(args.eif_path) as eif:
+                out = describe_eif(eif)
+                eif.check_unchanged()
         except (NitrodeckError, OSError) as exc:
             raise EmuError(code="E35", subactions=[f"Failed to initialize EIF reader: {exc}"]) from None
     except EmuError as err:
@@ -669,21 +675,21 @@ def cmd_describe_eif(args: argparse.Namespace) -> int:
 def cmd_pcr(args: argparse.Namespace) -> int:
     """lib.rs get_file_pcr: open/read failures are E19 without a file line; a bad PEM is E57."""
     from core.eif.measure import pcr_of_bytes, pcr_of_file
+    from core.files import read_limited
 
     action = ACTIONS["pcr"]
     try:
         if args.input is not None:
             try:
-                out_json({"PCR": pcr_of_file(args.input)})
-            except OSError as exc:
+                out_json({"PCR": pcr_of_file(args.input)})  # a FIFO or device is refused, never read
+            except (OSError, NitrodeckError) as exc:
                 raise EmuError(code="E19", subactions=[f"Failed to open file: {exc}"]) from None
             return 0
         path = args.signing_certificate
         try:
-            with open(path, "rb") as fh:
-                pem = fh.read(MAX_PEM + 1)
-        except OSError as exc:
-            raise EmuError(code="E19", subactions=[f"Failed to open file: {exc}"]) from None
+            pem = read_limited(path, MAX_PEM)
+        except NitrodeckError as exc:
+            raise EmuError(code="E19", subactions=[f"Failed to open file: {exc.message}"]) from None
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -728,7 +734,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             # nitro-cli: no SignKeyData, so EifSigner::new gives None
             raise EmuError(code="E60", subactions=["Failed to create EifSigner"])
         try:
-            measurements = sign_eif(args.eif_path, args.signing_certificate, args.private_key)
+            measurements = sign_eif(args.eif_path, args.signing_certificate, args.private_key, locked=True)
         except (NitrodeckError, OSError) as exc:
             raise EmuError(code="E60", subactions=[f"Failed to sign image: {exc}"]) from None
     except EmuError as err:

@@ -230,6 +230,7 @@ class Supervisor:
         self.measurements: dict[str, str] = {}
         self.identity: dict[str, Any] = {}
         self.control_sock: socket.socket | None = None
+        self.eif: Any = None  # the private copy being launched (core.eif.format.EifFile)
         self.released = False
 
     # --- launch channel -----------------------------------------------------------------------
@@ -265,17 +266,21 @@ class Supervisor:
         open the EIF; CPU checks against the pool file (E20/E21/E22); the 4x EIF size rule in bytes
         (E26); NE_CREATE_VM (slot limit, no free core: E29); the signature check (E59); then
         "Start allocating memory...", hugepages (E27), vCPUs and NE_START_ENCLAVE (E29), boot (E36)."""
-        from core.eif.format import read_eif
+        from core.eif.format import EifError, copy_private, eif_from_fd
         from core.eif.measure import measure
 
         eif_path = os.path.abspath(spec.eif_path)
         try:
-            with open(eif_path, "rb") as fh:
-                eif_size = os.fstat(fh.fileno()).st_size
-        except OSError as exc:
+            # one private copy is measured, signature-checked and unpacked: replacing the file at
+            # eif_path during the launch cannot make the enclave attest one image and run another
+            eif_fd = copy_private(eif_path, home.ensure(home.emulator_run_dir()))
+        except EifError as exc:
+            if exc.problem == "no space":
+                raise EmuError(code="E19", subactions=[f"cannot copy the EIF: {exc.message}"]) from None
             raise EmuError(
-                code="E19", info=[spec.eif_path, "Open"], subactions=[f"Failed to open the EIF file: {exc}"]
+                code="E19", info=[spec.eif_path, "Open"], subactions=[f"Failed to open the EIF file: {exc.message}"]
             ) from None
+        eif_size = os.fstat(eif_fd).st_size
         try:
             inst = load_instance()
             pools = allocator_state(inst)
@@ -297,7 +302,8 @@ class Supervisor:
         parse_error: str | None = None
         eif = None
         try:
-            eif = read_eif(eif_path)
+            eif = eif_from_fd(eif_fd, Path(eif_path))  # owns (and on failure closes) the copy
+            self.eif = eif
             self.measurements = measure(eif).as_dict()
             from emulator.eifinfo import identity
 
@@ -360,7 +366,8 @@ class Supervisor:
             )
             table.add(self.entry)
         log_line(f"enc-{slot}", "INFO", f"allocated cpus {cpus}, {memory} MiB, cid {cid} for {enclave_id}")
-        self.boot(inst, eif_path, eif_size)
+        assert eif is not None  # parse_error raised E35 above
+        self.boot(inst, eif, eif_size)
         self.progress(f"Started enclave with enclave-cid: {cid}, memory: {memory} MiB, cpu-ids: [{', '.join(map(str, cpus))}]")
         self.tell({"result": self.run_info()})
         self.await_ack()
@@ -384,16 +391,23 @@ class Supervisor:
                 subactions=["run-enclave went away before it reported the enclave as started; the enclave was terminated"],
             )
 
-    def boot(self, inst: Instance, eif_path: str, eif_size: int) -> None:
+    def boot(self, inst: Instance, eif: Any, eif_size: int) -> None:
         from core.eif.build import read_image_spec
 
         entry = self.entry
         assert entry is not None
         runtime = home.ensure(state.slot_dir(entry.slot))
         try:
-            spec = read_image_spec(eif_path, runtime / "rootfs")
+            # unpacked from the private copy that was measured (never re-opened by path)
+            spec = read_image_spec(eif, runtime / "rootfs")
         except NitrodeckError as exc:
             raise EmuError(code="E35", subactions=[f"cannot unpack the customer ramdisk: {exc}"]) from None
+        except OSError as exc:  # a full disk is a file operation failure, not a boot failure
+            raise EmuError(
+                code="E19", subactions=[f"cannot unpack the customer ramdisk into {runtime}: {exc.strerror or exc}"]
+            ) from None
+        finally:
+            eif.close()
         rootfs = Path(spec.rootfs)
         cmd = [rewrite_path(arg, rootfs) for arg in spec.cmd]
         if not cmd:

@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +28,11 @@ from typing import Any
 import core
 from core.eif import cpio
 from core.eif.blobs import Blobs, load_blobs
-from core.eif.format import EifError, EifWriter, SectionType, read_eif
+from core.eif.format import EifError, EifFile, EifWriter, SectionType, read_eif
 from core.eif.image import ImageConfig, ImageError, flatten_tarball
+from core.eif.measure import measure
 from core.errors import NitrodeckError
+from core.files import OutputBusy, atomic_output, check_output_target, open_regular, output_lock
 from core.models import BuildRequest, BuildResult
 
 MAX_CUSTOM_METADATA = 4096
@@ -281,8 +285,10 @@ def _custom_metadata(path: str | None) -> Any:
     if not path:
         return None
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(open_regular(path, where="--metadata"), "rb") as fh:
             raw = fh.read(MAX_CUSTOM_METADATA + 1)
+    except NitrodeckError as exc:
+        raise BuildError(f"cannot read the metadata file: {exc.message}", cli_code="E19", where=path) from None
     except OSError as exc:
         raise BuildError(
             f"cannot read the metadata file: {exc.strerror}", cli_code="E19", where=path
@@ -308,6 +314,48 @@ def _check_output(path: Path) -> None:
             where=str(parent),
             cli_info=[str(path), "Open"],
         )
+    try:
+        check_output_target(path, where="--output-file")
+    except NitrodeckError as exc:
+        raise BuildError(exc.message, cli_code="E48", where=str(path), hint=exc.hint) from None
+
+
+WORK_PREFIX = "nd-build-"
+
+
+def clean_stale_work_dirs(folder: str | None = None) -> list[Path]:
+    """Remove build folders (``nd-build-<pid>-*``) that builds killed with SIGKILL left behind."""
+    base = Path(folder or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(WORK_PREFIX):
+            continue
+        pid_text = name[len(WORK_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        path = base / name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- the build ------------------------------------------------------------------------------------
@@ -336,7 +384,27 @@ def build_eif(
     custom = _custom_metadata(req.metadata)
     when = resolve_build_time(build_time)
     blobs = load_blobs()
-    with tempfile.TemporaryDirectory(prefix="nd-build-") as tmp:
+    clean_stale_work_dirs()
+    try:
+        # two builds to one output at once: the second is refused instead of both reporting success
+        with output_lock(output.absolute()):
+            measurements = _build_locked(req, docker_client, output, custom, when, blobs, say)
+    except OutputBusy as exc:
+        raise BuildError(exc.message, cli_code="E48", where=str(output), hint=exc.hint) from None
+    say("Enclave Image successfully created.")
+    return BuildResult(measurements=measurements, output_file=str(output))
+
+
+def _build_locked(
+    req: BuildRequest,
+    docker_client: Any,
+    output: Path,
+    custom: Any,
+    when: str,
+    blobs: Blobs,
+    say: Progress,
+) -> Any:
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") as tmp:
         work = Path(tmp)
         if req.docker_uri:
             source = _docker_source(req, docker_client, work, say)
@@ -373,8 +441,13 @@ def build_eif(
         writer.add(SectionType.METADATA, meta_bytes).add(SectionType.RAMDISK, rd0).add(
             SectionType.RAMDISK, rd1
         )
+        signing = bool(req.signing_certificate and req.private_key)
+        # a signed build signs a private unsigned copy into the output, so the output is written once
+        target = work / "unsigned.eif" if signing else output
         try:
-            writer.write(output)
+            with atomic_output(target, mode=0o644, where="--output-file") as out, writer.write_into(out) as eif:
+                # measured from our own temp file before it is renamed: the PCRs are of what we publish
+                measurements = measure(eif)
         except OSError as exc:
             raise BuildError(
                 f"cannot write the EIF: {exc.strerror}", cli_code="E48", where=str(output)
@@ -383,20 +456,19 @@ def build_eif(
             raise BuildError(
                 f"cannot write the EIF: {exc.message}", cli_code="E48", where=str(output)
             ) from None
-    if req.signing_certificate and req.private_key:
-        from core.eif.sign import SigningError, sign_eif
+        if signing:
+            from core.eif.sign import SigningError, sign_eif
 
-        try:
-            measurements = sign_eif(output, req.signing_certificate, req.private_key)
-        except SigningError as exc:
-            output.unlink(missing_ok=True)
-            raise BuildError(f"signing failed: {exc.message}", cli_code="E60", where=exc.where) from None
-    else:
-        from core.eif.measure import measure_eif
-
-        measurements = measure_eif(output)
-    say("Enclave Image successfully created.")
-    return BuildResult(measurements=measurements, output_file=str(output))
+            assert req.signing_certificate and req.private_key
+            try:
+                measurements = sign_eif(target, req.signing_certificate, req.private_key, output=output)
+            except SigningError as exc:
+                raise BuildError(f"signing failed: {exc.message}", cli_code="E60", where=exc.where) from None
+            except OSError as exc:
+                raise BuildError(
+                    f"cannot write the EIF: {exc.strerror}", cli_code="E48", where=str(output)
+                ) from None
+    return measurements
 
 
 # --- reading back -------------------------------------------------------------------------------
@@ -418,19 +490,25 @@ class ImageSpecError(NitrodeckError):
     code = "ND-IMAGE-SPEC"
 
 
-def read_image_spec(eif_path: str | os.PathLike[str], dest_dir: str | os.PathLike[str]) -> ImageSpec:
-    """Unpack the customer ramdisk (the last one) of an EIF into ``dest_dir`` (the emulator's boot)."""
-    eif = read_eif(eif_path)
+def read_image_spec(eif_path: str | os.PathLike[str] | EifFile, dest_dir: str | os.PathLike[str]) -> ImageSpec:
+    """Unpack the customer ramdisk (the last one) of an EIF into ``dest_dir`` (the emulator's boot).
+
+    Give the :class:`EifFile` that was measured: the ramdisk is read from its open descriptor, so
+    what is unpacked is what was measured (a path is opened once here, for tools and tests).
+    """
+    eif = eif_path if isinstance(eif_path, EifFile) else read_eif(eif_path)
+    where = str(eif.path)
     ramdisks = eif.ramdisks
     if len(ramdisks) < 2:
-        raise ImageSpecError("the EIF has no customer ramdisk (only the bootstrap one)", where=str(eif_path))
+        raise ImageSpecError("the EIF has no customer ramdisk (only the bootstrap one)", where=where)
     dest = Path(dest_dir)
     with eif.open_section(ramdisks[-1]) as stream:
         try:
             cpio.extract(stream, dest)
         except cpio.CpioError as exc:
             raise ImageSpecError(f"customer ramdisk: {exc.message}", where=exc.where) from None
+    eif.check_unchanged()
     rootfs = dest / "rootfs"
     if not rootfs.is_dir() or rootfs.is_symlink():
-        raise ImageSpecError("the customer ramdisk has no rootfs/ folder", where=str(eif_path))
+        raise ImageSpecError("the customer ramdisk has no rootfs/ folder", where=where)
     return ImageSpec(rootfs=rootfs, cmd=_lines(dest / "cmd", "cmd"), env=_lines(dest / "env", "env"))

@@ -12,11 +12,13 @@ A CRC mismatch is reported (``crc_ok=False``), not raised: describe-eif shows ``
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import stat
 import struct
-import tempfile
+import weakref
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.errors import NitrodeckError
+from core.files import AtomicOutput, atomic_output, kind_of
 
 MAGIC = b".eif"
 VERSION = 4
@@ -141,15 +144,79 @@ class EifSection:
         return self.data_offset + self.size
 
 
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_nlink, st.st_ctime_ns)
+
+
+class _Source:
+    """The one open descriptor an EifFile reads through, and what fstat said when it was opened.
+
+    Everything (structure, CRC, PCRs, signature, metadata, the unpacked ramdisk) is read from this
+    descriptor with pread, never by re-opening the path: a file renamed over the path meanwhile is
+    not seen, and a file written in place meanwhile is detected (:meth:`EifFile.check_unchanged`).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        st = os.fstat(fd)
+        self.stamp = _stamp(st)
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def pread_into(self, view: memoryview, offset: int) -> int:
+        return os.preadv(self.fd, [view], offset)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+
 @dataclass
 class EifFile:
-    """A validated EIF. ``sections`` are in file order (which nitro-cli also uses for PCRs)."""
+    """A validated EIF. ``sections`` are in file order (which nitro-cli also uses for PCRs).
+
+    ``path`` is for messages only: all reads go through the descriptor opened once by
+    :func:`read_eif` (or a private copy, :func:`read_eif_private`).
+    """
 
     path: Path
     file_size: int
     header: EifHeader
     sections: list[EifSection]
+    _source: _Source | None = field(default=None, repr=False, compare=False)
     _crc: int | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def source(self) -> _Source:
+        if self._source is None:
+            raise EifError("this EIF has no open file", offset=0, problem="unreadable")
+        return self._source
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+
+    def __enter__(self) -> EifFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_unchanged(self) -> None:
+        """Refuse (typed) results read from a file that was written in place while being read."""
+        src = self.source
+        now = _stamp(os.fstat(src.fd))
+        # a rename over the path or a new hard link changes the link count and the ctime, but not
+        # the bytes we read; a write changes the mtime (and the ctime at the same link count)
+        same_links = now[3] == src.stamp[3]
+        if now[:3] != src.stamp[:3] or (same_links and now[4] != src.stamp[4]):
+            raise EifError(
+                f"{self.path} changed while it was being read",
+                offset=0,
+                problem="changed",
+                hint="do not modify an EIF while nitrodeck reads it; run the command again",
+            )
 
     @property
     def computed_crc(self) -> int:
@@ -157,10 +224,9 @@ class EifFile:
         is a full pass over the file that measuring does not need."""
         if self._crc is None:
             crc = zlib.crc32(self.header.pack()[:CRC_COVERED])
-            with open(self.path, "rb") as fh:
-                for sec in self.sections:
-                    for data in _iter_range(fh, sec.offset, SECTION_HEADER_SIZE + sec.size, CHUNK):
-                        crc = zlib.crc32(data, crc)
+            for sec in self.sections:
+                for data in _iter_range(self.source, sec.offset, SECTION_HEADER_SIZE + sec.size, CHUNK):
+                    crc = zlib.crc32(data, crc)
             self._crc = crc
         return self._crc
 
@@ -213,20 +279,17 @@ class EifFile:
                 offset=section.offset,
                 problem="section too large",
             )
-        with open(self.path, "rb") as fh:
-            fh.seek(section.data_offset)
-            data = fh.read(section.size)
+        data = self.source.pread(section.size, section.data_offset)
         if len(data) != section.size:
             raise EifError("file changed while reading", offset=section.data_offset, problem="truncated")
         return data
 
     def iter_section(self, section: EifSection, chunk: int = CHUNK) -> Iterator[bytes]:
-        with open(self.path, "rb") as fh:
-            yield from _iter_range(fh, section.data_offset, section.size, chunk)
+        yield from _iter_range(self.source, section.data_offset, section.size, chunk)
 
     def open_section(self, section: EifSection) -> BinaryIO:
         """A buffered stream over exactly one section's data (never reads past it)."""
-        return io.BufferedReader(_RangeReader(self.path, section.data_offset, section.size), CHUNK)
+        return io.BufferedReader(_RangeReader(self.source, section.data_offset, section.size), CHUNK)
 
     def cmdline(self) -> str:
         return self.read_section(self.cmdline_section, 64 * 1024).decode("utf-8", "replace")
@@ -258,12 +321,12 @@ class EifFile:
 
 
 class _RangeReader(io.RawIOBase):
-    """Raw stream over [offset, offset+size) of a file."""
+    """Raw stream over [offset, offset+size) of the EIF's open descriptor (pread: no shared offset)."""
 
-    def __init__(self, path: Path, offset: int, size: int) -> None:
+    def __init__(self, source: _Source, offset: int, size: int) -> None:
         super().__init__()
-        self._fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
-        self._fh.seek(offset)
+        self._source = source
+        self._pos = offset
         self._left = size
 
     def readable(self) -> bool:
@@ -274,22 +337,19 @@ class _RangeReader(io.RawIOBase):
         want = min(len(view), self._left)
         if want <= 0:
             return 0
-        n = self._fh.readinto(view[:want]) or 0
+        n = self._source.pread_into(view[:want], self._pos)
+        self._pos += n
         self._left -= n
         return n
 
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
 
-
-def _iter_range(fh: BinaryIO, offset: int, size: int, chunk: int) -> Iterator[bytes]:
-    fh.seek(offset)
-    left = size
+def _iter_range(source: _Source, offset: int, size: int, chunk: int) -> Iterator[bytes]:
+    pos, left = offset, size
     while left > 0:
-        data = fh.read(min(chunk, left))
+        data = source.pread(min(chunk, left), pos)
         if not data:
-            raise EifError("file ends inside a section", offset=fh.tell(), problem="truncated")
+            raise EifError("file ends inside a section", offset=pos, problem="truncated")
+        pos += len(data)
         left -= len(data)
         yield data
 
@@ -298,22 +358,131 @@ def _fail(problem: str, offset: int, message: str) -> EifError:
     return EifError(message, offset=offset, problem=problem)
 
 
-def read_eif(path: str | os.PathLike[str]) -> EifFile:
-    """Parse and validate an EIF. Raises :class:`EifError` for any structural defect."""
-    path = Path(path)
+def _open_eif(path: Path) -> int:
+    """Open once, without blocking on a FIFO or device, and refuse anything but a regular file."""
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise EifError(f"cannot open EIF {path}: {exc.strerror}", offset=0, problem="unreadable") from exc
     try:
-        file_size = os.fstat(fh.fileno()).st_size
-        return _parse(fh, path, file_size)
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise EifError(f"cannot open EIF {path}: {exc.strerror}", offset=0, problem="unreadable") from exc
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise EifError(
+            f"{path} is {kind_of(st.st_mode)}, not an EIF file", offset=0, problem="not a regular file"
+        )
+    return fd
+
+
+def eif_from_fd(fd: int, path: Path) -> EifFile:
+    """Parse the EIF behind ``fd`` (owned by the result from now on; closed on failure)."""
+    source = _Source(fd)
+    try:
+        eif = _parse(source, path, source.stamp[0])
+    except BaseException:
+        source.close()
+        raise
+    eif._source = source
+    return eif
+
+
+def read_eif(path: str | os.PathLike[str]) -> EifFile:
+    """Parse and validate an EIF. Raises :class:`EifError` for any structural defect.
+
+    The result keeps the file open: measure, check and unpack it from this object, never by path.
+    """
+    path = Path(path)
+    return eif_from_fd(_open_eif(path), path)
+
+
+def read_eif_fd(fd: int, path: str | os.PathLike[str]) -> EifFile:
+    """Parse an EIF from a descriptor we hold (e.g. an output before it is published); ``fd`` is
+    duplicated, so the caller keeps its own."""
+    return eif_from_fd(os.dup(fd), Path(path))
+
+
+def _private_fd(folder: Path) -> int:
+    """An unnamed file only this process can reach (O_TMPFILE; else a temp file unlinked at once)."""
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            return os.open(folder, tmpfile | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=".eif-copy-", dir=str(folder))
+    os.unlink(name)
+    return fd
+
+
+def copy_private(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> int:
+    """A descriptor of an unnamed copy of the EIF at ``path`` in ``folder`` (the caller owns it).
+
+    Parse it with :func:`eif_from_fd`: what is then measured, checked and unpacked is exactly what
+    runs, whatever happens to ``path`` meanwhile. A FIFO or device at ``path`` is refused (EifError).
+    """
+    path = Path(path)
+    src = _open_eif(path)
+    try:
+        try:
+            dst = _private_fd(Path(folder))
+        except OSError as exc:
+            raise EifError(
+                f"cannot make a private copy of the EIF in {folder}: {exc.strerror}",
+                offset=0,
+                problem="no space" if exc.errno == errno.ENOSPC else "unreadable",
+            ) from exc
+        try:
+            _copy_fd(src, dst)
+        except OSError as exc:
+            os.close(dst)
+            raise EifError(
+                f"cannot copy the EIF: {exc.strerror}",
+                offset=0,
+                problem="no space" if exc.errno == errno.ENOSPC else "unreadable",
+            ) from exc
     finally:
-        fh.close()
+        os.close(src)
+    return dst
 
 
-def _parse(fh: BinaryIO, path: Path, file_size: int) -> EifFile:
-    raw = fh.read(HEADER_SIZE)
+def read_eif_private(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> EifFile:
+    """Parse a private copy (:func:`copy_private`) of the EIF at ``path``."""
+    return eif_from_fd(copy_private(path, folder), Path(path))
+
+
+def _copy_fd(src: int, dst: int) -> None:
+    """Copy until the end of ``src`` as it is now (a source that grows is copied as far as it is)."""
+    offset = 0
+    while True:
+        try:
+            n = os.copy_file_range(src, dst, CHUNK * 16, offset, offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            n = _copy_plain(src, dst, offset)
+        if n == 0:
+            return
+        offset += n
+
+
+def _copy_plain(src: int, dst: int, offset: int) -> int:
+    data = os.pread(src, CHUNK, offset)
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(dst, view, offset)
+        view = view[written:]
+        offset += written
+    return len(data)
+
+
+def _parse(src: _Source, path: Path, file_size: int) -> EifFile:
+    raw = src.pread(HEADER_SIZE, 0)
     if len(raw) < 4 or raw[:4] != MAGIC:
         if len(raw) < 4:
             raise _fail("truncated", len(raw), f"file is {file_size} bytes, too short for an EIF header")
@@ -371,8 +540,7 @@ def _parse(fh: BinaryIO, path: Path, file_size: int) -> EifFile:
 
     typed: list[EifSection] = []
     for sec in ordered:
-        fh.seek(sec.offset)
-        sh = fh.read(SECTION_HEADER_SIZE)
+        sh = src.pread(SECTION_HEADER_SIZE, sec.offset)
         if len(sh) != SECTION_HEADER_SIZE:
             raise _fail("truncated", sec.offset, f"section {sec.index} header is cut short")
         stype, sflags, ssize = struct.unpack(SECTION_HEADER_FORMAT, sh)
@@ -418,9 +586,10 @@ def _parse(fh: BinaryIO, path: Path, file_size: int) -> EifFile:
 
 @dataclass(frozen=True)
 class FileRange:
-    """Part of an existing file used as section data (re-signing copies sections this way)."""
+    """Part of an open EIF used as section data (re-signing copies sections this way): read from
+    the EIF's own descriptor, so what is copied is what was measured."""
 
-    path: Path
+    eif: EifFile | Path  # a Path is opened here (tests, plain files); an EifFile is read through its descriptor
     offset: int
     size: int
 
@@ -441,7 +610,11 @@ def _iter_source(source: SectionSource, chunk: int = CHUNK) -> Iterator[bytes]:
         for start in range(0, len(source), chunk):
             yield source[start : start + chunk]
         return
-    path, offset = (source.path, source.offset) if isinstance(source, FileRange) else (source, 0)
+    if isinstance(source, FileRange) and isinstance(source.eif, EifFile):
+        yield from _iter_range(source.eif.source, source.offset, source.size, chunk)
+        return
+    path, offset = (source.eif, source.offset) if isinstance(source, FileRange) else (source, 0)
+    assert isinstance(path, Path)
     size = _source_size(source)
     with open(path, "rb") as fh:
         fh.seek(offset)
@@ -536,19 +709,16 @@ class EifWriter:
         fh.seek(0, os.SEEK_END)
         return crc
 
+    def write_into(self, out: AtomicOutput) -> EifFile:
+        """Write into an output not yet published and return it parsed from our own descriptor, so
+        the caller measures exactly the bytes it is about to publish."""
+        self.write_to(out.fh)
+        out.fh.flush()
+        return read_eif_fd(out.fh.fileno(), out.target)
+
     def write(self, path: str | os.PathLike[str]) -> int:
-        """Write atomically (temp file + rename) so a failed build never leaves half an EIF."""
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".eif-", dir=str(target.parent.absolute()))
-        try:
-            with os.fdopen(fd, "w+b") as fh:
-                crc = self.write_to(fh)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        """Write atomically (temp file + rename) so a failed build never leaves half an EIF; a
+        target that exists and is not a regular file is refused (core.files.atomic_output)."""
+        with atomic_output(Path(path), mode=0o644) as out:
+            crc = self.write_to(out.fh)
         return crc

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from core.eif.format import CRC_COVERED, SECTION_HEADER_SIZE, EifError, EifFile, SectionType, read_eif
 from core.eif.signature import signing_certificate_der
+from core.files import open_regular
 from core.models import Measurements
 
 if TYPE_CHECKING:
@@ -51,8 +52,9 @@ def pcr_of_bytes(data: bytes) -> str:
 
 
 def pcr_of_file(path: str | os.PathLike[str], chunk: int = 1024 * 1024) -> str:
+    """PCR of a file's bytes; a FIFO or device is refused (typed), never read until it ends."""
     hasher = hashlib.sha384()
-    with open(path, "rb") as fh:
+    with os.fdopen(open_regular(Path(path)), "rb") as fh:
         while block := fh.read(chunk):
             hasher.update(block)
     return finalize(hasher)
@@ -131,38 +133,39 @@ def _hash_sections(eif: EifFile, with_crc: bool) -> tuple[str, str, str, int | N
         w.start()
     turn = 0
     try:
-        with open(eif.path, "rb", buffering=0) as fh:
-            for sec in eif.sections:
-                measured = sec.type in MEASURED
-                if not measured and crc is None:
-                    continue
-                to_pcr2 = sec.type == SectionType.RAMDISK and ramdisk0 is not None and sec is not ramdisk0
+        # every byte comes from the EIF's one open descriptor (never re-opened by path)
+        source = eif.source
+        for sec in eif.sections:
+            measured = sec.type in MEASURED
+            if not measured and crc is None:
+                continue
+            to_pcr2 = sec.type == SectionType.RAMDISK and ramdisk0 is not None and sec is not ramdisk0
+            if crc is not None:
+                head = source.pread(SECTION_HEADER_SIZE, sec.offset)
+                if len(head) != SECTION_HEADER_SIZE:
+                    raise EifError("file ends inside a section header", offset=sec.offset, problem="truncated")
+                workers[1].jobs.put(head)
+            pos = sec.data_offset
+            left = sec.size
+            while left > 0:
+                idx = turn % BUFFERS
+                turn += 1
+                for w in workers:
+                    w.free[idx].wait()
+                view = memoryview(buffers[idx])[: min(CHUNK, left)]
+                n = source.pread_into(view, pos)
+                if not n:
+                    raise EifError("file ends inside a section", offset=pos, problem="truncated")
+                pos += n
+                left -= n
+                if to_pcr2:
+                    pcr2_worker.give(idx, n)
                 if crc is not None:
-                    fh.seek(sec.offset)
-                    head = fh.read(SECTION_HEADER_SIZE)
-                    if len(head) != SECTION_HEADER_SIZE:
-                        raise EifError("file ends inside a section header", offset=sec.offset, problem="truncated")
-                    workers[1].jobs.put(head)
-                fh.seek(sec.data_offset)
-                left = sec.size
-                while left > 0:
-                    idx = turn % BUFFERS
-                    turn += 1
-                    for w in workers:
-                        w.free[idx].wait()
-                    view = memoryview(buffers[idx])[: min(CHUNK, left)]
-                    n = fh.readinto(view)
-                    if not n:
-                        raise EifError("file ends inside a section", offset=fh.tell(), problem="truncated")
-                    left -= n
-                    if to_pcr2:
-                        pcr2_worker.give(idx, n)
-                    if crc is not None:
-                        workers[1].give(idx, n)
-                    if measured:
-                        pcr0.update(view[:n])
-                if sec is ramdisk0:
-                    pcr1 = pcr0.copy()
+                    workers[1].give(idx, n)
+                if measured:
+                    pcr0.update(view[:n])
+            if sec is ramdisk0:
+                pcr1 = pcr0.copy()
     finally:
         for w in workers:
             w.jobs.put(None)
@@ -185,9 +188,12 @@ def measure(eif: EifFile, *, with_crc: bool = False) -> Measurements:
     pcr8 = None
     if eif.signature is not None:
         pcr8 = pcr_of_bytes(signing_certificate_der(eif))
+    # a file written in place while we read it gives PCRs of neither image: refuse them
+    eif.check_unchanged()
     return Measurements(pcr0=pcr0, pcr1=pcr1, pcr2=pcr2, pcr8=pcr8)
 
 
 def measure_eif(path: str | os.PathLike[str]) -> Measurements:
-    """Validate and measure an EIF file (PCR8 only when it carries a signature)."""
-    return measure(read_eif(Path(path)))
+    """Validate and measure an EIF file (PCR8 only when it carries a signature); one open file."""
+    with read_eif(Path(path)) as eif:
+        return measure(eif)

@@ -9,6 +9,7 @@ KMS key ARN (nitro-cli accepts one too) the key never leaves KMS.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -26,11 +28,12 @@ from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from core.crypto import cose
 from core.eif.format import MAX_SIGNATURE_SIZE, EifFile, EifWriter, FileRange, SectionType, read_eif
-from core.eif.measure import measure, measure_eif, pcr_of_bytes
+from core.eif.measure import measure, pcr_of_bytes
 from core.eif.signature import (
     signature_entries,
 )
 from core.errors import NitrodeckError
+from core.files import atomic_output, open_regular, output_lock
 from core.models import Measurements
 
 MAX_PEM = 64 * 1024
@@ -89,8 +92,10 @@ class SignatureInfo:
 
 def _read_small(path: str | os.PathLike[str], what: str) -> bytes:
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(open_regular(Path(path)), "rb") as fh:
             data = fh.read(MAX_PEM + 1)
+    except NitrodeckError as exc:
+        raise SigningError(f"cannot read the {what}: {exc.message}", where=str(path)) from None
     except OSError as exc:
         raise SigningError(f"cannot read the {what}: {exc.strerror}", where=str(path)) from exc
     if len(data) > MAX_PEM:
@@ -101,7 +106,7 @@ def _read_small(path: str | os.PathLike[str], what: str) -> bytes:
 def load_certificate(pem: bytes, where: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(pem)
-    except ValueError as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise SigningError(f"not a PEM X.509 certificate: {exc}", where=where) from exc
 
 
@@ -230,22 +235,27 @@ def check_signature(eif: EifFile | str | os.PathLike[str], pcr0: str | None = No
     entry = entries[0]
     try:
         cert = x509.load_pem_x509_certificate(entry.certificate_pem)
-    except ValueError:
-        return SignatureInfo(signed=True, problem="signing certificate is not a PEM certificate")
-    der = cert.public_bytes(serialization.Encoding.DER)
-    now = dt.datetime.now(dt.UTC)
-    info = SignatureInfo(
-        signed=True,
-        pcr8=pcr_of_bytes(der),
-        certificate_info=certificate_info(cert),
-        valid_now=cert.not_valid_before_utc <= now <= cert.not_valid_after_utc,
-    )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        now = dt.datetime.now(dt.UTC)
+        info = SignatureInfo(
+            signed=True,
+            pcr8=pcr_of_bytes(der),
+            certificate_info=certificate_info(cert),
+            valid_now=cert.not_valid_before_utc <= now <= cert.not_valid_after_utc,
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # an enclave image is hostile input: a certificate cryptography cannot read is a verdict
+        return SignatureInfo(signed=True, problem=f"signing certificate cannot be read: {exc}")
     try:
         message = cose.decode(entry.cose_sign1)
     except cose.CoseError as exc:
         info.problem = f"signature is not COSE_Sign1: {exc}"
         return info
-    public = cert.public_key()
+    try:
+        public = cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        info.problem = f"certificate key is invalid or unsupported: {exc}"
+        return info
     if not isinstance(public, ec.EllipticCurvePublicKey):
         info.problem = "certificate key is not EC"
         return info
@@ -283,39 +293,55 @@ def _safe_bytes(value: Any) -> bytes | None:
 # --- signing --------------------------------------------------------------------------------------
 
 
+def _public_key(cert: x509.Certificate, where: str) -> ec.EllipticCurvePublicKey:
+    """The certificate's EC key; a key cryptography cannot load or that is not EC is typed."""
+    try:
+        key = cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise SigningError(f"the signing certificate's key cannot be used: {exc}", where=where) from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _KMS_ALGS:
+        raise SigningError("the signing certificate's key must be EC P-256/P-384/P-521", where=where)
+    return key
+
+
 def sign_eif(
     eif_path: str | os.PathLike[str],
     certificate: str | os.PathLike[str],
     private_key: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
+    *,
+    locked: bool = False,
 ) -> Measurements:
-    """Sign (or re-sign) an EIF; writes ``output`` (default: in place, atomically)."""
+    """Sign (or re-sign) an EIF; writes ``output`` (default: in place, atomically).
+
+    The input is opened once: its PCR0 (what is signed) and the sections copied into the output come
+    from the same descriptor, and the returned measurements are of the bytes published, read from
+    our own temp file before it is renamed over the target.
+    """
     cert_pem = _read_small(certificate, "signing certificate")
     cert = load_certificate(cert_pem, str(certificate))
     signer = load_signer(private_key)
-    cert_key = cert.public_key()
-    if (
-        not isinstance(cert_key, ec.EllipticCurvePublicKey)
-        or cert_key.public_numbers() != signer.public_key.public_numbers()
-    ):
+    cert_key = _public_key(cert, str(certificate))
+    if cert_key.public_numbers() != signer.public_key.public_numbers():
         raise SigningError("the private key does not match the signing certificate", where=str(private_key))
     path = Path(eif_path)
-    eif = read_eif(path)
-    pcr0 = measure(eif).pcr0
-    section = build_signature_section(cert_pem, signer, pcr0)
-    if len(section) > MAX_SIGNATURE_SIZE:
-        raise SigningError(
-            f"signature section would be {len(section)} bytes, over {MAX_SIGNATURE_SIZE}",
-            where=str(certificate),
-        )
-    writer = EifWriter(
-        flags=eif.header.flags, default_mem=eif.header.default_mem, default_cpus=eif.header.default_cpus
-    )
-    for sec in eif.sections:
-        if sec.type != SectionType.SIGNATURE:
-            writer.add(sec.type, FileRange(path, sec.data_offset, sec.size))
-    writer.add(SectionType.SIGNATURE, section)
     target = Path(output) if output is not None else path
-    # the writer reads the old sections while writing a temp file, then renames it over the target
-    writer.write(target)
-    return measure_eif(target)
+    with read_eif(path) as eif:
+        pcr0 = measure(eif).pcr0
+        section = build_signature_section(cert_pem, signer, pcr0)
+        if len(section) > MAX_SIGNATURE_SIZE:
+            raise SigningError(
+                f"signature section would be {len(section)} bytes, over {MAX_SIGNATURE_SIZE}",
+                where=str(certificate),
+            )
+        writer = EifWriter(
+            flags=eif.header.flags, default_mem=eif.header.default_mem, default_cpus=eif.header.default_cpus
+        )
+        for sec in eif.sections:
+            if sec.type != SectionType.SIGNATURE:
+                writer.add(sec.type, FileRange(eif, sec.data_offset, sec.size))
+        writer.add(SectionType.SIGNATURE, section)
+        lock = output_lock(target.absolute()) if locked else contextlib.nullcontext()
+        with lock, atomic_output(target, mode=0o644) as out, writer.write_into(out) as written:
+            measurements = measure(written)
+    return measurements

@@ -13,6 +13,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from core.eif.format import MAX_SIGNATURE_SIZE, EifError, EifFile
@@ -84,10 +85,11 @@ def signing_certificate_der(eif: EifFile) -> bytes:
         raise EifError("EIF has no signature", offset=0, problem="bad signature")
     try:
         cert = x509.load_pem_x509_certificate(entries[0].certificate_pem)
-    except ValueError as exc:
+        der = cert.public_bytes(serialization.Encoding.DER)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise EifError(
             f"signing certificate is not a PEM certificate: {exc}",
             offset=section.data_offset,
             problem="bad signature",
         ) from exc
-    return cert.public_bytes(serialization.Encoding.DER)
+    return der

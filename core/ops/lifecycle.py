@@ -35,6 +35,7 @@ from core.backends.driver import CommandRecord, NitroCli
 from core.backends.real import ReadOnlyReason, device_path, read_only_reason, sysfs_root
 from core.backends.registry import select_backend
 from core.errors import NitrodeckError, ReadOnlyError, UsageError
+from core.files import check_output_target
 from core.models import (
     BuildRequest,
     BuildResult,
@@ -48,6 +49,7 @@ from core.models import (
 from core.ops.audit import AuditLog
 from core.ops.expected import ExpectedPcrs, Pin, Verdict
 from core.ops.resources import Resources, gather
+from core.yamlsafe import YamlRefused, load_yaml
 
 MIN_MEMORY_MIB = 64  # NE_MIN_ENCLAVE_MEM_SIZE
 ASSET_TAG = "devices/virtual/dmi/id/board_asset_tag"  # under sysfs ($NITRODECK_SYSFS)
@@ -211,8 +213,8 @@ def emulator_instance_id() -> str | None:
     if text is None:
         return None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = load_yaml(text)
+    except (yaml.YAMLError, YamlRefused):
         return None
     value = data.get("instance_id") if isinstance(data, dict) else None
     return str(value) if value else None
@@ -409,6 +411,8 @@ class Lifecycle:
                 version=req.version or base.version,
                 metadata=req.metadata,
             )
+        # nitro-cli (like any builder) renames over the target: never over a device, FIFO or link
+        check_output_target(req.output_file, where="--output-file")
         Path(req.output_file).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
         return self.driver.build_enclave(req, progress=progress)
 

@@ -10,7 +10,6 @@ or logged. After sealing only the enclave can get it back, through KMS with its 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from core.errors import ConfigError
+from core.files import write_atomic
 from core.kms import (
     DEFAULT_PROXY_PORT,
     MAX_CIPHERTEXT,
@@ -66,11 +66,11 @@ class SealReport:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    tmp.replace(path)
+    """All or nothing, 0600, and never over something that is not a regular file (core.files)."""
+    try:
+        write_atomic(path, data, mode=0o600, where="--out", lock=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}", where="--out") from None
 
 
 def _seal_body(

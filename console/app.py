@@ -60,6 +60,7 @@ from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
 from core.ops.lifecycle import DEVICE_ACTIONS
 from core.ops.resources import host_sample
 from core.ops.watch import DirWatcher
+from core.text import safe_text
 
 #: below this width the dashboard shows the table and one pane at a time
 WIDE_COLUMNS = 120
@@ -869,7 +870,7 @@ def run_tui(args: argparse.Namespace, early: EarlySource | None = None) -> int:
     try:
         app = live_app(getattr(args, "backend", None), bool(getattr(args, "read_only", False)), refresh, early)
     except NitrodeckError as err:
-        print(f"nitrodeck: {err}", file=sys.stderr)
+        print(f"nitrodeck: {safe_text(str(err), multiline=True)}", file=sys.stderr)
         return err.exit_status
     app.run()
     message = quit_message(app.source.still_running())

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import contextlib
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +27,7 @@ from core.backends.registry import CHOICES, select_backend
 from core.errors import UsageError
 from core.models import BuildRequest, EifInfo, EnclaveInfo, LaunchRequest, RunInfo, TerminateInfo
 from core.ops.lifecycle import EnclaveNotFound, Lifecycle, Status
+from core.text import safe_text
 
 _MAX_LOG_PRINT = 16 * 1024 * 1024
 
@@ -381,7 +382,11 @@ def _print_log(path: Path) -> None:
         if size > _MAX_LOG_PRINT:
             fh.seek(size - _MAX_LOG_PRINT)
             progress(f"(showing the last {_MAX_LOG_PRINT // (1024 * 1024)} MiB of {path})")
-        shutil.copyfileobj(fh, sys.stdout.buffer)
+        # the enclave wrote these bytes: shown with its control characters escaped (core.text)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        while chunk := fh.read(1024 * 1024):
+            sys.stdout.write(safe_text(decoder.decode(chunk), multiline=True))
+        sys.stdout.write(safe_text(decoder.decode(b"", final=True), multiline=True))
     sys.stdout.flush()
 
 
@@ -426,7 +431,7 @@ def _stream_console(lc: Lifecycle, enclave: str, disconnect_timeout: float | Non
                 if as_json:
                     print(_line_json(lc.backend.name, line), flush=True)
                 else:
-                    print(line, flush=True)
+                    print(safe_text(line), flush=True)
 
     asyncio.run(stream())  # a BrokenPipeError ends it quietly in main() (exit 141, as `cat | head`)
 

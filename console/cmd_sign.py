@@ -22,6 +22,7 @@ from core.checks import Check
 from core.errors import InputTooLarge, UsageError
 from core.files import read_limited
 from core.ops.testsign import MAX_NONCE, MAX_PAYLOAD, PAYLOAD_PORT, SCHEMES, attest, test_sign
+from core.text import safe_text
 
 CHECK_FAILED = 3
 MAX_PCR_FILE = 64 * 1024
@@ -67,7 +68,7 @@ def check_lines(checks: Iterable[Check]) -> str:
     lines = []
     for check in checks:
         mark = "–" if check.ok is None else ("✓" if check.ok else "✗")
-        lines.append(f"{mark} {check.name}" + (f": {check.detail}" if check.detail else ""))
+        lines.append(f"{mark} {safe_text(check.name)}" + (f": {safe_text(check.detail)}" if check.detail else ""))
     return "\n".join(lines)
 
 

@@ -15,6 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.text import safe_text
+
 
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, paths and enums become plain JSON values; everything else passes through."""
@@ -44,22 +46,25 @@ def emit_json(obj: Any, stream: TextIO | None = None) -> None:
 
 def progress(message: str) -> None:
     """A line for people, on stderr, so it never mixes into JSON."""
-    print(message, file=sys.stderr, flush=True)
+    print(safe_text(message, multiline=True), file=sys.stderr, flush=True)
 
 
 def _cell(value: Any) -> str:
+    """One table cell or key-value value; control characters from outside are shown escaped
+    (core.text.safe_text), so an enclave or EIF name can never drive the operator's terminal."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value) or "-"
-    return str(value).replace("\n", " ")
+        return safe_text(",".join(str(v) for v in value)) or "-"
+    return safe_text(str(value).replace("\n", " "))
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], empty: str = "(none)") -> str:
     """Left-aligned columns separated by two spaces; ``empty`` when there are no rows."""
     body = [[_cell(v) for v in row] for row in rows]
+    headers = [safe_text(h) for h in headers]
     if not body:
         return "  ".join(headers) + "\n" + empty
     widths = [len(h) for h in headers]
@@ -74,7 +79,7 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], empty: str = "(
 
 def key_values(pairs: Iterable[tuple[str, Any]]) -> str:
     """``key: value`` lines with the keys padded to one width."""
-    items = [(k, _cell(v)) for k, v in pairs]
+    items = [(safe_text(k), _cell(v)) for k, v in pairs]
     width = max((len(k) for k, _ in items), default=0)
     return "\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in items)
 
@@ -93,12 +98,13 @@ def checklist(checks: Iterable[Check]) -> str:
     lines = []
     for check in checks:
         mark = "[--]  " if check.ok is None else ("[ok]  " if check.ok else "[FAIL]")
-        line = f"{mark} {check.name}"
+        line = f"{mark} {safe_text(check.name)}"
         if check.detail:
-            line += f": {check.detail}"
+            line += f": {safe_text(check.detail)}"
         lines.append(line)
     return "\n".join(lines)
 
 
 def section(title: str, body: str) -> str:
+    title = safe_text(title)
     return f"{title}\n{'-' * len(title)}\n{body}"

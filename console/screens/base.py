@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Input, RadioSet, Select, Static
 
 from core.errors import NitrodeckError
+from core.text import safe_text
 
 R = TypeVar("R")
 #: how long a focus move asked for by Enter counts as "where the cursor is" before it shows
@@ -27,15 +28,15 @@ def error_text(err: BaseException) -> Text:
     code = getattr(err, "code", None) or type(err).__name__
     message = getattr(err, "message", None) or str(err) or type(err).__name__
     text.append(f" {code} ", style="bold white on red")
-    text.append(f" {message}\n")
+    text.append(f" {safe_text(message, multiline=True)}\n")
     where = getattr(err, "where", None)
     if where:
         text.append("where: ", style="bold")
-        text.append(f"{where}\n")
+        text.append(f"{safe_text(where)}\n")
     hint = getattr(err, "hint", None)
     if hint:
         text.append("hint: ", style="bold")
-        text.append(f"{hint}\n")
+        text.append(f"{safe_text(hint, multiline=True)}\n")
     log_path = getattr(err, "log_path", None)
     if log_path:
         text.append("error log: ", style="bold")

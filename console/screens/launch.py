@@ -19,6 +19,7 @@ from console.screens.source import parse_cpu_ids
 from console.widgets.toggles import GlyphCheckbox
 from core.errors import NitrodeckError, UsageError
 from core.models import EifInfo, LaunchRequest, RunInfo
+from core.text import safe_text
 
 MIN_MEMORY_MIB = 64
 MAX_CID = 2**32 - 2
@@ -113,9 +114,9 @@ def validate_launch(
 def eif_text(path: Path, info: EifInfo | None, size: int | None) -> Text:
     text = Text()
     if info is None:
-        text.append(f"{path.name}: reading describe-eif...", style="dim")
+        text.append(f"{safe_text(path.name)}: reading describe-eif...", style="dim")
         return text
-    text.append(f"{info.image_name or path.stem} {info.image_version or ''}", style="bold")
+    text.append(safe_text(f"{info.image_name or path.stem} {info.image_version or ''}"), style="bold")
     text.append(f"  EIF v{info.version}  {'signed' if info.is_signed else 'unsigned'}  CRC {'ok' if info.check_crc else 'BAD'}\n")
     if size is not None:
         text.append(f"{size / (1024 * 1024):.1f} MiB on disk, needs >= {min_memory_mib(size)} MiB memory\n")

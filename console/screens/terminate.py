@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -9,6 +10,7 @@ from textual.widgets import Button, Input, Static
 
 from console.screens.base import Dialog
 from core.models import EnclaveInfo
+from core.text import safe_text
 
 
 class Confirm(Dialog[bool]):
@@ -27,8 +29,9 @@ class Confirm(Dialog[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog confirm-dialog"):
-            yield Static(self.title_text, classes="dialog-title")
-            yield Static(self.body, id="confirm-body")
+            # Text, not markup: the body quotes names from outside (escaped by core.text.safe_text)
+            yield Static(Text(safe_text(self.title_text)), classes="dialog-title")
+            yield Static(Text(safe_text(self.body, multiline=True)), id="confirm-body")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(compact=True, label=f"{self.yes_label} (y)", id="confirm", variant="error")
                 yield Button(compact=True, label="Cancel (n)", id="cancel")

@@ -13,6 +13,7 @@ from console.screens.base import Dialog
 from console.screens.host import DialogHost
 from core.errors import UsageError
 from core.models import EnclaveInfo
+from core.text import safe_text
 
 MAX_PAYLOAD = 64 * 1024
 
@@ -50,7 +51,7 @@ class TestSignDialog(Dialog[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog testsign-dialog"):
-            yield Static(f"Test-sign with {self.enclave.label}", classes="dialog-title")
+            yield Static(Text(f"Test-sign with {safe_text(self.enclave.label)}"), classes="dialog-title")
             with VerticalScroll(classes="dialog-body"):
                 with Horizontal(classes="field"):
                     yield Label("payload ", classes="field-label")

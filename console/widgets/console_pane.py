@@ -24,6 +24,9 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Input, Log, Static
 
+from core import home
+from core.text import safe_text
+
 MAX_LINES = 5000
 FLUSH_INTERVAL = 0.1  # at most 10 repaints a second, however fast the console prints
 #: the inbox is bounded too: if the UI falls behind, the oldest unseen lines are dropped
@@ -184,6 +187,8 @@ class ConsolePane(Vertical):
         log.write_lines(self._shape(batch), scroll_end=self.follow and not log.is_vertical_scrollbar_grabbed)
 
     def _shape(self, lines: list[str]) -> list[str]:
+        # the enclave wrote these: Log removes only \x00-\x14, so ESC sequences would reach the terminal
+        lines = [safe_text(line) for line in lines]
         if not self.wrap:
             return lines
         width = max(self.log_widget.scrollable_content_region.width - 1, 20)
@@ -227,7 +232,7 @@ class ConsolePane(Vertical):
             return
         title = Text()
         title.append("Console ", style="bold")
-        title.append(self.enclave_label or "(select a debug-mode enclave)")
+        title.append(safe_text(self.enclave_label) if self.enclave_label else "(select a debug-mode enclave)")
         if self.note:
             title.append(f" - {self.note}", style="italic")
         if self.term:
@@ -299,7 +304,7 @@ class ConsolePane(Vertical):
 
     def save(self, folder: Path, enclave_id: str, now: datetime) -> Path:
         """Write the kept raw lines to a new file; returns its path."""
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        home.ensure(folder)  # private, parents included
         safe = re.sub(r"[^A-Za-z0-9_.-]", "-", enclave_id or "console")[:80]
         path = folder / f"console-{safe}-{now.strftime('%Y%m%dT%H%M%S')}.log"
         n = 1

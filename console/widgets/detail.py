@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from core.models import EifInfo, EnclaveInfo
+from core.text import safe_text
 
 DEBUG_WARNING = (
     "DEBUG MODE: this enclave's attestation documents carry all-zero PCRs. The values below are "
@@ -53,8 +54,8 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
 def _metadata(text: Text, title: str, meta: dict[str, Any]) -> None:
     text.append(f"{title}\n", style="bold")
     for key, value in _flatten(meta):
-        text.append(f"  {key} ", style="dim")
-        text.append((value or '""')[:200] + "\n")
+        text.append(f"  {safe_text(key)} ", style="dim")
+        text.append(safe_text((value or '""')[:200]) + "\n")
 
 
 def render_detail(
@@ -71,7 +72,7 @@ def render_detail(
         text.append("Launch one with `l` (or build an EIF first with `b`).", style="dim")
         return text
     chunk = hex_width(width)
-    text.append(f"{enclave.label}  ", style="bold")
+    text.append(f"{safe_text(enclave.label)}  ", style="bold")
     text.append(f"{enclave.enclave_id}\n", style="dim")
     state = "EXITED (kept console log)" if exited else enclave.state
     text.append(f"state {state}  flags {enclave.flags}  CID {enclave.cid}  PID {enclave.process_id}\n")
@@ -116,16 +117,17 @@ def render_detail(
             _hex_lines(text, want, chunk, "green")
     if enclave.image_name or enclave.image_version:
         text.append("image ", style="bold")
-        text.append(f"{enclave.image_name or '?'} {enclave.image_version or ''}\n")
+        text.append(safe_text(f"{enclave.image_name or '?'} {enclave.image_version or ''}") + "\n")
     if enclave.eif_path:
         text.append("EIF ", style="bold")
-        text.append(f"{enclave.eif_path}\n")
+        text.append(f"{safe_text(enclave.eif_path)}\n")
     if eif is not None:
         signed = "signed" if eif.is_signed else "unsigned"
         if eif.is_signed and eif.signature_check is False:
             signed = "signature INVALID"
         text.append("EIF ", style="bold")
-        text.append(f"v{eif.version} {eif.image_name or '?'} {eif.image_version or ''}  {signed}  CRC {'ok' if eif.check_crc else 'BAD'}\n")
+        image = safe_text(f"{eif.image_name or '?'} {eif.image_version or ''}")
+        text.append(f"v{eif.version} {image}  {signed}  CRC {'ok' if eif.check_crc else 'BAD'}\n")
     # describe-enclaves --metadata reports the metadata of the EIF the enclave was launched from;
     # describe-eif reports the file's now. One block when they agree, both when the file changed.
     launched = enclave.metadata or None

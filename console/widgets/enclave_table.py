@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from core.models import EnclaveInfo
+from core.text import safe_text
 
 MATCH_STYLE = {"match": "bold green", "mismatch": "bold red", "unpinned": "dim", "debug": "bold yellow"}
 COLUMNS = ("Name", "ID", "CID", "State", "Age", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
@@ -168,7 +169,7 @@ class EnclaveTable(DataTable[Text | str]):
             pcr0 = enclave.measurements.pcr0[:8] if enclave.measurements else "-"
             dim = "dim" if exited else ""
             rows.append((enclave.enclave_id, {
-                "Name": Text(enclave.name or "-", style=dim),
+                "Name": Text(safe_text(enclave.name or "-"), style=dim),
                 "ID": Text(short_id(enclave.enclave_id), style=dim),
                 "CID": Text(str(enclave.cid), style=dim),
                 "State": Text("EXITED" if exited else enclave.state, style=dim or ("green" if enclave.state == "RUNNING" else "yellow")),

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from core.errors import NitrodeckError
+from core.text import safe_text
 
 # Which module owns each subcommand, and its help line for `nitrodeck --help`. Only the module of the
 # subcommand being run is imported (`--help` imports none), so a command pays for what it uses;
@@ -119,7 +120,24 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     # argparse lists subcommands in the order they were added: keep the table's order
     order = list(COMMANDS)
     sub._choices_actions.sort(key=lambda a: order.index(a.dest) if a.dest in order else len(order))
+    accept_globals_everywhere(parser)
     return parser
+
+
+def accept_globals_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--read-only`` after any subcommand, at any depth (``kms seal``, ``up``...),
+    not only where a module remembered to add them. SUPPRESS keeps the main parser's value when absent."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in set(action.choices.values()):
+            if "--read-only" not in child._option_string_actions:
+                child.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            if "--backend" not in child._option_string_actions:
+                child.add_argument(
+                    "--backend", choices=("auto", "real", "emulator"), default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                )
+            accept_globals_everywhere(child)
 
 
 def wants_json(args: argparse.Namespace) -> bool:
@@ -129,7 +147,7 @@ def wants_json(args: argparse.Namespace) -> bool:
 def report_error(err: NitrodeckError, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"ok": False, "error": err.to_dict()}, indent=2))
-    print(f"nitrodeck: {err}", file=sys.stderr)
+    print(f"nitrodeck: {safe_text(str(err), multiline=True)}", file=sys.stderr)
     return err.exit_status
 
 

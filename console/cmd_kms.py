@@ -188,20 +188,26 @@ def _cmd_seal(args: argparse.Namespace) -> int:
 
 def _cmd_local_server(args: argparse.Namespace) -> int:
     from console.output import emit_json
-    from emulator.kms import LocalKms, allow_in_proxy_config
+    from core.errors import ReadOnlyError
+    from emulator.kms import LocalKms, allow_in_proxy_config, withdraw_from_proxy_config
 
+    if getattr(args, "read_only", False):
+        # it writes its endpoint file and an allowlist entry: state, which read-only never changes
+        raise ReadOnlyError("kms local-server is refused: nitrodeck runs read-only", where="kms local-server")
     kms = LocalKms().start()
-    info = kms.write_endpoint_file()
-    # so `nitrodeck proxy 8000 127.0.0.1 <port>` works with the emulator's default allowlist
-    info["allowlist"] = str(allow_in_proxy_config(kms.port))
-    if args.json:
-        emit_json(info)
-    else:
-        print(f"local KMS: {kms.endpoint_url} (moto at {kms.moto_url})", file=sys.stderr, flush=True)
-    stop = threading.Event()
     try:
+        info = kms.write_endpoint_file()
+        # so `nitrodeck proxy 8000 127.0.0.1 <port>` works with the emulator's default allowlist;
+        # the entry is withdrawn when this server stops (and pruned by the next start if it dies)
+        info["allowlist"] = str(allow_in_proxy_config(kms.port))
+        if args.json:
+            emit_json(info)
+        else:
+            print(f"local KMS: {kms.endpoint_url} (moto at {kms.moto_url})", file=sys.stderr, flush=True)
+        stop = threading.Event()
         _wait_for_signal(stop)
     finally:
+        withdraw_from_proxy_config(kms.port)
         kms.stop()
     return 0
 

@@ -21,7 +21,24 @@ def home() -> Path:
 
 
 def ensure(path: Path, mode: int = 0o700) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    """Create ``path`` and any missing parents with ``mode`` (mkdir's parents would get 0777 minus
+    the umask, i.e. a world-readable home); a home created here is made private too."""
+    if path.is_dir():
+        return path
+    missing: list[Path] = []
+    cur = path
+    while not cur.exists() and cur != cur.parent:
+        missing.append(cur)
+        cur = cur.parent
+    root = home()
+    for folder in reversed(missing):
+        ours = folder == root or root in folder.parents
+        try:
+            folder.mkdir(mode=mode if ours else 0o777)
+        except FileExistsError:
+            continue
+        if ours:
+            os.chmod(folder, mode)  # mkdir's mode is masked by the umask
     return path
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from core import home
 from core.errors import InputTooLarge, NitrodeckError
+from core.yamlsafe import YamlRefused, load_yaml, short
 
 MAX_INSTANCE_BYTES = 16 * 1024
 MAX_VCPUS = 1024
@@ -68,7 +69,9 @@ def parse_instance(text: str, where: str = "instance.yaml") -> Instance:
     if len(text.encode()) > MAX_INSTANCE_BYTES:
         raise InputTooLarge(f"larger than {MAX_INSTANCE_BYTES} bytes", where=where)
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlRefused as exc:
+        raise InstanceConfigError(f"not accepted: {exc}", where=where) from None
     except yaml.YAMLError as exc:
         raise InstanceConfigError(f"not valid YAML: {exc}", where=where) from None
     if not isinstance(data, dict):
@@ -82,11 +85,11 @@ def parse_instance(text: str, where: str = "instance.yaml") -> Instance:
         if key in data:
             v = data[key]
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InstanceConfigError(f"{key} must be a positive integer, got {v!r}", where=where)
+                raise InstanceConfigError(f"{key} must be a positive integer, got {short(v)}", where=where)
             values[key] = v
     iid = data.get("instance_id")
     if not isinstance(iid, str) or not iid.startswith("i-") or len(iid) > 64 or any(c.isspace() for c in iid):
-        raise InstanceConfigError(f"instance_id must look like i-0123456789abcdef0, got {iid!r}", where=where)
+        raise InstanceConfigError(f"instance_id must look like i-0123456789abcdef0, got {short(iid)}", where=where)
     values["instance_id"] = iid
     role = data.get("iam_role_arn")
     if role is not None and (not isinstance(role, str) or len(role) > 2048):

@@ -663,25 +663,72 @@ class LocalKms:
         return info
 
 
+LOCAL_KMS_TAG = "# added by nitrodeck kms local-server"
+
+
 def allow_in_proxy_config(port: int, path: Path | None = None) -> Path:
     """Add 127.0.0.1:``port`` to the emulator's vsock-proxy.yaml (created with the stock KMS entry
-    if absent), as an operator would for a new endpoint; existing entries are left as they are."""
+    if absent), as an operator would for a new endpoint; existing entries are left as they are.
+
+    The line is tagged (:data:`LOCAL_KMS_TAG`), so :func:`withdraw_from_proxy_config` removes it
+    when the server stops, and entries of servers that died without stopping are removed here
+    (a tagged port nothing listens on): the list no longer grows by one port per start.
+    """
     from core.channel.proxy import load_allowlist
 
     target = path or home.emulator_etc() / "vsock-proxy.yaml"
     home.ensure(target.parent)
     if target.exists():
+        _rewrite(target, lambda line: _tagged_port(line) in (None, port) or _listening(_tagged_port(line)))
         if any(e.address == "127.0.0.1" and e.port == port for e in load_allowlist(target)):
             return target
         text = target.read_text()
     else:
         text = "allowlist:\n- {address: kms.us-east-1.amazonaws.com, port: 443}\n"
-    text += ("" if text.endswith("\n") else "\n") + f"- {{address: 127.0.0.1, port: {port}}}\n"
+    text += ("" if text.endswith("\n") else "\n") + f"- {{address: 127.0.0.1, port: {port}}}  {LOCAL_KMS_TAG}\n"
+    _replace_text(target, text)
+    return target
+
+
+def withdraw_from_proxy_config(port: int, path: Path | None = None) -> None:
+    """Remove the tagged 127.0.0.1:``port`` line :func:`allow_in_proxy_config` added (others stay)."""
+    target = path or home.emulator_etc() / "vsock-proxy.yaml"
+    if target.exists():
+        _rewrite(target, lambda line: _tagged_port(line) != port)
+
+
+def _tagged_port(line: str) -> int | None:
+    if not line.rstrip().endswith(LOCAL_KMS_TAG):
+        return None
+    match = re.search(r"port:\s*(\d+)", line)
+    return int(match.group(1)) if match else None
+
+
+def _listening(port: int | None) -> bool:
+    import socket
+
+    if port is None:
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _rewrite(target: Path, keep: Callable[[str], bool]) -> None:
+    text = target.read_text()
+    lines = text.splitlines(keepends=True)
+    kept = [line for line in lines if keep(line)]
+    if len(kept) != len(lines):
+        _replace_text(target, "".join(kept))
+
+
+def _replace_text(target: Path, text: str) -> None:
     # whole-file replace: a proxy starting now reads the old list or the new one, never half
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     tmp.replace(target)
-    return target
 
 
 def instance_role() -> str | None:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from core import home
 from core.attest.trust import EMULATOR_ROOT_CERT_FILE, EMULATOR_ROOT_KEY_FILE
 from core.errors import NitrodeckError
 
@@ -247,7 +248,7 @@ class EmulatorPki:
     @classmethod
     def load_or_create(cls, etc_dir: Path, region: str = "us-east-1") -> EmulatorPki:
         """Load the emulator root from ``etc_dir``, creating it once (under a file lock) if absent."""
-        etc_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        home.ensure(etc_dir)  # private, parents included (mkdir's parents would be 0755)
         cert_path = etc_dir / EMULATOR_ROOT_CERT_FILE
         key_path = etc_dir / EMULATOR_ROOT_KEY_FILE
         lock_fd = os.open(etc_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -212,10 +212,18 @@ def hint_for(
     allocating: bool = True,
     stderr: str = "",
     detail: str | None = None,
+    command: str | None = None,
 ) -> str | None:
     """What an operator should do next, from nitro-cli's own words: the block, its stderr lines (a
     ``Docker error:``) and the root cause in its error log. None when the message says it all.
-    ``allocating``: run-enclave had printed "Start allocating memory..." before the failure."""
+    ``allocating``: run-enclave had printed "Start allocating memory..." before the failure.
+    ``command`` is the nitro-cli subcommand that failed: a hint never sends the operator back to it."""
+    if _NO_SPACE.search("\n".join((message, detail or "", stderr))):
+        return "the disk is full: free space (the output folder, or NITRODECK_HOME under the emulator) and retry"
+    if code == "E35" and command == "describe-eif":
+        return "this file is not a valid EIF (the error log names the defect): rebuild it with `nitrodeck build`"
+    if code == "E19" and command == "describe-eif":
+        return "the EIF could not be opened: check the path, that it is a regular file, and its permissions"
     restart = (
         "then `nitro-emu restart-allocator` (it reads the file when it starts, as the service does)"
         if backend.is_emulator
@@ -336,7 +344,7 @@ def error_from_output(
         code=inner.code,
         message=message,
         hint=hint_for(inner.code, inner.message, backend, allocating="Start allocating memory..." in before,
-                      stderr=stderr, detail=detail),
+                      stderr=stderr, detail=detail, command=_subcommand(backend, argv)),
         log_path=log_path,
         argv=list(argv),
         stderr=stderr,
@@ -439,6 +447,14 @@ def parse_pcr(text: str) -> str:
     raise OutputFormatError("expected {\"PCR\": ...} or {\"PCR8\": ...}", where="pcr")
 
 
+_NO_SPACE = re.compile(r"No space left on device|ENOSPC|disk is full", re.I)
+
+
+def _subcommand(backend: Backend, argv: list[str]) -> str | None:
+    args = _strip_prefix(backend, argv)
+    return next((a for a in args if not a.startswith("-")), None)
+
+
 def _strip_prefix(backend: Backend, argv: list[str]) -> list[str]:
     prefix = list(backend.argv)
     return argv[len(prefix) :] if argv[: len(prefix)] == prefix else argv
@@ -485,10 +501,10 @@ def build_args(req: BuildRequest, backend: Backend) -> list[str]:
         ("--build-time", req.build_time),
     ):
         if value:
-            args += [flag, value]
+            args += opt(flag, value)
     for item in req.env:
-        args += ["--env", item]
-    args += ["--output-file", req.output_file]
+        args += opt("--env", item)
+    args += opt("--output-file", req.output_file)
     for flag, value in (
         ("--signing-certificate", req.signing_certificate),
         ("--private-key", req.private_key),
@@ -497,12 +513,18 @@ def build_args(req: BuildRequest, backend: Backend) -> list[str]:
         ("--metadata", req.metadata),
     ):
         if value:
-            args += [flag, value]
+            args += opt(flag, value)
     return args
 
 
+def opt(flag: str, value: str) -> list[str]:
+    """``[flag, value]``, or ``[flag=value]`` when the value starts with ``-``: a name or path such
+    as ``-x`` would otherwise be read as another flag by nitro-cli (clap) and argparse alike."""
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
+
+
 def run_args(req: LaunchRequest) -> list[str]:
-    args = ["run-enclave", "--eif-path", req.eif_path, "--memory", str(req.memory_mib)]
+    args = ["run-enclave", *opt("--eif-path", req.eif_path), "--memory", str(req.memory_mib)]
     if req.cpu_ids:
         args += ["--cpu-ids", *(str(c) for c in req.cpu_ids)]
     elif req.cpu_count is not None:
@@ -512,7 +534,7 @@ def run_args(req: LaunchRequest) -> list[str]:
     if req.debug_mode:
         args.append("--debug-mode")
     if req.name:
-        args += ["--enclave-name", req.name]
+        args += opt("--enclave-name", req.name)
     return args
 
 
@@ -723,13 +745,13 @@ class NitroCli:
         merge_emulator_details(enclaves, list(known.values()))
 
     def describe_eif(self, path: str | Path) -> EifInfo:
-        done = self.run(["describe-eif", "--eif-path", str(path)])
+        done = self.run(["describe-eif", *opt("--eif-path", str(path))])
         return parse_eif(done.stdout)
 
     def terminate(self, enclave_id: str | None = None, name: str | None = None) -> TerminateInfo:
         if (enclave_id is None) == (name is None):
             raise UsageError("terminate needs exactly one of an enclave ID or a name", where="terminate")
-        args = ["terminate-enclave", *(["--enclave-id", enclave_id] if enclave_id else ["--enclave-name", str(name)])]
+        args = ["terminate-enclave", *(opt("--enclave-id", enclave_id) if enclave_id else opt("--enclave-name", str(name)))]
         done = self.run(args)
         return parse_terminate(done.stdout)
 

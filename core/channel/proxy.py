@@ -26,6 +26,7 @@ import yaml
 from core import home
 from core.channel.vsock import Transport
 from core.errors import NitrodeckError
+from core.yamlsafe import YamlRefused, load_yaml
 
 log = logging.getLogger("nitrodeck.proxy")
 
@@ -113,7 +114,9 @@ def load_allowlist(path: Path) -> list[AllowEntry]:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ProxyError("Bad yaml format", where=str(path), hint=f"larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        doc = yaml.safe_load(raw)
+        doc = load_yaml(raw)  # aliases, deep nesting and node floods refused before building
+    except YamlRefused as exc:
+        raise ProxyError("Bad yaml format", where=str(path), hint=str(exc)) from None
     except yaml.YAMLError as exc:
         raise ProxyError("Bad yaml format", where=str(path)) from exc
     return parse_allowlist(doc, str(path))

@@ -13,6 +13,7 @@ import gzip
 import io
 import os
 import posixpath
+import re
 import stat
 import zlib
 from collections.abc import Iterable, Iterator
@@ -177,6 +178,8 @@ def tree_entries(root: Path, prefix: str, root_perm: int = 0o755) -> Iterator[Cp
         # os.walk does not descend into symlinked folders, which is what we want
 
 
+_HEX_FIELDS = re.compile(rb"[0-9A-Fa-f]{104}")
+
 # --- reading --------------------------------------------------------------------------------------
 
 
@@ -258,10 +261,11 @@ class CpioReader:
         raw = self._in.read_exact(HEADER_SIZE, "an entry header")
         if raw[:6] != MAGIC:
             raise CpioError(f"bad entry magic {raw[:6]!r}, expected {MAGIC!r} (newc)", offset=start)
-        try:
-            values = [int(raw[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
-        except ValueError as exc:
-            raise CpioError("entry header has non-hex fields", offset=start) from exc
+        # exactly 8 hex digits per field: int(..., 16) alone also takes signs, spaces and underscores
+        # ("-0000001" is -1), which then overflow os.makedev or make a negative size
+        if not _HEX_FIELDS.fullmatch(raw[6:HEADER_SIZE]):
+            raise CpioError("entry header has non-hex fields", offset=start)
+        values = [int(raw[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
         _ino, mode, _uid, _gid, _nlink, _mtime, size, _maj, _min, rmaj, rmin, namesize, _check = values
         if namesize < 1 or namesize > MAX_NAME + 1:
             raise CpioError(f"entry name size {namesize} out of range 1..{MAX_NAME + 1}", offset=start)
@@ -277,6 +281,10 @@ class CpioReader:
             return None
         if size > self.max_file:
             raise CpioError(f"entry is {size} bytes, over the {self.max_file}-byte limit", name=name)
+        # device numbers are 32-bit fields, but Linux majors are 12 bits and minors 20: anything
+        # larger cannot be a device on this host (os.makedev would overflow)
+        if rmaj > 0xFFF or rmin > 0xFFFFF:
+            raise CpioError(f"device number {rmaj}:{rmin} is out of range", name=name)
         return CpioMember(name, mode, size, self._in.pos, os.makedev(rmaj, rmin))
 
     def members(self) -> Iterator[tuple[CpioMember, _Counted]]:

@@ -185,9 +185,14 @@ def cpu_pool(pool: list[int], enclaves: list[EnclaveInfo], source: str) -> CpuPo
 
 
 def host_stats() -> HostStats:
-    mem = psutil.virtual_memory()
-    # interval=None: compares against the previous call, so it never blocks a refresh
-    return HostStats(float(psutil.cpu_percent(interval=None)), int(mem.total), int(mem.total - mem.available))
+    """Host CPU and memory load; zeros when /proc cannot be read (a hardened or odd /proc must not
+    fail the whole status: psutil raises OSError, psutil.Error or ValueError on unreadable files)."""
+    try:
+        mem = psutil.virtual_memory()
+        # interval=None: compares against the previous call, so it never blocks a refresh
+        return HostStats(float(psutil.cpu_percent(interval=None)), int(mem.total), int(mem.total - mem.available))
+    except (OSError, psutil.Error, ValueError, RuntimeError):
+        return HostStats(0.0, 0, 0)
 
 
 def host_sample() -> tuple[float, float]:

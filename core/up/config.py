@@ -19,6 +19,8 @@ import yaml
 
 from core import home
 from core.errors import ConfigError
+from core.numbers import parse_seconds
+from core.yamlsafe import YamlRefused, load_yaml
 
 ENV_PREFIX = "NITRODECK_UP_"
 ENV_METADATA = "ECS_CONTAINER_METADATA_URI_V4"
@@ -108,12 +110,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {str(value)[:40]!r}", where=where) from None
     if "float" in str(kind):
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number", where=where)
-        try:
-            return float(str(value).strip())
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, got {str(value)[:40]!r}", where=where) from None
+        # finite and bounded: YAML's .nan/.inf and "1e999" parse as floats, then no timer ever fires
+        return parse_seconds(value, what=name, error=ConfigError, where=where)
     if not isinstance(value, str | int | float) or len(str(value)) > 2048:
         raise ConfigError(f"{name} must be text of at most 2048 characters", where=where)
     return str(value)
@@ -197,7 +195,9 @@ def load_config(
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"larger than {MAX_CONFIG_BYTES} bytes", where=str(path))
         try:
-            doc = yaml.safe_load(raw)
+            doc = load_yaml(raw)
+        except YamlRefused as exc:
+            raise ConfigError(f"not accepted: {exc}", where=str(path)) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" (line {mark.line + 1})" if mark is not None else ""

@@ -128,7 +128,8 @@ def _tmp_pattern(name: str) -> re.Pattern[str]:
     return re.compile(re.escape(f".{name}{_TMP_TAG}") + r"(\d+)\.[0-9a-f]+$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (ours or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -149,7 +150,7 @@ def clean_stale_temps(target: Path) -> list[Path]:
     uid = os.geteuid()
     for name in names:
         match = pattern.match(name)
-        if not match or _pid_alive(int(match.group(1))):
+        if not match or pid_alive(int(match.group(1))):
             continue
         stale = target.parent / name
         with contextlib.suppress(OSError):

@@ -32,7 +32,7 @@ from core.eif.format import EifError, EifFile, EifWriter, SectionType, read_eif
 from core.eif.image import ImageConfig, ImageError, flatten_tarball
 from core.eif.measure import measure
 from core.errors import NitrodeckError
-from core.files import OutputBusy, atomic_output, check_output_target, open_regular, output_lock
+from core.files import OutputBusy, atomic_output, check_output_target, open_regular, output_lock, pid_alive
 from core.models import BuildRequest, BuildResult
 
 MAX_CUSTOM_METADATA = 4096
@@ -335,7 +335,7 @@ def clean_stale_work_dirs(folder: str | None = None) -> list[Path]:
         if not name.startswith(WORK_PREFIX):
             continue
         pid_text = name[len(WORK_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         path = base / name
         try:
@@ -346,16 +346,6 @@ def clean_stale_work_dirs(folder: str | None = None) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- the build ------------------------------------------------------------------------------------

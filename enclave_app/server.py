@@ -21,10 +21,12 @@ from core.channel.protocol import (
     BUSY,
     HEADER,
     MAX_FRAME,
+    ConnectionActivity,
     ProtocolError,
     Response,
     encode_frame,
     error_for,
+    longest_idle,
     serve_connection,
 )
 from core.channel.vsock import Transport, from_env
@@ -136,9 +138,15 @@ async def serve(
         def on_error(exc: ProtocolError) -> None:
             logger(f"connection dropped: {exc.wire_code}: {exc.message}")
 
-        connections: set[asyncio.Task[Any]] = set()
+        connections: dict[asyncio.Task[Any], ConnectionActivity] = {}
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(connections) >= MAX_CONNECTIONS and (victim := longest_idle(connections)) is not None:
+                # fair admission: the longest-idle connection makes room; idle clients cannot
+                # hold every slot while working ones are turned away
+                connections.pop(victim, None)
+                victim.cancel()
+                logger("closed the longest-idle connection to admit a new one")
             if len(connections) >= MAX_CONNECTIONS:
                 busy = Response(
                     None, error_code=BUSY, error_message=f"more than {MAX_CONNECTIONS} connections"
@@ -153,13 +161,14 @@ async def serve(
                 writer.close()
                 return
             task = asyncio.current_task()
+            activity = ConnectionActivity()
             if task is not None:
-                connections.add(task)
+                connections[task] = activity
             try:
-                await serve_connection(reader, writer, dispatch, on_error=on_error)
+                await serve_connection(reader, writer, dispatch, on_error=on_error, activity=activity)
             finally:
                 if task is not None:
-                    connections.discard(task)
+                    connections.pop(task, None)
 
         server = await transport.start_server(handle, port, limit=MAX_FRAME + HEADER.size)
         logger(

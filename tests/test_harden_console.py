@@ -67,10 +67,10 @@ def test_describe_eif_and_errors_never_drive_the_terminal(nd_home: Path) -> None
 
     result = build_eif(rootfs_req(nd_home, make_rootfs(nd_home / "root"), "evil.eif", name=HOSTILE,
                                   version=HOSTILE), build_time=T1)
-    done = nd("describe-eif", "--eif-path", result.output_file)
+    done = nd("describe-eif", result.output_file)  # nitrodeck's human view
     assert done.returncode == 0, done.stderr
     assert _no_controls(done.stdout) and "\\x1b]0;pwned" in done.stdout
-    as_json = nd("describe-eif", "--eif-path", result.output_file, "--json")
+    as_json = nd("describe-eif", "--eif-path", result.output_file)  # nitro-cli's JSON
     assert json.loads(as_json.stdout)["ImageName"] == HOSTILE  # JSON keeps the raw value
     # an error that quotes the hostile value
     done = nd("terminate", HOSTILE)

@@ -125,8 +125,18 @@ def test_float_options_refuse_nan_inf_overflow(text: str) -> None:
         parse_seconds(text, what="--timeout")
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999", "0.1"])
+def test_tui_refresh_must_be_finite(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from console.app import run_tui
+
+    assert run_tui(argparse.Namespace(refresh=float(value), backend=None, read_only=False)) == 2
+    assert "finite" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [
-    ["--refresh", "nan"], ["--refresh", "inf"], ["sign", "e", "--timeout", "nan"], ["sign", "e", "--timeout", "1e999"],
+    ["sign", "e", "--payload", "x", "--timeout", "nan"], ["sign", "e", "--payload", "x", "--timeout", "1e999"],
     ["attest", "e", "--timeout=-inf"], ["bridge", "--cid", "16", "--deadline", "nan"],
 ])
 def test_every_float_option_is_a_usage_error(argv: list[str], nd_home: Path) -> None:

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.channel.protocol import ConnectionActivity, IdleTimeout, longest_idle
 from core.channel.vsock import Transport
 from core.errors import NitrodeckError, UsageError
 
@@ -27,6 +28,9 @@ CHUNK = 64 * 1024
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_STOP_DEADLINE = 5.0
 CONNECT_TIMEOUT = 10.0
+#: a connection that moves no byte either way for this long is closed (idle clients must not hold
+#: slots, here or in the enclave, for ever)
+IDLE_TIMEOUT = 120.0
 
 
 class BridgeError(NitrodeckError):
@@ -70,15 +74,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    """Copy until EOF, then half-close the writing side. Returns the byte count."""
+async def _pump(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    activity: ConnectionActivity | None = None,
+    idle_timeout: float | None = None,
+) -> int:
+    """Copy until EOF, then half-close the writing side. Returns the byte count.
+
+    With ``activity``/``idle_timeout``: the connection ends (IdleTimeout) once neither direction
+    moved a byte for ``idle_timeout`` seconds; a write the other side does not take within it too.
+    """
+    activity = activity or ConnectionActivity()
     total = 0
     while True:
-        data = await reader.read(CHUNK)
+        if idle_timeout is None:
+            data = await reader.read(CHUNK)
+        else:
+            left = idle_timeout - activity.idle_for()
+            if left <= 0:
+                raise IdleTimeout(f"no bytes either way for {idle_timeout:g}s")
+            try:
+                data = await asyncio.wait_for(reader.read(CHUNK), left)
+            except TimeoutError:
+                continue  # the other direction may have moved meanwhile: re-check the shared clock
         if not data:
             break
+        activity.touch()
         writer.write(data)
-        await writer.drain()
+        await asyncio.wait_for(writer.drain(), idle_timeout)
+        activity.touch()
         total += len(data)
     if writer.can_write_eof() and not writer.is_closing():
         with contextlib.suppress(OSError, RuntimeError):
@@ -94,6 +119,8 @@ class BridgeStats:
     active: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    evicted: int = 0  # idle connections closed to admit a new one
+    idle_closed: int = 0  # connections closed by the idle timeout
 
 
 class Bridge:
@@ -109,6 +136,7 @@ class Bridge:
         allow_non_loopback: bool = False,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         log: Callable[[str], None] | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         if not is_loopback(listen.host) and not allow_non_loopback:
             raise UsageError(
@@ -121,9 +149,12 @@ class Bridge:
         self.vsock_port = port
         self.transport = transport
         self.stats = BridgeStats()
-        self._slots = asyncio.Semaphore(max_connections)
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: live connections and when each last moved a byte (fair admission picks the idlest)
+        self._active: dict[asyncio.Task[None], ConnectionActivity] = {}
         self._log = log or (lambda _msg: None)
 
     @property
@@ -147,14 +178,21 @@ class Bridge:
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._slots.locked():
-            self.stats.refused += 1
-            client_writer.close()
-            return
+        if len(self._active) >= self.max_connections:
+            # fair admission: close the connection idle longest (if any is) instead of the newcomer
+            victim = longest_idle(self._active)
+            if victim is None:
+                self.stats.refused += 1
+                client_writer.close()
+                return
+            self._active.pop(victim, None)
+            victim.cancel()
+            self.stats.evicted += 1
+        activity = ConnectionActivity()
+        self._active[task] = activity
         self._tasks.add(task)
         self.stats.accepted += 1
         self.stats.active += 1
-        await self._slots.acquire()
         upstream: asyncio.StreamWriter | None = None
         try:
             try:
@@ -169,13 +207,17 @@ class Bridge:
                 return
             _set_nodelay(client_writer)
             up, down = await asyncio.gather(
-                _pump(client_reader, upstream), _pump(up_reader, client_writer), return_exceptions=True
+                _pump(client_reader, upstream, activity, self.idle_timeout),
+                _pump(up_reader, client_writer, activity, self.idle_timeout),
+                return_exceptions=True,
             )
+            if any(isinstance(r, IdleTimeout | TimeoutError) for r in (up, down)):
+                self.stats.idle_closed += 1
             self.stats.bytes_up += up if isinstance(up, int) else 0
             self.stats.bytes_down += down if isinstance(down, int) else 0
         finally:
             self.stats.active -= 1
-            self._slots.release()
+            self._active.pop(task, None)
             for w in (client_writer, upstream):
                 if w is not None:
                     w.close()

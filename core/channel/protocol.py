@@ -40,6 +40,11 @@ MAX_DEPTH = 16
 BODY_TIMEOUT = 30.0
 #: requests one connection may have running at once on the server
 MAX_IN_FLIGHT = 64
+#: a server connection with no request running closes after this long without a new frame header,
+#: so idle clients cannot hold connection slots forever
+IDLE_TIMEOUT = 60.0
+#: a response must be taken by the peer within this long (a client that never reads cannot pin us)
+WRITE_TIMEOUT = 30.0
 
 # Wire error codes (the "code" of an error frame).
 BAD_FRAME = "bad-frame"
@@ -207,16 +212,28 @@ def decode_body(body: bytes, max_frame: int = MAX_FRAME) -> Message:
     raise ProtocolError("message is neither a request, a response nor an error", wire_code=BAD_REQUEST)
 
 
+class IdleTimeout(ProtocolError):
+    """No frame began within the idle timeout: the connection is closed quietly."""
+
+
 async def read_frame(
-    reader: asyncio.StreamReader, max_frame: int = MAX_FRAME, body_timeout: float = BODY_TIMEOUT
+    reader: asyncio.StreamReader,
+    max_frame: int = MAX_FRAME,
+    body_timeout: float = BODY_TIMEOUT,
+    header_timeout: float | None = None,
 ) -> bytes | None:
-    """One frame body; None on a clean end of stream between frames."""
+    """One frame body; None on a clean end of stream between frames.
+
+    ``header_timeout`` bounds the wait for the 4-byte header (None: wait for ever, as clients do).
+    """
     try:
-        head = await reader.readexactly(HEADER.size)
+        head = await asyncio.wait_for(reader.readexactly(HEADER.size), header_timeout)
     except asyncio.IncompleteReadError as exc:
         if not exc.partial:
             return None
         raise ProtocolError("connection closed inside a frame header", wire_code=TRUNCATED) from exc
+    except TimeoutError as exc:
+        raise IdleTimeout(f"no request within {header_timeout:g}s", wire_code=TRUNCATED) from exc
     (length,) = HEADER.unpack(head)
     if length > max_frame:
         raise ProtocolError(
@@ -233,6 +250,40 @@ async def read_frame(
 
 
 # --- server -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConnectionActivity:
+    """What a server knows about one connection: when it last did something, and whether a request
+    of it is running (a connection with one running is working, never idle)."""
+
+    last_active: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
+
+    def idle_for(self, now: float | None = None) -> float:
+        return 0.0 if self.in_flight else (now or time.monotonic()) - self.last_active
+
+
+#: a connection must have been idle this long before a full server closes it for a newcomer
+EVICT_AFTER_IDLE = 1.0
+
+
+def longest_idle(
+    connections: Mapping[Any, ConnectionActivity], min_idle: float = EVICT_AFTER_IDLE
+) -> Any | None:
+    """Fair admission: the key of the connection idle longest (at least ``min_idle``), or None when
+    every connection is working. A full server closes that one instead of refusing the newcomer."""
+    now = time.monotonic()
+    best, best_idle = None, min_idle
+    for key, activity in connections.items():
+        idle = activity.idle_for(now)
+        if idle >= best_idle:
+            best, best_idle = key, idle
+    return best
+
 
 Dispatch = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
 
@@ -258,12 +309,19 @@ async def serve_connection(
     max_in_flight: int = MAX_IN_FLIGHT,
     on_error: Callable[[ProtocolError], None] | None = None,
     body_timeout: float = BODY_TIMEOUT,
+    idle_timeout: float = IDLE_TIMEOUT,
+    write_timeout: float = WRITE_TIMEOUT,
+    activity: ConnectionActivity | None = None,
 ) -> None:
-    """Serve one connection until the peer closes it or sends a frame we cannot trust.
+    """Serve one connection until the peer closes it, sends a frame we cannot trust, stays idle
+    (no request running and no new frame) for ``idle_timeout``, or does not take a response
+    within ``write_timeout``.
 
     Requests run concurrently (bounded by ``max_in_flight``); responses are written whole, one
-    frame per ``write`` call, so they never interleave.
+    frame per ``write`` call, so they never interleave. ``activity`` (if given) is kept up to date
+    so a server can pick the longest-idle connection to close when it is full (fair admission).
     """
+    activity = activity or ConnectionActivity()
     slots = asyncio.Semaphore(max_in_flight)
     tasks: set[asyncio.Task[None]] = set()
     write_lock = asyncio.Lock()
@@ -281,9 +339,15 @@ async def serve_connection(
             )
         async with write_lock:
             writer.write(frame)
-            await writer.drain()
+            try:
+                await asyncio.wait_for(writer.drain(), write_timeout)
+            except TimeoutError:
+                # the peer does not read: drop it rather than let it hold a slot and our buffers
+                writer.transport.abort()
+                raise ConnectionError("peer did not take the response in time") from None
 
     async def run(request: Request) -> None:
+        activity.in_flight += 1
         try:
             try:
                 result = await dispatch(request.method, request.params)
@@ -296,15 +360,22 @@ async def serve_connection(
             with contextlib.suppress(ConnectionError, OSError):
                 await send(response)
         finally:
+            activity.in_flight -= 1
+            activity.touch()
             slots.release()
 
     try:
         while True:
             try:
-                body = await read_frame(reader, max_frame, body_timeout)
+                body = await read_frame(reader, max_frame, body_timeout, idle_timeout)
                 if body is None:
                     break
+                activity.touch()
                 message = decode_body(body, max_frame)
+            except IdleTimeout:
+                if tasks:
+                    continue  # idle only counts while nothing runs: a long request keeps its connection
+                break
             except ProtocolError as exc:
                 if on_error:
                     on_error(exc)

@@ -10,6 +10,7 @@ the listen backlog), like vsock-proxy's worker pool.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import selectors
@@ -26,6 +27,7 @@ import yaml
 from core import home
 from core.channel.vsock import Transport
 from core.errors import NitrodeckError
+from core.files import open_regular
 from core.yamlsafe import YamlRefused, load_yaml
 
 log = logging.getLogger("nitrodeck.proxy")
@@ -87,14 +89,19 @@ def ensure_emulated_config() -> Path:
 def load_allowlist_items(path: Path) -> list[Any]:
     """The allowlist's raw items: vsock-proxy checks each one only when it reaches it."""
     try:
-        with open(path, "rb") as fh:
+        # never blocks on a FIFO or device named as the allowlist: refused like an unreadable file
+        with os.fdopen(open_regular(path), "rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except NitrodeckError as exc:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}Could not open the file", where=str(path), hint=exc.message) from None
     except OSError as exc:
         raise ProxyError(f"{ALLOWLIST_PREFIX}Could not open the file", where=str(path), hint=exc.strerror) from exc
     if len(raw) > MAX_CONFIG_BYTES:
         raise ProxyError(f"{ALLOWLIST_PREFIX}Bad yaml format", where=str(path), hint=f"larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        doc = yaml.safe_load(raw)
+        doc = load_yaml(raw)  # aliases, deep nesting and node floods refused before building
+    except YamlRefused as exc:
+        raise ProxyError(f"{ALLOWLIST_PREFIX}Bad yaml format", where=str(path), hint=str(exc)) from None
     except yaml.YAMLError as exc:
         raise ProxyError(f"{ALLOWLIST_PREFIX}Bad yaml format", where=str(path)) from exc
     items = doc.get("allowlist") if isinstance(doc, dict) else None
@@ -193,6 +200,24 @@ def _entry(item: AllowEntry | Any, where: str) -> AllowEntry:
     return AllowEntry(address, port & 0xFFFF)
 
 
+def _usable_entries(items: Iterable[AllowEntry | Any]) -> list[AllowEntry]:
+    """The well-formed entries (vsock-proxy checks items lazily, so later ones may be broken)."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(_entry(item, f"allowlist[{i}]"))
+        except ProxyError:
+            continue
+    return out
+
+
+def _normal_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.split("%", 1)[0]))
+    except ValueError:
+        return text
+
+
 def check_allowlist(
     remote_addr: str, remote_port: int, entries: Iterable[AllowEntry | Any], ip_version: int | None = None
 ) -> None:
@@ -242,6 +267,7 @@ class VsockProxy:
         self.workers = workers
         self.ip_version = ip_version
         self._allowlist = list(allowlist) if allowlist is not None else None
+        self._entries: list[AllowEntry] = []
         self._config = config or default_config(transport.emulated)
         self._listener: socket.socket | None = None
         self._stop = threading.Event()
@@ -262,6 +288,7 @@ class VsockProxy:
                 ensure_emulated_config()
             entries = load_allowlist_items(self._config)
         check_allowlist(self.remote_addr, self.remote_port, entries, self.ip_version)
+        self._entries = _usable_entries(entries)
         try:
             self._listener = self.transport.listen(self.local_port)
         except OSError as exc:
@@ -329,12 +356,31 @@ class VsockProxy:
                 self._threads.append(t)
             t.start()
 
+    def permitted(self, ip: str) -> bool:
+        """Whether connecting to ``ip`` passes the allowlist now: the remote is an entry by name
+        (then whatever that name resolves to is what the operator allowed), or ``ip`` is among the
+        addresses an entry with our port resolves to at this moment. Checked for every address of
+        every connection: the start-up check saw only the first address, once (DNS rebinding)."""
+        wanted = _normal_ip(ip)
+        for entry in self._entries:
+            if entry.port != self.remote_port:
+                continue
+            if entry.address == self.remote_addr or _normal_ip(entry.address) == wanted:
+                return True
+            if wanted in {_normal_ip(a) for a in resolve(entry.address, self.ip_version)}:
+                return True
+        return False
+
     def _connect_family(self) -> socket.socket:
         infos = socket.getaddrinfo(
             self.remote_addr, self.remote_port, _family(self.ip_version), socket.SOCK_STREAM
         )
         last: OSError = OSError("no address")
         for fam, typ, proto, _cn, addr in infos[:8]:
+            if not self.permitted(str(addr[0])):
+                log.warning("%s resolved to %s, which the allowlist does not allow: skipped", self.remote_addr, addr[0])
+                last = OSError(f"{addr[0]} is not allowlisted")
+                continue
             sock = socket.socket(fam, typ, proto)
             sock.settimeout(10)
             try:

@@ -132,10 +132,14 @@ def accept_globals_everywhere(parser: argparse.ArgumentParser) -> None:
             continue
         for child in set(action.choices.values()):
             if "--read-only" not in child._option_string_actions:
-                child.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                child.add_argument(
+                    "--read-only", action="store_true", default=argparse.SUPPRESS,
+                    help="refuse every mutating action (also accepted before the subcommand)",
+                )
             if "--backend" not in child._option_string_actions:
                 child.add_argument(
-                    "--backend", choices=("auto", "real", "emulator"), default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                    "--backend", choices=("auto", "real", "emulator"), default=argparse.SUPPRESS,
+                    help="nitro-cli backend (also accepted before the subcommand)",
                 )
             accept_globals_everywhere(child)
 

@@ -490,7 +490,8 @@ def _transcripts() -> list[tuple[str, str, int, str, str, str]]:
          "did not finish booting"),
         ("terminate-enclave", _block("E11", T.DETAIL["E11"]), 11, "E11", "Socket error.", "no enclave with that ID"),
         ("terminate-enclave", _block("E58", T.DETAIL["E58"]), 58, "E58", "Naming error.", "has that name"),
-        ("describe-eif", _block("E35", T.DETAIL["E35"]), 35, "E35", "EIF file parsing error.", "describe-eif"),
+        # the hint never sends the operator back to the command that just failed (issue 9 item 10)
+        ("describe-eif", _block("E35", T.DETAIL["E35"]), 35, "E35", "EIF file parsing error.", "rebuild it"),
         ("pcr", _block("E57", T.DETAIL["E57"]), 57, "E57", "Hasher error.", "not a PEM"),
         ("pcr", _block("E19", T.DETAIL["E19"]), 19, "E19", "File operation failure.", "a file could not be opened"),
     ]

@@ -194,3 +194,56 @@ def test_trust_emulator_root_creates_a_private_home(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     for folder in (root, root / "emulator", root / "emulator" / "etc"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_hints_never_send_the_operator_back_to_the_failing_command() -> None:
+    from core.backends.driver import hint_for
+    from core.backends.registry import select_backend
+
+    backend = select_backend("emulator")
+    for code in ("E35", "E19"):
+        hint = hint_for(code, "EIF file parsing error.", backend, command="describe-eif") or ""
+        assert hint and "describe-eif" not in hint
+    assert "describe-eif" in (hint_for("E35", "EIF file parsing error.", backend, command="run-enclave") or "")
+    full = hint_for("E36", "Enclave boot failure.\nNo space left on device", backend, command="run-enclave") or ""
+    assert "disk is full" in full and "command" not in full
+
+
+def test_sigterm_to_nitrodeck_does_not_orphan_its_backend_child(tmp_path: Path) -> None:
+    """The driver's children run in their own session; they must still die with nitrodeck."""
+    import signal
+    import time
+
+    import psutil
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = (
+        "import sys\n"
+        "from core.backends.base import Backend\n"
+        "from core.backends.driver import NitroCli\n"
+        f"NitroCli(Backend('real', (sys.executable, '-c', {child!r}), 'nitro-cli', None), timeout=120).run(['x'])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        child_pid = int(pid_file.read_text())
+        assert psutil.pid_exists(child_pid)
+        proc.send_signal(signal.SIGTERM)  # Python's default: die at once, no cleanup code runs
+        proc.wait(20)
+        gone = False
+        for _ in range(200):
+            try:
+                gone = psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                gone = True
+            if gone:
+                break
+            time.sleep(0.05)
+        assert gone, "the backend child outlived nitrodeck"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -91,7 +91,7 @@ def run_eif_parsers(data: bytes, tmp: Path) -> None:
 
 @pytest.mark.parametrize("name", ["alias-bomb.yaml", "deep-flow.yaml", "deep-block.yaml", "wide.yaml"])
 def test_yaml_bombs_are_refused_by_every_loader(name: str, tmp_path: Path) -> None:
-    from core.channel.proxy import ProxyError, load_allowlist
+    from core.channel.proxy import ProxyError, load_allowlist, load_allowlist_items
     from core.up.config import load_config
     from emulator.allocator import AllocatorError, parse_allocator
     from emulator.instance import InstanceConfigError, parse_instance
@@ -110,6 +110,8 @@ def test_yaml_bombs_are_refused_by_every_loader(name: str, tmp_path: Path) -> No
     path.write_bytes(data)
     with pytest.raises(ProxyError):
         load_allowlist(path)
+    with pytest.raises(ProxyError):
+        load_allowlist_items(path)
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
     assert len(err.value.message) < 300
@@ -132,7 +134,7 @@ def test_tui_refresh_must_be_finite(value: str, capsys: pytest.CaptureFixture[st
     from console.app import run_tui
 
     assert run_tui(argparse.Namespace(refresh=float(value), backend=None, read_only=False)) == 2
-    assert "finite" in capsys.readouterr().err
+    assert "--refresh must be" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -541,6 +542,35 @@ def run_args(req: LaunchRequest) -> list[str]:
 # --- the driver ---------------------------------------------------------------------------------------
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()  # looked up once here: the child after fork must not load libraries
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None = None) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies (PR_SET_PDEATHSIG).
+
+    Children run in their own session (Ctrl-C must not reach them half-way), so without this a
+    SIGTERM or SIGKILL to nitrodeck orphaned a running nitro-emu/nitro-cli. A parent that died
+    before the call is caught by comparing the parent PID afterwards.
+    """
+    parent = os.getpid() if parent is None else parent
+
+    def setup() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return setup
+
+
 def _kill_group(proc: subprocess.Popen[bytes] | asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -589,6 +619,7 @@ class NitroCli:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run in the child
             )
         except OSError as exc:
             self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, BackendUnavailable.code))
@@ -784,6 +815,7 @@ class NitroCli:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run in the child
             )
         except OSError as exc:
             raise BackendUnavailable(f"cannot run {self.backend.display_name}: {exc}", where=text) from None

@@ -58,7 +58,7 @@ from core import home
 from core.errors import NitrodeckError, ReadOnlyError
 from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
 from core.ops.lifecycle import DEVICE_ACTIONS
-from core.ops.resources import host_sample
+from core.ops.resources import host_stats
 from core.ops.watch import DirWatcher
 from core.text import safe_text
 
@@ -257,11 +257,11 @@ class NitrodeckApp(App[int]):
     def _sample_host(self) -> None:
         if self.paused:
             return
-        cpu, mem = host_sample()
-        self.cpu_history.append(cpu)
-        self.mem_history.append(mem)
+        stats = host_stats()
+        self.cpu_history.append(stats.cpu_percent)
+        self.mem_history.append(100.0 * stats.mem_used / stats.mem_total if stats.mem_total else 0.0)
         if self.pane == "resources" or not self._dash("#main").has_class("-narrow"):
-            self._render_resources()
+            self._dash("#resources", ResourcesPane).show_host(list(self.cpu_history), list(self.mem_history))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="refresh", name="refresh", description="describe-enclaves and resources")
     def refresh_status(self) -> None:

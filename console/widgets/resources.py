@@ -110,5 +110,11 @@ class ResourcesPane(VerticalScroll):
 
     def show(self, resources: Any, enclaves: Sequence[EnclaveInfo], cpu: Sequence[float], mem: Sequence[float]) -> None:
         self.query_one("#resources-body", Static).update(render_resources(resources, enclaves))
+        self.show_host(cpu, mem)
+
+    def show_host(self, cpu: Sequence[float], mem: Sequence[float]) -> None:
+        """A new host sample between refreshes: only the sparklines repaint. Nothing changes size, so
+        there is no layout pass (one every sample cost the idle dashboard more than all else it does);
+        the Host line's numbers are those of the last refresh."""
         self.query_one("#spark-cpu", PercentSparkline).data = list(cpu)
         self.query_one("#spark-mem", PercentSparkline).data = list(mem)

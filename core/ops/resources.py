@@ -195,12 +195,6 @@ def host_stats() -> HostStats:
         return HostStats(0.0, 0, 0)
 
 
-def host_sample() -> tuple[float, float]:
-    """(CPU %, memory %) of the host now, for sparklines: two reads of /proc, no subprocess."""
-    stats = host_stats()
-    return stats.cpu_percent, (100.0 * stats.mem_used / stats.mem_total if stats.mem_total else 0.0)
-
-
 # --- a backend's allocator model -----------------------------------------------------------------------
 
 

@@ -309,8 +309,6 @@ class NitrodeckApp(App[int]):
         while len(self.gone) > MAX_GONE:
             self.gone.pop(next(iter(self.gone)))
         self._render_all()
-        if self._refresh_again:
-            self.request_refresh()
 
     def _render_header(self) -> None:
         backend = self.source.backend
@@ -453,6 +451,13 @@ class NitrodeckApp(App[int]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
+        if (
+            worker.name == "refresh"
+            and event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
+            and self._refresh_again
+            and not self.paused
+        ):
+            self.request_refresh()  # a change arrived while that describe ran: describe once more
         if event.state != WorkerState.ERROR:
             return
         err = worker.error or RuntimeError("unknown failure")

@@ -142,3 +142,19 @@ def test_status_watch_prints_a_change_without_waiting_for_the_interval(nd_home: 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_describe_does_not_wake_the_watcher(nd_home: Path) -> None:
+    # describe-enclaves takes the emulator's table lock (opened for writing, then closed): if that woke
+    # the watcher, every describe would trigger the next one and the idle dashboard would never rest
+    import subprocess
+
+    from emulator.backend import emulator_backend
+
+    configure(nd_home)
+    emu("describe-enclaves")  # the first one creates the lock file
+    with DirWatcher(emulator_backend().watch_dirs()) as watcher:
+        for command in ("describe-enclaves", "emulator-describe"):
+            res = subprocess.run([sys.executable, "-m", "emulator", command], capture_output=True, timeout=60)
+            assert res.returncode == 0
+            assert watcher.wait(0.5) is False, command

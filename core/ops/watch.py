@@ -38,8 +38,10 @@ IN_ONLYDIR = 0x01000000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 
-#: what a change of the enclave set looks like in a folder: files appear, vanish, are renamed or rewritten
-DIR_EVENTS = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE
+#: what a change of the enclave set looks like in a folder: files appear, vanish or are renamed into
+#: place (nitro-cli's sockets; the emulator's table is replaced by a rename). Not IN_CLOSE_WRITE: every
+#: describe closes the lock file it opened for writing, and a describe must not wake the next one.
+DIR_EVENTS = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
 SELF_EVENTS = IN_DELETE_SELF | IN_MOVE_SELF
 _EVENT = struct.Struct("iIII")
 #: events arriving this close together are one change (a launch writes several files)

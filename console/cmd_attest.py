@@ -169,6 +169,29 @@ def cmd_verify_attestation(args: argparse.Namespace) -> int:
 
 def cmd_trust_emulator_root(args: argparse.Namespace) -> int:
     from core import home
+
+    if getattr(args, "read_only", False):
+        # read-only: print the root if this home has one, never create it (or its lock file)
+        import hashlib
+
+        from cryptography.hazmat.primitives import serialization
+
+        from core.attest.trust import emulator_root
+        from core.errors import ReadOnlyError
+
+        root = emulator_root()
+        if root is None:
+            raise ReadOnlyError(
+                "this home has no emulator root yet, and making one is a change: nitrodeck runs read-only",
+                where="trust emulator-root",
+                hint="run it once without --read-only (or launch an enclave under the emulator)",
+            )
+        der = root.cert.public_bytes(serialization.Encoding.DER)
+        if args.fingerprint:
+            print(hashlib.sha256(der).hexdigest().upper())
+        else:
+            print(root.cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), end="")
+        return 0
     from emulator.pki import EmulatorPki
 
     pki = EmulatorPki.load_or_create(home.emulator_etc())

@@ -247,3 +247,19 @@ def test_sigterm_to_nitrodeck_does_not_orphan_its_backend_child(tmp_path: Path) 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_trust_emulator_root_read_only_prints_but_never_creates(tmp_path: Path) -> None:
+    root = tmp_path / "h"
+    env = {**os.environ, "NITRODECK_HOME": str(root), "NITRODECK_BACKEND": "emulator"}
+    done = nd("--read-only", "trust", "emulator-root", env=env)
+    assert done.returncode == 13, done.stderr
+    assert not root.exists()  # nothing created, not even the home
+    made = nd("trust", "emulator-root", env=env)
+    assert made.returncode == 0
+    before = sorted(p.name for p in (root / "emulator" / "etc").iterdir())
+    again = nd("trust", "emulator-root", "--read-only", "--fingerprint", env=env)
+    fingerprint = nd("trust", "emulator-root", "--fingerprint", env=env)
+    assert again.returncode == 0 and again.stdout == fingerprint.stdout
+    assert nd("--read-only", "trust", "emulator-root", env=env).stdout == made.stdout
+    assert sorted(p.name for p in (root / "emulator" / "etc").iterdir()) == before

@@ -331,15 +331,29 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    req = LaunchRequest(
-        eif_path=args.eif_path,
-        memory_mib=args.memory,
-        cpu_count=args.cpu_count,
-        cpu_ids=args.cpu_ids,
-        cid=args.cid,
-        debug_mode=args.debug_mode or args.attach_console,  # nitro-cli: attaching implies debug mode
-        name=args.name,
-    )
+    flags = [args.eif_path, args.memory, args.cpu_count, args.cpu_ids, args.cid, args.name, args.debug_mode or None]
+    if args.config is not None:
+        # nitro-cli: --config goes with no other run-enclave flag but --attach-console
+        if any(v is not None for v in flags):
+            raise UsageError("--config takes no other launch flag but --attach-console", where="launch --config")
+        from console.launch_config import read_launch_config
+
+        config = read_launch_config(args.config)
+        req = config.request
+        args.attach_console = args.attach_console or config.attach_console
+    else:
+        if args.eif_path is None or args.memory is None or (args.cpu_count is None and not args.cpu_ids):
+            raise UsageError("give --eif-path, --memory and --cpu-count or --cpu-ids (or --config FILE)",
+                             where="launch")
+        req = LaunchRequest(
+            eif_path=args.eif_path,
+            memory_mib=args.memory,
+            cpu_count=args.cpu_count,
+            cpu_ids=args.cpu_ids,
+            cid=args.cid,
+            debug_mode=args.debug_mode or args.attach_console,  # nitro-cli: attaching implies debug mode
+            name=args.name,
+        )
     lc = make_lifecycle(args)
     info = lc.launch(req)
     if args.json:
@@ -533,9 +547,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_build)
 
     p = subparsers.add_parser("launch", help="start an enclave (run-enclave)")
-    p.add_argument("--eif-path", type=path, required=True, help="the EIF to run")
-    p.add_argument("--memory", type=_memory_mib, required=True, metavar="MiB", help="MiB, or with M/G/T")
-    cpu = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--eif-path", type=path, help="the EIF to run (required unless --config)")
+    p.add_argument("--memory", type=_memory_mib, metavar="MiB", help="MiB, or with M/G/T (required unless --config)")
+    cpu = p.add_mutually_exclusive_group()
     cpu.add_argument("--cpu-count", type=_positive_int, help="how many CPUs from the pool")
     cpu.add_argument("--cpu-ids", type=_positive_int, nargs="+", help="exactly these CPUs from the pool")
     p.add_argument("--cid", "--enclave-cid", dest="cid", type=_positive_int,
@@ -544,6 +558,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--attach-console", action="store_true",
                    help="stream the console after the launch (implies --debug-mode)")
     p.add_argument("--name", "--enclave-name", dest="name", help="enclave name (default: from the EIF file name)")
+    p.add_argument("--config", type=path, metavar="JSON_FILE",
+                   help="run-enclave's JSON config (eif_path, memory_mib, cpu_count or cpu_ids, ...) instead of flags")
     _common(p)
     p.set_defaults(func=cmd_launch)
 

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from console.argtypes import key_or_path, resolve_path
 from console.cli import build_parser
+from console.launch_config import MAX_CONFIG, parse_launch_config
+from core.errors import UsageError
 from tests.conftest import REPO, require
 from tests.test_e2e_emulator import build_rootfs, write_world
 
@@ -104,8 +106,16 @@ def test_nitro_cli_flags_on_nitrodeck_commands(nd_home: Path, tmp_path: Path) ->
     # nitro-cli's errors come through as nitro-cli prints them, with its exit status
     done = nd("terminate-enclave", "--enclave-name", "web")
     assert done.returncode != 0 and "[ E" in done.stderr and done.stdout == ""
+    # launch --config: run-enclave's JSON file, its relative eif_path resolved against the caller's cwd
+    (tmp_path / "enclave.json").write_text(json.dumps(
+        {"eif_path": "app.eif", "memory_mib": 64, "cpu_count": 2, "enclave_name": "cfg", "debug_mode": True}))
+    done = nd("launch", "--config", "enclave.json", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["EnclaveName"] == "cfg"
+    done = nd("launch", "--config", "enclave.json", "--memory", "64", cwd=tmp_path)
+    assert done.returncode == 2 and "--config" in done.stderr
     done = nd("terminate-enclave", "--all")
-    assert done.returncode == 0 and json.loads(done.stdout) == []
+    assert done.returncode == 0 and [t["EnclaveName"] for t in json.loads(done.stdout)] == ["cfg"]
     done = nd("explain", "--error-code", "E26")
     assert done.returncode == 0 and "memory" in done.stderr.lower()
 
@@ -193,3 +203,34 @@ def test_resolve_path_never_crashes(text: str) -> None:
     except argparse.ArgumentTypeError:
         return
     assert os.path.isabs(out)
+
+
+def test_launch_config_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_launch_config(b'{"eif_path": "a.eif", "memory_mib": 512, "cpu_ids": [2, 3], "attach_console": true, "x": 1}')
+    assert cfg.request.eif_path == str(tmp_path / "a.eif") and cfg.request.cpu_ids == [2, 3]
+    assert cfg.attach_console and cfg.request.debug_mode  # attaching implies debug mode, as in nitro-cli
+    for bad, says in (
+        (b"[]", "JSON object"), (b"{", "invalid JSON"), (b'{"memory_mib": 1, "cpu_count": 1}', "eif_path"),
+        (b'{"eif_path": "a", "memory_mib": 64}', "missing both"),
+        (b'{"eif_path": "a", "memory_mib": 64, "cpu_count": 2, "cpu_ids": [1]}', "both"),
+        (b'{"eif_path": "a", "memory_mib": true, "cpu_count": 2}', "invalid type"),
+        (b'{"eif_path": "a", "memory_mib": 64, "cpu_ids": ["x"]}', "cpu_ids"),
+        (b" " * (MAX_CONFIG + 1), "larger"),
+    ):
+        with pytest.raises(UsageError, match=says):
+            parse_launch_config(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.dictionaries(
+    st.sampled_from(["eif_path", "memory_mib", "cpu_count", "cpu_ids", "enclave_cid", "enclave_name", "debug_mode",
+                     "attach_console"]),
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=4)),
+).map(lambda d: json.dumps(d).encode())))
+def test_launch_config_never_crashes(raw: bytes) -> None:
+    try:
+        cfg = parse_launch_config(raw)
+    except UsageError:
+        return
+    assert os.path.isabs(cfg.request.eif_path) and (cfg.request.cpu_count is None) != (cfg.request.cpu_ids is None)

@@ -203,7 +203,7 @@ def _cmd_local_server(args: argparse.Namespace) -> int:
         if args.json:
             emit_json(info)
         else:
-            print(f"local KMS: {kms.endpoint_url} (moto at {kms.moto_url})", file=sys.stderr, flush=True)
+            print(f"local KMS: {kms.endpoint_url} (moto in-process, reached only through it)", file=sys.stderr, flush=True)
         stop = threading.Event()
         _wait_for_signal(stop)
     finally:

@@ -349,15 +349,23 @@ class RecipientLayer:
     account (moto authenticates everything as its one account)."""
 
     def __init__(
-        self, moto_url: str, verifier: Verifier = verify_document, caller: str | None = None
+        self,
+        moto_url: str,
+        verifier: Verifier = verify_document,
+        caller: str | None = None,
+        app: Any = None,
     ) -> None:
         self.moto_url = moto_url.rstrip("/")
+        #: moto's WSGI application, called in-process: no port of moto's own that bypasses the layer
+        self.app = app
         self.verifier = verifier
         self.caller = caller
         # (action, allowed, reason), for tests and ops; bounded, the server may run for days
         self.decisions: deque[tuple[str, bool, str]] = deque(maxlen=1000)
 
     def forward(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+        if self.app is not None:
+            return self._call_app(body, headers)
         req = urllib.request.Request(self.moto_url + "/", data=body, headers=dict(headers), method="POST")
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
@@ -366,6 +374,19 @@ class RecipientLayer:
             return exc.code, dict(exc.headers.items()), exc.read(MAX_BODY)
         except (urllib.error.URLError, OSError) as exc:
             down = {"__type": "KMSInternalException", "message": f"the local KMS store is down: {exc}"}
+            return 500, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(down).encode()
+
+    def _call_app(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+        from werkzeug.test import Client
+
+        try:
+            resp = Client(self.app).post("/", data=body, headers=dict(headers))
+            return resp.status_code, dict(resp.headers.items()), resp.get_data()[:MAX_BODY]
+        except Exception as exc:  # noqa: BLE001 - moto's failure is the store's, answered as KMS would
+            down = {
+                "__type": "KMSInternalException",
+                "message": f"the local KMS store failed: {type(exc).__name__}",
+            }
             return 500, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(down).encode()
 
     def _moto(self, action: str, request: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
@@ -616,15 +637,13 @@ class LocalKms:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LocalKms:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        # werkzeug logs every request line of moto's server; the layer logs decisions instead
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._moto.start()
-        host, port = self._moto.get_host_and_port()
-        self.moto_url = f"http://{host}:{port}"
-        self.layer = RecipientLayer(self.moto_url, self._verifier, self.caller or instance_role())
+        # moto runs in-process behind the layer only: an HTTP server of its own on loopback would let any
+        # local process (or user) decrypt whatever a key policy protects, bypassing the layer
+        self._moto = DomainDispatcherApplication(create_backend_app)
+        self.moto_url = "in-process"
+        self.layer = RecipientLayer("", self._verifier, self.caller or instance_role(), app=self._moto)
         self._http = _LayerServer(("127.0.0.1", 0), _Handler)
         self._http.layer = self.layer
         self._thread = threading.Thread(
@@ -638,9 +657,7 @@ class LocalKms:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
-        if self._moto is not None:
-            self._moto.stop()
-            self._moto = None
+        self._moto = None
 
     def __enter__(self) -> LocalKms:
         return self.start()

@@ -545,3 +545,24 @@ def test_the_enclave_refuses_a_kms_endpoint_outside_the_emulator(monkeypatch: py
                                                           "provision")
     monkeypatch.setenv("NITRODECK_VSOCK_DIR", "/tmp/nd-vsock-test")
     assert endpoint_for({"endpoint_url": "http://127.0.0.1:4566"}, "us-east-1") == "http://127.0.0.1:4566"
+
+
+def test_moto_has_no_port_of_its_own() -> None:
+    """Only the layer listens: a moto HTTP server on loopback let any local process decrypt what a key
+    policy protects, bypassing the layer entirely."""
+    import psutil
+
+    def listening() -> set[int]:
+        return {
+            c.laddr.port
+            for c in psutil.Process().net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+
+    before = listening()
+    kms = LocalKms().start()
+    try:
+        assert listening() - before == {kms.port}
+        assert kms.moto_url == "in-process"
+    finally:
+        kms.stop()

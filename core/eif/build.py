@@ -15,10 +15,12 @@ import datetime as dt
 import hashlib
 import json
 import os
+import queue
 import shlex
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -260,25 +262,40 @@ def _customer_entries(source: _Source) -> Iterator[cpio.CpioEntry]:
 
 
 def _write_cpio(path: Path, entries: Iterator[cpio.CpioEntry], mtime: int) -> str:
-    """Write a ramdisk; returns its sha256 (used as ImageVersion of rootfs builds)."""
+    """Write a ramdisk; returns its sha256 (used as ImageVersion of rootfs builds).
+
+    The digest runs in its own thread (hashlib releases the GIL), beside the walk and the writes: the
+    writer hands over immutable ``bytes``, so no copy is needed and the order is kept by the queue."""
+    digest = hashlib.sha256()
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=64)  # bounded: memory stays small
+
+    def hash_chunks() -> None:
+        while (chunk := chunks.get()) is not None:
+            digest.update(chunk)
+
+    hasher = threading.Thread(target=hash_chunks, name="ramdisk-sha256", daemon=True)
+    hasher.start()
 
     class _Hashing:
         def __init__(self, fh: Any) -> None:
-            self.fh, self.h = fh, hashlib.sha256()
+            self.fh = fh
 
         def write(self, data: bytes) -> int:
-            self.h.update(data)
+            chunks.put(bytes(data))  # bytes(bytes) is the same object: no copy
             return int(self.fh.write(data))
 
-    with open(path, "wb") as fh:
-        sink = _Hashing(fh)
-        try:
-            cpio.write_archive(sink, entries, mtime=mtime)  # type: ignore[arg-type]
-        except cpio.CpioError as exc:
-            raise BuildError(f"cannot write ramdisk: {exc}", cli_code="E48", where=exc.where) from None
-        except OSError as exc:
-            raise BuildError(f"cannot read image file: {exc}", cli_code="E19", where=exc.filename) from None
-    return sink.h.hexdigest()
+    try:
+        with open(path, "wb") as fh:
+            try:
+                cpio.write_archive(_Hashing(fh), entries, mtime=mtime)  # type: ignore[arg-type]
+            except cpio.CpioError as exc:
+                raise BuildError(f"cannot write ramdisk: {exc}", cli_code="E48", where=exc.where) from None
+            except OSError as exc:
+                raise BuildError(f"cannot read image file: {exc}", cli_code="E19", where=exc.filename) from None
+    finally:
+        chunks.put(None)
+        hasher.join()
+    return digest.hexdigest()
 
 
 def _custom_metadata(path: str | None) -> Any:

@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from console.agent.fleet import load_hosts, poll_fleet
 from core.ops.lifecycle import Lifecycle
 from tests.agent_world import launch as launch_script
-from tests.agent_world import script_eif, start_agent
+from tests.agent_world import script_eif, start_agent, write_world
 from tests.conftest import REPO, wait_for
 from tests.test_agent import samples
 from tests.test_testsign_e2e import launch as launch_payload
@@ -61,6 +62,7 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
 
 
 def test_tls(nd_home: Path, tmp_path: Path) -> None:
+    write_world(nd_home)
     cert, key = self_signed(tmp_path)
     agent = start_agent(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
@@ -74,6 +76,13 @@ def test_tls(nd_home: Path, tmp_path: Path) -> None:
         with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
             agent.request("GET", "/healthz")  # plain HTTP to a TLS port gets no answer
         assert agent.proc.poll() is None  # and does not hurt the agent
+        # the fleet view verifies an https agent against the hosts file's ca_file (relative to the file)
+        hosts = tmp_path / "hosts.yaml"
+        hosts.write_text(f"- {{name: pinned, url: '{agent.url}', ca_file: agent.crt}}\n"
+                         f"- {{name: system-cas, url: '{agent.url}'}}\n")
+        reports = {r.name: r for r in poll_fleet(load_hosts(hosts), tokens={})}
+        assert reports["pinned"].reachable and reports["pinned"].instance_id == "i-0agent0000000001"
+        assert not reports["system-cas"].reachable and "CERTIFICATE_VERIFY_FAILED" in (reports["system-cas"].error or "")
     finally:
         agent.stop()
     res = subprocess.run([sys.executable, "-m", "console", "serve", "--tls-cert", str(cert)], cwd=REPO,

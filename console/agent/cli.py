@@ -73,6 +73,8 @@ def register(subparsers: Any) -> None:
                         help="the agents that published nitrodeck.endpoint on this cluster's container instances")
     p.add_argument("--token-file", type=resolve_path, metavar="FILE",
                    help="with --ecs-cluster: the bearer token of every agent (mode 0600)")
+    p.add_argument("--ca-file", type=resolve_path, metavar="PEM",
+                   help="with --ecs-cluster: verify https agents against this bundle (hosts files say ca_file)")
     p.add_argument("--timeout", type=_seconds(0.2, 60), default=3.0, metavar="SECONDS",
                    help="per request (default 3): an unreachable host costs this, never the others")
     p.add_argument("--concurrency", type=int, default=32, choices=range(1, 257), metavar="N",
@@ -195,7 +197,8 @@ def fleet_entries(args: argparse.Namespace) -> list[Any]:
     from console.agent.ecs import discover
 
     token = str(args.token_file) if args.token_file else None
-    return [HostEntry(name, url, token) for name, url in discover(args.ecs_cluster)]
+    ca_file = str(args.ca_file) if args.ca_file else None
+    return [HostEntry(name, url, token, None, ca_file) for name, url in discover(args.ecs_cluster)]
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:

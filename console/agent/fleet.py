@@ -37,6 +37,8 @@ class HostEntry:
     token_file: str | None = None
     #: how many enclaves should run there (None: not said)
     expected: int | None = None
+    #: PEM bundle to verify an https agent with (None: the system's CAs)
+    ca_file: str | None = None
 
 
 @dataclass
@@ -98,10 +100,10 @@ def parse_hosts(data: bytes, where: str) -> list[HostEntry]:
         at = f"{where}: hosts[{index}]"
         if not isinstance(item, dict):
             raise ConfigError("each host is a mapping with name and url", where=at)
-        unknown = set(item) - {"name", "url", "token_file", "expected"}
+        unknown = set(item) - {"name", "url", "token_file", "expected", "ca_file"}
         if unknown:
             raise ConfigError(f"unknown key {sorted(map(str, unknown))[0][:40]!r}", where=at,
-                              hint="keys: name, url, token_file, expected")
+                              hint="keys: name, url, token_file, expected, ca_file")
         url = _check_url(item.get("url"), f"{at}.url")
         name = item.get("name", urlsplit(url).hostname)
         if not isinstance(name, str) or not name or len(name) > 128:
@@ -116,16 +118,21 @@ def parse_hosts(data: bytes, where: str) -> list[HostEntry]:
         if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)
                                      or not 0 <= expected <= 64):
             raise ConfigError("expected must be a number of enclaves (0 to 64)", where=f"{at}.expected")
-        out.append(HostEntry(name, url, token, expected))
+        ca_file = item.get("ca_file")
+        if ca_file is not None and (not isinstance(ca_file, str) or not ca_file or len(ca_file) > 4096):
+            raise ConfigError("ca_file must be a path", where=f"{at}.ca_file")
+        out.append(HostEntry(name, url, token, expected, ca_file))
     return out
 
 
 def load_hosts(path: Path | str) -> list[HostEntry]:
     path = Path(path)
     entries = parse_hosts(read_limited(path, MAX_HOSTS_FILE, "--hosts"), f"--hosts {path}")
-    # token files are named relative to the hosts file
-    return [HostEntry(e.name, e.url, str((path.parent / Path(e.token_file).expanduser()).resolve()) if e.token_file else None,
-                      e.expected) for e in entries]
+    # token and CA files are named relative to the hosts file
+    def near(name: str | None) -> str | None:
+        return str((path.parent / Path(name).expanduser()).resolve()) if name else None
+
+    return [HostEntry(e.name, e.url, near(e.token_file), e.expected, near(e.ca_file)) for e in entries]
 
 
 class _Fetcher:
@@ -145,7 +152,7 @@ class _Fetcher:
         conn: http.client.HTTPConnection
         if self.https:
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                               context=ssl.create_default_context())
+                                               context=ssl.create_default_context(cafile=self.entry.ca_file))
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:

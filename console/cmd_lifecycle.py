@@ -8,7 +8,6 @@ always carry ``"backend"``. In human mode the exact nitro-cli/nitro-emu command 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import codecs
 import contextlib
 import json
@@ -446,6 +445,8 @@ def _stream_console(lc: Lifecycle, enclave: str, disconnect_timeout: float | Non
                     print(_line_json(lc.backend.name, line), flush=True)
                 else:
                     print(safe_text(line), flush=True)
+
+    import asyncio
 
     asyncio.run(stream())  # a BrokenPipeError ends it quietly in main() (exit 141, as `cat | head`)
 

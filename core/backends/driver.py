@@ -13,7 +13,6 @@ that is the code reported (the E39 text stays in ``stderr``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import json
@@ -28,7 +27,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core import home
 from core.backends.base import Backend
@@ -46,6 +45,9 @@ from core.models import (
     RunInfo,
     TerminateInfo,
 )
+
+if TYPE_CHECKING:
+    import asyncio
 
 T = TypeVar("T")
 
@@ -805,6 +807,8 @@ class NitroCli:
         args = ["console", "--enclave-id", enclave_id]
         if disconnect_timeout is not None:
             args += ["--disconnect-timeout", str(max(1, int(round(disconnect_timeout))))]
+        import asyncio  # here: only the console stream needs it, and it costs headless commands ~30 ms
+
         argv = [*self.backend.argv, *args]
         text = command_text(self.backend, args)
         started = time.monotonic()

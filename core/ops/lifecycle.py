@@ -15,7 +15,6 @@ no console history, so nitrodeck writes what it streams through :meth:`Lifecycle
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import dataclasses
@@ -49,7 +48,6 @@ from core.models import (
 from core.ops.audit import AuditLog
 from core.ops.expected import ExpectedPcrs, Pin, Verdict
 from core.ops.resources import Resources, gather
-from core.yamlsafe import YamlRefused, load_yaml
 
 MIN_MEMORY_MIB = 64  # NE_MIN_ENCLAVE_MEM_SIZE
 ASSET_TAG = "devices/virtual/dmi/id/board_asset_tag"  # under sysfs ($NITRODECK_SYSFS)
@@ -207,7 +205,9 @@ def _read_small(path: Path) -> str | None:
 
 
 def emulator_instance_id() -> str | None:
-    import yaml
+    import yaml  # here, not at the top: status of the real backend never parses YAML
+
+    from core.yamlsafe import YamlRefused, load_yaml
 
     text = _read_small(home.emulator_instance_file())
     if text is None:
@@ -444,6 +444,8 @@ class Lifecycle:
     # -- console
 
     async def console(self, enclave: str, disconnect_timeout: float | None = None) -> AsyncGenerator[str, None]:
+        import asyncio
+
         target = await asyncio.to_thread(self.find, enclave)
         keep = None
         written = 0

@@ -22,7 +22,7 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-mods = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'console', 'emulator', 'core', 'enclave_app'))
+mods = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'console', 'emulator', 'core', 'enclave_app', 'asyncio'))
 print('MODULES=' + json.dumps(mods), file=sys.stderr)
 """
 
@@ -67,3 +67,5 @@ def test_headless_commands_import_no_textual(nd_home: Path, argv: list[str]) -> 
     mods = loaded_by(nd_home, *argv)
     assert "console.cli" in mods  # the probe really ran the CLI
     assert not [m for m in mods if m.split(".")[0] == "textual" or m == "console.app"], mods
+    # asyncio (and the ssl it pulls in) is for the console stream only
+    assert "asyncio" not in mods

@@ -265,3 +265,13 @@ def test_no_driver_is_said_in_status_and_at_launch(world: RealWorld) -> None:
     assert error["code"] == "E19"
     assert "File: '/sys/module/nitro_enclaves/parameters/ne_cpus', failing operation: 'Open'." in error["message"]
     assert "the Nitro Enclaves driver is not loaded" in error["hint"]
+
+
+def test_version_and_pcr_through_the_real_backend(world: RealWorld, tmp_path: Path) -> None:
+    import hashlib
+
+    driver = NitroCli(real_backend())
+    assert driver.version() == "Nitro CLI 1.5.0"
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"measure me\n")
+    assert driver.pcr(input=blob) == hashlib.sha384(b"\0" * 48 + hashlib.sha384(b"measure me\n").digest()).hexdigest()

@@ -174,7 +174,8 @@ def test_status_and_enclaves_are_the_cli_shapes(host: tuple[Lifecycle, dict[str,
     assert status["instance_id"] == cli["instance_id"] == "i-0agent0000000001"
     assert {e["EnclaveID"]: e["ExpectedPCRs"] for e in status["enclaves"]} == {
         ids["good"]: "match", ids["bad"]: "mismatch", ids["dbg"]: "debug"}
-    describe = json.loads(subprocess.run([sys.executable, "-m", "console", "describe-enclaves"], cwd=REPO,
+    # the agent serves what status gathered, which asks describe-enclaves --metadata (image, metadata)
+    describe = json.loads(subprocess.run([sys.executable, "-m", "console", "describe-enclaves", "--metadata"], cwd=REPO,
                                          capture_output=True, text=True, timeout=60, check=True).stdout)
     assert enclaves == describe
     assert health["ok"] is True and health["last_error"] is None

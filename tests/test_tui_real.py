@@ -124,3 +124,20 @@ def test_tmux_dashboard_on_the_real_backend(world: RealWorld) -> None:
         assert "CPU pool 1,3  free none" in shown, shown
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], timeout=20)
+
+
+@pytest.mark.docker
+async def test_build_dialog_offers_the_payload_when_the_daemon_answers(world: RealWorld, docker_client: object) -> None:
+    app = live_app(None, read_only=False, refresh_seconds=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None, 30)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: isinstance(app.screen, BuildDialog), 10)
+        dialog = app.screen
+        assert isinstance(dialog, BuildDialog)
+        await wait_until(pilot, lambda: "on the local daemon" in text_of(dialog, "#docker-note")
+                         or "no images" in text_of(dialog, "#docker-note"), 30)
+        # nitro-cli can build the payload through this daemon: it is offered, as the default
+        assert not dialog.query_one("#src-payload", RadioButton).disabled
+        await wait_until(pilot, lambda: dialog.source == "payload", 5)
+        assert dialog.query_one("#src-rootfs", RadioButton).disabled  # still the emulator's input only

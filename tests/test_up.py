@@ -505,8 +505,9 @@ def test_up_builds_this_containers_image_through_docker(nd_home: Path, docker_cl
     measured = measure_eif(eif)
     assert by_event["measurements"]["PCR0"] == measured.pcr0
     assert by_event["measurements"]["PCR2"] == measured.pcr2
-    # the image carries no payload: its enclave never signals that it booted, nitro-cli's E36, exit 36
-    assert res.returncode == 36 and by_event["failed"]["code"] == "E36"
+    # the image carries no payload: its enclave either never signals that it booted (nitro-cli's E36,
+    # exit 36) or boots and never answers within ready_timeout (ND-UP, exit 1), depending on timing
+    assert (res.returncode, by_event["failed"]["code"]) in {(36, "E36"), (1, "ND-UP")}
     assert [r["event"] for r in records][-1] == "stopped"
     assert Lifecycle(select_backend()).describe() == []
 

@@ -226,11 +226,9 @@ class AgentHandler(BaseHTTPRequestHandler):
     def _enclaves(self, query: dict[str, str]) -> None:
         snap = self._require_status()
         if snap.status is not None:
-            # nitro-cli's describe-enclaves array exactly: what the emulator's driver merges in (image
-            # name, version, build metadata) belongs to `describe-enclaves --metadata`, not here
-            metadata_keys = ("ImageName", "ImageVersion", "Metadata")
-            self._send_json(HTTPStatus.OK, [{k: v for k, v in enclave_json(e).items() if k not in metadata_keys}
-                                            for e in snap.status.enclaves])
+            # nitro-cli's describe-enclaves array as status gathers it: with --metadata (image name,
+            # version and build metadata), without nitrodeck's ExpectedPCRs verdict
+            self._send_json(HTTPStatus.OK, [enclave_json(e) for e in snap.status.enclaves])
 
     def _metrics(self, query: dict[str, str]) -> None:
         # the classic text format (0.0.4): what every Prometheus 2.x and 3.x, Grafana Agent and the

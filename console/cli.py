@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("console.cmd_lifecycle", "start an enclave (run-enclave)"),
     "terminate": ("console.cmd_lifecycle", "stop an enclave by ID or name, or --all"),
     "console": ("console.cmd_lifecycle", "stream a debug-mode enclave's console"),
+    "events": ("console.cmd_journal", "the lifecycle journal: launches, exits, terminations, pins"),
+    "pin": ("console.cmd_journal", "pin an EIF's PCRs as expected (under its image name, or --as KEY)"),
+    "pins": ("console.cmd_journal", "every pinned set of expected PCRs"),
+    "unpin": ("console.cmd_journal", "remove a pin by its key"),
     "verify-attestation": (
         "console.cmd_attest",
         "verify an attestation document: signature, chain to a pinned root, PCRs, nonce, age",

@@ -13,6 +13,7 @@ import contextlib
 import json
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from core.ops.lifecycle import EnclaveNotFound, Lifecycle, Status
 from core.text import safe_text
 
 _MAX_LOG_PRINT = 16 * 1024 * 1024
+#: status lists the exits of this many hours back
+EXITED_WINDOW_HOURS = 24
 
 
 # --- shared with other cmd_* modules -------------------------------------------------------------------
@@ -44,10 +47,15 @@ def make_lifecycle(args: argparse.Namespace, *, echo_commands: bool | None = Non
     def show(record: CommandRecord) -> None:
         progress(f"$ {record.command}" + ("" if record.ok else f"  (failed: {record.error_code})"))
 
-    return Lifecycle(backend, read_only_reason=reason, on_command=show if echo else None, payload=payload_factory)
+    def warn(text: str) -> None:
+        progress(f"warning: {text}")
+
+    return Lifecycle(
+        backend, read_only_reason=reason, on_command=show if echo else None, payload=payload_factory, on_warning=warn
+    )
 
 
-def enclave_json(e: EnclaveInfo, verdict: str | None = None) -> dict[str, Any]:
+def enclave_json(e: EnclaveInfo, verdict: str | None = None, pin: str | None = None) -> dict[str, Any]:
     """nitro-cli's describe-enclaves element shape (plus nitrodeck's ExpectedPCRs verdict)."""
     out: dict[str, Any] = {}
     if e.name is not None:
@@ -69,6 +77,7 @@ def enclave_json(e: EnclaveInfo, verdict: str | None = None) -> dict[str, Any]:
             out[key] = value
     if verdict is not None:
         out["ExpectedPCRs"] = verdict
+        out["ExpectedPCRsPin"] = pin
     return out
 
 
@@ -100,8 +109,12 @@ def eif_json(info: EifInfo) -> dict[str, Any]:
     return out
 
 
-def status_json(st: Status, verdicts: dict[str, str]) -> dict[str, Any]:
+def status_json(
+    st: Status, verdicts: dict[str, str], pins: dict[str, str | None] | None = None,
+    exited: list[dict[str, Any]] | None = None, journal: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     res = st.resources
+    pins = pins or {}
     return {
         "backend": st.backend,
         "backend_display": st.backend_display,
@@ -114,7 +127,9 @@ def status_json(st: Status, verdicts: dict[str, str]) -> dict[str, Any]:
         "warnings": list(st.warnings),
         "instance_id": st.instance_id,
         "taken_at": st.taken_at,
-        "enclaves": [enclave_json(e, verdicts.get(e.enclave_id)) for e in st.enclaves],
+        "enclaves": [enclave_json(e, verdicts.get(e.enclave_id), pins.get(e.enclave_id)) for e in st.enclaves],
+        "exited": exited or [],
+        "journal": journal or {},
         "cpu_pool": {"source": res.cpus.source, "pool": res.cpus.pool, "free": res.cpus.free, "held": res.cpus.held},
         "hugepages": [
             {"size_kb": p.size_kb, "node": p.node, "total": p.total, "free": p.free,
@@ -237,19 +252,34 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_status(lc: Lifecycle, mode: str) -> None:
     st = lc.status()
-    verdicts = {e.enclave_id: lc.match(e) for e in st.enclaves}
+    judged = {e.enclave_id: lc.judge(e) for e in st.enclaves}
+    verdicts: dict[str, str] = {k: j.verdict for k, j in judged.items()}
+    pins = {k: j.key for k, j in judged.items()}
+    since = datetime.now(UTC) - timedelta(hours=EXITED_WINDOW_HOURS)
+    exited = [event.to_json() for _, event in lc.exited(since=since)]
+    journal = {"path": str(lc.journal.path), "warnings": list(lc.journal.warnings)}
     if mode == "json":
-        emit_json(status_json(st, verdicts))
+        emit_json(status_json(st, verdicts, pins, exited, journal))
     elif mode == "jsonl":
-        print(json.dumps(to_jsonable(status_json(st, verdicts)), ensure_ascii=False), flush=True)
+        print(json.dumps(to_jsonable(status_json(st, verdicts, pins, exited, journal)), ensure_ascii=False), flush=True)
     elif mode == "frame":
         # home, the text with each line's leftovers erased, then clear what a longer frame left below
-        text = status_text(st, verdicts, lc.backend.chosen_by)
+        text = status_text(st, verdicts, lc.backend.chosen_by) + _exited_text(exited)
         sys.stdout.write("\x1b[H" + text.replace("\n", "\x1b[K\n") + "\x1b[K\n\x1b[J")
         sys.stdout.flush()
     else:
         # "texts": one report after another (a log, a pipe), a blank line between them
-        print(status_text(st, verdicts, lc.backend.chosen_by) + ("\n" if mode == "texts" else ""), flush=True)
+        text = status_text(st, verdicts, lc.backend.chosen_by) + _exited_text(exited)
+        print(text + ("\n" if mode == "texts" else ""), flush=True)
+
+
+def _exited_text(exited: list[dict[str, Any]]) -> str:
+    if not exited:
+        return ""
+    return "\n\n" + section(f"Exited in the last {EXITED_WINDOW_HOURS} h ({len(exited)})", table(
+        [[e["name"], e["enclave_id"], e["time"], f"{e.get('uptime_s')} s", e.get("exit_status")] for e in exited],
+        ["NAME", "ID", "EXITED", "UPTIME", "STATUS"],
+    ))
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -414,11 +444,14 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise UsageError("give an enclave ID or name", where="console")
     lc = make_lifecycle(args)
     if args.log:
-        # The enclave may be gone already: then the argument must be its ID.
+        # The enclave may be gone already: then the journal knows its ID by name.
         try:
             enclave_id = lc.find(args.enclave).enclave_id
         except EnclaveNotFound:
             enclave_id = args.enclave
+            known = [e for e in lc.journal.read(enclave=args.enclave) if e.enclave_id]
+            if known:
+                enclave_id = known[-1].enclave_id or enclave_id
         path = lc.console_log(enclave_id)
         if path is None:
             raise UsageError(f"no kept console log for {enclave_id!r}", where="console --log",

@@ -52,6 +52,11 @@ def audit_log() -> Path:
     return home() / "audit.log"
 
 
+def journal_file() -> Path:
+    """The lifecycle journal: JSON lines, one per enclave event (core/ops/journal.py), rotated by size."""
+    return home() / "journal.jsonl"
+
+
 def expected_pcrs_dir() -> Path:
     """Pinned expected measurements, one JSON file per image name."""
     return home() / "expected"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core import home
 from core.backends import registry
-from core.backends.base import Backend, HugepageModel, LocalKms, PoolModel
+from core.backends.base import Backend, ExitInfo, HugepageModel, LocalKms, PoolModel
 from core.eif import blobs
 from core.errors import NitrodeckError
 from core.models import EnclaveInfo
@@ -33,6 +33,11 @@ class EmulatorBackend(Backend):
     def watch_dirs(self) -> list[Path]:
         # the enclave table is replaced (renamed into place) on every launch, exit and terminate
         return [home.emulator_run_dir()]
+
+    def exit_info(self, enclave_id: str) -> ExitInfo | None:
+        from emulator.exits import read_exit
+
+        return read_exit(enclave_id)
 
     def kms_endpoint(self) -> str | None:
         from emulator.kms import read_endpoint_file

@@ -232,6 +232,8 @@ class Supervisor:
         self.control_sock: socket.socket | None = None
         self.eif: Any = None  # the private copy being launched (core.eif.format.EifFile)
         self.released = False
+        #: when the boot heartbeat arrived (Unix time), for the exit record
+        self.booted_at: float | None = None
 
     # --- launch channel -----------------------------------------------------------------------
 
@@ -469,6 +471,7 @@ class Supervisor:
             self.wait_heartbeat(boot_sock, boot_timeout(eif_size, entry.memory_mib))
         finally:
             boot_sock.close()
+        self.booted_at = time.time()
         with state.locked(reclaim=False) as table:
             entry.started = True
             entry.extra = {"isolation": observe(self.proc.pid, plan)}
@@ -593,6 +596,7 @@ class Supervisor:
                     for key, _ in events:
                         if key.data == "exit":
                             log_line(f"enc-{self.entry.slot if self.entry else '?'}", "INFO", "enclave process exited")
+                            self._record_exit()
                             return
                         conn, _ = self.control_sock.accept()
                         if not self.from_parent(conn):
@@ -628,6 +632,14 @@ class Supervisor:
             log_line(f"enc-{entry.slot}", "WARN", "the enclave table or this enclave's record was edited; restored")
         except (OSError, NitrodeckError):
             return  # tried again at the next tick
+
+    def _record_exit(self) -> None:
+        """The enclave ended on its own: keep its exit status and time for nitrodeck's journal."""
+        from emulator.exits import record_exit
+
+        if self.entry is None or self.proc is None:
+            return
+        record_exit(self.entry.enclave_id, self.proc.poll(), self.booted_at)
 
     def handle(self, conn: socket.socket) -> bool:
         """One request; True when the supervisor should stop."""

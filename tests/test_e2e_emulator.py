@@ -151,14 +151,22 @@ def test_cli_end_to_end(nd_home: Path, tmp_path: Path) -> None:
     assert st["enclaves"][0]["ExpectedPCRs"] == "debug"
     assert st["cpu_pool"]["held"] == {run["EnclaveID"]: run["CPUIDs"]}
 
-    # more memory than the allocator reserved: E27 (wrapped in E39 by nitro-cli), exit 27
+    # more memory than the free hugepages: refused before nitro-emu runs, with nitro-cli's exit status 27
     done = nd("launch", "--eif-path", str(eif), "--memory", "4096", "--cpu-count", "2", "--json")
     assert done.returncode == 27, done.stderr
     err = json.loads(done.stdout)["error"]
-    assert err["code"] == "E27" and str(nd_home / "emulator" / "etc" / "allocator.yaml") in err["hint"]
-    assert Path(err["log_path"]).is_file()
-    # people get the same error on stderr: code, message, hint and the error log
-    assert "[ E27 ]" in done.stderr and "hint:" in done.stderr and "error log:" in done.stderr
+    assert err["code"] == "ND-LAUNCH" and err["nitro_cli_code"] == "E27" and "free hugepages" in err["message"]
+    # past that check, nitro-emu's own E27 (wrapped in E39 by nitro-cli), exit 27: code, hint, error log
+    done = subprocess.run([sys.executable, "-m", "emulator", "run-enclave", "--eif-path", str(eif), "--memory",
+                           "4096", "--cpu-count", "2"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 39 and "[ E27 ]" in done.stderr
+    from core.backends.driver import error_from_output
+    from emulator.backend import emulator_backend
+
+    e27 = error_from_output(["run-enclave"], done.stderr, done.returncode, emulator_backend())
+    assert e27.code == "E27" and str(nd_home / "emulator" / "etc" / "allocator.yaml") in (e27.hint or "")
+    assert e27.log_path and Path(e27.log_path).is_file()
+    assert "hint:" in str(e27) and "error log:" in str(e27)
 
     done = nd("console", "cli", "--disconnect-timeout", "2")
     assert done.returncode == 0 and "hello from the enclave" in done.stdout

@@ -58,3 +58,41 @@ def test_parse_pin_fuzz(data: bytes) -> None:
     except NitrodeckError:
         return
     assert pin.pcrs and all(len(v) == 96 for v in pin.pcrs.values())
+
+
+def test_pins_keyed_by_eif_then_image_then_name(nd_home: Path) -> None:
+    exp = ExpectedPcrs()
+    exp.pin("payments", Measurements(A, B, C), eif_path="/eifs/payments.eif")
+    # the same EIF under any enclave name: judged by the pin of that file
+    by_file = EnclaveInfo("i-1-enc2", 1, 17, 2, [1, 3], 512, "RUNNING", "NONE", name="renamed",
+                          measurements=Measurements(A, B, C), eif_path="/eifs/payments.eif")
+    judged = exp.judge(by_file)
+    assert (judged.verdict, judged.key, judged.by) == ("match", "payments", "eif")
+    # a rebuilt file at that path no longer matches its pin
+    assert exp.judge(by_file, eif_path="/eifs/payments.eif").verdict == "match"
+    rebuilt = EnclaveInfo("i-1-enc3", 1, 18, 2, [1, 3], 512, "RUNNING", "NONE", name="x",
+                          measurements=Measurements(C, B, C), eif_path="/eifs/payments.eif")
+    assert exp.judge(rebuilt).verdict == "mismatch"
+    # no file known: the image name (describe --metadata, or what the journal recorded at launch)
+    assert exp.judge(enclave("other-name", A), image_name="payments").by == "image"
+    # an image name with no pin is unpinned, even if a pin has the enclave's name
+    exp.pin("web", Measurements(A, B, C))
+    assert exp.judge(enclave("web", A, image="api")).verdict == "unpinned"
+    # only without any image name does the enclave name stand in (how pins were keyed before)
+    assert exp.judge(enclave("web", A)).by == "name"
+    assert [p.key for p in exp.all()] == ["payments", "web"]
+
+
+def test_format_1_pins_migrate_on_first_read(nd_home: Path) -> None:
+    folder = nd_home / "expected"
+    folder.mkdir()
+    old = {"image": "legacy", "pcrs": {"0": A, "1": B, "2": C}, "pinned_at": "2026-01-01T00:00:00+00:00"}
+    (folder / "legacy.json").write_text(json.dumps(old))
+    exp = ExpectedPcrs()
+    pin = exp.get("legacy")
+    assert pin is not None and pin.key == "legacy" and pin.migrated and pin.pcrs[0] == A
+    data = json.loads((folder / "legacy.json").read_text())
+    assert data["format"] == 2 and data["key"] == "legacy" and data["migrated_from"] == 1
+    assert data["pinned_at"] == old["pinned_at"] and data["eif_path"] is None
+    # it keeps judging what it judged before
+    assert exp.match(enclave("legacy", A)) == "match"

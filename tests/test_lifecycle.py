@@ -16,7 +16,7 @@ import pytest
 from core.errors import ReadOnlyError, UsageError
 from core.models import BuildRequest, LaunchRequest, Measurements
 from core.ops.lifecycle import MUTATING_ACTIONS, AmbiguousEnclave, EnclaveNotFound, Lifecycle, mutating
-from tests.test_driver import DESCRIBE, ENCLAVE_ID, RUN_STDOUT, TERMINATE, Fake
+from tests.test_driver import DESCRIBE, DESCRIBE_EIF, ENCLAVE_ID, RUN_STDOUT, TERMINATE, Fake
 
 TWO = json.dumps([
     {**json.loads(DESCRIBE)[0]},
@@ -68,14 +68,17 @@ def test_launch_audited_with_the_command(fake: Fake, nd_home: Path, tmp_path: Pa
     eif = tmp_path / "a.eif"
     eif.write_bytes(b"x")
     seen = []
-    lc = Lifecycle(driver=fake.driver({"run-enclave": {"stdout": RUN_STDOUT}}, name="emulator"), on_command=seen.append)
+    steps = {"run-enclave": {"stdout": RUN_STDOUT}, "describe-eif": {"stdout": DESCRIBE_EIF},
+             "describe-enclaves": {"stdout": "[]"}}
+    lc = Lifecycle(driver=fake.driver(steps, name="emulator"), on_command=seen.append)
     info = lc.launch(LaunchRequest(str(eif), 512, cpu_count=2, debug_mode=True))
     assert info.cid == 10
     [line] = audit_lines(nd_home)
     assert line["action"] == "launch" and line["result"] == "ok" and line["backend"] == "emulator"
     assert line["argv"][:2] == ["nitro-emu", "run-enclave"] and "--debug-mode" in line["argv"]
     assert line["user"] and line["time"].endswith("Z")
-    assert seen and seen[0].command.startswith("nitro-emu run-enclave")  # TUI listener
+    # TUI listener: the pre-launch reads (describe-eif, describe-enclaves), then the launch
+    assert [r.command.split()[1] for r in seen] == ["describe-eif", "describe-enclaves", "run-enclave"]
     assert fake.records and fake.records[0].ok  # the driver's own listener still called
 
 

@@ -29,6 +29,10 @@ def error_text(err: BaseException) -> Text:
     message = getattr(err, "message", None) or str(err) or type(err).__name__
     text.append(f" {code} ", style="bold white on red")
     text.append(f" {safe_text(message, multiline=True)}\n")
+    detail = getattr(err, "detail", None)
+    if detail:
+        text.append("detail: ", style="bold")
+        text.append(f"{safe_text(str(detail), multiline=True)}\n")
     where = getattr(err, "where", None)
     if where:
         text.append("where: ", style="bold")

@@ -41,6 +41,16 @@ class PoolModel:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class ExitInfo:
+    """How an enclave ended, as the thing that ran it saw it (the emulator's supervisor; none on Nitro,
+    where nitro-cli keeps no record of an enclave once it is gone)."""
+
+    ended_at: float  # Unix time
+    status: int | None = None  # the enclave process's exit status; negative: killed by that signal
+    started_at: float | None = None
+
+
 class LocalKms(Protocol):
     """A KMS endpoint a backend runs on loopback for `nitrodeck up` (the emulator's moto + Recipient layer)."""
 
@@ -82,6 +92,10 @@ class Backend:
 
     def pool_model(self, enclaves: list[EnclaveInfo]) -> PoolModel | None:
         """The allocator's modelled pools, or None where sysfs is the truth."""
+        return None
+
+    def exit_info(self, enclave_id: str) -> ExitInfo | None:
+        """How an enclave that is gone ended, or None when nothing recorded it."""
         return None
 
     def kms_endpoint(self) -> str | None:

@@ -143,6 +143,40 @@ def parse_error_blocks(stderr: str) -> list[ErrorBlock]:
     return blocks
 
 
+# Hints chosen by the error log's detail before hint_for's by code: one code (E29, E48, E50) covers many
+# causes. hint_for reads the detail too (full cores, an empty pool, NUMA); these are the others.
+_DOCKER_DOWN = re.compile(
+    r"cannot reach the docker engine|cannot connect to the docker daemon|docker\.sock|"
+    r"error while fetching server api version|is the docker daemon running|docker daemon is not running",
+    re.I,
+)
+_DETAIL_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"INVALID_ENCLAVE_CID|CID \d+ is in use|CID .{0,40}already", re.I),
+     "the enclave CID is already used by a running enclave: choose another --cid, or leave it out to get a free one"),
+    (re.compile(r"VCPU_ALREADY_USED", re.I),
+     "a requested CPU is held by a running enclave: pick free CPUs (see `nitrodeck status`) or use --cpu-count"),
+    (re.compile(r"VCPU_NOT_IN_CPU_POOL", re.I),
+     "a requested CPU is not in the enclave CPU pool: see the pool in `nitrodeck status`"),
+    (re.compile(r"ENCLAVE_MEM_MIN_SIZE", re.I), "enclave memory is below the minimum: launch with a larger --memory"),
+    (re.compile(r"pools unusable|allocator", re.I),
+     "the allocator configuration is unusable: check allocator.yaml and `nitrodeck status` (allocator_error)"),
+)
+
+
+def detail_hint(code: str, detail: str | None, backend: Backend) -> str | None:
+    if not detail:
+        return None
+    if _DOCKER_DOWN.search(detail):
+        return (
+            "the Docker daemon is unreachable: start it (`sudo systemctl start docker`) or point DOCKER_HOST at "
+            "a running one, then build again"
+        )
+    for pattern, hint in _DETAIL_HINTS:
+        if pattern.search(detail):
+            return hint
+    return None
+
+
 def _allocator_file(backend: Backend) -> str:
     if backend.is_emulator:
         return f"{home.emulator_etc() / 'allocator.yaml'} (the emulator's allocator.yaml)"
@@ -300,7 +334,9 @@ def hint_for(
                 "no enclave could be created: every enclave slot is taken or no CPU core of the pool is free; "
                 "terminate an enclave (`nitrodeck describe`) or enlarge the pool"
             )
-        return "the driver refused the enclave setup (often an odd CPU count on a hyperthreaded host): use full cores"
+        # one code for every later driver refusal (CID in use, CPU busy, half a core...): only the
+        # error log's detail can say which (detail_hint), so no guess here
+        return "the Nitro Enclaves driver refused the enclave setup: the detail (from the error log) says why"
     if code == "E03":
         return "an argument is not a valid value (memory in MiB, CPU IDs and counts, a CID of 4 or more)"
     if code == "E57":
@@ -346,8 +382,10 @@ def error_from_output(
     return NitroCliError(
         code=inner.code,
         message=message,
-        hint=hint_for(inner.code, inner.message, backend, allocating="Start allocating memory..." in before,
-                      stderr=stderr, detail=detail, command=_subcommand(backend, argv)),
+        # the error log's detail picks the hint first (one code covers many causes: E29, E48, E50)
+        hint=detail_hint(inner.code, detail, backend)
+        or hint_for(inner.code, inner.message, backend, allocating="Start allocating memory..." in before,
+                    stderr=stderr, detail=detail, command=_subcommand(backend, argv)),
         log_path=log_path,
         argv=list(argv),
         stderr=stderr,

@@ -22,6 +22,7 @@ import functools
 import inspect
 import os
 import shlex
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,7 +47,9 @@ from core.models import (
     TerminateInfo,
 )
 from core.ops.audit import AuditLog
-from core.ops.expected import ExpectedPcrs, Pin, Verdict
+from core.ops.expected import ExpectedPcrs, Judgement, Pin, Verdict
+from core.ops.journal import Event, Journal, console_tail, enclave_from_event, format_time, make_event
+from core.ops.preflight import LaunchConflict, check_docker, check_launch
 from core.ops.resources import Resources, gather
 
 MIN_MEMORY_MIB = 64  # NE_MIN_ENCLAVE_MEM_SIZE
@@ -278,6 +281,8 @@ class Lifecycle:
         driver: NitroCli | None = None,
         on_command: Callable[[CommandRecord], None] | None = None,
         payload: PayloadFactory | None = None,
+        journal: Journal | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.backend = backend or (driver.backend if driver else select_backend())
         #: the enclave payload's build request, from whoever ships the payload (console passes enclave_app's)
@@ -295,6 +300,10 @@ class Lifecycle:
         driver.on_command = self._on_command
         self.driver = driver
         self.expected = ExpectedPcrs()
+        #: what happened to enclaves, shared with every other nitrodeck process (core/ops/journal.py)
+        self.journal = journal or Journal(warn=on_warning)
+        #: when this process last saw each enclave running (the best exit time on Nitro)
+        self._last_seen: dict[str, float] = {}
 
     @staticmethod
     def auto_read_only(backend: Backend, device: Path | None = None) -> bool:
@@ -325,7 +334,112 @@ class Lifecycle:
         return emulator_instance_id() if self.backend.is_emulator else real_instance_id()
 
     def describe(self, metadata: bool = False) -> list[EnclaveInfo]:
-        return self.driver.describe_enclaves(metadata=metadata)
+        enclaves = self.driver.describe_enclaves(metadata=metadata)
+        self.observe(enclaves)
+        return enclaves
+
+    # -- the journal: exits nobody asked for
+
+    def observe(self, enclaves: list[EnclaveInfo]) -> list[Event]:
+        """Record ``exited`` (once, whoever notices first) for launches the journal knows that are gone."""
+        now = time.time()
+        for enclave in enclaves:
+            self._last_seen[enclave.enclave_id] = now
+        try:
+            open_launches = self.journal.open_launches()
+        except Exception as exc:  # noqa: BLE001 - the journal never breaks a describe
+            self.journal._warn(f"journal unreadable: {exc}")
+            return []
+        running = {e.enclave_id for e in enclaves}
+        recorded = []
+        for enclave_id, launch in open_launches.items():
+            if enclave_id in running or self.journal.is_terminating(enclave_id):
+                continue
+            event = self._exited_event(launch, now)
+            if self.journal.record_once(event, functools.partial(self._still_open, enclave_id)):
+                recorded.append(event)
+        return recorded
+
+    def _still_open(self, enclave_id: str, events: list[Event]) -> bool:
+        return enclave_id in self.journal.open_launches(events)
+
+    def _exited_event(self, launch: Event, now: float) -> Event:
+        enclave_id = launch.enclave_id or ""
+        started = launch.when.timestamp()
+        info = self.backend.exit_info(enclave_id)
+        ended_at = None
+        if info is not None:
+            started = info.started_at or started
+            ended, source, ended_at = info.ended_at, "backend", format_time(datetime.fromtimestamp(info.ended_at, UTC))
+        elif enclave_id in self._last_seen:
+            ended, source = self._last_seen[enclave_id], "last-seen"  # it ran at least this long
+        else:
+            ended, source = now, "noticed"  # it ran at most this long
+        last_console = None
+        if launch.get("debug"):
+            with contextlib.suppress(NitrodeckError):
+                last_console = console_tail(self.console_log(enclave_id))
+        carried = {k: launch.get(k) for k in ("image", "pcrs", "cid", "cpu_ids", "memory_mib", "debug")}
+        return make_event(
+            "exited",
+            enclave_id=enclave_id,
+            name=launch.name,
+            eif_path=launch.eif_path,
+            pcr0=launch.pcr0,
+            uptime_s=round(max(0.0, ended - started), 3),
+            uptime_source=source,
+            exit_status=info.status if info is not None else None,
+            ended_at=ended_at,
+            launched_at=launch.time,
+            last_console=last_console,
+            **carried,
+        )
+
+    def events(self, since: datetime | None = None, enclave: str | None = None) -> list[Event]:
+        """The journal, newest last; first records any exit nobody has noticed yet."""
+        with contextlib.suppress(NitrodeckError):
+            self.describe()
+        return self.journal.read(since=since, enclave=enclave)
+
+    def exited(self, since: datetime | None = None, limit: int = 16) -> list[tuple[EnclaveInfo, Event]]:
+        """Recent ``exited`` events as enclaves (newest first), for showing what is gone."""
+        out = []
+        for event in reversed(self.journal.read(since=since)):
+            if event.event != "exited":
+                continue
+            enclave = enclave_from_event(event)
+            if enclave is not None:
+                out.append((enclave, event))
+            if len(out) >= limit:
+                break
+        return out
+
+    def judge(self, enclave: EnclaveInfo, record: bool = True) -> Judgement:
+        """The enclave's verdict against the pin of its EIF (the journal knows which EIF it was launched from)."""
+        launch = self.journal.launch_of(enclave.enclave_id) if not (enclave.eif_path and enclave.image_name) else None
+        eif_path = enclave.eif_path or (launch.eif_path if launch else None)
+        image = enclave.image_name or (launch.get("image") if launch else None)
+        judgement = self.expected.judge(enclave, eif_path, image if isinstance(image, str) else None)
+        if record and judgement.verdict == "mismatch" and judgement.pin is not None and enclave.state != "EXITED":
+            pin = judgement.pin
+            event = make_event(
+                "pcr-mismatch",
+                enclave_id=enclave.enclave_id,
+                name=enclave.name,
+                eif_path=eif_path,
+                pcr0=enclave.measurements.pcr0 if enclave.measurements else None,
+                pin=pin.key,
+                pinned_by=judgement.by,
+                expected_pcr0=pin.pcrs.get(0),
+            )
+            def not_yet(events: list[Event]) -> bool:
+                return not any(
+                    e.event == "pcr-mismatch" and e.enclave_id == enclave.enclave_id and e.get("pin") == pin.key
+                    for e in events
+                )
+
+            self.journal.record_once(event, not_yet)
+        return judgement
 
     def describe_report(self, metadata: bool = False) -> tuple[list[EnclaveInfo], list[str]]:
         """The enclaves that answered, and a warning per problem (an enclave process that did not)."""
@@ -414,32 +528,129 @@ class Lifecycle:
         # nitro-cli (like any builder) renames over the target: never over a device, FIFO or link
         check_output_target(req.output_file, where="--output-file")
         Path(req.output_file).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
-        return self.driver.build_enclave(req, progress=progress)
+        if req.docker_uri:
+            check_docker()  # nitro-cli would only say E48/E50 (the cause is in its error log)
+        result = self.driver.build_enclave(req, progress=progress)
+        self.journal.append(
+            "built",
+            eif_path=str(Path(result.output_file).expanduser().absolute()),
+            pcr0=result.measurements.pcr0,
+            image=req.name or (req.docker_uri.split(":")[0] if req.docker_uri else None),
+            pcrs={str(k): v for k, v in result.measurements.pcrs().items()},
+        )
+        return result
 
     @mutating("launch", needs_device=True)
     def launch(self, req: LaunchRequest) -> RunInfo:
         validate_launch(req)
-        return self.driver.run_enclave(req)
+        eif_path = str(Path(req.eif_path).expanduser().absolute())
+        failed = {"name": req.name, "eif_path": eif_path}
+        try:
+            eif = self._preflight(req)
+        except NitrodeckError as exc:
+            self.journal.append("launch-failed", **failed, code=exc.code, message=exc.message)
+            raise
+        failed["pcr0"] = eif.measurements.pcr0
+        try:
+            run = self.driver.run_enclave(req)
+        except NitrodeckError as exc:
+            self.journal.append(
+                "launch-failed", **failed, code=exc.code, message=exc.message, detail=getattr(exc, "detail", None)
+            )
+            raise
+        self.journal.append(
+            "launched",
+            enclave_id=run.enclave_id,
+            name=run.name or req.name,
+            eif_path=eif_path,
+            pcr0=eif.measurements.pcr0,
+            image=eif.image_name,
+            pcrs={str(k): v for k, v in eif.measurements.pcrs().items()},
+            cid=run.cid,
+            cpu_ids=run.cpu_ids,
+            memory_mib=run.memory_mib,
+            debug=req.debug_mode or None,
+        )
+        return run
+
+    def _preflight(self, req: LaunchRequest) -> EifInfo:
+        """What nitrodeck can know before nitro-cli runs (core/ops/preflight.py); the EIF's description."""
+        try:
+            eif = self.describe_eif(req.eif_path)
+        except NitrodeckError as exc:
+            raise LaunchConflict(
+                f"the EIF {req.eif_path} does not parse: {exc.message}",
+                cli_code="E35",
+                where="launch --eif-path",
+                hint="check it with `nitrodeck describe-eif`, or rebuild it",
+            ) from None
+        enclaves = self.describe()
+        check_launch(req, enclaves, self.resources(enclaves), Path(req.eif_path).expanduser().stat().st_size)
+        return eif
+
+    def _terminated(self, info: TerminateInfo) -> None:
+        launch = self.journal.launch_of(info.enclave_id)
+        uptime = round(time.time() - launch.when.timestamp(), 3) if launch else None
+        self.journal.append(
+            "terminated",
+            enclave_id=info.enclave_id,
+            name=info.name or (launch.name if launch else None),
+            eif_path=launch.eif_path if launch else None,
+            pcr0=launch.pcr0 if launch else None,
+            uptime_s=uptime,
+        )
 
     @mutating("terminate", needs_device=True)
     def terminate(self, enclave: str) -> TerminateInfo:
         target = self.find(enclave)
-        return self.driver.terminate(enclave_id=target.enclave_id)
+        with self.journal.terminating([target.enclave_id]):
+            info = self.driver.terminate(enclave_id=target.enclave_id)
+            self._terminated(info)
+        return info
 
     @mutating("terminate-all", needs_device=True)
     def terminate_all(self) -> list[TerminateInfo]:
-        return self.driver.terminate_all()
+        ids: list[str] = []
+        with contextlib.suppress(NitrodeckError):
+            ids = [e.enclave_id for e in self.driver.describe_enclaves()]
+        with self.journal.terminating(ids):
+            done = self.driver.terminate_all()
+            for info in done:
+                self._terminated(info)
+        return done
 
     @mutating("pin")
-    def pin(self, image_name: str, measurements: Measurements) -> Pin:
-        note_command(["pin", image_name, measurements.pcr0])
-        return self.expected.pin(image_name, measurements)
+    def pin(self, key: str, measurements: Measurements, eif_path: str | None = None) -> Pin:
+        note_command(["pin", key, measurements.pcr0])
+        pin = self.expected.pin(key, measurements, eif_path)
+        self.journal.append("pinned", eif_path=eif_path, pcr0=measurements.pcr0, pin=key)
+        return pin
+
+    def pin_eif(self, eif_path: str, key: str | None = None) -> Pin:
+        """``nitrodeck pin EIF [--as KEY]``: the EIF's measurements under its image name (or KEY)."""
+        info = self.describe_eif(eif_path)
+        chosen = key or info.image_name
+        if not chosen:
+            raise UsageError(
+                f"{eif_path} carries no image name to pin it under",
+                where="pin",
+                hint="name the pin: `nitrodeck pin EIF --as KEY`",
+            )
+        return self.pin(chosen, info.measurements, str(Path(eif_path).expanduser().absolute()))  # type: ignore[no-any-return]
+
+    @mutating("unpin")
+    def unpin(self, key: str) -> None:
+        if self.expected.get(key) is None:  # refused before anything changed: not audited
+            raise UsageError(f"nothing is pinned as {key[:80]!r}", where="unpin", hint="list pins with `nitrodeck pins`")
+        note_command(["unpin", key])
+        self.expected.unpin(key)
+        self.journal.append("unpinned", pin=key)
 
     def expected_for(self, enclave: EnclaveInfo) -> dict[int, str] | None:
-        return self.expected.expected_for(enclave)
+        return self.judge(enclave, record=False).expected
 
     def match(self, enclave: EnclaveInfo) -> Verdict:
-        return self.expected.match(enclave)
+        return self.judge(enclave).verdict
 
     # -- console
 

@@ -266,6 +266,18 @@ class Up:
             seconds=round(time.monotonic() - started, 2),
             **{f"PCR{i}": v for i, v in result.measurements.pcrs().items()},
         )
+        # pin what was measured, so the enclave up runs is judged against the image it built
+        try:
+            pin = self.lifecycle.pin_eif(result.output_file, None if self._has_image_name(result.output_file) else self.cfg.name)
+            self.log("pinned", pin=pin.key, PCR0=pin.pcrs.get(0))
+        except NitrodeckError as exc:
+            self.log("pin-failed", error=exc.message, where=exc.where)
+
+    def _has_image_name(self, eif: str) -> bool:
+        try:
+            return bool(self.lifecycle.describe_eif(eif).image_name)
+        except NitrodeckError:
+            return False
 
     def _start_agent(self) -> None:
         if self.agent is None:
@@ -471,11 +483,20 @@ class Up:
                 break
             backoff = min(backoff * 2, self.cfg.backoff_max)
             try:
+                previous = self.enclave_id
                 await asyncio.to_thread(self.terminate_quietly)
                 await asyncio.to_thread(self.bring_up_enclave)
                 self.restarts += 1
                 self.log("restarted", enclave_id=self.enclave_id, restarts=self.restarts)
                 self._mark_ready()
+                self.lifecycle.journal.append(
+                    "restarted",
+                    enclave_id=self.enclave_id,
+                    name=self.cfg.name,
+                    eif_path=str(self.cfg.eif()),
+                    previous_enclave_id=previous,
+                    restarts=self.restarts,
+                )
             except NitrodeckError as exc:
                 failures += 1
                 self.log("restart-failed", error=exc.message, where=exc.where, failures=failures)

@@ -1,0 +1,160 @@
+"""Headless commands over the lifecycle journal and the pins: events, pin, pins, unpin.
+
+``events`` reads core/ops/journal.py's journal (after noticing any exit nobody recorded yet);
+``--follow`` keeps printing new events until interrupted. Pins are expected PCRs under an explicit
+key (core/ops/expected.py): ``pin`` and ``unpin`` are mutating (audited, refused read-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Any
+
+from console.cmd_lifecycle import _common, make_lifecycle
+from console.output import emit_json, table
+from core.errors import NitrodeckError
+from core.ops.journal import Event, parse_since
+from core.ops.lifecycle import Lifecycle
+
+
+def event_line(event: Event) -> str:
+    """One event for people: time, event, who, and what it adds."""
+    who = event.name or "-"
+    if event.enclave_id:
+        who += f" ({event.enclave_id})"
+    parts = [event.time, f"{event.event:<13}", who]
+    extra = event.extra
+    if event.event == "exited":
+        parts.append(f"uptime {extra.get('uptime_s')} s")
+        if extra.get("exit_status") is not None:
+            parts.append(f"status {extra['exit_status']}")
+    elif event.event == "terminated" and extra.get("uptime_s") is not None:
+        parts.append(f"uptime {extra['uptime_s']} s")
+    elif event.event == "launch-failed":
+        parts.append(f"{extra.get('code')}: {extra.get('message')}")
+        if extra.get("detail"):
+            parts.append(f"({extra['detail']})")
+    elif event.event in ("pinned", "unpinned"):
+        parts.append(f"pin {extra.get('pin')}")
+    elif event.event == "pcr-mismatch":
+        parts.append(f"pin {extra.get('pin')}: expected PCR0 {str(extra.get('expected_pcr0'))[:16]}…")
+    elif event.event == "restarted":
+        parts.append(f"restart {extra.get('restarts')} after {extra.get('previous_enclave_id')}")
+    if event.pcr0 and event.event in ("built", "launched", "pinned"):
+        parts.append(f"PCR0 {event.pcr0[:16]}…")
+    if event.eif_path and event.event in ("built", "launched", "pinned", "launch-failed"):
+        parts.append(event.eif_path)
+    return "  ".join(str(p) for p in parts)
+
+
+def _print(event: Event, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
+    else:
+        print(event_line(event), flush=True)
+        for line in event.get("last_console") or []:
+            print(f"    | {line}", flush=True)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    since = parse_since(args.since) if args.since else None
+    lc = make_lifecycle(args, echo_commands=False)
+    events = lc.events(since=since, enclave=args.enclave)
+    if not args.follow:
+        for event in events:
+            _print(event, args.json)
+        if not events and not args.json:
+            print("(no events)", file=sys.stderr)
+        return 0
+    stopping = {"now": False}
+
+    def stop(signum: int, frame: object) -> None:
+        stopping["now"] = True
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        # the journal's own follow; this process also notices exits while it watches
+        for event in lc.journal.follow(
+            since=since, enclave=args.enclave, stop=lambda: stopping["now"], poll=1.0, tick=lambda: _observe_quietly(lc)
+        ):
+            _print(event, args.json)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _observe_quietly(lc: Lifecycle) -> None:
+    try:
+        lc.describe()
+    except NitrodeckError:
+        pass
+
+
+def pin_json(pin: Any) -> dict[str, Any]:
+    return {
+        "key": pin.key,
+        "pcrs": {f"PCR{k}": v for k, v in sorted(pin.pcrs.items())},
+        "pinned_at": pin.pinned_at,
+        "eif_path": pin.eif_path,
+        "migrated": pin.migrated,
+    }
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    lc = make_lifecycle(args)
+    pin = lc.pin_eif(args.eif_path, args.key)
+    if args.json:
+        emit_json({"backend": lc.backend.name, **pin_json(pin)})
+    else:
+        print(f"pinned {args.eif_path} as {pin.key}: PCR0 {pin.pcrs[0][:16]}…")
+    return 0
+
+
+def cmd_pins(args: argparse.Namespace) -> int:
+    lc = make_lifecycle(args, echo_commands=False)
+    pins = lc.expected.all()
+    if args.json:
+        emit_json({"backend": lc.backend.name, "pins": [pin_json(p) for p in pins]})
+    else:
+        rows = [[p.key, p.pcrs[0][:16] + "…" if 0 in p.pcrs else "-", p.pinned_at or "-", p.eif_path or "-"] for p in pins]
+        print(table(rows, ["KEY", "PCR0", "PINNED AT", "EIF"], empty="(nothing pinned)"))
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    lc = make_lifecycle(args)
+    lc.unpin(args.key)
+    if args.json:
+        emit_json({"backend": lc.backend.name, "unpinned": args.key})
+    else:
+        print(f"unpinned {args.key}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("events", help="the lifecycle journal: launches, exits, terminations, pins")
+    p.add_argument("--since", metavar="DURATION|TIME", help="e.g. 15m, 2h, 7d, or an RFC 3339 time")
+    p.add_argument("--enclave", metavar="ID|NAME", help="only this enclave's events")
+    p.add_argument("--follow", action="store_true", help="keep printing new events until interrupted")
+    _common(p)
+    p.set_defaults(func=cmd_events)
+
+    p = subparsers.add_parser("pin", help="pin an EIF's PCRs as expected (under its image name, or --as KEY)")
+    p.add_argument("eif_path", metavar="EIF")
+    p.add_argument("--as", dest="key", metavar="KEY", help="the pin's name (default: the EIF's image name)")
+    _common(p)
+    p.set_defaults(func=cmd_pin)
+
+    p = subparsers.add_parser("pins", help="every pinned set of expected PCRs")
+    _common(p)
+    p.set_defaults(func=cmd_pins)
+
+    p = subparsers.add_parser("unpin", help="remove a pin by its key")
+    p.add_argument("key", metavar="KEY")
+    _common(p)
+    p.set_defaults(func=cmd_unpin)

@@ -14,6 +14,7 @@ import math
 import sys
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from console.screens.doctor import DoctorScreen
 from console.screens.error import ErrorDialog
 from console.screens.help import HelpScreen
 from console.screens.launch import LaunchDialog, PoolLimits
-from console.screens.source import EarlySource, Snapshot, Source, run_async_iter
+from console.screens.source import EarlySource, ExitedRow, Snapshot, Source, run_async_iter
 from console.screens.terminate import Confirm, ConfirmTerminate, ConfirmTerminateAll
 from console.screens.testsign import TestSignDialog
 from console.screens.yank import YankMenu, yank_text
@@ -122,6 +123,14 @@ class NitrodeckApp(App[int]):
         self.refresh_error: str | None = None
         #: enclaves seen this session that are gone now: their kept console log stays readable
         self.gone: dict[str, EnclaveInfo] = {}
+        #: when this session noticed each of them gone
+        self.gone_at: dict[str, datetime] = {}
+        #: exits the lifecycle journal knows (any process may have recorded them), by enclave ID
+        self.exited_rows: dict[str, ExitedRow] = {}
+        #: exits at or before this time are cleared from view (the journal keeps them)
+        self.cleared_before: datetime | None = None
+        self.started_at = source.now()
+        self._notified: set[str] = set()
         self.console_for: str | None = None
         self.filter_text = ""
         #: the table's sort: a column name (None: as describe-enclaves lists them) and the direction
@@ -300,15 +309,85 @@ class NitrodeckApp(App[int]):
         self.snapshot = snap
         self.refresh_error = None
         running = {e.enclave_id for e in snap.enclaves}
+        now = self.source.now()
         if previous is not None:
             for enclave in previous.enclaves:
                 if enclave.enclave_id not in running:
                     self.gone[enclave.enclave_id] = enclave
+                    self.gone_at.setdefault(enclave.enclave_id, now)
         for enclave_id in running:
             self.gone.pop(enclave_id, None)
+            self.gone_at.pop(enclave_id, None)
         while len(self.gone) > MAX_GONE:
+            self.gone_at.pop(next(iter(self.gone)), None)
             self.gone.pop(next(iter(self.gone)))
+        self.exited_rows = {row.enclave.enclave_id: row for row in snap.exited}
+        self._notify_exits(snap)
         self._render_all()
+
+    # -- exits
+
+    def _notify_exits(self, snap: Snapshot) -> None:
+        """One notification per enclave that exited while this TUI runs (whoever recorded it)."""
+        for row in snap.exited:
+            enclave_id = row.enclave.enclave_id
+            if enclave_id in self._notified or row.event.when <= self.started_at:
+                continue
+            self._notified.add(enclave_id)
+            status = row.event.get("exit_status")
+            self.notify(
+                f"{row.enclave.label} exited after {_duration(row.event.get('uptime_s'))}"
+                + (f" (status {status})" if status is not None else "")
+                + ": its console and events are kept",
+                title="enclave exited",
+                severity="warning",
+                timeout=10,
+            )
+        for enclave_id, enclave in self.gone.items():
+            if enclave_id in self._notified or enclave_id in self.exited_rows:
+                continue
+            self._notified.add(enclave_id)
+            if not any(e.event == "terminated" for e in snap.events.get(enclave_id, [])):
+                self.notify(f"{enclave.label} is gone", title="enclave gone", severity="warning", timeout=10)
+
+    def _exit_time(self, enclave_id: str) -> datetime | None:
+        row = self.exited_rows.get(enclave_id)
+        if row is not None:
+            return row.event.when  # type: ignore[no-any-return]
+        return self.gone_at.get(enclave_id)
+
+    def gone_rows(self) -> list[EnclaveInfo]:
+        """Exited enclaves to show: the journal's and this session's, newest exit first, not cleared."""
+        rows: dict[str, EnclaveInfo] = {k: r.enclave for k, r in self.exited_rows.items()}
+        for enclave_id, enclave in self.gone.items():
+            rows.setdefault(enclave_id, enclave)
+        cleared = self.cleared_before
+        shown = [
+            e for e in rows.values()
+            if cleared is None or (self._exit_time(e.enclave_id) or cleared) > cleared
+        ]
+        shown.sort(key=lambda e: self._exit_time(e.enclave_id) or self.started_at, reverse=True)
+        return shown[:MAX_GONE]
+
+    def exit_note(self, enclave_id: str) -> str:
+        """The state text of an exited row: ``EXITED 0.4s, 12s ago``."""
+        when = self._exit_time(enclave_id)
+        ago = f", {_duration((self.source.now() - when).total_seconds())} ago" if when is not None else ""
+        row = self.exited_rows.get(enclave_id)
+        if row is not None:
+            return f"EXITED {_duration(row.event.get('uptime_s'))}{ago}"
+        snap = self.snapshot
+        terminated = snap is not None and any(e.event == "terminated" for e in snap.events.get(enclave_id, []))
+        return ("TERMINATED" if terminated else "EXITED") + ago
+
+    def action_clear_exited(self) -> None:
+        count = len(self.gone_rows())
+        self.cleared_before = self.source.now()
+        self.gone.clear()
+        self.gone_at.clear()
+        self.notify(f"cleared {count} exited enclave{'s' if count != 1 else ''} from view (the journal keeps them)")
+        if self.snapshot is not None:
+            self._render_all()
 
     def _render_header(self) -> None:
         backend = self.source.backend
@@ -339,7 +418,7 @@ class NitrodeckApp(App[int]):
         if snap is None:
             return
         self._dash("#resources", ResourcesPane).show(
-            snap.status.resources, snap.enclaves + list(self.gone.values()), list(self.cpu_history), list(self.mem_history)
+            snap.status.resources, snap.enclaves + self.gone_rows(), list(self.cpu_history), list(self.mem_history)
         )
 
     def _render_all(self) -> None:
@@ -348,12 +427,17 @@ class NitrodeckApp(App[int]):
         if snap is None:
             return
         table = self._dash("#enclaves", EnclaveTable)
-        table.show(snap.enclaves, snap.matches, list(self.gone.values()), self.filter_text,
-                   ages=self._ages(), sort=(self.sort_column, self.sort_reverse))
-        title = f"Enclaves ({len(snap.enclaves)} running)"
+        gone = self.gone_rows()
+        matches = dict(snap.matches)
+        for enclave_id, row in self.exited_rows.items():
+            matches.setdefault(enclave_id, row.verdict)
+        table.show(snap.enclaves, matches, gone, self.filter_text,
+                   ages=self._ages(), sort=(self.sort_column, self.sort_reverse),
+                   exit_notes={e.enclave_id: self.exit_note(e.enclave_id) for e in gone})
+        title = f"Enclaves ({len(snap.enclaves)} running" + (f", {len(gone)} exited)" if gone else ")")
         if self.filter_text:
             # a kept filter must never be invisible: say what it is and how much it hides
-            total = len(snap.enclaves) + len(self.gone)
+            total = len(snap.enclaves) + len(gone)
             title += f"  filter: {self.filter_text}  {table.row_count} of {total}"
         table.border_title = title
         self._render_resources()
@@ -378,6 +462,8 @@ class NitrodeckApp(App[int]):
             for enclave in self.snapshot.enclaves:
                 if enclave.enclave_id == enclave_id:
                     return enclave, False
+        if enclave_id in self.exited_rows:
+            return self.exited_rows[enclave_id].enclave, True
         if enclave_id in self.gone:
             return self.gone[enclave_id], True
         return None, False
@@ -393,15 +479,28 @@ class NitrodeckApp(App[int]):
         self.action_open_console()
 
     def _selection_changed(self) -> None:
+        if not self.screen_stack:
+            return  # a highlight that arrives while the app shuts down
         enclave, exited = self.selected()
         snap = self.snapshot
         verdict = "unpinned"
         expected: dict[int, str] | None = None
+        pin = None
+        events = None
+        row = self.exited_rows.get(enclave.enclave_id) if enclave is not None else None
         if enclave is not None and snap is not None:
-            verdict = "exited" if exited else snap.matches.get(enclave.enclave_id, "unpinned")
-            expected = snap.expected.get(enclave.enclave_id)
+            if row is not None:
+                verdict, expected, pin = row.verdict, row.expected, row.pin
+            elif exited:
+                verdict = "exited"
+            else:
+                verdict = snap.matches.get(enclave.enclave_id, "unpinned")
+                expected = snap.expected.get(enclave.enclave_id)
+                pin = snap.pins.get(enclave.enclave_id)
+            events = snap.events.get(enclave.enclave_id)
         eif = snap.eifs.get(enclave.enclave_id) if (snap is not None and enclave is not None) else None
-        self._dash("#detail", DetailPane).show(enclave, verdict, expected, exited, eif)
+        note = self.exit_note(enclave.enclave_id) if (enclave is not None and exited) else None
+        self._dash("#detail", DetailPane).show(enclave, verdict, expected, exited, eif, pin, events, note)
         self._attach_console(enclave, exited)
 
     def _attach_console(self, enclave: EnclaveInfo | None, exited: bool) -> None:
@@ -416,7 +515,9 @@ class NitrodeckApp(App[int]):
             return
         if exited:
             pane.reset(enclave.label, "exited: kept log")
-            self.read_kept_log(enclave.enclave_id, pane)
+            row = self.exited_rows.get(enclave.enclave_id)
+            last = row.event.get("last_console") if row is not None else None
+            self.read_kept_log(enclave.enclave_id, pane, list(last) if isinstance(last, list) else None)
         elif enclave.debug_mode:
             pane.reset(enclave.label)
             self.stream_console(enclave.enclave_id, pane)
@@ -432,9 +533,14 @@ class NitrodeckApp(App[int]):
             self.post_message(ConsoleEnded(enclave_id, "console closed: the enclave exited"))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="console", name="console-log", description="read a kept console log")
-    def read_kept_log(self, enclave_id: str, pane: ConsolePane) -> None:
+    def read_kept_log(self, enclave_id: str, pane: ConsolePane, last_lines: list[str] | None = None) -> None:
         path = self.source.console_log(enclave_id)
         if path is None or not Path(path).is_file():
+            if last_lines:  # the journal kept the last lines when the enclave exited
+                for line in last_lines:
+                    pane.push(str(line))
+                self.post_message(ConsoleEnded(enclave_id, f"the last {len(last_lines)} lines, from the journal"))
+                return
             self.post_message(ConsoleEnded(enclave_id, "no console log was kept"))
             return
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -554,12 +660,14 @@ class NitrodeckApp(App[int]):
     def _post_stage(self, stage: str) -> None:
         self.post_message(BuildStage(stage))
 
-    def start_pin(self, image_name: str, measurements: Measurements, dialog: Dialog[Any] | None) -> None:
+    def start_pin(
+        self, image_name: str, measurements: Measurements, dialog: Dialog[Any] | None, eif_path: str | None = None
+    ) -> None:
         if self._refuse_read_only("pin"):
             return
 
         def pin() -> str:
-            self.source.pin(image_name, measurements)
+            self.source.pin(image_name, measurements, eif_path)
             return image_name
 
         self._run_action("pin", pin, dialog, "pin expected PCRs")
@@ -641,15 +749,18 @@ class NitrodeckApp(App[int]):
         enclave = self._running_selection("pin")
         if enclave is None:
             return
-        image = enclave.image_name or enclave.name  # what core.ops.expected matches enclaves by
+        # the pin's key is the image name of its EIF (core.ops.expected); the enclave name only without one
+        eif = self.snapshot.eifs.get(enclave.enclave_id) if self.snapshot else None
+        image = enclave.image_name or (eif.image_name if eif else None) or enclave.name
         if enclave.measurements is None or not image:
             self.notify("pin: this enclave reports no image name, name or measurements", severity="warning")
             return
         meas = enclave.measurements
+        eif_path = enclave.eif_path
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.start_pin(image, meas, None)
+                self.start_pin(image, meas, None, eif_path)
 
         self.push_screen(
             Confirm("Pin expected PCRs?", f"Pin {enclave.label}'s PCRs as the expected measurements of image {image}?\n"
@@ -850,6 +961,22 @@ class NitrodeckApp(App[int]):
         if command.mutating and self._refuse_read_only(command.label):
             return False
         return await self.run_action(command.action)
+
+
+def _duration(seconds: Any) -> str:
+    """0.4s, 12s, 5m, 3h, 2d: short enough for a table cell."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return "?"
+    value = max(float(seconds), 0.0)
+    if value < 10:
+        return f"{value:.1f}s"
+    if value < 120:
+        return f"{value:.0f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    if value < 172800:
+        return f"{value / 3600:.0f}h"
+    return f"{value / 86400:.0f}d"
 
 
 def live_app(

@@ -54,7 +54,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "read-only agent: /status, /enclaves, /metrics (Prometheus), /events, /healthz over HTTP",
     ),
     "fleet": ("console.agent.cli", "many parents at once, read through their agents (TUI; --json for one report)"),
-    "pin": ("console.cmd_pin", "pin an EIF's PCRs as the expected measurements of its image"),
     "run-enclave": ("console.compat", "nitro-cli run-enclave: starts a new enclave"),
     "describe-enclaves": ("console.compat", "nitro-cli describe-enclaves: returns a list of the running enclaves"),
     "terminate-enclave": ("console.compat", "nitro-cli terminate-enclave: terminates an enclave"),

@@ -15,7 +15,7 @@ from typing import Any
 
 from console.cmd_lifecycle import _common, make_lifecycle
 from console.output import emit_json, table
-from core.errors import NitrodeckError
+from core.errors import NitrodeckError, UsageError
 from core.ops.journal import Event, parse_since
 from core.ops.lifecycle import Lifecycle
 
@@ -106,10 +106,15 @@ def pin_json(pin: Any) -> dict[str, Any]:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
+    eif_path = args.eif or args.eif_path
+    if not eif_path or (args.eif and args.eif_path):
+        raise UsageError("give the EIF once: `nitrodeck pin EIF` (or --eif-path EIF)", where="pin")
+    args.eif_path = eif_path
     lc = make_lifecycle(args)
-    pin = lc.pin_eif(args.eif_path, args.key)
+    pin = lc.pin_eif(eif_path, args.key)
     if args.json:
-        emit_json({"backend": lc.backend.name, **pin_json(pin)})
+        # "image": the key under its earlier name (scripts written for `pin --eif-path --image`)
+        emit_json({"backend": lc.backend.name, **pin_json(pin), "image": pin.key})
     else:
         print(f"pinned {args.eif_path} as {pin.key}: PCR0 {pin.pcrs[0][:16]}…")
     return 0
@@ -145,8 +150,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_events)
 
     p = subparsers.add_parser("pin", help="pin an EIF's PCRs as expected (under its image name, or --as KEY)")
-    p.add_argument("eif_path", metavar="EIF")
-    p.add_argument("--as", dest="key", metavar="KEY", help="the pin's name (default: the EIF's image name)")
+    p.add_argument("eif", metavar="EIF", nargs="?", help="the EIF whose PCR0/1/2 (and PCR8 when signed) to pin")
+    p.add_argument("--eif-path", help="the same, as a flag (the deploy guide's spelling)")
+    p.add_argument("--as", "--image", dest="key", metavar="KEY", help="the pin's name (default: the EIF's image name)")
     _common(p)
     p.set_defaults(func=cmd_pin)
 

@@ -60,6 +60,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("bottom", "G", "Bottom", "Go to the last row (or the bottom of the focused pane)", "cursor('bottom')", False, "view", footer=False),
     Command("sort", "o", "Sort", "Sort the table by the next column (the header shows the arrow)", "sort_next", False, "view", footer=False),
     Command("sort-reverse", "O", "Reverse", "Reverse the table's sort order", "sort_reverse", False, "view", footer=False),
+    Command("clear-exited", "x", "Clear exited", "Clear exited enclaves from the table (the journal keeps them: `nitrodeck events`)", "clear_exited", False, "view", footer=False),
     Command("filter", "slash", "Filter", "Filter the enclave table, or search the console when it has focus", "filter", False, "view", display_key="/"),
     Command("clear-filter", "escape", "Clear", "Clear the table filter (or close the search box)", "clear_filter", False, "view", footer=False, display_key="esc"),
     Command("refresh", "r", "Refresh", "Refresh now", "refresh", False, "view", footer=False),

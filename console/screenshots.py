@@ -62,8 +62,10 @@ async def settle(pilot: Pilot[int]) -> None:
     if doctor is not None:
         await wait_until(pilot, lambda: doctor.report is not None)
     pane = app.query_one("#console", ConsolePane)
-    enclave, _ = app.selected()
-    if enclave is not None and enclave.debug_mode:
+    enclave, exited = app.selected()
+    if enclave is not None and exited:
+        await wait_until(pilot, lambda: bool(pane.raw) and not pane.inbox and pane.note != "exited: kept log")  # read, noted
+    elif enclave is not None and enclave.debug_mode:
         await wait_until(pilot, lambda: len(pane.raw) >= len(app.source.console_lines) and not pane.inbox)  # type: ignore[attr-defined]
     if isinstance(app.screen, LaunchDialog):
         dialog = app.screen
@@ -80,6 +82,16 @@ async def settle(pilot: Pilot[int]) -> None:
 async def _select_debug(pilot: Pilot[int]) -> None:
     await wait_until(pilot, lambda: pilot.app.snapshot is not None)  # type: ignore[attr-defined]
     await pilot.press("down")
+
+
+async def _select_exited(pilot: Pilot[int]) -> None:
+    await wait_until(pilot, lambda: pilot.app.snapshot is not None)  # type: ignore[attr-defined]
+    app = pilot.app
+    assert isinstance(app, NitrodeckApp)
+    for _ in range(8):  # exited rows come after the running ones
+        if app.selected()[1]:
+            break
+        await pilot.press("down")
 
 
 def _keys(*keys: str, before: Setup | None = None) -> Setup:
@@ -161,6 +173,8 @@ class Scene:
     read_only: bool = False
     #: the frozen doctor reports one failing check (the header shows it)
     doctor_fails: bool = False
+    #: the frozen world has an enclave that exited (the journal's EXITED row)
+    exited: bool = False
 
 
 SCENES: tuple[Scene, ...] = (
@@ -187,13 +201,18 @@ SCENES: tuple[Scene, ...] = (
     Scene("test-sign", _test_sign_result),
     Scene("doctor", _keys("d"), doctor_fails=True),
     Scene("dashboard-doctor-failing", _keys(), doctor_fails=True),
+    # an enclave that crashed 0.3 s after boot: its EXITED row, its kept console, then its detail
+    Scene("dashboard-exited", _keys(before=_select_exited), exited=True),
+    Scene("dashboard-exited-detail", _keys("1", before=_select_exited), exited=True),
 )
 BY_NAME = {s.name: s for s in SCENES}
 
 
 def scene_app(scene: Scene) -> NitrodeckApp:
     """A frozen-world app with periodic refresh off (one refresh on mount)."""
-    return NitrodeckApp(FrozenSource(read_only=scene.read_only, doctor_fails=scene.doctor_fails), refresh_seconds=0)
+    return NitrodeckApp(
+        FrozenSource(read_only=scene.read_only, doctor_fails=scene.doctor_fails, exited=scene.exited), refresh_seconds=0
+    )
 
 
 async def render(scene: Scene, size: tuple[int, int]) -> str:

@@ -146,12 +146,20 @@ async def test_every_action_against_the_emulator(world: Path) -> None:
         launch = app.screen
         assert isinstance(launch, LaunchDialog)
         await wait_until(pilot, lambda: bool(launch.info), 20)
-        launch.limits = PoolLimits(None, None)  # let the emulator be the judge
+        launch.limits = PoolLimits(None, None)  # let core be the judge
         launch.query_one("#memory", Input).value = "8192"
         launch.start()
         await wait_until(pilot, lambda: bool(dialog_error(app)), 30)
         text = dialog_error(app)
-        assert "E27" in text and "hint:" in text and "error log:" in text
+        # core knows the free hugepages: refused before nitro-emu runs, naming the conflict
+        assert "ND-LAUNCH" in text and "free hugepages" in text and "hint:" in text
+        # half a core is the driver's to refuse: E29, with the error log's detail and a hint chosen by it
+        launch.query_one("#memory", Input).value = "256"
+        launch.query_one("#cpus", Input).value = "1"
+        launch.start()
+        await wait_until(pilot, lambda: "E29" in dialog_error(app), 30)
+        text = dialog_error(app)
+        assert "detail:" in text and "full cores" in text and "hint:" in text and "error log:" in text
         await pilot.press("escape")
 
         # terminate the selected enclave after confirming; its kept console log stays readable
@@ -175,4 +183,5 @@ async def test_every_action_against_the_emulator(world: Path) -> None:
         await pilot.press("l", "enter")
         await wait_until(pilot, lambda: app.snapshot is not None and app.snapshot.enclaves == [], 30)
         assert lc.describe() == []
-        assert any("terminate-enclave --all" in c for c in commands_run(app))
+        # the refresh may see the enclaves gone before terminate-all's own record arrives
+        await wait_until(pilot, lambda: any("terminate-enclave --all" in c for c in commands_run(app)), 10)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from console.screens.source import DEBUG, MATCH, MISMATCH, UNPINNED, Snapshot, Source
+from console.screens.source import DEBUG, MATCH, MISMATCH, UNPINNED, ExitedRow, Snapshot, Source
 from core.backends.driver import CommandRecord
 from core.errors import NitroCliError, ReadOnlyError
 from core.models import (
@@ -26,6 +26,7 @@ from core.models import (
     Measurements,
     RunInfo,
 )
+from core.ops.journal import Event, format_time
 from core.ops.lifecycle import Status
 from core.ops.resources import CpuPool, EnclaveHolding, HostStats, HugepagePool, Resources
 from emulator.backend import emulator_backend
@@ -115,6 +116,55 @@ EXPECTED: dict[str, dict[int, str]] = {
     LEGACY.enclave_id: _meas("legacy-old").pcrs(),
 }
 MATCHES = {PAYMENTS.enclave_id: MATCH, SHELL.enclave_id: DEBUG, LEGACY.enclave_id: MISMATCH}
+#: which pin each verdict compared with (core.ops.expected: the EIF file's pin, else its image name)
+PINS = {
+    PAYMENTS.enclave_id: "payments-signer (EIF file)",
+    SHELL.enclave_id: "nitrodeck-payload (image name)",
+    LEGACY.enclave_id: "legacy-kms (image name)",
+}
+
+#: an enclave whose program crashed 0.3 s after its boot, 12 s before the frozen clock (debug mode:
+#: the journal kept the last lines of its console)
+CRASHED = EnclaveInfo(
+    enclave_id="i-0f1e2d3c4b5a69788-enc18c0a1b2c3d4e5f9",
+    process_id=0,
+    cid=19,
+    cpu_count=2,
+    cpu_ids=[8, 9],
+    memory_mib=512,
+    state="EXITED",
+    flags="DEBUG_MODE",
+    name="ledger-sync",
+    measurements=_meas("ledger"),
+    image_name="ledger-sync",
+    eif_path="/var/lib/nitrodeck/eifs/ledger-sync.eif",
+)
+CRASH_CONSOLE = [
+    "[    0.000000] Linux version 4.14.256 (nitrodeck emulator stand-in)",
+    "[    0.020000] Run /init as init process",
+    "2026-11-27T11:59:47Z ledger-sync: starting, 2 workers",
+    "2026-11-27T11:59:47Z ledger-sync: reading /etc/ledger/config.toml",
+    "Traceback (most recent call last):",
+    '  File "/app/ledger_sync.py", line 41, in <module>',
+    "    config = load_config(CONFIG)",
+    '  File "/app/ledger_sync.py", line 18, in load_config',
+    "    return tomllib.loads(path.read_text())",
+    "FileNotFoundError: [Errno 2] No such file or directory: '/etc/ledger/config.toml'",
+]
+
+
+def _crash_events() -> list[Event]:
+    launched = FROZEN_NOW - timedelta(seconds=12.3)
+    common = {"enclave_id": CRASHED.enclave_id, "name": CRASHED.name, "eif_path": CRASHED.eif_path,
+              "pcr0": _pcr("ledger0")}
+    return [
+        Event(format_time(launched), "launched", **common, extra={"cid": 19, "cpu_ids": [8, 9], "memory_mib": 512,
+                                                                  "debug": True, "image": "ledger-sync"}),
+        Event(format_time(FROZEN_NOW - timedelta(seconds=12)), "exited", **common, extra={
+            "uptime_s": 0.3, "uptime_source": "backend", "exit_status": 1, "last_console": CRASH_CONSOLE,
+            "debug": True, "image": "ledger-sync",
+        }),
+    ]
 
 def _eif_metadata(seed: str) -> dict[str, Any]:
     """What the emulator's build-enclave writes into an EIF (the shape of nitro-cli's metadata)."""
@@ -174,8 +224,16 @@ class FrozenSource(Source):
 
     schemes = ("secp256k1", "ed25519")
 
-    def __init__(self, read_only: bool = False, enclaves: list[EnclaveInfo] | None = None, doctor_fails: bool = False) -> None:
+    def __init__(
+        self,
+        read_only: bool = False,
+        enclaves: list[EnclaveInfo] | None = None,
+        doctor_fails: bool = False,
+        exited: bool = False,
+    ) -> None:
         self.backend = emulator_backend("flag")
+        #: the journal's exits in this world (the "dashboard-exited" scene has one)
+        self.exited = [ExitedRow(CRASHED, _crash_events()[1], DEBUG, "ledger-sync (image name)", _meas("ledger").pcrs())] if exited else []
         self.read_only = read_only
         #: the doctor reports one failing check (hugepages short of the reservation)
         self.doctor_fails = doctor_fails
@@ -225,6 +283,9 @@ class FrozenSource(Source):
             {k: v for k, v in EXPECTED.items() if k in ids},
             {e.enclave_id: self.describe_eif(Path(e.eif_path)) for e in self._enclaves if e.eif_path},
             {e.enclave_id: FROZEN_NOW - UPTIMES[i % len(UPTIMES)] for i, e in enumerate(self._enclaves)},
+            exited=list(self.exited),
+            pins={k: v for k, v in PINS.items() if k in ids},
+            events={CRASHED.enclave_id: _crash_events()} if self.exited else {},
         )
 
     def doctor(self) -> Any:
@@ -329,7 +390,7 @@ class FrozenSource(Source):
         stem = Path(req.output_file).stem
         return BuildResult(_meas("payload" if "payload" in stem else stem), req.output_file)
 
-    def pin(self, image_name: str, measurements: Measurements) -> None:
+    def pin(self, image_name: str, measurements: Measurements, eif_path: str | None = None) -> None:
         self._refuse("pin")
 
     def launch(self, req: LaunchRequest) -> RunInfo:

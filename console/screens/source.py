@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,33 @@ from core.models import BuildRequest, BuildResult, EifInfo, EnclaveInfo, LaunchR
 
 #: PCR match verdicts, as core's Lifecycle.match returns them
 MATCH, MISMATCH, UNPINNED, DEBUG = "match", "mismatch", "unpinned", "debug"
+#: how far back the dashboard shows exits from the journal, and how many
+EXITED_WINDOW = timedelta(hours=24)
+MAX_EXITED = 16
+EVENTS_PER_ENCLAVE = 12
+_BY = {"eif": "EIF file", "image": "image name", "name": "enclave name"}
+
+
+def pin_label(judgement: Any) -> str | None:
+    """``payments (image name)``: which pin a verdict compared with, and how it was found."""
+    if judgement is None or judgement.pin is None:
+        return None
+    return f"{judgement.pin.key} ({_BY.get(judgement.by, judgement.by)})"
 
 
 class DockerUnavailable(NitrodeckError):
     code = "ND-DOCKER"
+
+
+@dataclass
+class ExitedRow:
+    """An enclave the journal saw exit: rebuilt from its events, judged against the pin of its EIF."""
+
+    enclave: EnclaveInfo
+    event: Any  # core.ops.journal.Event ("exited": time, uptime_s, exit_status, last_console)
+    verdict: str = UNPINNED
+    pin: str | None = None
+    expected: dict[int, str] | None = None
 
 
 @dataclass
@@ -41,6 +65,14 @@ class Snapshot:
     eifs: dict[str, EifInfo] = field(default_factory=dict)
     #: when each enclave's process started (the age column), when known
     started: dict[str, datetime] = field(default_factory=dict)
+    #: recent exits from the lifecycle journal, newest first
+    exited: list[ExitedRow] = field(default_factory=list)
+    #: which pin each verdict compared with, as shown ("payments (EIF file)"); enclave ID -> label
+    pins: dict[str, str | None] = field(default_factory=dict)
+    #: the journal's events per enclave ID (oldest first, the last few)
+    events: dict[str, list[Any]] = field(default_factory=dict)
+    #: what went wrong with the journal (a full disk, a torn line)
+    journal_warnings: list[str] = field(default_factory=list)
 
     @property
     def enclaves(self) -> list[EnclaveInfo]:
@@ -150,7 +182,7 @@ class Source(ABC):
         ...
 
     @abstractmethod
-    def pin(self, image_name: str, measurements: Measurements) -> None:
+    def pin(self, image_name: str, measurements: Measurements, eif_path: str | None = None) -> None:
         ...
 
     @abstractmethod
@@ -249,21 +281,38 @@ class LiveSource(Source):
         eifs = self._eifs_of(snap.enclaves, describe=True)
         if eifs == snap.eifs:
             return None
-        return Snapshot(snap.status, snap.matches, snap.expected, eifs)
+        return dataclasses.replace(snap, eifs=eifs)
 
     def _snapshot(self) -> Snapshot:
-        status = self.lifecycle.status()
+        status = self.lifecycle.status()  # also records exits nobody has noticed yet (the journal)
         matches: dict[str, str] = {}
         expected: dict[str, dict[int, str] | None] = {}
+        pins: dict[str, str | None] = {}
         for enclave in status.enclaves:
             try:
-                matches[enclave.enclave_id] = self.lifecycle.match(enclave)
-                expected[enclave.enclave_id] = self.lifecycle.expected_for(enclave)
+                judgement = self.lifecycle.judge(enclave)
+                matches[enclave.enclave_id] = judgement.verdict
+                expected[enclave.enclave_id] = judgement.expected
+                pins[enclave.enclave_id] = pin_label(judgement)
             except NitrodeckError:
                 matches[enclave.enclave_id] = UNPINNED
                 expected[enclave.enclave_id] = None
-        return Snapshot(status, matches, expected, self._eifs_of(status.enclaves, describe=False),
-                        started_at(status.enclaves))
+        exited = []
+        for enclave, event in self.lifecycle.exited(since=self.now() - EXITED_WINDOW, limit=MAX_EXITED):
+            try:
+                judgement = self.lifecycle.judge(enclave, record=False)
+                exited.append(ExitedRow(enclave, event, judgement.verdict, pin_label(judgement), judgement.expected))
+            except NitrodeckError:
+                exited.append(ExitedRow(enclave, event))
+        events: dict[str, list[Any]] = {}
+        for event in self.lifecycle.journal.read(since=self.now() - EXITED_WINDOW):
+            if event.enclave_id:  # also enclaves this TUI saw go (a terminate shows as TERMINATED)
+                events.setdefault(event.enclave_id, []).append(event)
+        events = {k: v[-EVENTS_PER_ENCLAVE:] for k, v in events.items()}
+        return Snapshot(
+            status, matches, expected, self._eifs_of(status.enclaves, describe=False), started_at(status.enclaves),
+            exited=exited, pins=pins, events=events, journal_warnings=list(self.lifecycle.journal.warnings),
+        )
 
     def still_running(self) -> list[EnclaveInfo]:
         if not self.backend.is_emulator:
@@ -302,8 +351,8 @@ class LiveSource(Source):
         stage("measured PCR0/1/2" + ("/8 (signed)" if req.signing_certificate else ""))
         return result
 
-    def pin(self, image_name: str, measurements: Measurements) -> None:
-        self.lifecycle.pin(image_name, measurements)
+    def pin(self, image_name: str, measurements: Measurements, eif_path: str | None = None) -> None:
+        self.lifecycle.pin(image_name, measurements, eif_path)
 
     def launch(self, req: LaunchRequest) -> RunInfo:
         return self.lifecycle.launch(req)  # type: ignore[no-any-return]

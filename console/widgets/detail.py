@@ -58,6 +58,27 @@ def _metadata(text: Text, title: str, meta: dict[str, Any]) -> None:
         text.append(safe_text((value or '""')[:200]) + "\n")
 
 
+def _events(text: Text, events: list[Any]) -> None:
+    """The journal's events of this enclave, oldest first (core/ops/journal.py)."""
+    text.append("events\n", style="bold")
+    for event in events:
+        text.append(f"  {event.time[11:23]} ", style="dim")
+        text.append(f"{event.event:<13}")
+        extra = event.extra
+        note = ""
+        if event.event == "exited":
+            note = f"after {extra.get('uptime_s')} s"
+            if extra.get("exit_status") is not None:
+                note += f", status {extra['exit_status']}"
+        elif event.event == "launch-failed":
+            note = f"{extra.get('code')}: {extra.get('message')}"
+        elif event.event in ("pinned", "pcr-mismatch"):
+            note = f"pin {extra.get('pin')}"
+        elif event.event == "restarted":
+            note = f"restart {extra.get('restarts')}"
+        text.append(f" {note}"[:200] + "\n", style="dim")
+
+
 def render_detail(
     enclave: EnclaveInfo | None,
     verdict: str,
@@ -65,6 +86,9 @@ def render_detail(
     exited: bool = False,
     eif: EifInfo | None = None,
     width: int = 80,
+    pin: str | None = None,
+    events: list[Any] | None = None,
+    exit_note: str | None = None,
 ) -> Text:
     text = Text()
     if enclave is None:
@@ -74,8 +98,12 @@ def render_detail(
     chunk = hex_width(width)
     text.append(f"{safe_text(enclave.label)}  ", style="bold")
     text.append(f"{enclave.enclave_id}\n", style="dim")
-    state = "EXITED (kept console log)" if exited else enclave.state
-    text.append(f"state {state}  flags {enclave.flags}  CID {enclave.cid}  PID {enclave.process_id}\n")
+    if exited:
+        text.append(f"{exit_note or 'EXITED'}", style="bold")
+        text.append("  (kept console in the console pane)\n", style="dim")
+        text.append(f"flags {enclave.flags}  CID {enclave.cid}\n")
+    else:
+        text.append(f"state {enclave.state}  flags {enclave.flags}  CID {enclave.cid}  PID {enclave.process_id}\n")
     text.append(f"CPUs {','.join(map(str, enclave.cpu_ids)) or '-'} ({enclave.cpu_count})  memory {enclave.memory_mib} MiB\n")
     if enclave.debug_mode:
         text.append(DEBUG_WARNING, style="bold black on yellow")
@@ -86,10 +114,13 @@ def render_detail(
         "match": "MATCH expected",
         "mismatch": "MISMATCH: not the pinned image",
         "debug": "debug mode (attests zeros)",
-        "unpinned": "no expected PCRs pinned (P pins these)",
+        "unpinned": "no expected PCRs pinned for its EIF" + ("" if exited else " (P pins these)"),
         "exited": "enclave exited",
     }.get(verdict, verdict)
-    text.append(label + "\n", style=style)
+    text.append(label, style=style)
+    if pin:
+        text.append(f"  pin {pin}", style="dim")
+    text.append("\n")
     actual = enclave.measurements.pcrs() if enclave.measurements else {}
     wanted = dict(expected) if expected else {}
     if not actual:
@@ -137,6 +168,8 @@ def render_detail(
         _metadata(text, "metadata of the EIF file now (it changed since launch)", on_disk)
     elif launched or on_disk:
         _metadata(text, "metadata", launched or on_disk or {})
+    if events:
+        _events(text, events)
     text.rstrip()
     return text
 
@@ -144,7 +177,7 @@ def render_detail(
 class DetailPane(VerticalScroll):
     def __init__(self, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._shown: tuple[Any, ...] = (None, "unpinned", None, False, None)
+        self._shown: tuple[Any, ...] = (None, "unpinned", None, False, None, None, None, None)
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static(render_detail(None, "unpinned", None), id="detail-body")
@@ -160,10 +193,15 @@ class DetailPane(VerticalScroll):
         expected: dict[int, str] | None,
         exited: bool = False,
         eif: EifInfo | None = None,
+        pin: str | None = None,
+        events: list[Any] | None = None,
+        exit_note: str | None = None,
     ) -> None:
         before = self._shown[0] if getattr(self, "_shown", None) else None
-        self._shown = (enclave, verdict, expected, exited, eif)
-        self.query_one("#detail-body", Static).update(render_detail(enclave, verdict, expected, exited, eif, self._width()))
+        self._shown = (enclave, verdict, expected, exited, eif, pin, events, exit_note)
+        self.query_one("#detail-body", Static).update(
+            render_detail(enclave, verdict, expected, exited, eif, self._width(), pin, events, exit_note)
+        )
         if (before.enclave_id if before else None) != (enclave.enclave_id if enclave else None):
             # another enclave: start at its name, not at the old one's scroll position
             self.scroll_home(animate=False)

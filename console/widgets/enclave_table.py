@@ -146,10 +146,16 @@ class EnclaveTable(DataTable[Text | str]):
         *,
         ages: dict[str, float] | None = None,
         sort: tuple[str | None, bool] = (None, False),
+        exit_notes: dict[str, str] | None = None,
     ) -> None:
+        """Running enclaves, then ``gone`` (in the order given: newest exit first), dimmed as EXITED.
+
+        ``exit_notes`` is each exited row's state text ("EXITED 0.4s, 12s ago"); ``matches`` may hold
+        exited rows' verdicts too (judged against the pin of their EIF)."""
         self._last = (enclaves, matches, gone, needle)
-        self._extra = {"ages": ages, "sort": sort}
+        self._extra = {"ages": ages, "sort": sort, "exit_notes": exit_notes}
         ages = ages or {}
+        notes = exit_notes or {}
         keep = self.selected_id
         rows: list[tuple[str, dict[str, Text]]] = []
         column, reverse = sort
@@ -165,20 +171,22 @@ class EnclaveTable(DataTable[Text | str]):
         for enclave, exited in listed:
             if not row_matches(enclave, needle):
                 continue
-            verdict = "exited" if exited else matches.get(enclave.enclave_id, "unpinned")
+            verdict = matches.get(enclave.enclave_id, "exited" if exited else "unpinned")
             pcr0 = enclave.measurements.pcr0[:8] if enclave.measurements else "-"
             dim = "dim" if exited else ""
+            state = notes.get(enclave.enclave_id, "EXITED") if exited else enclave.state
             rows.append((enclave.enclave_id, {
                 "Name": Text(safe_text(enclave.name or "-"), style=dim),
                 "ID": Text(short_id(enclave.enclave_id), style=dim),
                 "CID": Text(str(enclave.cid), style=dim),
-                "State": Text("EXITED" if exited else enclave.state, style=dim or ("green" if enclave.state == "RUNNING" else "yellow")),
+                "State": Text(state, style=dim or ("green" if enclave.state == "RUNNING" else "yellow")),
                 "Age": Text("-" if exited else age_text(ages.get(enclave.enclave_id)), style=dim),
                 "Flags": Text("DEBUG" if enclave.debug_mode else "-", style="bold yellow" if enclave.debug_mode else dim),
                 "CPUs": Text(cpu_list(enclave.cpu_ids), style=dim),
                 "MiB": Text(str(enclave.memory_mib), style=dim),
                 "PCR0": Text(pcr0, style=dim),
-                "PCRs": Text(verdict.upper() if verdict in ("match", "mismatch") else verdict, style=MATCH_STYLE.get(verdict, "dim")),
+                "PCRs": Text(verdict.upper() if verdict in ("match", "mismatch") else verdict,
+                             style="dim" if exited else MATCH_STYLE.get(verdict, "dim")),
             }))
         # leave room for a vertical scrollbar when the rows will not fit
         width = self.scrollable_content_region.width if self.size.width else 0

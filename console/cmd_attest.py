@@ -42,6 +42,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--trust-emulator", action="append_const", const="emulator", dest="trust",
                    help="the older spelling of --trust emulator")
     p.add_argument("--max-age", type=float, metavar="SECONDS", help="fail documents older than this")
+    p.add_argument("--allow-debug", action="store_true",
+                   help="accept a debug-mode document (all-zero PCRs); refused by default")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--backend", choices=("auto", "real", "emulator"), default=argparse.SUPPRESS,
                    help="as the global --backend (accepted after the subcommand too, as sign/attest do); "
@@ -125,6 +127,7 @@ def _policy(args: argparse.Namespace) -> Any:
         user_data=_hex(args.user_data, "--user-data"),
         public_key=_hex(args.public_key, "--public-key"),
         max_age=args.max_age,
+        allow_debug=bool(args.allow_debug),
     )
 
 

@@ -86,6 +86,9 @@ class Policy:
     user_data: bytes | None = None
     public_key: bytes | None = None
     max_age: float | None = None  # seconds between the document's timestamp and the verification time
+    #: False: a debug-mode document (all-zero PCR0/1/2) fails the "debug" check. verify-attestation
+    #: sets it from --allow-debug; test-sign judges debug mode itself (its "debug mode" check)
+    allow_debug: bool = True
 
 
 @dataclass
@@ -320,6 +323,14 @@ def _pcr_checks(doc: AttestationDoc, expected: Mapping[int, str]) -> list[Check]
     return out
 
 
+def _debug_document_check(doc: AttestationDoc) -> Check:
+    zero = all(doc.pcrs.get(i, b"\x01") == bytes(len(doc.pcrs.get(i, b""))) for i in (0, 1, 2))
+    if zero:
+        return Check("debug", False, "debug-mode document: PCR0/1/2 are all zero, so nothing proves which image "
+                                     "runs (--allow-debug accepts it)")
+    return Check("debug", True, "not a debug-mode document")
+
+
 def _hex_difference(have: str, want: str) -> str:
     """Short prefixes when they already differ; else both values in full and where they part."""
     first = next((i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b), min(len(have), len(want)))
@@ -406,6 +417,8 @@ def verify(
         else:
             checks.append(Check("chain", True, f"{len(windows)} certificates, constraints and key usages hold"))
             checks.append(_validity_check(windows, when))
+    if not policy.allow_debug:
+        checks.append(_debug_document_check(doc))
     checks.extend(_pcr_checks(doc, policy.pcrs))
     checks.append(_field_check("nonce", doc.nonce, policy.nonce))
     checks.append(_field_check("user_data", doc.user_data, policy.user_data))

@@ -323,6 +323,10 @@ class NitrodeckApp(App[int]):
             self.gone.pop(next(iter(self.gone)))
         self.exited_rows = {row.enclave.enclave_id: row for row in snap.exited}
         self._notify_exits(snap)
+        for warning in snap.journal_warnings:  # a full disk, a torn line: say so once, never fail
+            if warning not in self._notified:
+                self._notified.add(warning)
+                self.notify(warning, title="journal", severity="warning", timeout=10)
         self._render_all()
 
     # -- exits

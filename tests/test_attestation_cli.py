@@ -106,7 +106,9 @@ def test_cli_emulator_root_and_trust_flag(tmp_path: Path) -> None:
 
 def _emulator_document(tmp_path: Path, home: Path) -> Path:
     pki = EmulatorPki.load_or_create(home / "emulator" / "etc")
-    nsm = EmulatedNsm("i-0123456789abcdef0-enc0191cceb4289903f", {}, False, "i-1234567890abcdef0", None, pki)
+    # a production enclave's PCRs: all-zero ones would be a debug-mode document (refused without --allow-debug)
+    pcrs = {i: bytes([i + 1]) * 48 for i in (0, 1, 2)}
+    nsm = EmulatedNsm("i-0123456789abcdef0-enc0191cceb4289903f", pcrs, False, "i-1234567890abcdef0", None, pki)
     answer = cbor2.loads(nsm.handle(cbor2.dumps({"Attestation": {"nonce": None, "user_data": None,
                                                                  "public_key": None}})))
     doc = tmp_path / "emu.bin"

@@ -485,7 +485,7 @@ def _transcripts() -> list[tuple[str, str, int, str, str, str]]:
         ("run-enclave", _wrapped(_block("E29", T.DETAIL["E29"])), 39, "E29", "Ioctl failure.",
          "every enclave slot is taken"),
         ("run-enclave", _wrapped(_block("E29", T.DETAIL["E29"]), allocating=True), 39, "E29", "Ioctl failure.",
-         "use full cores"),
+         "the detail (from the error log) says why"),  # E29 alone names no cause: only its error log does
         ("run-enclave", _wrapped(_block("E36", T.DETAIL["E36"]), allocating=True), 39, "E36", "Enclave boot failure.",
          "did not finish booting"),
         ("terminate-enclave", _block("E11", T.DETAIL["E11"]), 11, "E11", "Socket error.", "no enclave with that ID"),

@@ -138,6 +138,18 @@ def test_parse_line_fuzz(data: bytes) -> None:
         assert isinstance(event.event, str) and event.event and event.when.tzinfo is not None
 
 
+def fill(folder: Path) -> None:
+    """Write zeros into ``folder``'s file system until it is full (ENOSPC)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def test_full_disk_warns_and_loses_nothing_else(tmp_path: Path) -> None:
     require(is_root(), "mounting a small tmpfs needs root")
     mount = tmp_path / "small"
@@ -147,14 +159,7 @@ def test_full_disk_warns_and_loses_nothing_else(tmp_path: Path) -> None:
         warnings: list[str] = []
         j = Journal(mount / "journal.jsonl", warn=warnings.append)
         j.append("launched", enclave_id="e1", name="kept")
-        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)  # fill the disk
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fill(mount)
         event = j.append("exited", enclave_id="e1", name="kept", last_console=["x" * 500] * 20)
         assert event.event == "exited"  # returned, not raised
         assert any("No space left" in w or "short write" in w for w in warnings), warnings

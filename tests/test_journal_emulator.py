@@ -18,21 +18,12 @@ from core.models import BuildRequest, LaunchRequest
 from core.ops.journal import Journal, enclave_from_event
 from core.ops.lifecycle import Lifecycle
 from core.ops.preflight import DockerUnreachable, LaunchConflict
+from tests.agent_world import script_eif
 from tests.conftest import REPO, is_root, require, wait_for
 from tests.test_e2e_emulator import world_processes, write_world
+from tests.test_journal import fill
 
 pytestmark = pytest.mark.slow
-
-
-def script_eif(lc: Lifecycle, tmp: Path, name: str, body: str) -> Path:
-    rootfs = tmp / f"rootfs-{name}"
-    rootfs.mkdir()
-    script = rootfs / "run.sh"
-    script.write_text("#!/bin/sh\n" + body)
-    script.chmod(0o755)
-    out = tmp / f"{name}.eif"
-    lc.build(BuildRequest(str(out), rootfs=str(rootfs), cmd="/bin/sh /run.sh", name=name))
-    return out
 
 
 def events_of(home: Path) -> list[dict]:
@@ -180,14 +171,7 @@ def test_torn_journal_and_full_disk_never_lose_a_launch(nd_home: Path, tmp_path:
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)], check=True)
     try:
-        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fill(mount)
         full = Lifecycle(journal=Journal(mount / "journal.jsonl", warn=warnings.append))
         run2 = full.launch(LaunchRequest(str(eif), 64, cpu_count=2, name="disk-full"))
         assert any(e.enclave_id == run2.enclave_id for e in full.describe())  # launched all the same

@@ -16,7 +16,7 @@ from console.widgets.detail import DetailPane
 from console.widgets.enclave_table import EnclaveTable
 from core.models import LaunchRequest
 from core.ops.lifecycle import Lifecycle
-from tests.test_journal_emulator import script_eif
+from tests.agent_world import script_eif
 from tests.test_tui_live import write_world
 
 pytestmark = pytest.mark.slow

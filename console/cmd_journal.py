@@ -161,6 +161,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_pins)
 
     p = subparsers.add_parser("unpin", help="remove a pin by its key")
-    p.add_argument("key", metavar="KEY")
+    p.add_argument("key", metavar="KEY", help="the pin to remove (as `nitrodeck pins` lists it)")
     _common(p)
     p.set_defaults(func=cmd_unpin)

@@ -159,7 +159,7 @@ async def test_every_action_against_the_emulator(world: Path) -> None:
         launch.start()
         await wait_until(pilot, lambda: "E29" in dialog_error(app), 30)
         text = dialog_error(app)
-        assert "detail:" in text and "full cores" in text and "hint:" in text and "error log:" in text
+        assert "detail:" in text and "full CPU cores" in text and "hint:" in text and "error log:" in text
         await pilot.press("escape")
 
         # terminate the selected enclave after confirming; its kept console log stays readable

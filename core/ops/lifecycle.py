@@ -334,9 +334,7 @@ class Lifecycle:
         return emulator_instance_id() if self.backend.is_emulator else real_instance_id()
 
     def describe(self, metadata: bool = False) -> list[EnclaveInfo]:
-        enclaves = self.driver.describe_enclaves(metadata=metadata)
-        self.observe(enclaves)
-        return enclaves
+        return self.describe_report(metadata)[0]
 
     # -- the journal: exits nobody asked for
 
@@ -442,8 +440,14 @@ class Lifecycle:
         return judgement
 
     def describe_report(self, metadata: bool = False) -> tuple[list[EnclaveInfo], list[str]]:
-        """The enclaves that answered, and a warning per problem (an enclave process that did not)."""
-        return self.driver.describe_enclaves_report(metadata=metadata)
+        """The enclaves that answered, and a warning per problem (an enclave process that did not).
+
+        Only a complete answer tells which enclaves are gone: with an enclave process that did not
+        answer, nothing is taken for an exit (the journal waits for the next complete describe)."""
+        enclaves, warnings = self.driver.describe_enclaves_report(metadata=metadata)
+        if not warnings:
+            self.observe(enclaves)
+        return enclaves, warnings
 
     def describe_eif(self, path: str | Path) -> EifInfo:
         return self.driver.describe_eif(path)

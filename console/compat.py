@@ -15,6 +15,7 @@ before anything runs, and each mutating command gets its audit line, as through 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from core.backends.base import Backend
 from core.backends.registry import CHOICES, select_backend
 from core.errors import NitrodeckError, UsageError
 from core.ops.audit import AuditLog
+from core.ops.journal import Journal
 from core.ops.lifecycle import Lifecycle, mutating, note_command
 
 #: set for the backend's process: a real "nitro-cli" on PATH that is nitrodeck itself would loop forever
@@ -48,6 +50,37 @@ class ChildFailed(NitrodeckError):
         self.status = status
         # nitro-cli exits with its error number (E26 -> 26): keep that as the audit line's code
         self.code = f"E{status:02d}" if 0 < status < 100 else f"exit-{status}"
+
+
+#: how much of a teed command's stdout is kept to read its JSON from
+MAX_TEED = 1024 * 1024
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects at the start of ``text``, one after another (nitro-cli prints one per enclave)."""
+    decoder = json.JSONDecoder()
+    out: list[dict[str, Any]] = []
+    at = 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return out
+        if isinstance(value, dict):
+            out.append(value)
+        elif isinstance(value, list):
+            out.extend(v for v in value if isinstance(v, dict))
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    for i, word in enumerate(args):
+        if word == flag and i + 1 < len(args):
+            return args[i + 1]
+        if word.startswith(flag + "="):
+            return word.split("=", 1)[1]
+    return None
 
 
 class Passthrough:
@@ -88,14 +121,73 @@ class Passthrough:
             raise ChildFailed(status, args[0])
         return 0
 
-    # The mutating ones: refused under read-only before the backend runs; audited.
+    def _teed(self, args: list[str]) -> tuple[int, list[dict[str, Any]]]:
+        """Like :meth:`run`, but stdout passes through this process, so the JSON objects the backend
+        printed (up to 1 MiB; a console attached after them only passes through) can be journaled."""
+        note_command([self.backend.display_name, *args])
+        env = dict(os.environ, **{_DEPTH_ENV: "1"})
+        seen = bytearray()
+        try:
+            proc = subprocess.Popen([*self.backend.argv, *args], env=env, stdout=subprocess.PIPE)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot run {self.backend.display_name}: {exc.strerror or exc}",
+                where=args[0],
+                hint="install aws-nitro-enclaves-cli, or use --backend emulator",
+            ) from None
+        assert proc.stdout is not None
+        out = sys.stdout.buffer
+        while chunk := proc.stdout.read1(64 * 1024):
+            out.write(chunk)
+            out.flush()
+            if len(seen) < MAX_TEED:
+                seen += chunk[: MAX_TEED - len(seen)]
+        return proc.wait(), _json_objects(seen.decode("utf-8", "replace"))
+
+    # The mutating ones: refused under read-only before the backend runs; audited; launches and
+    # terminates go to the lifecycle journal as nitrodeck's own do, so that other nitrodeck processes
+    # neither miss an exit of these enclaves nor take a terminate for one.
     @mutating("launch")
     def run_enclave(self, args: list[str]) -> int:
-        return self._checked(args)
+        status, objects = self._teed(args)
+        journal = Journal()
+        eif_path = _flag_value(args, "--eif-path")
+        if status != 0:
+            journal.append("launch-failed", eif_path=eif_path, name=_flag_value(args, "--enclave-name"),
+                           code=f"E{status:02d}" if 0 < status < 100 else f"exit-{status}")
+            raise ChildFailed(status, args[0])
+        for run in objects[:1]:
+            journal.append(
+                "launched",
+                enclave_id=run.get("EnclaveID"),
+                name=run.get("EnclaveName"),
+                eif_path=eif_path,
+                cid=run.get("EnclaveCID"),
+                cpu_ids=run.get("CPUIDs"),
+                memory_mib=run.get("MemoryMiB"),
+                debug=("--debug-mode" in args) or None,
+            )
+        return 0
 
     @mutating("terminate")
     def terminate_enclave(self, args: list[str]) -> int:
-        return self._checked(args)
+        journal = Journal()
+        wanted = _flag_value(args, "--enclave-id")
+        with journal.terminating([wanted] if wanted else []):
+            status, objects = self._teed(args)
+            for done in objects:
+                if done.get("Terminated") and done.get("EnclaveID"):
+                    launch = journal.launch_of(str(done["EnclaveID"]))
+                    journal.append(
+                        "terminated",
+                        enclave_id=done["EnclaveID"],
+                        name=done.get("EnclaveName") or (launch.name if launch else None),
+                        eif_path=launch.eif_path if launch else None,
+                        pcr0=launch.pcr0 if launch else None,
+                    )
+        if status != 0:
+            raise ChildFailed(status, args[0])
+        return 0
 
     @mutating("build")
     def build_enclave(self, args: list[str]) -> int:

@@ -234,3 +234,35 @@ def test_launch_config_never_crashes(raw: bytes) -> None:
     except UsageError:
         return
     assert os.path.isabs(cfg.request.eif_path) and (cfg.request.cpu_count is None) != (cfg.request.cpu_ids is None)
+
+
+def test_nitro_cli_spellings_are_journaled(nd_home: Path) -> None:
+    # a launch and a terminate made with nitro-cli's spellings are in the journal like nitrodeck's own:
+    # otherwise the terminate would later be recorded as an exit nobody asked for
+    from tests.test_emulator_run import build, configure
+
+    configure(nd_home)
+    eif = build(nd_home, "echo up\nexec sleep 300", "spelled")
+    ran = nd("run-enclave", "--eif-path", str(eif), "--memory", "64", "--cpu-count", "2", "--enclave-name", "spelled")
+    assert ran.returncode == 0, ran.stderr
+    enclave_id = json.loads(ran.stdout)["EnclaveID"]  # stdout still carries nitro-cli's JSON, untouched
+    gone = nd("terminate-enclave", "--enclave-id", enclave_id)
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout)["Terminated"] is True
+    nd("status", "--json")  # a describe that would record a false `exited`
+    events = [json.loads(line) for line in nd("events", "--json").stdout.splitlines()]
+    mine = [(e["event"], e.get("name")) for e in events if e.get("enclave_id") == enclave_id]
+    assert mine == [("launched", "spelled"), ("terminated", "spelled")]
+    launched = next(e for e in events if e["event"] == "launched")
+    assert launched["eif_path"] == str(eif) and launched["cid"] >= 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=4), max_size=4),
+       st.text(max_size=40))
+def test_json_objects_reads_what_was_printed(objects: list[dict], tail: str) -> None:  # type: ignore[type-arg]
+    from console.compat import _json_objects
+
+    text = "".join(json.dumps(o, indent=2) + "\n" for o in objects)
+    got = _json_objects(text + ("" if tail.lstrip().startswith(("{", "[")) else tail))
+    assert got[: len(objects)] == objects

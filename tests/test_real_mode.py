@@ -22,6 +22,7 @@ import pytest
 from core.backends.driver import NitroCli, error_log_subactions
 from core.backends.real import real_backend
 from core.errors import NitroCliError
+from core.models import BuildRequest, LaunchRequest
 from tests.conftest import REPO, is_root, require
 from tests.real_world import INSTANCE_ID, PAGES_2M, RealWorld, make_world
 
@@ -94,27 +95,40 @@ def test_terminate_all_and_unknown_ids(world: RealWorld) -> None:
     assert by_name.value.code == "E58" and by_name.value.detail == "No enclave matched the given name."
 
 
+def drive_launch(world: RealWorld, memory: int = 128, **kw: object) -> NitroCliError:
+    """run-enclave through the driver alone: nitrodeck's own pre-launch checks (core/ops/preflight.py)
+    would refuse these launches before nitro-cli runs, so nitro-cli's words are read here."""
+    with pytest.raises(NitroCliError) as caught:
+        NitroCli(real_backend()).run_enclave(LaunchRequest(eif_path=str(world.eif()), memory_mib=memory, **kw))  # type: ignore[arg-type]
+    return caught.value
+
+
 def test_cpu_failures_name_the_cause_from_nitro_clis_own_words(world: RealWorld) -> None:
     launch(world, "--cpu-count", "2")
+    # the CLI refuses before nitro-cli runs, naming the conflict, with nitro-cli's code and exit status
+    refused = launch(world, "--cpu-count", "2", expect=29)["error"]
+    assert refused["code"] == "ND-LAUNCH" and refused["nitro_cli_code"] == "E29"
     # the pool has 2 CPUs and both are held: nitro-cli's check passes, the driver has none left (E29);
     # the cause is only in the error log, and the hint comes from there
-    none_left = launch(world, "--cpu-count", "2", expect=29)["error"]
-    assert none_left["code"] == "E29"
-    assert none_left["detail"] == "The enclave cannot be created because no CPUs are available in the pool"
-    assert "every CPU of the enclave pool is held by running enclaves" in none_left["hint"]
-    assert error_log_subactions(none_left["log_path"])[-1] == none_left["detail"]
-    too_many = launch(world, "--cpu-count", "4", expect=22)["error"]
-    assert too_many["code"] == "E22" and "`cpu-count` is 4" in too_many["message"]
-    assert too_many["detail"] == "Insufficient CPUs available (requested 4, but maximum is 2)"
-    not_in_pool = launch(world, "--cpu-ids", "2", expect=21)["error"]
-    assert not_in_pool["code"] == "E21" and "contains CPU 2" in not_in_pool["message"]
+    none_left = drive_launch(world, cpu_count=2)
+    assert none_left.code == "E29" and none_left.exit_status == 29
+    assert none_left.detail == "The enclave cannot be created because no CPUs are available in the pool"
+    assert none_left.hint and "every CPU of the enclave pool is held by running enclaves" in none_left.hint
+    assert none_left.log_path and error_log_subactions(none_left.log_path)[-1] == none_left.detail
+    too_many = drive_launch(world, cpu_count=4)
+    assert too_many.code == "E22" and "`cpu-count` is 4" in too_many.message
+    assert too_many.detail == "Insufficient CPUs available (requested 4, but maximum is 2)"
+    not_in_pool = drive_launch(world, cpu_ids=[2])
+    assert not_in_pool.code == "E21" and "contains CPU 2" in not_in_pool.message
 
 
 def test_not_enough_hugepages_is_e27_with_the_allocator_hint(world: RealWorld) -> None:
-    error = launch(world, "--cpu-count", "2", memory="1024", expect=27)["error"]
-    assert error["code"] == "E27" and "`memory` is 1024 MB" in error["message"]
-    assert error["detail"] == f"Failed to allocate entire memory ({1024 - PAGES_2M * 2} MB remained)"
-    assert "memory_mib in /etc/nitro_enclaves/allocator.yaml" in error["hint"]
+    refused = launch(world, "--cpu-count", "2", memory="1024", expect=27)["error"]
+    assert refused["code"] == "ND-LAUNCH" and refused["nitro_cli_code"] == "E27"
+    error = drive_launch(world, memory=1024, cpu_count=2)
+    assert error.code == "E27" and "`memory` is 1024 MB" in error.message
+    assert error.detail == f"Failed to allocate entire memory ({1024 - PAGES_2M * 2} MB remained)"
+    assert error.hint and "memory_mib in /etc/nitro_enclaves/allocator.yaml" in error.hint
     assert world.free_pages() == PAGES_2M  # nothing held after a refused launch
 
 
@@ -168,21 +182,36 @@ def test_console_json_into_head_closes_cleanly(world: RealWorld) -> None:
     assert out.stdout.strip() == ""
 
 
-def test_build_without_a_docker_daemon_shows_nitro_clis_docker_error(world: RealWorld) -> None:
+def drive_build(world: RealWorld, **kw: object) -> NitroCliError:
+    """build-enclave through the driver alone (the CLI checks the daemon first, before nitro-cli runs)."""
+    with pytest.raises(NitroCliError) as caught:
+        NitroCli(real_backend()).build_enclave(
+            BuildRequest(output_file=str(world.root / "eifs" / "x.eif"), docker_uri="app:1", **kw)  # type: ignore[arg-type]
+        )
+    return caught.value
+
+
+def test_build_without_a_docker_daemon_shows_nitro_clis_docker_error(
+    world: RealWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nowhere = {"DOCKER_HOST": f"unix://{world.root}/no-docker.sock"}
     out = str(world.root / "eifs" / "x.eif")
-    pulled = world.cli_json("build", "--docker-uri", "app:1", "--output-file", out, expect=50, env=nowhere)["error"]
-    assert pulled["code"] == "E50" and pulled["message"].endswith("\nDocker error: PullError")
-    assert "Docker daemon runs" in pulled["hint"] and "blobs" not in pulled["hint"]
-    built = world.cli_json("build", "--docker-uri", "app:1", "--docker-dir", str(world.root), "--output-file", out,
-                           expect=49, env=nowhere)["error"]
-    assert built["code"] == "E49" and built["message"].endswith("\nDocker error: BuildError")
-    bad = world.cli_json("build", "--docker-uri", "app:1", "--output-file", out, expect=48,
-                         env={"DOCKER_HOST": "bogus-address"})["error"]
-    assert bad["code"] == "E48" and bad["message"].endswith("\nDocker error: ConnectionError")
-    assert "could not connect to the Docker daemon" in bad["hint"] and "NITRO_CLI_BLOBS" not in bad["hint"]
+    # the CLI asks the daemon first and says what is missing, with nitro-cli's exit status
+    refused = world.cli_json("build", "--docker-uri", "app:1", "--output-file", out, expect=50, env=nowhere)["error"]
+    assert refused["code"] == "ND-DOCKER" and "the Docker daemon does not answer" in refused["message"]
+    # nitro-cli's own words, when it is asked anyway, keep its Docker error line and pick a Docker hint
+    monkeypatch.setenv("DOCKER_HOST", nowhere["DOCKER_HOST"])
+    pulled = drive_build(world)
+    assert pulled.code == "E50" and pulled.message.endswith("\nDocker error: PullError")
+    assert pulled.hint and "Docker daemon runs" in pulled.hint and "blobs" not in pulled.hint
+    built = drive_build(world, docker_dir=str(world.root))
+    assert built.code == "E49" and built.message.endswith("\nDocker error: BuildError")
+    monkeypatch.setenv("DOCKER_HOST", "bogus-address")
+    bad = drive_build(world)
+    assert bad.code == "E48" and bad.message.endswith("\nDocker error: ConnectionError")
+    assert bad.hint and "could not connect to the Docker daemon" in bad.hint and "NITRO_CLI_BLOBS" not in bad.hint
     human = world.cli("build", "--docker-uri", "app:1", "--output-file", out, env=nowhere)
-    assert human.returncode == 50 and "Docker error: PullError" in human.stderr
+    assert human.returncode == 50 and "the Docker daemon does not answer" in human.stderr
 
 
 def test_build_payload_on_the_real_backend_says_what_is_missing(world: RealWorld) -> None:
@@ -220,7 +249,7 @@ def test_missing_device_refuses_only_what_needs_it(world: RealWorld) -> None:
     nowhere = {"DOCKER_HOST": f"unix://{world.root}/no-docker.sock"}
     built = world.cli_json("build", "--docker-uri", "a:1", "--output-file", str(world.root / "b.eif"), expect=50,
                            env=nowhere)
-    assert built["error"]["code"] == "E50"
+    assert built["error"]["code"] == "ND-DOCKER"  # refused for want of Docker, not for read-only
 
 
 def test_flag_and_environment_refuse_everything_and_say_so(world: RealWorld) -> None:

@@ -95,7 +95,8 @@ def first_line(res: subprocess.CompletedProcess[str]) -> str:
 def assert_nothing_left(home: Path, enclave_ids: list[str] = ()) -> None:  # type: ignore[assignment]
     assert table() == []
     run_dir = home / "emulator" / "run"
-    assert {p.name for p in run_dir.iterdir()} <= {"enclaves.json", "enclaves.lock", "allocator.json", "allocator.lock"}
+    # "exits": the supervisors' exit records the journal reads uptimes from (emulator/exits.py)
+    assert {p.name for p in run_dir.iterdir()} <= {"enclaves.json", "enclaves.lock", "allocator.json", "allocator.lock", "exits"}
     wait_for(lambda: not home_processes(home), timeout=10)
     snap = snapshot()
     assert snap.free_cpus == snap.pool_cpus and snap.free_memory_mib == snap.pool_memory_mib

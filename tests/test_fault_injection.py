@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
+from core.backends.driver import NitroCli
 from core.channel.protocol import BlockingClient
 from core.channel.vsock import PARENT_CID, Transport
 from core.errors import NitroCliError
@@ -345,7 +346,8 @@ def test_full_disk_error_logs_still_say_what_happened(nd_home: Path, sleeper: Pa
         bad = nd_home / "bad.eif"
         bad.write_bytes(b"not an enclave image file" * 200)
         with pytest.raises(NitroCliError) as info:
-            Lifecycle().launch(LaunchRequest(eif_path=str(bad), memory_mib=64, cpu_count=2))
+            # through the driver: Lifecycle.launch's own checks would refuse this EIF before nitro-emu runs
+            NitroCli().run_enclave(LaunchRequest(eif_path=str(bad), memory_mib=64, cpu_count=2))
         assert info.value.log_path is None and info.value.detail, info.value.stderr
         assert_idle(status())
 

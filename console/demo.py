@@ -48,14 +48,14 @@ def prepare() -> None:
         say(f"building the payload EIF into {eif}")
         built = lc.build(payload_build_request(str(eif)))
         say(f"built; PCR0 {built.measurements.pcr0[:16]}...")
-    info = lc.describe_eif(eif)
+    # an enclave is judged by the pin of its EIF (then its image name): pin what was built
+    pin = lc.pin_eif(str(eif))
+    say(f"pinned its PCRs as {pin.key}")
     running = lc.describe()
     if running:
         say(f"{len(running)} enclave(s) already running; not launching more")
         return
     for name, debug in DEMO_ENCLAVES:
-        # expected PCRs are matched by image name, else enclave name: pin both demo names
-        lc.pin(name, info.measurements)
         run = lc.launch(LaunchRequest(str(eif), memory_mib=MEMORY_MIB, cpu_count=2, debug_mode=debug, name=name))
         say(f"launched {name} ({run.enclave_id}, CID {run.cid}{', debug mode' if debug else ''})")
 

@@ -5,7 +5,7 @@ tool only when both ``nitro-cli`` is on PATH and the driver device exists: a nit
 without the device (a build host) cannot run enclaves, so the emulator is the useful default there.
 
 The real backend is built in. Others register themselves when their package is imported (the
-emulator registers itself from emulator/backend.py, which the console's entry points load), so that core depends on
+emulator's own emulator/backend.py registers it, and the console's entry points load that), so that core depends on
 no implementation of its own test double.
 """
 

@@ -66,6 +66,8 @@ from core.text import safe_text
 #: below this width the dashboard shows the table and one pane at a time
 WIDE_COLUMNS = 120
 HISTORY = 60
+#: the watch thread looks up this often even when nothing changes (it only checks that it should go on)
+WATCH_WAKE_S = 15.0
 #: describe-enclaves runs when the watcher sees a change; this is the slow safety poll on top
 SAFETY_POLL_S = 30.0
 #: host CPU/memory samples for the sparklines (psutil, in this process)
@@ -186,8 +188,11 @@ class NitrodeckApp(App[int]):
             self.set_interval(HOST_SAMPLE_S, self._sample_host, name="host-sample")
             # the doctor probes the host (Docker, nitro-cli, metadata): far less often than describe
             self.set_interval(DOCTOR_SECONDS, self._doctor_tick, name="doctor-timer")
-        if self.source.watch_dirs():
-            self._watch_changes()
+        if dirs := self.source.watch_dirs():
+            # made here, not in the worker, so that on_unmount always finds it to close: a watcher made
+            # by a thread that started late would block the app's exit forever
+            self._watcher = DirWatcher(dirs)
+            self._watch_changes(self._watcher)
 
     def on_unmount(self) -> None:
         if self._watcher is not None:
@@ -252,12 +257,11 @@ class NitrodeckApp(App[int]):
         self.request_refresh()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="watch", name="watch", description="inotify on the enclave folders")
-    def _watch_changes(self) -> None:
-        watcher = DirWatcher(self.source.watch_dirs())
-        self._watcher = watcher
+    def _watch_changes(self, watcher: DirWatcher) -> None:
         worker = get_current_worker()
         while not worker.is_cancelled and self._watcher is watcher:
-            if watcher.wait(timeout=None):
+            # a bounded wait, so that even a wake-up lost to some future bug costs seconds, not a hang
+            if watcher.wait(timeout=WATCH_WAKE_S):
                 try:
                     self.call_from_thread(self._enclaves_changed)
                 except RuntimeError:

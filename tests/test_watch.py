@@ -19,7 +19,7 @@ from core.ops.watch import DirWatcher
 from tests.test_emulator_run import build, configure, emu
 
 
-def _wait_in_thread(watcher: DirWatcher, timeout: float) -> tuple[threading.Thread, list[bool]]:
+def _wait_in_thread(watcher: DirWatcher, timeout: float | None) -> tuple[threading.Thread, list[bool]]:
     result: list[bool] = []
     thread = threading.Thread(target=lambda: result.append(watcher.wait(timeout)))
     thread.start()
@@ -158,3 +158,25 @@ def test_a_describe_does_not_wake_the_watcher(nd_home: Path) -> None:
             res = subprocess.run([sys.executable, "-m", "emulator", command], capture_output=True, timeout=60)
             assert res.returncode == 0
             assert watcher.wait(0.5) is False, command
+
+
+def test_a_wait_after_close_returns_at_once(tmp_path: Path) -> None:
+    # an app that exits before its watch thread starts closes first and waits second: that wait must
+    # not block (it hung the TUI's shutdown until pytest's timeout)
+    watcher = DirWatcher([tmp_path])
+    watcher.close()
+    thread, result = _wait_in_thread(watcher, None)
+    thread.join(5)
+    assert not thread.is_alive() and result == [False]
+
+
+def test_close_during_a_wait_keeps_the_descriptors_until_the_waiter_returns(tmp_path: Path) -> None:
+    watcher = DirWatcher([tmp_path])
+    watcher._waiters += 1  # a waiter that has not reached select() yet
+    fd = watcher._fd
+    watcher.close()
+    os.fstat(fd)  # still ours: nothing else can have been given this number
+    watcher._waiters -= 1
+    assert watcher.wait(None) is False
+    with pytest.raises(OSError):
+        os.fstat(fd)

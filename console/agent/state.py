@@ -167,6 +167,9 @@ class HostState:
 
     def start(self) -> None:
         self.refresh()
+        dirs = self.lifecycle.backend.watch_dirs()
+        # made before the thread, so that stop() always finds it to close
+        self._watcher = DirWatcher(dirs) if dirs else None
         self._spawn(self._watch_loop, "agent-watch")
         if self.probe_every:
             self._spawn(self._probe_loop, "agent-probe")
@@ -177,8 +180,6 @@ class HostState:
         self._threads.append(thread)
 
     def _watch_loop(self) -> None:
-        dirs = self.lifecycle.backend.watch_dirs()
-        self._watcher = DirWatcher(dirs) if dirs else None
         while not self._stop.is_set():
             if self._watcher is not None:
                 self._watcher.wait(timeout=self.safety_poll)

@@ -20,6 +20,7 @@ import errno
 import os
 import select
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -69,6 +70,12 @@ class DirWatcher:
         #: watch descriptor -> (folder, is it one of ours or a parent standing in for a missing one)
         self._watches: dict[int, tuple[Path, bool]] = {}
         self._listing: tuple[object, ...] = ()
+        # close() may come from another thread while one waits: the waiter releases the descriptors
+        # itself, so that select() never sees a number the process has meanwhile reused for a socket
+        # that stays quiet (which hung an app's shutdown on its watch thread)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._waiters = 0
         if self._libc is not None:
             fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
             if fd >= 0:
@@ -117,8 +124,23 @@ class DirWatcher:
     def wait(self, timeout: float | None) -> bool:
         """True when something changed (or a watched folder appeared or vanished); False on timeout or
         after :meth:`close`."""
-        if self._fd < 0:
-            return self._wait_polling(timeout)
+        with self._lock:
+            if self._closed:
+                if not self._waiters:
+                    self._release()
+                return False
+            self._waiters += 1
+        try:
+            if self._fd < 0:
+                return self._wait_polling(timeout)
+            return self._wait_inotify(timeout)
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                if self._closed and not self._waiters:
+                    self._release()
+
+    def _wait_inotify(self, timeout: float | None) -> bool:
         try:
             ready, _, _ = select.select([self._fd, self._wake_r], [], [], timeout)
         except (OSError, ValueError):
@@ -129,8 +151,8 @@ class DirWatcher:
         # a launch or an exit is several file operations: take them as one change
         deadline = time.monotonic() + DEBOUNCE_S
         while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self._fd], [], [], left)
-            if not ready:
+            ready, _, _ = select.select([self._fd, self._wake_r], [], [], left)
+            if not ready or self._wake_r in ready:
                 break
             changed = self._drain() or changed
         return changed
@@ -193,9 +215,19 @@ class DirWatcher:
                 return True
 
     def close(self) -> None:
-        """Wake a waiting thread and release the descriptors."""
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        """Wake a waiting thread (its wait returns False, and so does every later one) and release the
+        descriptors: now if nobody waits, else when the waiter returns."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            # the byte is never read: the pipe stays readable, so no later select() can block
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+            if not self._waiters:
+                self._release()
+
+    def _release(self) -> None:
         for fd in (self._fd, self._wake_r, self._wake_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):

@@ -34,8 +34,10 @@ typecheck: $(STAMP)
 
 # Line and branch coverage of the pytest process (subprocesses are not measured), per package; the run
 # fails below [tool.coverage.report] fail_under in pyproject.toml.
+# Two workers by default (pytest-xdist); `make pytest WORKERS=0` runs in one process.
+WORKERS ?= 2
 pytest: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/with-dockerd.sh $(BIN)/pytest -q --cov --cov-report= $(PYTEST_ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/with-dockerd.sh $(BIN)/pytest -q -n $(WORKERS) --cov --cov-report= $(PYTEST_ARGS)
 	$(BIN)/python scripts/coverage_by_package.py
 
 test: $(STAMP) system-deps lint typecheck pytest

@@ -315,20 +315,23 @@ def state_file() -> Path:
     return home.emulator_run_dir() / "allocator.json"
 
 
-def load_allocator(path: Path | None = None) -> AllocatorConfig:
+def load_allocator(path: Path | None = None, *, create: bool = True) -> AllocatorConfig:
     """allocator.yaml as the allocator would parse it now (what it is asked for; the pools in force are
     :func:`allocator_state`'s, from its last start)."""
-    text, where = read_allocator_file(path)
+    text, where = read_allocator_file(path, create=create)
     return parse_allocator(text, where)
 
 
-def read_allocator_file(path: Path | None = None) -> tuple[str, str]:
-    """allocator.yaml's text and path, written with nitro-cli's default file when absent."""
+def read_allocator_file(path: Path | None = None, *, create: bool = True) -> tuple[str, str]:
+    """allocator.yaml's text and path, written with nitro-cli's default file when absent (with
+    ``create=False``, read-only: that default's text, written nowhere)."""
     path = path or allocator_file()
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_ALLOCATOR_BYTES + 1)
     except FileNotFoundError:
+        if not create:
+            return DEFAULT_ALLOCATOR, str(path)
         try:
             _create_default(path)
         except OSError:
@@ -340,16 +343,27 @@ def read_allocator_file(path: Path | None = None) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    lock = home.ensure(home.emulator_run_dir()) / "allocator.lock"
-    # read-only: flock needs no write access, and closing a file opened for writing is an inotify
-    # IN_CLOSE_WRITE in the run folder, which front ends watch for enclave changes
-    fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _locked(create: bool = True) -> Iterator[None]:
+    """The allocator's lock. ``create=False`` (read-only): only an existing lock file is taken; with none,
+    no start has run yet, and one beginning now reads the same allocator.yaml: nothing to wait for."""
+    lock = home.emulator_run_dir() / "allocator.lock"
+    # opened read-only: flock needs no write access, and closing a file opened for writing is an
+    # inotify IN_CLOSE_WRITE in the run folder, which front ends watch for enclave changes
+    if create:
+        home.ensure(lock.parent)
+        fd: int | None = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    else:
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _save(st: AllocatorState) -> None:
@@ -396,15 +410,23 @@ def start_allocator(inst: Instance, enclaves_running: bool = False) -> Allocator
     return st
 
 
-def allocator_state(inst: Instance) -> AllocatorState:
+def allocator_state(inst: Instance, *, read_only: bool = False) -> AllocatorState:
     """The pools as the allocator left them. The first use starts it, as the service starts at boot;
-    after that allocator.yaml is not read again until ``nitro-emu restart-allocator``."""
+    after that allocator.yaml is not read again until ``nitro-emu restart-allocator``.
+
+    ``read_only``: a first use computes what that start would leave (from allocator.yaml, or nitro-cli's
+    default when there is none) and keeps it nowhere; a later start may still differ if the file changes."""
     st = _load()
     if st is not None:
         return st
-    with contextlib.suppress(OSError), _locked():
-        st = _load()
-    return st if st is not None else start_allocator(inst)
+    with contextlib.suppress(OSError), _locked(create=not read_only):
+        st = _load()  # a start in flight (it holds the lock) has saved its state by now
+    if st is not None:
+        return st
+    if read_only:
+        text, where = read_allocator_file(create=False)
+        return run_allocator(inst, text, where, None, enclaves_running=False)
+    return start_allocator(inst)
 
 
 def _create_default(path: Path) -> None:
@@ -532,21 +554,23 @@ class PoolSnapshot:
     requested_memory_mib: int | None = None
 
 
-def snapshot(home_dir: Path | None = None) -> PoolSnapshot:
-    """The pools and what each live enclave holds, without changing anything."""
+def snapshot(home_dir: Path | None = None, *, read_only: bool = False) -> PoolSnapshot:
+    """The pools and what each live enclave holds, without changing anything. The first use creates
+    the model's files (instance.yaml, allocator.yaml, the allocator's state) unless ``read_only``, which
+    writes nothing: a world never set up is then its defaults, computed in memory."""
     from emulator import state
     from emulator.instance import load_instance
 
     with state.home_override(home_dir):
-        return _snapshot(load_instance(), state)
+        return _snapshot(load_instance(create=not read_only), state, read_only)
 
 
-def _snapshot(inst: Instance, state: Any) -> PoolSnapshot:
+def _snapshot(inst: Instance, state: Any, read_only: bool = False) -> PoolSnapshot:
     requested: int | None = None
     with contextlib.suppress(NitrodeckError):
-        requested = _digits(load_allocator().memory_mib)
+        requested = _digits(load_allocator(create=not read_only).memory_mib)
     try:
-        st = allocator_state(inst)
+        st = allocator_state(inst, read_only=read_only)
         pool, hp, error, node = list(st.cpu_pool), dict(st.hugepages), st.error, st.node
     except NitrodeckError as exc:
         pool, hp, error, node = [], {}, str(exc), 0

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core import home
+from core.backends.real import ENV_READ_ONLY
 from core.channel.unixsock import short_path
-from core.errors import NitrodeckError
+from core.errors import NitrodeckError, ReadOnlyError
 from emulator import control, state
 from emulator.errors import EmuError, explain
-from emulator.logs import error_block, log_line, write_err_log
+from emulator.logs import error_block, log_line, read_only, write_err_log
 
 VERSION_TEXT = "Nitro CLI 1.5.0"
 MAX_CONFIG_BYTES = 64 * 1024
@@ -37,6 +38,8 @@ LAUNCH_TIMEOUT = 150.0
 CONTROL_TIMEOUT = 15.0
 #: describe waits this long for an enclave process before showing it as UNRESPONSIVE
 DESCRIBE_TIMEOUT = 3.0
+#: the commands that change something (enclaves, the allocator, files); refused read-only
+CHANGES = frozenset({"run-enclave", "terminate-enclave", "build-enclave", "sign-eif", "restart-allocator"})
 E44_SUBACTION = (
     "The enclave was not started with the debug flag set, include '--debug-mode' in the run-enclave command"
 )
@@ -447,7 +450,19 @@ def unresponsive_info(entry: state.Entry, reason: str) -> dict[str, Any]:
 
 
 def live_entries() -> list[state.Entry]:
-    """The enclave table after reclaiming dead supervisors (each reported once, here)."""
+    """The enclave table after reclaiming dead supervisors (each reported once, here). Read-only, the
+    table is read under a shared lock and nothing is reclaimed: a dead supervisor's enclave is left out,
+    and what it held is released by the next nitro-emu that may change things."""
+    if read_only():
+        with state.read_locked() as found:
+            for problem in found.problems:
+                warn(problem)
+            for dead in found.dead:
+                warn(
+                    f"the enclave process (PID {dead.supervisor_pid}) of enclave {dead.enclave_id} is gone; "
+                    "its resources are released by the next command that may change things (read-only here)"
+                )
+            return list(found.entries)
     with state.locked() as table:
         for problem in table.problems:
             warn(problem)
@@ -460,8 +475,8 @@ def live_entries() -> list[state.Entry]:
 
 
 def forget(entry: state.Entry) -> None:
-    """A supervisor that stopped answering and died: release what it held."""
-    if state.entry_alive(entry):
+    """A supervisor that stopped answering and died: release what it held (not read-only)."""
+    if state.entry_alive(entry) or read_only():
         return
     live_entries()
 
@@ -637,7 +652,7 @@ def attach_console(enclave_id: str | None, name: str | None, timeout: float | No
     sys.stdout.flush()
     try:
         follow(
-            console_file(entry.enclave_id),
+            console_file(entry.enclave_id, create=False),  # its supervisor made it: reading makes nothing
             alive=lambda: state.entry_alive(entry),
             disconnect_timeout=timeout,
         )
@@ -764,6 +779,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command in CHANGES and read_only():
+        # nitro-cli has no read-only mode: this is nitrodeck's NITRODECK_READ_ONLY, honoured here too
+        note(f"{args.command} is refused: {ENV_READ_ONLY} is set, and it would change this host")
+        return ReadOnlyError.exit_status
     try:
         if args.command == "run-enclave":
             return cmd_run(args, parser)

@@ -25,8 +25,10 @@ POLL = 0.05
 KEEP_ENDED = 64
 
 
-def console_file(enclave_id: str) -> Path:
-    return home.ensure(home.emulator_console_dir()) / f"{enclave_id}.log"
+def console_file(enclave_id: str, *, create: bool = True) -> Path:
+    """The enclave's console file; ``create``: its folder is made (the writer's side, not a reader's)."""
+    folder = home.emulator_console_dir()
+    return (home.ensure(folder) if create else folder) / f"{enclave_id}.log"
 
 
 def prune_kept(live_ids: set[str], keep: int = KEEP_ENDED) -> None:

@@ -123,14 +123,21 @@ def parse_instance(text: str, where: str = "instance.yaml") -> Instance:
     return inst
 
 
-def load_instance(path: Path | None = None) -> Instance:
-    """The instance model, created with defaults (and a fresh instance ID) on first use."""
+#: the instance ID of a model never written (read before first use, read-only): it has none yet
+NO_INSTANCE_ID = ""
+
+
+def load_instance(path: Path | None = None, *, create: bool = True) -> Instance:
+    """The instance model, created with defaults (and a fresh instance ID) on first use.
+
+    ``create=False`` (read-only): a missing file is the defaults in memory, with :data:`NO_INSTANCE_ID`
+    (a fresh random ID on every read would be an instance that does not exist)."""
     path = path or home.emulator_instance_file()
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_INSTANCE_BYTES + 1)
     except FileNotFoundError:
-        return _create(path)
+        return _create(path) if create else Instance(instance_id=NO_INSTANCE_ID)
     except OSError as exc:
         raise InstanceConfigError(f"cannot read: {exc.strerror}", where=str(path)) from None
     return parse_instance(raw.decode("utf-8", "replace"), where=str(path))

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core import home
+from core.backends.real import ENV_READ_ONLY, env_read_only
 from emulator.errors import HELP_URL, EmuError
 
 VERSION = "1.5.0"
@@ -29,8 +30,17 @@ def log_dir() -> Path:
     return home.ensure(home.emulator_log_dir())
 
 
+def read_only() -> bool:
+    """nitro-emu was told that nothing may change (``NITRODECK_READ_ONLY``, which nitrodeck's driver sets
+    for a read-only caller): it then writes nothing at all, logs included."""
+    return env_read_only()
+
+
 def log_line(origin: str, level: str, msg: str) -> None:
-    """Append ``[origin:pid][LEVEL][time][file:line] msg`` like nitro-cli's logger; never fails the caller."""
+    """Append ``[origin:pid][LEVEL][time][file:line] msg`` like nitro-cli's logger; never fails the caller.
+    Read-only, nothing is appended (the caller's stderr line is all there is)."""
+    if read_only():
+        return
     caller = sys._getframe(1)
     where = f"emulator/{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -46,11 +56,15 @@ def log_line(origin: str, level: str, msg: str) -> None:
 
 
 def write_err_log(err: EmuError, action: str) -> Path:
-    """Write the backtrace file nitro-cli points support tickets at; returns its path."""
-    try:
-        folder = log_dir()
-    except OSError:  # the folder cannot even be created: the path below is reported as unwritten
+    """Write the backtrace file nitro-cli points support tickets at; returns its path. Read-only, it is
+    not written: the error block carries its text instead (as on a full disk)."""
+    if read_only():
         folder = home.emulator_log_dir()
+    else:
+        try:
+            folder = log_dir()
+        except OSError:  # the folder cannot even be created: the path below is reported as unwritten
+            folder = home.emulator_log_dir()
     path = folder / f"err{rfc3339_ns()}.log"
     subs = err.subactions or [f"{err.code}: {err.message.splitlines()[0]}"]
     file, line = _origin(err)
@@ -60,6 +74,9 @@ def write_err_log(err: EmuError, action: str) -> Path:
     text += f"\n  Root error file: {file}"
     text += f"\n  Root error line: {line}"
     text += f"\n  Version: {VERSION}"
+    if read_only():
+        _unwritten(path, text, f"read-only: {ENV_READ_ONLY} is set")
+        return path
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -67,10 +84,14 @@ def write_err_log(err: EmuError, action: str) -> Path:
         # a full disk (or a read-only log folder): error_block then prints what the file would hold
         with contextlib.suppress(OSError):
             path.unlink()
-        if len(_UNWRITTEN) >= 16:
-            _UNWRITTEN.pop(next(iter(_UNWRITTEN)))
-        _UNWRITTEN[path] = (text, exc.strerror or str(exc))
+        _unwritten(path, text, exc.strerror or str(exc))
     return path
+
+
+def _unwritten(path: Path, text: str, why: str) -> None:
+    if len(_UNWRITTEN) >= 16:
+        _UNWRITTEN.pop(next(iter(_UNWRITTEN)))
+    _UNWRITTEN[path] = (text, why)
 
 
 def _origin(err: EmuError) -> tuple[str, int]:

@@ -68,7 +68,8 @@ class Entry:
 
 
 def run_dir() -> Path:
-    return home.ensure(home.emulator_run_dir())
+    """The runtime folder; not created here (readers must not make it: writers lock, and locking makes it)."""
+    return home.emulator_run_dir()
 
 
 def state_file() -> Path:
@@ -219,6 +220,27 @@ def read_entries() -> list[Entry]:
     return reconcile(table, unreadable).entries
 
 
+@contextlib.contextmanager
+def read_locked() -> Iterator[Reconciled]:
+    """The table as :func:`locked` would find it, for a reader that may write nothing (read-only).
+
+    It waits for a change in progress (a launch writes its record, then the table) by taking a shared
+    lock on the existing lock file, opened read-only; with no lock file, nothing ever changed the table
+    and there is nothing to wait for. Dead supervisors' records are reported, never reclaimed."""
+    try:
+        fd: int | None = os.open(run_dir() / "enclaves.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # none (or not ours to open): read without waiting; the files are replaced atomically
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        listed, unreadable = _read_table()
+        yield reconcile(listed, unreadable)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 class Table:
     """The enclave table while the lock is held."""
 
@@ -255,7 +277,7 @@ class Table:
 @contextlib.contextmanager
 def locked(reclaim: bool = True) -> Iterator[Table]:
     """Hold the table lock; dead supervisors' entries are removed and their leftovers cleaned up."""
-    lock_path = run_dir() / "enclaves.lock"
+    lock_path = home.ensure(run_dir()) / "enclaves.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

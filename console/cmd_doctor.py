@@ -53,6 +53,7 @@ def fix_table(report: DoctorReport) -> str:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from console.doctor_inputs import doctor_inputs
+    from core.backends.real import read_only_reason
     from core.backends.registry import select_backend
     from core.errors import UsageError
     from core.ops.doctor import run_doctor
@@ -60,7 +61,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     if not 0.1 <= args.timeout <= 30:
         raise UsageError("--timeout must be between 0.1 and 30 seconds", where="--timeout")
     backend = select_backend(getattr(args, "backend", None))
-    report = run_doctor(doctor_inputs(backend, args.metadata_url, args.timeout, args.time_url))
+    # --read-only or NITRODECK_READ_ONLY: the checks write nothing (the emulator's model is not created)
+    reason = read_only_reason(backend, bool(getattr(args, "read_only", False)))
+    read_only = reason is not None and reason.refuses_everything
+    report = run_doctor(doctor_inputs(backend, args.metadata_url, args.timeout, args.time_url, read_only=read_only))
     if args.json:
         emit_json(report.to_dict())
     else:

@@ -177,7 +177,8 @@ def status_text(st: Status, verdicts: dict[str, str], chosen_by: str) -> str:
     res = st.resources
     head = key_values([
         ("backend", f"{st.backend_display} ({st.backend}, {chosen_by})"),
-        ("instance", st.instance_id or "unknown"),
+        # the emulator makes its instance on first use; read-only, a world never used has none yet
+        ("instance", st.instance_id or ("none yet" if st.backend == "emulator" else "unknown")),
         ("read-only", f"yes: {st.read_only_reason.detail.removeprefix('read-only: ')}" if st.read_only_reason
          else st.read_only),
         *([("  refuses", ("every change" if st.read_only_reason.refuses_everything else "launch and terminate")

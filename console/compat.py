@@ -23,6 +23,7 @@ from typing import Any
 
 from console.argtypes import key_or_path, resolve_path
 from core.backends.base import Backend
+from core.backends.real import backend_env
 from core.backends.registry import CHOICES, select_backend
 from core.errors import NitrodeckError, UsageError
 from core.ops.audit import AuditLog
@@ -96,6 +97,14 @@ class Passthrough:
         self.read_only_reason: Any = None
         self.audit = audit or AuditLog()
 
+    def _env(self) -> dict[str, str]:
+        """The backend's environment: ours, marked as nitrodeck's child, and NITRODECK_READ_ONLY=1 when
+        nothing may change (the flag or the environment; a device reason still builds), so that nitro-emu
+        writes nothing either."""
+        reason = self.read_only_reason
+        changes_nothing = bool(reason.refuses_everything) if reason is not None else self.read_only
+        return {**(backend_env(changes_nothing) or os.environ), _DEPTH_ENV: "1"}
+
     def run(self, args: list[str]) -> int:
         if os.environ.get(_DEPTH_ENV) and not self.backend.is_emulator:
             raise UsageError(
@@ -104,7 +113,7 @@ class Passthrough:
                 hint="put the real nitro-cli first on PATH, or use --backend emulator",
             )
         note_command([self.backend.display_name, *args])
-        env = dict(os.environ, **{_DEPTH_ENV: "1"})
+        env = self._env()
         try:
             # Same process group: Ctrl-C reaches the backend too, as it would reach nitro-cli.
             return subprocess.call([*self.backend.argv, *args], env=env)
@@ -125,7 +134,7 @@ class Passthrough:
         """Like :meth:`run`, but stdout passes through this process, so the JSON objects the backend
         printed (up to 1 MiB; a console attached after them only passes through) can be journaled."""
         note_command([self.backend.display_name, *args])
-        env = dict(os.environ, **{_DEPTH_ENV: "1"})
+        env = self._env()
         seen = bytearray()
         try:
             proc = subprocess.Popen([*self.backend.argv, *args], env=env, stdout=subprocess.PIPE)

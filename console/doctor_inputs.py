@@ -25,16 +25,22 @@ from core.ops.resources import HugepagePool
 
 
 def emulator_inputs(
-    backend: Backend, metadata_url: str | None = None, timeout: float = PROBE_TIMEOUT, time_url: str | None = None
+    backend: Backend,
+    metadata_url: str | None = None,
+    timeout: float = PROBE_TIMEOUT,
+    time_url: str | None = None,
+    *,
+    read_only: bool = False,
 ) -> DoctorInputs:
-    """The emulator's model (instance.yaml, allocator.yaml and the pools it derives) as doctor inputs."""
+    """The emulator's model (instance.yaml, allocator.yaml and the pools it derives) as doctor inputs.
+    ``read_only``: nothing is written to read it (a world never set up is checked on its defaults)."""
     from core.channel.proxy import default_config
     from emulator import allocator, kms
     from emulator.instance import load_instance
 
     machine: MachineView | None = None
     try:
-        inst = load_instance()
+        inst = load_instance(create=not read_only)
         machine = MachineView(
             "emulator-model", inst.vcpus, inst.threads_per_core, inst.memory_mib, inst.numa_nodes, inst.instance_id
         )
@@ -48,7 +54,7 @@ def emulator_inputs(
     requested_pool: list[int] | None = None
     config_error = model_error
     try:
-        cfg = allocator.load_allocator(config)
+        cfg = allocator.load_allocator(config, create=not read_only)
         # the allocator script keeps its values as text; numbers are what doctor compares
         requested_mem = int(cfg.memory_mib) if cfg.memory_mib.isdigit() else None
         requested_count = int(cfg.cpu_count) if cfg.cpu_count and cfg.cpu_count.isdigit() else None
@@ -61,7 +67,7 @@ def emulator_inputs(
     state, detail = "failed", config_error or "the allocator model is unusable"
     if inst is not None:
         try:
-            snap = allocator.snapshot()
+            snap = allocator.snapshot(read_only=read_only)
         except NitrodeckError as exc:
             detail = f"nitro-emu allocator: {exc}"
         else:
@@ -110,10 +116,16 @@ def emulator_inputs(
 
 
 def doctor_inputs(
-    backend: Backend, metadata_url: str | None = None, timeout: float = PROBE_TIMEOUT, time_url: str | None = None
+    backend: Backend,
+    metadata_url: str | None = None,
+    timeout: float = PROBE_TIMEOUT,
+    time_url: str | None = None,
+    *,
+    read_only: bool = False,
 ) -> DoctorInputs:
+    """``read_only``: gather them without writing anything (the emulator's model is not created)."""
     if backend.is_emulator:
-        return emulator_inputs(backend, metadata_url, timeout, time_url)
+        return emulator_inputs(backend, metadata_url, timeout, time_url, read_only=read_only)
     return host_inputs(
         home.home(), root=Path("/"), metadata_url=metadata_url, timeout=timeout, nitro_cli=tuple(backend.argv),
         time_url=time_url,

@@ -18,11 +18,11 @@ STAND_IN_BLOBS = Path(__file__).resolve().parent / "blobs"
 
 
 class EmulatorBackend(Backend):
-    def pool_model(self, enclaves: list[EnclaveInfo]) -> PoolModel | None:
+    def pool_model(self, enclaves: list[EnclaveInfo], *, read_only: bool = False) -> PoolModel | None:
         from emulator import allocator
 
         try:
-            snap = allocator.snapshot()
+            snap = allocator.snapshot(read_only=read_only)
         except NitrodeckError as exc:  # instance.yaml or allocator.yaml unusable: say so, keep status up
             return PoolModel([], [], str(exc))
         if snap.error:

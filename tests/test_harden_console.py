@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -263,3 +265,210 @@ def test_trust_emulator_root_read_only_prints_but_never_creates(tmp_path: Path) 
     assert again.returncode == 0 and again.stdout == fingerprint.stdout
     assert nd("--read-only", "trust", "emulator-root", env=env).stdout == made.stdout
     assert sorted(p.name for p in (root / "emulator" / "etc").iterdir()) == before
+
+
+# --- item 10: read-only writes nothing, under the emulator too -------------------------------------
+
+Tree = dict[str, tuple[int, int, int, str]]
+
+
+def tree_of(root: Path) -> Tree:
+    """Every entry under ``root``: mode, size, mtime, and the bytes' digest for regular files."""
+    import hashlib
+
+    out: Tree = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else ""
+        out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
+    return out
+
+
+def changed(before: Tree, after: Tree) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def read_only_commands(eif: Path) -> list[list[str]]:
+    """Every read a read-only operator has on the command line (no terminal: bare `nitrodeck` is status)."""
+    return [
+        ["status", "--read-only", "--json"],
+        ["--read-only", "status"],
+        ["describe", "--read-only", "--json"],
+        ["events", "--read-only", "--json"],
+        ["doctor", "--read-only", "--json"],
+        ["pins", "--read-only", "--json"],
+        ["describe-enclaves", "--read-only"],
+        ["describe-eif", "--eif-path", str(eif), "--read-only"],
+        ["trust", "emulator-root", "--read-only"],
+        ["--read-only"],
+    ]
+
+
+def serve_read_only(env: dict[str, str], logs: Path) -> list[str]:
+    """`nitrodeck serve` (always read-only) answering every endpoint once, then stopped."""
+    from tests.agent_world import start_agent
+
+    agent = start_agent(logs, env=env)
+    try:
+        return [f"{path} {agent.request('GET', path)[0]}" for path in ("/status", "/enclaves", "/metrics",
+                                                                        "/events", "/healthz")]
+    finally:
+        agent.stop()
+
+
+def test_read_only_reads_write_nothing_on_a_fresh_home(tmp_path: Path) -> None:
+    """Under the emulator a read-only status used to create instance.yaml, allocator.yaml, the allocator's
+    state and log, and two lock files: nitro-emu is now told (NITRODECK_READ_ONLY) and creates nothing,
+    and the emulator's model is computed in memory. Not even the home folder is made."""
+    world = tmp_path / "world"
+    world.mkdir()
+    home = world / "h"
+    env = {**os.environ, "NITRODECK_HOME": str(home), "NITRODECK_BACKEND": "emulator"}
+    env.pop("NITRODECK_READ_ONLY", None)
+    before = tree_of(world)
+    for args in read_only_commands(world / "none.eif"):
+        done = nd(*args, env=env)
+        assert done.returncode in (0, 1, 13, 35), (args, done.stderr)  # doctor: 1 without Docker; 13, 35: below
+        assert changed(before, tree_of(world)) == [], args
+    # the environment variable works as the flag does
+    assert nd("status", "--json", env={**env, "NITRODECK_READ_ONLY": "1"}).returncode == 0
+    assert nd("describe-enclaves", env={**env, "NITRODECK_READ_ONLY": "1"}).returncode == 0
+    assert [line.split()[1] for line in serve_read_only(env, tmp_path)] == ["200"] * 5
+    assert changed(before, tree_of(world)) == [] and not home.exists()
+
+    # an honest answer: no enclaves, no instance yet, and the pools the first real use will make
+    ro = json.loads(nd("status", "--read-only", "--json", env=env).stdout)
+    assert ro["enclaves"] == [] and ro["instance_id"] is None and ro["read_only"] is True
+    rw = json.loads(nd("status", "--json", env=env).stdout)
+    assert rw["instance_id"].startswith("i-") and (home / "emulator" / "instance.yaml").is_file()
+    assert ro["cpu_pool"] == rw["cpu_pool"] and ro["hugepages"] == rw["hugepages"]
+    assert "instance:  none yet" in nd("status", "--read-only", env={**env, "NITRODECK_HOME": str(world / "g")}).stdout
+
+
+def test_nitro_emu_read_only_refuses_changes_and_writes_nothing(tmp_path: Path) -> None:
+    """NITRODECK_READ_ONLY reaches nitro-emu as a property of its own, as any caller of it may set it."""
+    world = tmp_path / "world"
+    world.mkdir()
+    env = {**os.environ, "NITRODECK_HOME": str(world / "h"), "NITRODECK_READ_ONLY": "1"}
+
+    def emu(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "emulator", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=60, env=env)
+
+    before = tree_of(world)
+    described = emu("describe-enclaves")
+    assert described.returncode == 0 and json.loads(described.stdout) == []
+    for args in (["run-enclave", "--eif-path", str(world / "x.eif"), "--memory", "128", "--cpu-count", "2"],
+                 ["terminate-enclave", "--all"], ["restart-allocator"],
+                 ["build-enclave", "--rootfs", str(world), "--cmd", "true", "--output-file", str(world / "x.eif")]):
+        refused = emu(*args)
+        assert refused.returncode == 13 and "NITRODECK_READ_ONLY is set" in refused.stderr, (args, refused.stderr)
+    # a failure's err log is not written either: the block carries its text, where the driver reads the cause
+    failed = emu("describe-eif", "--eif-path", str(world / "none.eif"))
+    assert failed.returncode == 35
+    assert "The error log could not be written" in failed.stderr and "read-only" in failed.stderr
+    assert "Failed to initialize EIF reader" in failed.stderr
+    assert changed(before, tree_of(world)) == []
+
+
+def test_read_only_reads_change_nothing_in_a_populated_world(nd_home: Path, tmp_path: Path) -> None:
+    """After a real launch, every read-only read (CLI, nitro-cli's words, the agent, the console) leaves
+    the home byte for byte as it was, and still reports the running enclave."""
+    from core.ops.lifecycle import Lifecycle
+    from tests.agent_world import script_eif
+
+    env = {**os.environ}
+    env.pop("NITRODECK_READ_ONLY", None)
+    lc = Lifecycle()
+    eif = script_eif(lc, tmp_path, "quiet", "echo up\nexec sleep 300\n")  # one console line, then silence
+    done = nd("launch", "--eif-path", str(eif), "--memory", "128", "--cpu-count", "2", "--name", "quiet",
+              "--debug-mode", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    enclave_id = json.loads(done.stdout)["EnclaveID"]
+    # the console has its line, and a plain status has made whatever a first use makes
+    assert nd("console", "quiet", "--disconnect-timeout", "2", env=env).stdout.splitlines()[-1] == "up"
+    rw = json.loads(nd("status", "--json", env=env).stdout)
+
+    before = {**tree_of(nd_home), **{f"eif/{k}": v for k, v in tree_of(tmp_path).items()}}
+
+    def now() -> Tree:
+        return {**tree_of(nd_home), **{f"eif/{k}": v for k, v in tree_of(tmp_path).items()}}
+
+    logs = Path(tempfile.mkdtemp(prefix="ndlogs-"))
+    try:
+        for args in [*read_only_commands(eif), ["console", "quiet", "--disconnect-timeout", "1", "--read-only"],
+                     ["console", "--enclave-name", "quiet", "--disconnect-timeout", "1", "--read-only"]]:
+            done = nd(*args, env=env)
+            assert done.returncode in (0, 1), (args, done.stderr)
+            assert changed(before, now()) == [], args
+        assert [line.split()[1] for line in serve_read_only(env, logs)] == ["200"] * 5
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+    assert changed(before, now()) == []
+    ro = json.loads(nd("status", "--read-only", "--json", env=env).stdout)
+    assert [e["EnclaveID"] for e in ro["enclaves"]] == [enclave_id]
+    assert ro["instance_id"] == rw["instance_id"] and ro["cpu_pool"] == rw["cpu_pool"]
+
+
+def test_read_only_never_reclaims_a_dead_enclave_process(nd_home: Path, tmp_path: Path) -> None:
+    """Reclaiming a dead supervisor's enclave (kill its processes, drop its folders, rewrite the table)
+    is a change: read-only leaves the enclave out and says so; the next plain command reclaims it."""
+    import signal
+
+    from core.ops.lifecycle import Lifecycle
+    from tests.agent_world import launch, script_eif
+
+    env = {**os.environ}
+    env.pop("NITRODECK_READ_ONLY", None)
+    lc = Lifecycle()
+    enclave_id = launch(lc, script_eif(lc, tmp_path, "victim"), "victim")
+    supervisor = next(e for e in lc.describe() if e.enclave_id == enclave_id).process_id
+    os.kill(supervisor, signal.SIGKILL)
+    emulator_dir = nd_home / "emulator"
+    before = tree_of(emulator_dir)
+    ro = nd("describe-enclaves", "--read-only", env=env)
+    assert ro.returncode == 0 and json.loads(ro.stdout) == []
+    assert "is gone" in ro.stderr and "read-only" in ro.stderr
+    assert changed(before, tree_of(emulator_dir)) == []
+    rw = nd("describe-enclaves", env=env)
+    assert rw.returncode == 0 and "its enclave was stopped and its resources released" in rw.stderr
+    assert changed(before, tree_of(emulator_dir)) != []
+
+
+def test_read_only_tui_writes_nothing(tmp_path: Path) -> None:
+    """The dashboard with --read-only in a real terminal, on a fresh home: refreshes and the doctor
+    screen write nothing."""
+    import time
+
+    from tests.conftest import require
+    from tests.test_tmux_tui import Term
+
+    require(shutil.which("tmux") is not None, "tmux is not installed")
+    world = Path(tempfile.mkdtemp(prefix="ndtui-", dir="/tmp"))
+    home = world / "h"
+    socket = f"nd-ro-{os.getpid()}"
+    command = (
+        f"cd {REPO} && env -u COLUMNS -u LINES -u NITRODECK_READ_ONLY NITRODECK_HOME={home} NITRODECK_BACKEND=emulator "
+        f"TERM=xterm-256color {sys.executable} -m console --read-only --refresh 0.5"
+    )
+    before = tree_of(world)
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "160", "-y", "48", "-s", "tui", command],
+                   check=True, timeout=20)
+    term = Term(socket, "tui")
+    try:
+        shown = term.wait_for("--read-only")
+        assert "EMULATOR" in shown
+        term.keys("d")
+        term.wait_for("Doctor (emulator)")  # the checks have run
+        term.keys("r")  # and again, from the doctor screen
+        term.keys("escape", "r")
+        term.wait_for("refreshed")
+        time.sleep(1.5)  # a few refreshes at 0.5 s
+        term.keys("q")
+        deadline = time.monotonic() + 20
+        while term.tmux("list-sessions") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        term.tmux("kill-server")
+        assert changed(before, tree_of(world)) == [] and not home.exists()
+        shutil.rmtree(world, ignore_errors=True)

@@ -122,6 +122,24 @@ def test_emulator_model(nd_home: Path) -> None:
     assert res.problem is None and res.driver_loaded is None  # no driver question under the emulator
 
 
+def test_read_only_model_of_a_world_never_started_is_computed_in_memory(nd_home: Path) -> None:
+    """Read-only, the allocator's first start is computed from the operator's allocator.yaml (or nitro-cli's
+    default) and kept nowhere; the same pools come out of the first start that may write."""
+    (nd_home / "emulator" / "etc").mkdir(parents=True)
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 4\n")
+    files = sorted(p.relative_to(nd_home) for p in nd_home.rglob("*"))
+    ro = gather([], emulator_backend(), read_only=True)
+    assert ro.cpus.pool == [1, 2, 5, 6] and ro.problem is None
+    assert [(p.size_kb, p.total) for p in ro.hugepages] == [(1048576, 1), (2048, 0)]
+    assert sorted(p.relative_to(nd_home) for p in nd_home.rglob("*")) == files  # nothing written
+    rw = gather([], emulator_backend())
+    assert (rw.cpus.pool, rw.hugepages) == (ro.cpus.pool, ro.hugepages)
+    assert (nd_home / "emulator" / "instance.yaml").is_file() and (nd_home / "emulator" / "run" / "allocator.json").is_file()
+    # once started, read-only reads the started allocator, not allocator.yaml (as on a parent)
+    (nd_home / "emulator" / "etc" / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 2\n")
+    assert gather([], emulator_backend(), read_only=True).cpus.pool == [1, 2, 5, 6]
+
+
 def test_emulator_model_hugepages_on_the_pool_node(nd_home: Path) -> None:
     # 2 NUMA nodes of 4 cores; the pool is on node 1, so the allocator reserves its hugepages there
     (nd_home / "emulator" / "etc").mkdir(parents=True)

@@ -105,7 +105,7 @@ class Source(ABC):
         from console.doctor_inputs import doctor_inputs
         from core.ops.doctor import run_doctor
 
-        return run_doctor(doctor_inputs(self.backend))
+        return run_doctor(doctor_inputs(self.backend, read_only=self.read_only))
 
     def host_history(self) -> tuple[list[float], list[float]]:
         """Samples to seed the host sparklines with (CPU %, memory %)."""

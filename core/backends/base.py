@@ -90,8 +90,9 @@ class Backend:
 
     # --- what only an emulated world has; the real backend answers None -----------------------------
 
-    def pool_model(self, enclaves: list[EnclaveInfo]) -> PoolModel | None:
-        """The allocator's modelled pools, or None where sysfs is the truth."""
+    def pool_model(self, enclaves: list[EnclaveInfo], *, read_only: bool = False) -> PoolModel | None:
+        """The allocator's modelled pools, or None where sysfs is the truth. ``read_only``: write nothing
+        to find them (a world never set up is described by its defaults, computed in memory)."""
         return None
 
     def exit_info(self, enclave_id: str) -> ExitInfo | None:

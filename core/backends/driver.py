@@ -3,7 +3,8 @@
 Every call is an argv list (never a shell), runs in its own session with a deadline, and on timeout
 the whole process group is killed so no half-started helper survives. stdout and stderr are read
 with a size cap: a runaway tool cannot make nitrodeck eat memory. The environment passes through
-unchanged, so the emulator sees the same NITRODECK_HOME as nitrodeck.
+(the emulator sees the same NITRODECK_HOME as nitrodeck); a read-only driver adds
+``NITRODECK_READ_ONLY=1`` so that nitro-emu writes nothing either (core.backends.real.backend_env).
 
 nitro-cli reports failures as ``[ Exx ] message`` blocks on stderr; they become
 :class:`core.errors.NitroCliError` with an operator hint. run-enclave failures arrive wrapped in E39
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from core import home
 from core.backends.base import Backend
+from core.backends.real import backend_env
 from core.backends.registry import select_backend
 from core.errors import InputTooLarge, NitroCliError, NitrodeckError, UsageError
 from core.models import (
@@ -625,8 +627,11 @@ class NitroCli:
         timeout: float = DEFAULT_TIMEOUT,
         on_command: Callable[[CommandRecord], None] | None = None,
         build_timeout: float = BUILD_TIMEOUT,
+        read_only: bool = False,
     ) -> None:
         self.backend = backend or select_backend()
+        #: nothing may change: the backend is told so (NITRODECK_READ_ONLY=1), and nitro-emu then writes nothing
+        self.read_only = read_only
         self.timeout = timeout
         self.build_timeout = build_timeout
         self.on_command = on_command
@@ -660,6 +665,7 @@ class NitroCli:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run in the child
+                env=backend_env(self.read_only),
             )
         except OSError as exc:
             self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, BackendUnavailable.code))
@@ -858,6 +864,7 @@ class NitroCli:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
                 preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run in the child
+                env=backend_env(self.read_only),
             )
         except OSError as exc:
             raise BackendUnavailable(f"cannot run {self.backend.display_name}: {exc}", where=text) from None

@@ -78,6 +78,16 @@ def env_read_only() -> bool:
     return os.environ.get(ENV_READ_ONLY, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def backend_env(changes_nothing: bool) -> dict[str, str] | None:
+    """The environment of a backend command: this process's own (None), plus ``NITRODECK_READ_ONLY=1``
+    when nothing may change. nitro-emu honours it as nitrodeck does (it refuses changes and, describing,
+    writes nothing: no default instance.yaml or allocator.yaml, no lock files, no log lines); nitro-cli
+    does not read it. Passed explicitly because ``--read-only`` is a flag, not in the environment."""
+    if not changes_nothing:
+        return None
+    return {**os.environ, ENV_READ_ONLY: "1"}
+
+
 def read_only_reason(backend: Backend, flag: bool = False, device: Path | None = None) -> ReadOnlyReason | None:
     """The reason nitrodeck is read-only, or None when it may change things."""
     if flag:

@@ -133,8 +133,10 @@ def parse_pin(data: bytes, where: str) -> Pin:
 
 
 class ExpectedPcrs:
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, read_only: bool = False) -> None:
         self.directory = directory or home.expected_pcrs_dir()
+        #: read-only: an old-format pin is read as it is, not written back in the new format
+        self.read_only = read_only
 
     def path_for(self, key: str) -> Path:
         return self.directory / _file_name(key)
@@ -162,7 +164,7 @@ class ExpectedPcrs:
         except OSError as exc:
             raise ExpectedPcrError(f"cannot read: {exc.strerror}", where=str(path)) from None
         pin = parse_pin(data, str(path))
-        if b'"format"' not in data:
+        if b'"format"' not in data and not self.read_only:
             # format 1: same key, same PCRs; written back once so every reader sees format 2
             with contextlib.suppress(OSError, ExpectedPcrError):
                 self._write(pin)

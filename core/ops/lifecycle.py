@@ -292,14 +292,18 @@ class Lifecycle:
         #: why changes are refused; a device reason refuses only DEVICE_ACTIONS (see mutating)
         self.read_only_reason = read_only_reason
         self.read_only = read_only_reason is not None
+        #: the operator asked for read-only (flag or environment): reads write nothing either, here or in
+        #: the backend (nitro-emu is told through its environment); a device reason still allows builds
+        self.changes_nothing = read_only_reason is not None and read_only_reason.refuses_everything
         self.audit = audit or AuditLog()
         self._listener = on_command
         if driver is None:
             driver = NitroCli(self.backend)
         self._outer_listener = driver.on_command
         driver.on_command = self._on_command
+        driver.read_only = driver.read_only or self.changes_nothing
         self.driver = driver
-        self.expected = ExpectedPcrs()
+        self.expected = ExpectedPcrs(read_only=self.changes_nothing)
         #: what happened to enclaves, shared with every other nitrodeck process (core/ops/journal.py)
         self.journal = journal or Journal(warn=on_warning)
         #: when this process last saw each enclave running (the best exit time on Nitro)
@@ -453,12 +457,14 @@ class Lifecycle:
         return self.driver.describe_eif(path)
 
     def resources(self, enclaves: list[EnclaveInfo] | None = None) -> Resources:
-        return gather(self.describe() if enclaves is None else enclaves, self.backend)
+        return gather(self.describe() if enclaves is None else enclaves, self.backend, read_only=self.changes_nothing)
 
     def status(self) -> Status:
         # --metadata: the image name, version and build metadata reach the detail pane and `status`
         enclaves, warnings = self.describe_report(metadata=True)
-        resources = self.resources(enclaves)  # before the instance ID: the emulator model may create it
+        # before the instance ID: the emulator's model may create it (never when read-only: then a world
+        # never set up has no instance ID yet, and says so)
+        resources = self.resources(enclaves)
         return Status(
             backend=self.backend.name,
             backend_display=self.backend.display_name,

@@ -215,10 +215,13 @@ def no_driver_problem(root: Path) -> str:
     )
 
 
-def gather(enclaves: list[EnclaveInfo], backend: Backend, root: Path | None = None) -> Resources:
+def gather(
+    enclaves: list[EnclaveInfo], backend: Backend, root: Path | None = None, *, read_only: bool = False
+) -> Resources:
+    """The pools and host load; ``read_only``: the backend's model is read without writing anything."""
     problem = None
     driver: bool | None = None
-    model = backend.pool_model(enclaves)
+    model = backend.pool_model(enclaves, read_only=read_only)
     if model is not None:
         pages, pool, problem = model_resources(model)
         cpus = cpu_pool(pool, enclaves, "emulator-model")

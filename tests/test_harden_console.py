@@ -316,6 +316,7 @@ def serve_read_only(env: dict[str, str], logs: Path) -> list[str]:
         agent.stop()
 
 
+@pytest.mark.slow
 def test_read_only_reads_write_nothing_on_a_fresh_home(tmp_path: Path) -> None:
     """Under the emulator a read-only status used to create instance.yaml, allocator.yaml, the allocator's
     state and log, and two lock files: nitro-emu is now told (NITRODECK_READ_ONLY) and creates nothing,
@@ -371,6 +372,7 @@ def test_nitro_emu_read_only_refuses_changes_and_writes_nothing(tmp_path: Path) 
     assert changed(before, tree_of(world)) == []
 
 
+@pytest.mark.slow
 def test_read_only_reads_change_nothing_in_a_populated_world(nd_home: Path, tmp_path: Path) -> None:
     """After a real launch, every read-only read (CLI, nitro-cli's words, the agent, the console) leaves
     the home byte for byte as it was, and still reports the running enclave."""
@@ -435,6 +437,7 @@ def test_read_only_never_reclaims_a_dead_enclave_process(nd_home: Path, tmp_path
     assert changed(before, tree_of(emulator_dir)) != []
 
 
+@pytest.mark.slow
 def test_read_only_tui_writes_nothing(tmp_path: Path) -> None:
     """The dashboard with --read-only in a real terminal, on a fresh home: refreshes and the doctor
     screen write nothing."""

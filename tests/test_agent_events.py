@@ -1,5 +1,6 @@
 """The agent's journal endpoints against the emulator: SSE delivers `launched` and `exited` as they
-happen, /events answers from the journal, and `nitrodeck_enclave_exits_total` counts the exit."""
+happen, /events answers from the journal, and `nitrodeck_enclave_exits_total` counts the exit (the
+read-only agent keeps an exit it noticed in memory; it writes no journal line)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from tests.test_agent import samples
 pytestmark = pytest.mark.slow
 
 
-def read_sse(host: str, port: int, out: list[dict], done: threading.Event) -> None:
+def read_sse(host: str, port: int, out: list[dict], done: threading.Event, path: str = "/events/stream") -> None:
     """Collect the stream's events (``event:`` + ``data:`` blocks) until the server closes it."""
     conn = http.client.HTTPConnection(host, port, timeout=120)
-    conn.request("GET", "/events/stream")
+    conn.request("GET", path)
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
     done.set()  # connected: what happens from now on is delivered
@@ -66,6 +67,9 @@ def test_sse_delivers_launched_and_exited(nd_home: Path, tmp_path: Path) -> None
         _, _, metrics = agent.request("GET", "/metrics")
         exits = {s.labels["name"]: s.value for s in samples(metrics.decode())["nitrodeck_enclave_exits_total"]}
         assert exits == {"brief": 1.0}
+        # the agent is read-only: it reports the exit it noticed from memory, and the journal has no line of it
+        recorded = [json.loads(x) for x in (nd_home / "journal.jsonl").read_text().splitlines()]
+        assert [e["event"] for e in recorded if e.get("enclave_id") == enclave_id] == ["launched"]
     finally:
         agent.stop()
     reader.join(timeout=30)

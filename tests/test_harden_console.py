@@ -412,6 +412,95 @@ def test_read_only_reads_change_nothing_in_a_populated_world(nd_home: Path, tmp_
     assert ro["instance_id"] == rw["instance_id"] and ro["cpu_pool"] == rw["cpu_pool"]
 
 
+@pytest.mark.slow
+def test_read_only_notices_an_exit_without_writing_it(nd_home: Path, tmp_path: Path) -> None:
+    """An enclave the journal lists as launched is gone (its process killed). `status --read-only` and the
+    read-only agent used to append its `exited` event to the journal: now they leave the home byte for
+    byte as it was, and still report the exit (status's exited list; the agent's /events, /events/stream
+    and nitrodeck_enclave_exits_total) from their own memory. When a process that may write records the
+    same exit, the agent still counts and streams it once."""
+    import threading
+
+    import psutil
+
+    from core.ops.lifecycle import Lifecycle
+    from tests.agent_world import launch, script_eif, start_agent
+    from tests.conftest import wait_for
+    from tests.test_agent import samples
+    from tests.test_agent_events import read_sse
+
+    env = {**os.environ}
+    env.pop("NITRODECK_READ_ONLY", None)
+    lc = Lifecycle()
+    enclave_id = launch(lc, script_eif(lc, tmp_path, "doomed"), "doomed")
+    supervisor = psutil.Process(next(e for e in lc.describe() if e.enclave_id == enclave_id).process_id)
+    children = supervisor.children(recursive=True)
+    assert children  # the enclave's processes
+    for child in children:
+        child.kill()
+
+    def supervisor_gone() -> bool:
+        try:
+            return supervisor.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    # the supervisor sees its enclave end, keeps how it ended, and goes (waiting on it writes nothing)
+    wait_for(supervisor_gone, timeout=30)
+    journal = nd_home / "journal.jsonl"
+    assert [json.loads(x)["event"] for x in journal.read_text().splitlines()][-1] == "launched"
+
+    def now() -> Tree:
+        return {**tree_of(nd_home), **{f"eif/{k}": v for k, v in tree_of(tmp_path).items()}}
+
+    before = now()
+    done = nd("status", "--read-only", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["enclaves"] == [] and [e["enclave_id"] for e in status["exited"]] == [enclave_id]
+    assert status["exited"][0]["name"] == "doomed"
+    assert changed(before, now()) == []
+
+    logs = Path(tempfile.mkdtemp(prefix="ndlogs-"))
+    agent = start_agent(logs, env=env)
+    got: list[dict] = []
+    connected = threading.Event()
+    reader = threading.Thread(target=read_sse, args=(agent.host, agent.port, got, connected,
+                                                     "/events/stream?since=10m"), daemon=True)
+    reader.start()
+    try:
+        assert connected.wait(30)
+
+        def exits_of(events: list[dict]) -> list[dict]:
+            return [e for e in events if e.get("event") == "exited" and e.get("enclave_id") == enclave_id]
+
+        wait_for(lambda: exits_of([e["data"] for e in got]), timeout=30)
+        assert [e["event"] for e in got if e["data"].get("enclave_id") == enclave_id] == ["launched", "exited"]
+        listed = agent.get_json("/events?since=10m")["events"]  # type: ignore[index]
+        assert [e["event"] for e in listed if e["enclave_id"] == enclave_id] == ["launched", "exited"]
+
+        def exits_counted() -> dict[str, float]:
+            _, _, metrics = agent.request("GET", "/metrics")
+            return {s.labels["name"]: s.value for s in samples(metrics.decode()).get("nitrodeck_enclave_exits_total", [])}
+
+        assert exits_counted() == {"doomed": 1.0}
+        assert changed(before, now()) == []  # the agent has refreshed at least once: still nothing written
+
+        # a process that may write notices the same exit and records it: the agent counts it once
+        assert nd("status", "--json", env=env).returncode == 0
+        recorded = [json.loads(x) for x in journal.read_text().splitlines()]
+        assert [e["event"] for e in recorded if e.get("enclave_id") == enclave_id] == ["launched", "exited"]
+        wait_for(lambda: agent.get_json("/events?since=10m")["events"][-1] == recorded[-1], timeout=30)  # type: ignore[index]
+        assert exits_counted() == {"doomed": 1.0}
+        assert len(exits_of(agent.get_json("/events?since=10m")["events"])) == 1  # type: ignore[index,arg-type]
+    finally:
+        agent.stop()
+        shutil.rmtree(logs, ignore_errors=True)
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert len(exits_of([e["data"] for e in got])) == 1  # streamed once, not again when it was recorded
+
+
 def test_read_only_never_reclaims_a_dead_enclave_process(nd_home: Path, tmp_path: Path) -> None:
     """Reclaiming a dead supervisor's enclave (kill its processes, drop its folders, rewrite the table)
     is a change: read-only leaves the enclave out and says so; the next plain command reclaims it."""

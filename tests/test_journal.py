@@ -130,6 +130,71 @@ def test_follow_streams_new_events(tmp_path: Path) -> None:
     assert seen == ["built", "launched"]
 
 
+def _exit_of(j: Journal, enclave_id: str) -> bool:
+    event = make_event("exited", enclave_id=enclave_id, name=enclave_id.upper())
+    return j.record_once(event, lambda events: enclave_id in j.open_launches(events))
+
+
+def test_read_only_journal_writes_nothing_and_keeps_what_it_observed(tmp_path: Path) -> None:
+    """Read-only (issue 9 item 10): an exit or a PCR mismatch the process notices stays in its memory,
+    merged into what it reads, until a process that writes records the same fact: then it counts once."""
+    path = tmp_path / "journal.jsonl"
+    writer = Journal(path)
+    writer.append("launched", enclave_id="e1", name="E1")
+    writer.append("launched", enclave_id="e2", name="E2")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    ro = Journal(path, read_only=True)
+    assert _exit_of(ro, "e1") and not _exit_of(ro, "e1")  # once, also in memory
+    mismatch = make_event("pcr-mismatch", enclave_id="e2", pin="web")
+    assert ro.record_once(mismatch, lambda events: not any(e.event == "pcr-mismatch" for e in events))
+    ro.append("pinned", pin="other")  # (refused before it gets here; still nothing written)
+    with ro.terminating(["e2"]):
+        assert not ro.is_terminating("e2")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # not even journal.jsonl.lock
+    assert [(e.event, e.enclave_id) for e in ro.read()] == [
+        ("launched", "e1"), ("launched", "e2"), ("exited", "e1"), ("pcr-mismatch", "e2"), ("pinned", None)]
+    assert list(ro.open_launches()) == ["e2"] and [e.event for e in ro.read(enclave="e1")] == ["launched", "exited"]
+    assert [e.event for e in writer.read()] == ["launched", "launched"]  # another process sees none of it
+
+    # a writer notices the same exit and mismatch later: the file's copies replace the observed ones
+    assert _exit_of(writer, "e1")
+    writer.record_once(make_event("pcr-mismatch", enclave_id="e2", pin="web"), lambda events: True)
+    exits = [e for e in ro.read() if e.event == "exited"]
+    assert len(exits) == 1 and exits[0] == writer.read()[2]
+    assert [e.event for e in ro.read()].count("pcr-mismatch") == 1
+    # a journal never written: nothing is created
+    empty = tmp_path / "none"
+    empty.mkdir()
+    nothing = Journal(empty / "journal.jsonl", read_only=True)
+    nothing.append("launched", enclave_id="e9")
+    assert _exit_of(nothing, "e9") and [e.event for e in nothing.read()] == ["launched", "exited"]
+    assert list(empty.iterdir()) == []
+
+
+def test_read_only_follow_delivers_an_observed_exit_once(tmp_path: Path) -> None:
+    """A read-only follower (the agent's /events/stream) delivers the exit it observed at once, and not
+    again when a process that writes records the same exit."""
+    path = tmp_path / "journal.jsonl"
+    writer = Journal(path)
+    writer.append("launched", enclave_id="e1", name="one")
+    ro = Journal(path, read_only=True)
+    seen: list[tuple[str, str | None]] = []
+    ticks = [0]
+
+    def tick() -> None:
+        ticks[0] += 1
+        if len(seen) == 1 and ticks[0] == 1:
+            assert _exit_of(ro, "e1")  # this process notices the exit: it writes nothing
+        elif len(seen) == 2 and ticks[0] == 2:
+            assert _exit_of(writer, "e1")  # a writer records it as well
+            writer.append("launched", enclave_id="e2", name="two")
+
+    for event in ro.follow(stop=lambda: len(seen) >= 3 or ticks[0] > 50, poll=0.1, tick=tick):
+        seen.append((event.event, event.enclave_id))
+    assert seen == [("launched", "e1"), ("exited", "e1"), ("launched", "e2")]
+    assert [e.event for e in Journal(path).read()] == ["launched", "exited", "launched"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
 def test_parse_line_fuzz(data: bytes) -> None:

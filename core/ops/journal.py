@@ -16,6 +16,12 @@ Why it is safe to share:
 - a journal that cannot be written (a full disk, a read-only home) warns and never fails the action
   it records: the launch happened whether or not the journal heard of it.
 
+Read-only (``--read-only``, ``NITRODECK_READ_ONLY``: ``Journal(read_only=True)``) writes nothing, not even
+the lock file. What such a process observes (an ``exited`` enclave, a ``pcr-mismatch``) is kept in its
+memory and merged into what :meth:`Journal.read` and :meth:`Journal.follow` answer, until a process
+that writes records the same event (by :func:`dedup_key`): then the file's copy is the one shown, so an
+exit is counted once whoever recorded it.
+
 Readers (the CLI's ``events``, the TUI, a later HTTP agent) use :meth:`Journal.read` and
 :meth:`Journal.follow`; following polls the file, behind :func:`wait_for_change` so a watcher
 (inotify) can replace the poll in one place.
@@ -26,11 +32,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
 import re
+import threading
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,6 +58,8 @@ MAX_LINE = 64 * 1024
 LAST_CONSOLE_LINES = 20
 _MAX_CONSOLE_LINE = 512
 _CONSOLE_TAIL_BYTES = 64 * 1024
+#: events a read-only process keeps in memory at most (the oldest go first)
+MAX_OBSERVED = 4096
 
 EVENTS = (
     "built",
@@ -168,6 +179,31 @@ class Event:
         return len(wanted) >= 4 and bool(tail) and tail.startswith(wanted)
 
 
+def dedup_key(event: Event) -> tuple[str, ...] | None:
+    """What makes two events the same fact for the journal's record-once rule, or None.
+
+    An enclave is closed once (``exited`` or ``terminated``); a PCR mismatch is recorded once per
+    enclave and pin. A read-only process's observed event gives way to a recorded one with its key."""
+    if not event.enclave_id:
+        return None
+    if event.event in TERMINAL:
+        return ("closed", event.enclave_id)
+    if event.event == "pcr-mismatch":
+        pin = event.get("pin")
+        return ("pcr-mismatch", event.enclave_id, pin if isinstance(pin, str) else "")
+    return None
+
+
+def _merge(recorded: list[Event], observed: list[Event]) -> list[Event]:
+    """``recorded`` (file order) with each ``observed`` event placed by its time (after equal times)."""
+    if not observed:
+        return recorded
+    out = list(recorded)
+    for event in observed:
+        out.insert(bisect_right(out, event.when, key=lambda e: e.when), event)
+    return out
+
+
 def parse_line(line: bytes) -> Event | None:
     if not line.strip() or len(line) > MAX_LINE:
         return None
@@ -214,8 +250,11 @@ class Journal:
         max_bytes: int = MAX_BYTES,
         keep: int = KEEP,
         warn: Callable[[str], None] | None = None,
+        read_only: bool = False,
     ) -> None:
         self.path = path or home.journal_file()
+        #: write nothing (not even the lock file); keep what this process observes in memory instead
+        self.read_only = read_only
         self.max_bytes = max_bytes
         self.keep = keep
         self.warn = warn or (lambda text: log.warning(text))
@@ -223,6 +262,12 @@ class Journal:
         self.warnings: list[str] = []
         self._cache: dict[Path, _FileCache] = {}
         self._torn_warned: set[tuple[int, int]] = set()
+        #: read-only: (sequence number, event) this process observed and did not write, oldest first
+        self._observed: list[tuple[int, Event]] = []
+        self._observed_seq = 0
+        # one process may read from several threads (the agent's refresh and its event streams): the
+        # file caches and the observed events change under this lock
+        self._mutex = threading.RLock()
 
     # -- writing
 
@@ -296,19 +341,36 @@ class Journal:
     def append(self, kind: str, **fields: Any) -> Event:
         """Record an event now. Never raises for I/O: a failure is a warning (see ``warnings``)."""
         event = make_event(kind, **fields)
+        if self.read_only:
+            self._observe(event)
+            return event
         with self.locked() as ok:
             if ok:
                 self._write_locked(event)
         return event
 
     def record_once(self, event: Event, still_needed: Callable[[list[Event]], bool]) -> bool:
-        """Append ``event`` unless ``still_needed(events)`` (asked under the lock) says another process did."""
+        """Append ``event`` unless ``still_needed(events)`` (asked under the lock) says another process did.
+
+        Read-only, the event is kept in this process's memory instead (the same question, asked of the
+        file's events and what this process already observed)."""
+        if self.read_only:
+            with self._mutex:
+                if not still_needed(self.read()):
+                    return False
+                self._observe(event)
+                return True
         with self.locked() as ok:
             if not ok:
                 return False
             if not still_needed(self.read()):
                 return False
             return self._write_locked(event)
+
+    def _observe(self, event: Event) -> None:
+        with self._mutex:
+            self._observed_seq += 1
+            self._observed = [*self._observed, (self._observed_seq, event)][-MAX_OBSERVED:]
 
     # -- reading
 
@@ -349,14 +411,37 @@ class Journal:
                 self._warn(f"journal: skipped {bad} unreadable line{'s' if bad > 1 else ''} in {path} (torn write?)")
         return cache.events
 
-    def read(self, since: datetime | None = None, enclave: str | None = None) -> list[Event]:
-        """Every event, oldest first (newest last), optionally from ``since`` on and for one enclave."""
+    def _recorded(self) -> list[Event]:
+        """The events in the files, oldest first (the caller holds ``_mutex``)."""
         live = set(self.files())
         for stale in [p for p in self._cache if p not in live]:
             del self._cache[stale]
         out: list[Event] = []
         for path in self.files():
             out.extend(self._load(path))
+        return out
+
+    def _unrecorded(self, recorded: list[Event]) -> list[tuple[int, Event]]:
+        """This process's observed events that no file holds yet; those a writer has recorded since are
+        dropped for good (the caller holds ``_mutex``)."""
+        if not self._observed:
+            return []
+        keys = {key for key in map(dedup_key, recorded) if key is not None}
+        self._observed = [(seq, e) for seq, e in self._observed if (key := dedup_key(e)) is None or key not in keys]
+        return list(self._observed)
+
+    def _current(self) -> tuple[list[Event], list[tuple[int, Event]], int]:
+        """The recorded events, the observed ones not recorded yet, and the last observation's number."""
+        with self._mutex:
+            recorded = self._recorded()
+            return recorded, self._unrecorded(recorded), self._observed_seq
+
+    def read(self, since: datetime | None = None, enclave: str | None = None) -> list[Event]:
+        """Every event, oldest first (newest last), optionally from ``since`` on and for one enclave.
+
+        Read-only, the events this process observed and did not write are merged in by time."""
+        recorded, observed, _ = self._current()
+        out = _merge(recorded, [e for _, e in observed])
         if since is not None:
             out = [e for e in out if e.when >= since]
         if enclave:
@@ -373,23 +458,33 @@ class Journal:
     ) -> Iterator[Event]:
         """The matching events so far, then each new one as it is appended, until ``stop()``.
 
-        ``tick`` runs after every wait (the CLI uses it to notice exits while it watches)."""
-        everything = self.read()
-        for event in everything:
+        ``tick`` runs after every wait (the CLI uses it to notice exits while it watches). Read-only,
+        the events this process observes are delivered too, once: a writer's later copy of one is not."""
+        recorded, observed, seq = self._current()
+        #: the keys of observed events delivered, so that the file's copy of one is not delivered again
+        delivered = {key for _, e in observed if (key := dedup_key(e)) is not None}
+        for event in _merge(recorded, [e for _, e in observed]):
             if (since is None or event.when >= since) and event.matches(enclave):
                 yield event
-        last = everything[-1] if everything else None
+        last = recorded[-1] if recorded else None
         while not stop():
-            wait_for_change(self.path, _identity(self.path), poll, stop)
+            wait_for_change(self.path, _identity(self.path), poll, functools.partial(self._woken, stop, seq))
             if tick is not None:
                 tick()
-            everything = self.read()
-            fresh = _after(everything, last)
-            if everything:
-                last = everything[-1]
-            for event in fresh:
+            recorded, observed, newest = self._current()
+            fresh = [e for e in _after(recorded, last) if dedup_key(e) not in delivered]
+            fresh_observed = [e for n, e in observed if n > seq]
+            delivered.update(key for e in fresh_observed if (key := dedup_key(e)) is not None)
+            seq = newest
+            if recorded:
+                last = recorded[-1]
+            for event in _merge(fresh, fresh_observed):
                 if (since is None or event.when >= since) and event.matches(enclave):
                     yield event
+
+    def _woken(self, stop: Callable[[], bool], seq: int) -> bool:
+        """A follower stops waiting for the file when asked to, or when this process observed an event."""
+        return stop() or self._observed_seq != seq
 
     # -- terminations in flight: another process must not take them for exits
 
@@ -400,6 +495,9 @@ class Journal:
     @contextlib.contextmanager
     def terminating(self, enclave_ids: list[str]) -> Iterator[None]:
         """Mark enclaves as being terminated by this process while the terminate runs."""
+        if self.read_only:  # a read-only process terminates nothing (and writes no mark)
+            yield
+            return
         marks = []
         for enclave_id in enclave_ids:
             if not enclave_id or "/" in enclave_id or enclave_id.startswith("."):

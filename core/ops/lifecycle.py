@@ -304,8 +304,11 @@ class Lifecycle:
         driver.read_only = driver.read_only or self.changes_nothing
         self.driver = driver
         self.expected = ExpectedPcrs(read_only=self.changes_nothing)
-        #: what happened to enclaves, shared with every other nitrodeck process (core/ops/journal.py)
+        #: what happened to enclaves, shared with every other nitrodeck process (core/ops/journal.py);
+        #: read-only, what this process observes (exits, PCR mismatches) stays in its memory
         self.journal = journal or Journal(warn=on_warning)
+        if self.changes_nothing:
+            self.journal.read_only = True
         #: when this process last saw each enclave running (the best exit time on Nitro)
         self._last_seen: dict[str, float] = {}
 
@@ -343,7 +346,9 @@ class Lifecycle:
     # -- the journal: exits nobody asked for
 
     def observe(self, enclaves: list[EnclaveInfo]) -> list[Event]:
-        """Record ``exited`` (once, whoever notices first) for launches the journal knows that are gone."""
+        """Record ``exited`` (once, whoever notices first) for launches the journal knows that are gone.
+
+        Read-only, the journal keeps the event in this process's memory (it writes nothing)."""
         now = time.time()
         for enclave in enclaves:
             self._last_seen[enclave.enclave_id] = now

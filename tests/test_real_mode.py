@@ -163,6 +163,27 @@ def test_console_streams_and_e44_keeps_no_log(world: RealWorld, nd_home: Path) -
     assert kept.stdout == done.stdout
 
 
+def test_read_only_console_keeps_no_copy(world: RealWorld, nd_home: Path) -> None:
+    """nitro-cli keeps no console history, so a console nitrodeck streams is copied under logs/console/;
+    read-only (the flag or NITRODECK_READ_ONLY) writes nothing, so it streams the same lines and keeps none."""
+    from tests.test_harden_console import changed, tree_of
+
+    debug = launch(world, "--cpu-ids", "3", "--name", "loud", "--debug-mode")
+
+    def home_tree() -> dict:  # parent/ is the stand-in Nitro parent (nitro-cli's own state), not nitrodeck's
+        return {k: v for k, v in tree_of(nd_home).items() if k != "parent" and not k.startswith("parent/")}
+
+    before = home_tree()
+    for args, env in ((["--read-only"], None), ([], {"NITRODECK_READ_ONLY": "1"})):
+        done = world.cli("console", "loud", "--disconnect-timeout", "1", *args, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "[    0.100000] enclave loud booted"
+        assert changed(before, home_tree()) == [], args
+    assert not (nd_home / "logs" / "console" / f"{debug['EnclaveID']}.log").exists()
+    kept = world.cli("console", "loud", "--disconnect-timeout", "1")  # one that may write keeps its copy
+    assert kept.returncode == 0 and (nd_home / "logs" / "console" / f"{debug['EnclaveID']}.log").is_file()
+
+
 def test_console_json_into_head_closes_cleanly(world: RealWorld) -> None:
     run = launch(world, "--cpu-ids", "3", "--debug-mode", "--name", "chatty")
     state = world.state()

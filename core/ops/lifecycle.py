@@ -10,7 +10,8 @@ decorator refuses them under read-only before the body runs and appends one audi
 Console logs: the emulator keeps every enclave's console in
 ``core.home.emulator_console_dir()/<enclave-id>.log`` (it outlives the enclave). Real nitro-cli keeps
 no console history, so nitrodeck writes what it streams through :meth:`Lifecycle.console` to
-``core.home.logs_dir()/console/<enclave-id>.log``; that copy holds only what nitrodeck has seen.
+``core.home.logs_dir()/console/<enclave-id>.log``; that copy holds only what nitrodeck has seen, and
+only what a process that may write has seen (read-only keeps none).
 """
 
 from __future__ import annotations
@@ -679,8 +680,9 @@ class Lifecycle:
         async with contextlib.aclosing(self.driver.console(target.enclave_id, disconnect_timeout)) as lines:
             try:
                 async for line in lines:
-                    if keep is None and not self.backend.is_emulator:
-                        # opened at the first line: an enclave without a console (E44) gets no empty log
+                    if keep is None and not self.backend.is_emulator and not self.changes_nothing:
+                        # opened at the first line: an enclave without a console (E44) gets no empty log;
+                        # read-only keeps no copy (it writes nothing)
                         path = home.ensure(kept_console_dir()) / f"{target.enclave_id}.log"
                         keep = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally below
                     if keep is not None and written < _MAX_KEPT_LOG:

@@ -35,6 +35,9 @@ def main() -> int:
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="nds-", dir="/tmp")
     env = {**os.environ, "NITRODECK_HOME": home, "NITRODECK_BACKEND": "emulator"}
+    # the warm-up writes .pyc files as an installed package has them (pip compiles at install);
+    # PYTHONDONTWRITEBYTECODE in the caller's environment would have every run compile from source
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     py = sys.executable
     contenders = {
         'python3 -c "import json"': [py, "-c", "import json"],

@@ -4,20 +4,44 @@ an emulated world has (the allocator model, the local KMS). Importing this modul
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core import home
 from core.backends import registry
-from core.backends.base import Backend, ExitInfo, HugepageModel, LocalKms, PoolModel
-from core.eif import blobs
+from core.backends.base import Answer, AnswerAbandoned, Backend, ExitInfo, HugepageModel, LocalKms, PoolModel
 from core.errors import NitrodeckError
 from core.models import EnclaveInfo
+from emulator import stand_ins
+from emulator.stand_ins import STAND_IN_BLOBS
 
-#: the small stand-in kernel, cmdline and init that EIFs are built from where nitro-cli's blobs are absent
-STAND_IN_BLOBS = Path(__file__).resolve().parent / "blobs"
+__all__ = ["STAND_IN_BLOBS", "EmulatorBackend", "emulator_backend"]
+
+
+#: the process nitrodeck would start for a nitro-emu command: this interpreter running this package
+OWN_ARGV = (sys.executable, "-m", "emulator")
 
 
 class EmulatorBackend(Backend):
+    def answer(
+        self,
+        args: Sequence[str],
+        deadline: float,
+        cancelled: Callable[[], bool] | None = None,
+        *,
+        read_only: bool = False,
+    ) -> Answer | None:
+        from emulator import cli, state
+
+        # only when the process would run this very code (not a wrapper put in as argv)
+        if self.argv != OWN_ARGV or not args or args[0] not in cli.IN_PROCESS_COMMANDS:
+            return None
+        try:
+            code, out, err = cli.answer(args, deadline, cancelled, read_only=read_only)
+        except state.LockWaitAbandoned as exc:
+            raise AnswerAbandoned(exc.cancelled) from None
+        return Answer(code, out, err)
+
     def pool_model(self, enclaves: list[EnclaveInfo], *, read_only: bool = False) -> PoolModel | None:
         from emulator import allocator
 
@@ -54,10 +78,8 @@ class EmulatorBackend(Backend):
 
 def emulator_backend(chosen_by: str = "flag") -> Backend:
     # The same interpreter that runs nitrodeck, so a venv install needs no `nitro-emu` on PATH.
-    return EmulatorBackend(
-        "emulator", (sys.executable, "-m", "emulator"), "nitro-emu", home.emulator_vsock_dir(), chosen_by
-    )
+    return EmulatorBackend("emulator", OWN_ARGV, "nitro-emu", home.emulator_vsock_dir(), chosen_by)
 
 
 registry.register("emulator", emulator_backend)
-blobs.register_stand_ins(STAND_IN_BLOBS)
+stand_ins.register()

@@ -32,7 +32,9 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
 def run_build(args: argparse.Namespace) -> dict[str, Any]:
     """Build the EIF; returns build-enclave's stdout object ({"Measurements": ...})."""
     from core.eif import build
-    from emulator import backend  # noqa: F401 - registers the stand-in kernel blobs
+    from emulator import stand_ins
+
+    stand_ins.register()
 
     def progress(line: str) -> None:
         sys.stderr.write(line + "\n")

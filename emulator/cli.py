@@ -12,15 +12,17 @@ enclave process starts (E01/E02/E03/E17/E19 of --config) are printed alone with 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import os
 import re
 import socket
-import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from core import home
 from core.backends.real import ENV_READ_ONLY
@@ -28,7 +30,7 @@ from core.channel.unixsock import short_path
 from core.errors import NitrodeckError, ReadOnlyError
 from emulator import control, state
 from emulator.errors import EmuError, explain
-from emulator.logs import error_block, log_line, read_only, write_err_log
+from emulator.logs import TOLD_READ_ONLY, error_block, log_line, read_only, write_err_log
 
 VERSION_TEXT = "Nitro CLI 1.5.0"
 MAX_CONFIG_BYTES = 64 * 1024
@@ -56,23 +58,47 @@ ACTIONS = {
 }
 
 
+#: where this command's stdout and stderr go: the process's own, or (a command answered inside another
+#: process, :func:`answer`) two buffers. Per thread and task, so concurrent answers never mix.
+_STREAMS: contextvars.ContextVar[tuple[TextIO, TextIO] | None] = contextvars.ContextVar("nitro_emu_streams", default=None)
+
+
+def stdout() -> TextIO:
+    streams = _STREAMS.get()
+    return sys.stdout if streams is None else streams[0]
+
+
+def stderr() -> TextIO:
+    streams = _STREAMS.get()
+    return sys.stderr if streams is None else streams[1]
+
+
+def write_err(text: str) -> None:
+    stream = stderr()
+    stream.write(text)
+    stream.flush()
+
+
+def write_out(text: str) -> None:
+    stream = stdout()
+    stream.write(text)
+    stream.flush()
+
+
 def out_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    write_out(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def fail(err: EmuError, action: str) -> int:
     path = write_err_log(err, action)
     log_line("nitro-cli", "ERROR", f"{action}: {err.code} {err.message.splitlines()[0]}")
-    sys.stderr.write(error_block(err, path))
-    sys.stderr.flush()
+    write_err(error_block(err, path))
     return err.exit_status
 
 
 def note(text: str) -> None:
     """Where the emulator must differ from nitro-cli it says so in one stderr line of its own."""
-    sys.stderr.write(f"nitro-emu: {text}\n")
-    sys.stderr.flush()
+    write_err(f"nitro-emu: {text}\n")
 
 
 def warn(text: str) -> None:
@@ -89,8 +115,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         from emulator.usage import EXIT_USAGE, render
 
-        sys.stderr.write(render(self, message))
-        sys.stderr.flush()
+        write_err(render(self, message))
         raise SystemExit(EXIT_USAGE)
 
 
@@ -197,7 +222,7 @@ def parse_memory(text: str) -> int:
 def check_cid(value: int) -> int:
     """nitro-cli's CID rules. Like nitro-cli these E03s carry no parameters: the line shows MISSING_INFO."""
     if value == 0:
-        sys.stderr.write("The enclave CID will be auto-generated as the provided CID is 0\n")
+        write_err("The enclave CID will be auto-generated as the provided CID is 0\n")
         return 0
     if value in (1, 2, U32_MAX):
         raise EmuError(code="E03", subactions=[f"CID {value} is a well-known CID, not to be used for enclaves"])
@@ -347,6 +372,8 @@ def _package_root() -> str:
 
 def spawn_supervisor() -> tuple[socket.socket, int]:
     """Start a daemonized supervisor; returns our end of its launch channel and its PID."""
+    import subprocess  # only run-enclave starts processes
+
     ours, theirs = socket.socketpair()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
@@ -387,8 +414,7 @@ def cmd_run(args: argparse.Namespace, parser: _Parser) -> int:
             while True:
                 msg = control.recv(chan)
                 if "stderr" in msg:
-                    sys.stderr.write(str(msg["stderr"]))
-                    sys.stderr.flush()
+                    write_err(str(msg["stderr"]))
                 elif "result" in msg:
                     result = msg["result"]
                     # confirmed before anything is printed: an enclave whose run-enclave died before
@@ -396,14 +422,14 @@ def cmd_run(args: argparse.Namespace, parser: _Parser) -> int:
                     control.send(chan, {"ack": True})
                     break
                 elif "error" in msg:
-                    sys.stderr.write(str(msg["error"]))
+                    write_err(str(msg["error"]))
                     inner_error = True
                     break
         except (OSError, ConnectionError, NitrodeckError):
             pass
     if result is None:
         if inner_error:
-            sys.stderr.write("Failed connections: 1\n")
+            write_err("Failed connections: 1\n")
         return fail(EmuError(code="E39", subactions=["Failed to receive the enclave's run information"]), action)
     out_json(result)
     if attach:
@@ -523,13 +549,43 @@ def describe_one(entry: state.Entry, metadata: bool) -> dict[str, Any] | None:
     return info
 
 
-def cmd_describe(args: argparse.Namespace) -> int:
-    from concurrent.futures import ThreadPoolExecutor
+T = TypeVar("T")
+R = TypeVar("R")
 
+
+def side_by_side(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(item) for item in items]``, each item in its own thread (one enclave process that does not
+    answer costs DESCRIBE_TIMEOUT once, not per enclave), results in order; the first exception raised
+    is raised here. Each thread runs in a copy of this one's context, so its output goes where ours does.
+    (Plain threads: concurrent.futures would cost every describe-enclaves its import.)"""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException | None] = [None] * len(items)
+
+    def run(index: int, item: T) -> None:
+        try:
+            results[index] = fn(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            errors[index] = exc
+
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(run, i, item), daemon=True)
+        for i, item in enumerate(items)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
     started = [e for e in live_entries() if e.started]
-    # asked side by side: one silent enclave process costs DESCRIBE_TIMEOUT once, not per enclave
-    with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
-        infos = list(pool.map(lambda e: describe_one(e, args.metadata), started))
+    infos = side_by_side(lambda e: describe_one(e, args.metadata), started)
     out_json([info for info in infos if info is not None])
     return 0
 
@@ -544,14 +600,13 @@ def cmd_restart_allocator() -> int:
 
     running = any(e for e in live_entries())
     st = start_allocator(load_instance(), enclaves_running=running)
-    sys.stdout.write("".join(line + "\n" for line in st.output))
+    write_out("".join(line + "\n" for line in st.output))
     return 1 if st.error else 0
 
 
 def cmd_emulator_describe() -> int:
     """nitro-emu only: per enclave, the EIF it runs and its isolation (describe-enclaves keeps nitro-cli's
     keys, json_output.rs EnclaveDescribeInfo, and nothing else)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(entry: state.Entry) -> dict[str, Any] | None:
         problem = unresponsive_reason(entry)
@@ -574,9 +629,7 @@ def cmd_emulator_describe() -> int:
     # the table without its lock: this command only reads, and nothing here may touch the run folder
     # (a front end watching that folder hears a lock file closed after writing as a change)
     started = [e for e in state.read_entries() if e.started and state.entry_alive(e)]
-    with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
-        out = [item for item in pool.map(one, started) if item is not None]
-    out_json(out)
+    out_json([item for item in side_by_side(one, started) if item is not None])
     return 0
 
 
@@ -606,8 +659,7 @@ def terminate_one(entry: state.Entry) -> dict[str, Any]:
     deadline = time.monotonic() + 5.0
     while state.entry_alive(entry) and time.monotonic() < deadline:
         time.sleep(0.02)
-    sys.stderr.write(f"Successfully terminated enclave {entry.enclave_id}.\n")
-    sys.stderr.flush()
+    write_err(f"Successfully terminated enclave {entry.enclave_id}.\n")
     return {"EnclaveName": info.get("EnclaveName", entry.name), "EnclaveID": entry.enclave_id, "Terminated": True}
 
 
@@ -648,8 +700,7 @@ def attach_console(enclave_id: str | None, name: str | None, timeout: float | No
             raise EmuError(code="E44", subactions=[E44_SUBACTION])
     except EmuError as err:
         return fail(err, action)
-    sys.stdout.write(f"Connecting to the console for enclave {entry.cid}...\nSuccessfully connected to the console.\n")
-    sys.stdout.flush()
+    write_out(f"Connecting to the console for enclave {entry.cid}...\nSuccessfully connected to the console.\n")
     try:
         follow(
             console_file(entry.enclave_id, create=False),  # its supervisor made it: reading makes nothing
@@ -754,7 +805,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             raise EmuError(code="E60", subactions=[f"Failed to sign image: {exc}"]) from None
     except EmuError as err:
         return fail(err, ACTIONS["sign-eif"])
-    sys.stderr.write("Enclave Image successfully signed.\n")
+    write_err("Enclave Image successfully signed.\n")
     out_json({"Measurements": measurements.as_dict()})
     return 0
 
@@ -763,10 +814,59 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+#: the commands another process may have answered in its own process (:func:`answer`): they only read
+#: the enclave table (reclaiming what dead supervisors held, as any nitro-emu command does) and ask the
+#: enclave processes over their control sockets
+IN_PROCESS_COMMANDS = frozenset({"describe-enclaves", "emulator-describe"})
+
+
+def answer(
+    args: Sequence[str], deadline: float, cancelled: Callable[[], bool] | None = None, *, read_only: bool = False
+) -> tuple[int, str, str]:
+    """``nitro-emu ARGS`` run in this process: its exit status, stdout and stderr as its own process
+    would have given them (the same code, the same texts, the same err logs), for
+    :data:`IN_PROCESS_COMMANDS`. nitrodeck's driver uses it (emulator/backend.py) to spare every status
+    and describe a Python start.
+
+    A caller cannot kill this as it kills a process on its timeout, so the table lock is waited for only
+    until ``deadline`` (``time.monotonic()``) or until ``cancelled()``: then :class:`state.LockWaitAbandoned`
+    is raised. Asking an enclave process is bounded by DESCRIBE_TIMEOUT as always. ``read_only``: as the
+    process with ``NITRODECK_READ_ONLY=1`` in its environment (it writes nothing, reclaims nothing)."""
+    if not args or args[0] not in IN_PROCESS_COMMANDS:
+        raise ValueError(f"not answered in-process: {' '.join(args)[:80]}")
+    import io
+    import traceback
+
+    out, err = io.StringIO(), io.StringIO()
+    streams = _STREAMS.set((out, err))
+    wait = state.LOCK_WAIT.set((deadline, cancelled))
+    told = TOLD_READ_ONLY.set(read_only or TOLD_READ_ONLY.get())
+    try:
+        try:
+            code = run(list(args), interruptible=False)
+        except SystemExit as exc:  # argparse's usage errors, as the process would have exited
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except state.LockWaitAbandoned:
+            raise
+        except Exception:  # noqa: BLE001 - the process would have died of it: exit 1, the traceback on stderr
+            err.write(traceback.format_exc())
+            code = 1
+    finally:
+        TOLD_READ_ONLY.reset(told)
+        state.LOCK_WAIT.reset(wait)
+        _STREAMS.reset(streams)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run(argv: list[str], *, interruptible: bool = True) -> int:
+    """One nitro-emu command. ``interruptible``: Ctrl-C ends the command with 130, as the process does
+    (answered inside another process it is that process's interrupt, and is raised)."""
     parser = build_parser()
     if not argv:
-        parser.print_help(sys.stderr)
+        parser.print_help(stderr())
         return 2
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -774,10 +874,10 @@ def main(argv: list[str] | None = None) -> int:
         sub = parser_for(parser, args.command) if args.command else parser
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version and args.command is None:
-        print(VERSION_TEXT)
+        write_out(VERSION_TEXT + "\n")
         return 0
     if args.command is None:
-        parser.print_help(sys.stderr)
+        parser.print_help(stderr())
         return 2
     if args.command in CHANGES and read_only():
         # nitro-cli has no read-only mode: this is nitrodeck's NITRODECK_READ_ONLY, honoured here too
@@ -812,11 +912,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build-enclave":
             return cmd_build(args, parser)
         if args.command == "explain":
-            sys.stderr.write(explain(args.error_code) + "\n")
+            write_err(explain(args.error_code) + "\n")
             return 0
     except NitrodeckError as exc:
         # configuration problems of the emulator itself (instance.yaml, the enclave table)
         return fail(EmuError(code="E00", subactions=[str(exc)]), ACTIONS.get(args.command, args.command))
     except KeyboardInterrupt:
+        if not interruptible:
+            raise
         return 130
     return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
 import time
@@ -30,10 +31,15 @@ def log_dir() -> Path:
     return home.ensure(home.emulator_log_dir())
 
 
+#: a command answered inside a read-only nitrodeck (emulator.cli.answer): told so as the process is
+#: told by its environment. Per thread and task, so it never leaks to other callers in that process.
+TOLD_READ_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("nitro_emu_read_only", default=False)
+
+
 def read_only() -> bool:
     """nitro-emu was told that nothing may change (``NITRODECK_READ_ONLY``, which nitrodeck's driver sets
     for a read-only caller): it then writes nothing at all, logs included."""
-    return env_read_only()
+    return TOLD_READ_ONLY.get() or env_read_only()
 
 
 def log_line(origin: str, level: str, msg: str) -> None:

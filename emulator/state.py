@@ -14,13 +14,15 @@ launch would then reuse) nor invent one; what was repaired is reported (``Table.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,44 @@ MAX_STATE_BYTES = 1024 * 1024
 
 class StateError(NitrodeckError):
     code = "EMU-STATE"
+
+
+class LockWaitAbandoned(Exception):  # noqa: N818 - what happened, not a failure of the table
+    """The table lock was not taken: a command answered inside another process (emulator.cli.answer)
+    reached that process's deadline (``cancelled`` False) or was cancelled by it (True)."""
+
+    def __init__(self, cancelled: bool) -> None:
+        super().__init__("cancelled" if cancelled else "the enclave table stayed locked past the deadline")
+        self.cancelled = cancelled
+
+
+#: for a command answered inside another process: (deadline on time.monotonic(), cancelled?). That
+#: process cannot kill us on its timeout as it kills a nitro-emu process, so :func:`locked` waits for the
+#: lock only until then. None (a nitro-emu process, a supervisor): wait as long as it takes.
+LOCK_WAIT: contextvars.ContextVar[tuple[float, Callable[[], bool] | None] | None] = contextvars.ContextVar(
+    "nitro_emu_lock_wait", default=None
+)
+#: how often a bounded wait tries the lock again
+_LOCK_POLL = 0.01
+
+
+def _take_lock(fd: int, kind: int = fcntl.LOCK_EX) -> None:
+    wait = LOCK_WAIT.get()
+    if wait is None:
+        fcntl.flock(fd, kind)
+        return
+    deadline, cancelled = wait
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if cancelled is not None and cancelled():
+            raise LockWaitAbandoned(True)
+        if time.monotonic() >= deadline:
+            raise LockWaitAbandoned(False)
+        time.sleep(_LOCK_POLL)
 
 
 @dataclass
@@ -233,7 +273,7 @@ def read_locked() -> Iterator[Reconciled]:
         fd = None
     try:
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            _take_lock(fd, fcntl.LOCK_SH)
         listed, unreadable = _read_table()
         yield reconcile(listed, unreadable)
     finally:
@@ -280,7 +320,7 @@ def locked(reclaim: bool = True) -> Iterator[Table]:
     lock_path = home.ensure(run_dir()) / "enclaves.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _take_lock(fd)
         listed, unreadable = _read_table()
         found = reconcile(listed, unreadable)
         table = Table(found.entries)

@@ -11,6 +11,7 @@ never imports the emulator.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -51,6 +52,23 @@ class ExitInfo:
     started_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a command printed and how it exited, given without starting its process (:meth:`Backend.answer`)."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class AnswerAbandoned(Exception):  # noqa: N818 - an outcome, like TimeoutError
+    """An answer given in-process stopped waiting: at the caller's deadline, or (``cancelled``) on its request."""
+
+    def __init__(self, cancelled: bool = False) -> None:
+        super().__init__("cancelled" if cancelled else "deadline passed")
+        self.cancelled = cancelled
+
+
 class LocalKms(Protocol):
     """A KMS endpoint a backend runs on loopback for `nitrodeck up` (the emulator's moto + Recipient layer)."""
 
@@ -89,6 +107,22 @@ class Backend:
         return [Path(os.environ.get("NITRO_CLI_SOCKETS_PATH") or "/run/nitro_enclaves")]
 
     # --- what only an emulated world has; the real backend answers None -----------------------------
+
+    def answer(
+        self,
+        args: Sequence[str],
+        deadline: float,
+        cancelled: Callable[[], bool] | None = None,
+        *,
+        read_only: bool = False,
+    ) -> Answer | None:
+        """``argv + args`` answered in this process, exactly as the process would have answered it, or
+        None: run the process. The emulator answers its read commands so (describe-enclaves: its state
+        is files and sockets this process can reach), sparing a Python start per describe; nitro-cli is
+        a program with its own contract, so the real backend always runs it. ``read_only``: as the
+        process would with ``NITRODECK_READ_ONLY=1`` (core.backends.real.backend_env). Gives up with
+        :class:`AnswerAbandoned` at ``deadline`` (``time.monotonic()``) or when ``cancelled()``."""
+        return None
 
     def pool_model(self, enclaves: list[EnclaveInfo], *, read_only: bool = False) -> PoolModel | None:
         """The allocator's modelled pools, or None where sysfs is the truth. ``read_only``: write nothing

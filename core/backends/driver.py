@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from core import home
-from core.backends.base import Backend
+from core.backends.base import AnswerAbandoned, Backend
 from core.backends.real import backend_env
 from core.backends.registry import select_backend
 from core.errors import InputTooLarge, NitroCliError, NitrodeckError, UsageError
@@ -657,6 +657,10 @@ class NitroCli:
         text = command_text(self.backend, args)
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
+        if progress is None:
+            answered = self._answer(args, argv, text, started, limit)
+            if answered is not None:
+                return answered
         try:
             proc = subprocess.Popen(
                 argv,
@@ -697,15 +701,39 @@ class NitroCli:
             _kill_group(proc)
             proc.wait()
             raise
-        code = proc.returncode
-        stdout = out.decode("utf-8", "replace")
-        stderr = err.decode("utf-8", "replace")
+        return self._finish(argv, text, started, proc.returncode, out.decode("utf-8", "replace"),
+                            err.decode("utf-8", "replace"))
+
+    def _finish(self, argv: list[str], text: str, started: float, code: int, stdout: str, stderr: str) -> Completed:
         if code != 0:
             error = error_from_output(argv, stderr, code, self.backend, stdout)
             self._report(CommandRecord(text, argv, code, time.monotonic() - started, False, error.code))
             raise error
         self._report(CommandRecord(text, argv, code, time.monotonic() - started, True))
         return Completed(argv, code, stdout, stderr)
+
+    def _answer(self, args: list[str], argv: list[str], text: str, started: float, limit: float) -> Completed | None:
+        """The command answered by the backend in this process (the emulator's describes), with the same
+        checks, errors and command record as its process would have had; None: run the process."""
+        cancel = self.cancel
+        try:
+            if cancel is not None and cancel.is_set():
+                raise AnswerAbandoned(cancelled=True)
+            answered = self.backend.answer(
+                args, started + limit, cancel.is_set if cancel is not None else None, read_only=self.read_only
+            )
+        except AnswerAbandoned as exc:
+            code = DriverCancelled.code if exc.cancelled else DriverTimeout.code
+            self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, code))
+            if exc.cancelled:
+                raise DriverCancelled("stopped on request", where=text) from None
+            raise DriverTimeout(f"no answer within {limit:g} s", where=text) from None
+        if answered is None:
+            return None
+        if max(len(answered.stdout.encode()), len(answered.stderr.encode())) > MAX_OUTPUT:
+            self._report(CommandRecord(text, argv, None, time.monotonic() - started, False, InputTooLarge.code))
+            raise InputTooLarge(f"output exceeds {MAX_OUTPUT} bytes", where="nitro-cli output")
+        return self._finish(argv, text, started, answered.exit_code, answered.stdout, answered.stderr)
 
     @staticmethod
     def _collect(

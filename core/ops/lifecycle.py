@@ -270,7 +270,8 @@ PayloadFactory = Callable[[str, str | None, str | None], BuildRequest]
 
 
 class Lifecycle:
-    """Thread-safe for concurrent calls: each call runs its own subprocess and holds no shared state."""
+    """Thread-safe for concurrent calls: each call runs its own subprocess (or, the emulator's describes,
+    its own in-process answer with its own output buffers) and holds no shared state."""
 
     def __init__(
         self,

@@ -7,17 +7,13 @@ on a 2-core CI box and a laptop. CPU numbering follows EC2: CPU n and n+cores ar
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from core import home
 from core.errors import InputTooLarge, NitrodeckError
-from core.yamlsafe import YamlRefused, load_yaml, short
+from core.yamlsafe import YamlRefused, load_yaml, short, yaml_error
 
 MAX_INSTANCE_BYTES = 16 * 1024
 MAX_VCPUS = 1024
@@ -54,10 +50,14 @@ class Instance:
         return self.core_of(cpu) * self.numa_nodes // self.cores
 
     def to_yaml(self) -> str:
+        import yaml  # written once per home; reading it back needs no PyYAML (core.yamlsafe)
+
         return yaml.safe_dump(asdict(self), sort_keys=False)
 
 
 def new_instance_id() -> str:
+    import secrets  # (and tempfile below) once per home: readers of instance.yaml skip the imports
+
     return "i-" + secrets.token_hex(9)[:17]
 
 
@@ -72,7 +72,7 @@ def parse_instance(text: str, where: str = "instance.yaml") -> Instance:
         data = load_yaml(text)
     except YamlRefused as exc:
         raise InstanceConfigError(f"not accepted: {exc}", where=where) from None
-    except yaml.YAMLError as exc:
+    except yaml_error() as exc:
         raise InstanceConfigError(f"not valid YAML: {exc}", where=where) from None
     if not isinstance(data, dict):
         raise InstanceConfigError("expected a mapping of settings", where=where)
@@ -146,6 +146,8 @@ def load_instance(path: Path | None = None, *, create: bool = True) -> Instance:
 def _create(path: Path) -> Instance:
     inst = Instance(instance_id=new_instance_id())
     home.ensure(path.parent)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".instance-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -209,16 +209,18 @@ def _read_small(path: Path) -> str | None:
 
 
 def emulator_instance_id() -> str | None:
-    import yaml  # here, not at the top: status of the real backend never parses YAML
-
-    from core.yamlsafe import YamlRefused, load_yaml
+    # here, not at the top: status of the real backend never parses YAML (and instance.yaml, flat,
+    # is read without PyYAML)
+    from core.yamlsafe import YamlRefused, load_yaml, yaml_error
 
     text = _read_small(home.emulator_instance_file())
     if text is None:
         return None
     try:
         data = load_yaml(text)
-    except (yaml.YAMLError, YamlRefused):
+    except YamlRefused:
+        return None
+    except yaml_error():
         return None
     value = data.get("instance_id") if isinstance(data, dict) else None
     return str(value) if value else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from typing import Any
 
@@ -116,6 +115,8 @@ class Passthrough:
         env = self._env()
         try:
             # Same process group: Ctrl-C reaches the backend too, as it would reach nitro-cli.
+            import subprocess  # (and below) only the commands that pass through to the backend
+
             return subprocess.call([*self.backend.argv, *args], env=env)
         except OSError as exc:
             raise UsageError(
@@ -137,6 +138,8 @@ class Passthrough:
         env = self._env()
         seen = bytearray()
         try:
+            import subprocess
+
             proc = subprocess.Popen([*self.backend.argv, *args], env=env, stdout=subprocess.PIPE)
         except OSError as exc:
             raise UsageError(

@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,6 +160,8 @@ def clean_stale_temps(target: Path) -> list[Path]:
 
 
 def _tmp_name(target: Path) -> Path:
+    import secrets  # (with hashlib below: loaded by commands that write files, not by every reader)
+
     return target.with_name(f".{target.name}{_TMP_TAG}{os.getpid()}.{secrets.token_hex(6)}")
 
 
@@ -254,6 +254,8 @@ def output_lock(target: Path, lock_dir: Path | None = None) -> Iterator[None]:
         key = f"{st.st_dev}:{st.st_ino}/{target.name}"
     except OSError:
         key = str(target)
+    import hashlib
+
     lock_path = lock_dir / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:

@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,6 +367,8 @@ def _locked(create: bool = True) -> Iterator[None]:
 
 def _save(st: AllocatorState) -> None:
     path = state_file()
+    import tempfile  # writers only: status reads the pools without it
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".allocator-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -432,6 +433,8 @@ def allocator_state(inst: Instance, *, read_only: bool = False) -> AllocatorStat
 def _create_default(path: Path) -> None:
     """Write nitro-cli's default file atomically: concurrent first users must never read it half-written."""
     home.ensure(path.parent)
+    import tempfile  # writers only: status reads the pools without it
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".allocator-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -838,7 +838,6 @@ def answer(
     if not args or args[0] not in IN_PROCESS_COMMANDS:
         raise ValueError(f"not answered in-process: {' '.join(args)[:80]}")
     import io
-    import traceback
 
     out, err = io.StringIO(), io.StringIO()
     streams = _STREAMS.set((out, err))
@@ -852,6 +851,8 @@ def answer(
         except state.LockWaitAbandoned:
             raise
         except Exception:  # noqa: BLE001 - the process would have died of it: exit 1, the traceback on stderr
+            import traceback
+
             err.write(traceback.format_exc())
             code = 1
     finally:

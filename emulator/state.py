@@ -18,9 +18,7 @@ import contextvars
 import fcntl
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -181,6 +179,8 @@ def _read_table() -> tuple[list[Entry], str | None]:
 def write_record(entry: Entry) -> None:
     """The supervisor's own copy of its entry (call with the lock held, with every table change)."""
     folder = home.ensure(slot_dir(entry.slot))
+    import tempfile  # (here and below) writers only: a describe that changes nothing skips the imports
+
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(entry.to_json(), fh)
@@ -345,6 +345,8 @@ def locked(reclaim: bool = True) -> Iterator[Table]:
 
 def _write(entries: list[Entry]) -> None:
     path = state_file()
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".enclaves-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"enclaves": [e.to_json() for e in entries]}, fh)
@@ -360,6 +362,8 @@ def cleanup_leftovers(entry: Entry) -> None:
         from emulator.isolation import remove_cgroup
 
         remove_cgroup(entry.cgroup)
+    import shutil
+
     shutil.rmtree(slot_dir(entry.slot), ignore_errors=True)
     # the CID was this entry's alone: its vsock folder (registry record, stale socket files) goes too
     vsock_peers.unregister(home.emulator_vsock_dir(), entry.cid)

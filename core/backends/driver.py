@@ -15,14 +15,12 @@ that is the code reported (the E39 text stays in ``stderr``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import json
 import os
 import re
-import selectors
 import shlex
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -50,6 +48,7 @@ from core.models import (
 
 if TYPE_CHECKING:
     import asyncio
+    import subprocess
 
 T = TypeVar("T")
 
@@ -584,14 +583,16 @@ def run_args(req: LaunchRequest) -> list[str]:
 # --- the driver ---------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _load_prctl() -> Callable[..., int] | None:
+    import ctypes  # a few ms: paid by the first command that starts a process, not by every import
+
     try:
         return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
     except (OSError, AttributeError):
         return None
 
 
-_PRCTL = _load_prctl()  # looked up once here: the child after fork must not load libraries
 _PR_SET_PDEATHSIG = 1
 
 
@@ -603,10 +604,11 @@ def die_with_parent(parent: int | None = None) -> Callable[[], None]:
     before the call is caught by comparing the parent PID afterwards.
     """
     parent = os.getpid() if parent is None else parent
+    prctl = _load_prctl()  # looked up here, in the parent: the child after fork must not load libraries
 
     def setup() -> None:
-        if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
 
@@ -661,6 +663,8 @@ class NitroCli:
             answered = self._answer(args, argv, text, started, limit)
             if answered is not None:
                 return answered
+        import subprocess  # here: a status answered in-process never loads it
+
         try:
             proc = subprocess.Popen(
                 argv,
@@ -742,6 +746,9 @@ class NitroCli:
         progress: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> tuple[bytes, bytes]:
+        import selectors
+        import subprocess
+
         assert proc.stdout is not None and proc.stderr is not None
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
         bufs = {out_fd: bytearray(), err_fd: bytearray()}

@@ -16,7 +16,6 @@ can still build and pin.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,8 @@ def real_backend(chosen_by: str = "flag") -> Backend:
 
 def real_available(device: Path | None = None, path: str | None = None) -> bool:
     device = device_path() if device is None else device
+    import shutil  # auto-detection only: an explicit --backend never needs it
+
     return shutil.which("nitro-cli", path=path) is not None and device.exists()
 
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import struct
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,6 +73,8 @@ def register(vsock_dir: Path, identity: EnclaveIdentity) -> None:
         if leftover.name != REGISTRY_FILE:
             with contextlib.suppress(OSError):
                 leftover.unlink()
+    import tempfile  # (and shutil below) registering and unregistering only, not every reader
+
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".enclave-")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(asdict(identity), fh)
@@ -83,6 +83,8 @@ def register(vsock_dir: Path, identity: EnclaveIdentity) -> None:
 
 def unregister(vsock_dir: Path, cid: int) -> None:
     """The enclave ended: its record and every socket file it left go (nothing stale stays behind)."""
+    import shutil
+
     shutil.rmtree(vsock_dir / str(cid), ignore_errors=True)
 
 

@@ -34,7 +34,6 @@ import errno
 import fcntl
 import functools
 import json
-import logging
 import os
 import re
 import threading
@@ -77,7 +76,11 @@ TERMINAL = frozenset({"exited", "terminated"})
 _CORE_FIELDS = ("time", "event", "enclave_id", "name", "eif_path", "pcr0")
 _DURATION = re.compile(r"^(\d{1,9})([smhd])$")
 
-log = logging.getLogger("nitrodeck.journal")
+
+def _log_warning(text: str) -> None:
+    import logging  # ~5 ms at import: only a journal with something to say and no listener pays
+
+    logging.getLogger("nitrodeck.journal").warning(text)
 
 
 def now_rfc3339() -> str:
@@ -257,7 +260,7 @@ class Journal:
         self.read_only = read_only
         self.max_bytes = max_bytes
         self.keep = keep
-        self.warn = warn or (lambda text: log.warning(text))
+        self.warn = warn or _log_warning
         #: what went wrong with the journal lately (shown by status and the TUI)
         self.warnings: list[str] = []
         self._cache: dict[Path, _FileCache] = {}

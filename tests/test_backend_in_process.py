@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from core.backends.driver import CommandRecord, DriverCancelled, DriverTimeout, 
 from core.backends.registry import select_backend
 from core.ops.lifecycle import Lifecycle
 from emulator.backend import EmulatorBackend
+from tests.conftest import REPO
 from tests.test_emulator_run import build, configure, emu, run, table
 
 
@@ -127,3 +129,26 @@ def test_only_our_own_emulator_answers(nd_home: Path) -> None:
     # and the process still answers what the driver asks of it
     drv = NitroCli(wrapped)
     assert drv.describe_enclaves() == []
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_read_only_answers_write_nothing_like_the_process(nd_home: Path) -> None:
+    """A read-only driver tells nitro-emu NITRODECK_READ_ONLY=1; answered in-process it is told the same,
+    for that call only: on a home never used, nothing is created."""
+    backend = select_backend("emulator")
+    env = {**os.environ, "NITRODECK_READ_ONLY": "1"}
+    for args in (["describe-enclaves"], ["describe-enclaves", "--metadata"], ["emulator-describe"]):
+        proc = subprocess.run([sys.executable, "-m", "emulator", *args], capture_output=True, text=True,
+                              cwd=REPO, env=env, timeout=60)
+        got = backend.answer(args, time.monotonic() + 30, read_only=True)
+        assert got is not None and (got.exit_code, got.stdout, got.stderr) == (proc.returncode, proc.stdout, proc.stderr)
+    assert tree(nd_home) == []
+    records: list[CommandRecord] = []
+    assert NitroCli(backend, read_only=True, on_command=records.append).describe_enclaves(metadata=True) == []
+    assert tree(nd_home) == [] and [r.ok for r in records] == [True]
+    # the next caller in this process is not read-only: its describe makes the run folder and lock
+    assert answered(backend, "describe-enclaves") == (0, "[]\n", "")
+    assert "emulator/run/enclaves.lock" in tree(nd_home)

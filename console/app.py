@@ -176,6 +176,7 @@ class NitrodeckApp(App[int]):
         self._dash("#resources").border_title = "Resources"
         self._dash("#commands").border_title = "Command log"
         self._layout_for(self.size.width)
+        self._dash("#detail", DetailPane).set_mode(self.read_only, self.device_blocked)
         for record in self.source.initial_commands():
             self._dash("#commands", CommandLog).add(record)
         self._render_header()
@@ -218,6 +219,7 @@ class NitrodeckApp(App[int]):
     def watch_read_only(self, read_only: bool) -> None:
         if self._is_mounted:  # App.is_mounted is a method about widgets, not the app
             self._render_header()
+            self._dash("#detail", DetailPane).set_mode(read_only, self.device_blocked)
 
     def watch_paused(self, paused: bool) -> None:
         if self._is_mounted:

@@ -137,3 +137,35 @@ async def test_read_only_hides_and_refuses_everything(nd_home: Path, tmp_path: P
     assert after == library_before
     assert not (nd_home / "expected").exists() or not any((nd_home / "expected").iterdir())
     assert audit_size(nd_home) == audit_before
+
+
+async def test_empty_detail_pane_names_only_keys_that_work() -> None:
+    """With no enclave the detail pane used to say "Launch one with `l`" in read-only mode too, where
+    `l` is hidden; it names only what works: everything, build alone (a device reason), or nothing."""
+    from textual.widgets import Static
+
+    from console.app import NitrodeckApp
+    from console.screens.frozen import FrozenSource
+    from core.backends.real import ReadOnlyReason
+
+    device = ReadOnlyReason("device-missing", "read-only: no /dev/nitro_enclaves", "load the driver")
+    for read_only, reason, shown, absent in (
+        (False, None, "Launch one with `l` (or build an EIF first with `b`).", "read-only"),
+        (True, None, "read-only: nothing to show until an enclave runs.", "`"),
+        (False, device, "Launching is refused here (see the header); EIFs can still be built with `b`.", "`l`"),
+    ):
+        source = FrozenSource(read_only=read_only, enclaves=[])
+        if reason is not None:
+            source.read_only_reason = reason
+        app = NitrodeckApp(source, refresh_seconds=0)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_until(pilot, lambda app=app: app.snapshot is not None, 10)
+            await pilot.pause()
+            body = str(app.query_one("#detail-body", Static).render())
+            assert body.startswith("No enclave selected.") and shown in body and absent not in body, body
+    # an unpinned enclave: `P` pins it, except where `P` is hidden
+    from console.screens.frozen import PAYMENTS
+    from console.widgets.detail import render_detail
+
+    assert "(P pins these)" in render_detail(PAYMENTS, "unpinned", None).plain
+    assert "(P pins these)" not in render_detail(PAYMENTS, "unpinned", None, read_only=True).plain

@@ -89,11 +89,20 @@ def render_detail(
     pin: str | None = None,
     events: list[Any] | None = None,
     exit_note: str | None = None,
+    read_only: bool = False,
+    launch_blocked: bool = False,
 ) -> Text:
+    """``read_only``: every change is refused (its keys are hidden, so no hint names them);
+    ``launch_blocked``: only launch and terminate are (a device reason), so building still is."""
     text = Text()
     if enclave is None:
         text.append("No enclave selected.\n", style="dim")
-        text.append("Launch one with `l` (or build an EIF first with `b`).", style="dim")
+        if read_only:
+            text.append("read-only: nothing to show until an enclave runs.", style="dim")
+        elif launch_blocked:
+            text.append("Launching is refused here (see the header); EIFs can still be built with `b`.", style="dim")
+        else:
+            text.append("Launch one with `l` (or build an EIF first with `b`).", style="dim")
         return text
     chunk = hex_width(width)
     text.append(f"{safe_text(enclave.label)}  ", style="bold")
@@ -114,7 +123,7 @@ def render_detail(
         "match": "MATCH expected",
         "mismatch": "MISMATCH: not the pinned image",
         "debug": "debug mode (attests zeros)",
-        "unpinned": "no expected PCRs pinned for its EIF" + ("" if exited else " (P pins these)"),
+        "unpinned": "no expected PCRs pinned for its EIF" + ("" if exited or read_only else " (P pins these)"),
         "exited": "enclave exited",
     }.get(verdict, verdict)
     text.append(label, style=style)
@@ -178,6 +187,9 @@ class DetailPane(VerticalScroll):
     def __init__(self, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._shown: tuple[Any, ...] = (None, "unpinned", None, False, None, None, None, None)
+        #: what the operator may do here (the app's read-only state): hints name only keys that work
+        self.read_only = False
+        self.launch_blocked = False
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield Static(render_detail(None, "unpinned", None), id="detail-body")
@@ -200,11 +212,18 @@ class DetailPane(VerticalScroll):
         before = self._shown[0] if getattr(self, "_shown", None) else None
         self._shown = (enclave, verdict, expected, exited, eif, pin, events, exit_note)
         self.query_one("#detail-body", Static).update(
-            render_detail(enclave, verdict, expected, exited, eif, self._width(), pin, events, exit_note)
+            render_detail(enclave, verdict, expected, exited, eif, self._width(), pin, events, exit_note,
+                          self.read_only, self.launch_blocked)
         )
         if (before.enclave_id if before else None) != (enclave.enclave_id if enclave else None):
             # another enclave: start at its name, not at the old one's scroll position
             self.scroll_home(animate=False)
+
+    def set_mode(self, read_only: bool, launch_blocked: bool) -> None:
+        """The app's read-only state changed (or is first known): render the same enclave again."""
+        if (read_only, launch_blocked) != (self.read_only, self.launch_blocked):
+            self.read_only, self.launch_blocked = read_only, launch_blocked
+            self.show(*self._shown)
 
     def on_resize(self, event: events.Resize) -> None:
         self.show(*self._shown)

@@ -69,3 +69,29 @@ async def test_exited_row_notification_console_and_clear(nd_home: Path, tmp_path
         assert len([m for m in notifications(app) if "crasher exited" in m]) == 1
     assert [e.event for e in lc.journal.read(enclave="crasher")] == ["launched", "exited"]
     lc.terminate_all()
+
+
+async def test_read_only_tui_shows_an_exit_it_does_not_write(nd_home: Path, tmp_path: Path) -> None:
+    """Read-only, the TUI notices the exit itself and keeps it in memory (issue 9 item 10): the same
+    EXITED row and notification, no journal line; when a process that may write records the exit, the
+    row stays and no second notification comes."""
+    write_world(nd_home)
+    lc = Lifecycle()
+    crash = script_eif(lc, tmp_path, "crash", "echo config missing, giving up\nsleep 0.3\nexit 2\n")
+    app = live_app("emulator", read_only=True, refresh_seconds=0.5)
+    journal = nd_home / "journal.jsonl"
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None, 30)
+        run = lc.launch(LaunchRequest(str(crash), 64, cpu_count=2, debug_mode=True, name="crasher"))
+        await wait_until(pilot, lambda: run.enclave_id in app.exited_rows, 30)
+        await wait_until(pilot, lambda: any("crasher exited after" in m for m in notifications(app)), 10)
+        assert "(status 2)" in next(m for m in notifications(app) if "crasher" in m)
+        assert state_cells(app)[0].startswith("EXITED ")
+        assert '"exited"' not in journal.read_text()  # the TUI wrote nothing
+
+        lc.describe()  # a process that may write notices the same exit and records it
+        assert journal.read_text().count('"exited"') == 1
+        await pilot.pause(1.2)  # two more refreshes
+        assert list(app.exited_rows) == [run.enclave_id] and state_cells(app)[0].startswith("EXITED ")
+        assert len([m for m in notifications(app) if "crasher exited" in m]) == 1
+    assert [e.event for e in lc.journal.read(enclave="crasher")] == ["launched", "exited"]

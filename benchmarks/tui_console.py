@@ -70,12 +70,11 @@ class ProbeApp(NitrodeckApp):
         self.drawn: asyncio.Event | None = None
         self.flip = False
 
-    async def on_key(self, event: events.Key) -> None:  # type: ignore[override]
+    async def on_key(self, event: events.Key) -> None:
         if event.key != "f9":
-            super().on_key(event)
-            return
+            return  # every other key is the dashboard's (its own on_key saw it first)
         self.flip = not self.flip
-        header = self._dash("#header", StatusHeader)
+        header = self.dashboard.query_one("#header", StatusHeader)
         header.styles.text_style = "bold" if self.flip else "none"
         done = self.drawn
         self.call_after_refresh(lambda: done.set() if done else None)

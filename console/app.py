@@ -1,8 +1,12 @@
 """The nitrodeck TUI: a dashboard of enclaves, resources and consoles, with every action a dialog.
 
+The dashboard is a screen, :class:`Dashboard`, over one :class:`~console.screens.source.Source`:
+:class:`NitrodeckApp` shows it for this host, and `nitrodeck fleet` pushes one per remote host (fed by
+that host's agent, console/agent/remote.py) on top of its host table.
+
 Threading rule: every call into core (which runs nitro-cli) happens in a named thread worker that
-only posts messages; handlers on the App update widgets. Worker failures all land in one place,
-:meth:`NitrodeckApp.on_worker_state_changed`, which shows them in the dialog that asked, or in an
+only posts messages; handlers on the dashboard update widgets. Worker failures all land in one place,
+:meth:`Dashboard.on_worker_state_changed`, which shows them in the dialog that asked, or in an
 error dialog. Read-only is a reactive bound to the bindings: ``check_action`` hides every
 mutating key and the palette leaves those commands out; the lifecycle refuses on its own too.
 """
@@ -21,9 +25,11 @@ from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
+from textual.binding import Binding
 from textual.containers import Container
 from textual.events import Resize
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -45,7 +51,7 @@ from console.screens.doctor import DoctorScreen
 from console.screens.error import ErrorDialog
 from console.screens.help import HelpScreen
 from console.screens.launch import LaunchDialog, PoolLimits
-from console.screens.source import EarlySource, ExitedRow, Snapshot, Source, run_async_iter
+from console.screens.source import ChangeWatcher, EarlySource, ExitedRow, Snapshot, Source, run_async_iter
 from console.screens.terminate import Confirm, ConfirmTerminate, ConfirmTerminateAll
 from console.screens.testsign import TestSignDialog
 from console.screens.yank import YankMenu, yank_text
@@ -59,8 +65,6 @@ from core import home
 from core.errors import NitrodeckError, ReadOnlyError
 from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
 from core.ops.lifecycle import DEVICE_ACTIONS
-from core.ops.resources import host_stats
-from core.ops.watch import DirWatcher
 from core.text import safe_text
 
 #: below this width the dashboard shows the table and one pane at a time
@@ -84,9 +88,9 @@ def _while_shown(handler: Callable[..., None]) -> Callable[..., None]:
     """Drop a message that arrives after the dashboard is gone (workers and streams finish during
     shutdown; their messages must not query a screen stack that no longer exists)."""
 
-    def guarded(app: NitrodeckApp, *args: Any) -> None:
-        if app.screen_stack:
-            handler(app, *args)
+    def guarded(dash: Dashboard, *args: Any) -> None:
+        if dash.shown:
+            handler(dash, *args)
 
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__
@@ -99,12 +103,12 @@ def _needs_device(action: str) -> bool:
     return command is not None and command.id in DEVICE_ACTIONS
 
 
-class NitrodeckApp(App[int]):
-    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
-    TITLE = "nitrodeck"
-    BINDINGS = commands.bindings()  # type: ignore[assignment]  # list[Binding] is what App wants, invariance aside
+class Dashboard(Screen[None]):
+    """One host's dashboard: enclaves, detail, console, resources, command log, every key of the registry."""
+
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere; applies app-wide
+    BINDINGS = commands.bindings()  # type: ignore[assignment]  # list[Binding] is what Screen wants, invariance aside
     COMMANDS = {commands.CommandsProvider, commands.EnclavesProvider, commands.EifProvider}
-    COMMAND_PALETTE_BINDING = "ctrl+p"
 
     read_only: reactive[bool] = reactive(False, bindings=True)
     paused: reactive[bool] = reactive(False, bindings=True)
@@ -119,7 +123,7 @@ class NitrodeckApp(App[int]):
         self.refresh_seconds = refresh_seconds
         #: a change arrived while a describe was running: run another when it finishes
         self._refresh_again = False
-        self._watcher: DirWatcher | None = None
+        self._watcher: ChangeWatcher | None = None
         self.console_max_lines = console_max_lines
         self.snapshot: Snapshot | None = None
         self.refresh_error: str | None = None
@@ -146,17 +150,38 @@ class NitrodeckApp(App[int]):
         self._waiting: dict[str, Dialog[Any]] = {}
         #: the last doctor run (core.ops.doctor.DoctorReport); its failures show in the header
         self.doctor_report: Any = None
-        self.set_reactive(NitrodeckApp.read_only, source.read_only)
+        self.set_reactive(Dashboard.read_only, source.read_only)
         #: why changes are refused (flag, environment, device); a device reason blocks only launch/terminate
         self.read_only_reason: Any = getattr(source, "read_only_reason", None)
         self.device_blocked = bool(self.read_only_reason is not None and not self.read_only_reason.refuses_everything)
+        #: actions this source cannot serve (a remote host: test-sign, doctor, audit log), action -> why
+        self.unavailable: dict[str, str] = dict(source.unavailable_actions())
 
     # -- layout
 
     def _dash(self, selector: str, expect_type: type[Any] | None = None) -> Any:
-        """Query the dashboard, whichever screen is on top (App.query_one looks at the top screen)."""
-        screen = self.screen_stack[0] if self.screen_stack else self.screen
-        return screen.query_one(selector, expect_type) if expect_type else screen.query_one(selector)
+        """Query the dashboard's own widgets, whichever screen is on top."""
+        return self.query_one(selector, expect_type) if expect_type else self.query_one(selector)
+
+    def _on_top(self) -> Screen[Any] | None:
+        """The app's top screen (None before this dashboard is on a running app's stack)."""
+        return self.app.screen_stack[-1] if self.is_attached and self.app.screen_stack else None
+
+    @property
+    def shown(self) -> bool:
+        """Still on the app's screen stack: messages that arrive after the app shut down, or after the
+        fleet closed this host's dashboard, are dropped instead of querying widgets that are gone."""
+        return self.is_attached and self in self.app.screen_stack
+
+    def action_quit(self) -> None:
+        """`q`: quit nitrodeck, or go back to what opened this dashboard (the fleet's host table)."""
+        if self.app.screen_stack and self.app.screen_stack[0] is not self:
+            self.dismiss()
+        else:
+            self.app.exit()
+
+    def action_command_palette(self) -> None:
+        self.app.action_command_palette()
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
@@ -174,7 +199,8 @@ class NitrodeckApp(App[int]):
         self._dash("#detail").border_title = "Detail"
         self._dash("#console").border_title = "Console"
         self._dash("#resources").border_title = "Resources"
-        self._dash("#commands").border_title = "Command log"
+        self._dash("#commands").border_title = "Command log" + (
+            f" ({self.source.commands_unavailable})" if self.source.commands_unavailable else "")
         self._layout_for(self.size.width)
         self._dash("#detail", DetailPane).set_mode(self.read_only, self.device_blocked)
         for record in self.source.initial_commands():
@@ -189,15 +215,16 @@ class NitrodeckApp(App[int]):
             self.set_interval(HOST_SAMPLE_S, self._sample_host, name="host-sample")
             # the doctor probes the host (Docker, nitro-cli, metadata): far less often than describe
             self.set_interval(DOCTOR_SECONDS, self._doctor_tick, name="doctor-timer")
-        if dirs := self.source.watch_dirs():
-            # made here, not in the worker, so that on_unmount always finds it to close: a watcher made
-            # by a thread that started late would block the app's exit forever
-            self._watcher = DirWatcher(dirs)
+        # made here, not in the worker, so that on_unmount always finds it to close: a watcher made
+        # by a thread that started late would block the app's exit forever
+        self._watcher = self.source.change_watcher()
+        if self._watcher is not None:
             self._watch_changes(self._watcher)
 
     def on_unmount(self) -> None:
         if self._watcher is not None:
             self._watcher.close()  # wakes the watch thread so that it ends
+            self._watcher = None  # and it ends even if the wait it was in reports a change
 
     def on_resize(self, event: Resize) -> None:
         self._layout_for(event.size.width)
@@ -209,10 +236,12 @@ class NitrodeckApp(App[int]):
     # -- read-only and the registry
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        on_top = self.screen_stack[-1] if self.screen_stack else None
+        on_top = self._on_top()
         if action in commands.BY_ACTION and action not in ("quit", "command_palette") and isinstance(on_top, Dialog):
             return False  # dashboard keys do nothing under a dialog
         if self.device_blocked and _needs_device(action):
+            return False
+        if action in self.unavailable:
             return False
         return not (self.read_only and action in commands.MUTATING_ACTIONS)
 
@@ -259,20 +288,22 @@ class NitrodeckApp(App[int]):
         self.request_refresh()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="watch", name="watch", description="inotify on the enclave folders")
-    def _watch_changes(self, watcher: DirWatcher) -> None:
+    def _watch_changes(self, watcher: ChangeWatcher) -> None:
         worker = get_current_worker()
         while not worker.is_cancelled and self._watcher is watcher:
             # a bounded wait, so that even a wake-up lost to some future bug costs seconds, not a hang
             if watcher.wait(timeout=WATCH_WAKE_S):
                 try:
-                    self.call_from_thread(self._enclaves_changed)
+                    self.app.call_from_thread(self._enclaves_changed)
                 except RuntimeError:
                     return  # the app is shutting down
 
     def _sample_host(self) -> None:
         if self.paused:
             return
-        stats = host_stats()
+        stats = self.source.host_stats()
+        if stats is None:
+            return
         self.cpu_history.append(stats.cpu_percent)
         self.mem_history.append(100.0 * stats.mem_used / stats.mem_total if stats.mem_total else 0.0)
         if self.pane == "resources" or not self._dash("#main").has_class("-narrow"):
@@ -298,18 +329,18 @@ class NitrodeckApp(App[int]):
 
     @on(DoctorDone)
     def _doctor_done(self, message: DoctorDone) -> None:
-        if not self.screen_stack:
+        if not self.shown:
             return
         self.doctor_report = message.report
         self._render_header()
-        for screen in self.screen_stack:
+        for screen in self.app.screen_stack:
             if isinstance(screen, DoctorScreen):
                 screen.show_report(message.report)
 
     @on(StatusRefreshed)
     def _status_refreshed(self, message: StatusRefreshed) -> None:
-        if not self.screen_stack:
-            return  # arrived while the app shuts down
+        if not self.shown:
+            return  # arrived while the app shuts down (or the fleet closed this host's dashboard)
         snap = message.snapshot
         previous = self.snapshot
         self.snapshot = snap
@@ -489,7 +520,7 @@ class NitrodeckApp(App[int]):
         self.action_open_console()
 
     def _selection_changed(self) -> None:
-        if not self.screen_stack:
+        if not self.shown:
             return  # a highlight that arrives while the app shuts down
         enclave, exited = self.selected()
         snap = self.snapshot
@@ -510,7 +541,8 @@ class NitrodeckApp(App[int]):
             events = snap.events.get(enclave.enclave_id)
         eif = snap.eifs.get(enclave.enclave_id) if (snap is not None and enclave is not None) else None
         note = self.exit_note(enclave.enclave_id) if (enclave is not None and exited) else None
-        self._dash("#detail", DetailPane).show(enclave, verdict, expected, exited, eif, pin, events, note)
+        self._dash("#detail", DetailPane).show(enclave, verdict, expected, exited, eif, pin, events, note,
+                                               self.source.eif_unavailable)
         self._attach_console(enclave, exited)
 
     def _attach_console(self, enclave: EnclaveInfo | None, exited: bool) -> None:
@@ -528,6 +560,8 @@ class NitrodeckApp(App[int]):
             row = self.exited_rows.get(enclave.enclave_id)
             last = row.event.get("last_console") if row is not None else None
             self.read_kept_log(enclave.enclave_id, pane, list(last) if isinstance(last, list) else None)
+        elif enclave.debug_mode and self.source.console_unavailable:
+            pane.reset(enclave.label, self.source.console_unavailable)
         elif enclave.debug_mode:
             pane.reset(enclave.label)
             self.stream_console(enclave.enclave_id, pane)
@@ -592,10 +626,10 @@ class NitrodeckApp(App[int]):
         if not isinstance(err, NitrodeckError):
             self.log.error(f"worker {name} failed: {err!r}")
         dialog = self._waiting.pop(name, None)
-        if dialog is not None and dialog.is_attached and self.screen is dialog:
+        if dialog is not None and dialog.is_attached and self.app.screen is dialog:
             dialog.show_error(err)
         else:
-            self.push_screen(ErrorDialog(f"{name} failed", err))
+            self.app.push_screen(ErrorDialog(f"{name} failed", err))
 
     def _run_action(self, kind: str, fn: Callable[[], Any], dialog: Dialog[Any] | None, description: str) -> None:
         if dialog is not None:
@@ -656,8 +690,8 @@ class NitrodeckApp(App[int]):
     @on(DockerImages)
     @_while_shown
     def _docker_images(self, message: DockerImages) -> None:
-        if isinstance(self.screen, BuildDialog):
-            self.screen.docker_images(message.tags, message.problem)
+        if isinstance(self.app.screen, BuildDialog):
+            self.app.screen.docker_images(message.tags, message.problem)
 
     # -- services the dialogs call (each runs in a worker)
 
@@ -709,13 +743,13 @@ class NitrodeckApp(App[int]):
     def action_build(self) -> None:
         if self._refuse_read_only("build"):
             return
-        self.push_screen(BuildDialog(self.source.backend.is_emulator, self.source.eif_dir()))
+        self.app.push_screen(BuildDialog(self.source.backend.is_emulator, self.source.eif_dir()))
 
     def action_launch(self) -> None:
         if self._refuse_read_only("launch"):
             return
         limits = PoolLimits(self.source.free_memory_mib(self.snapshot), self.source.free_cpus(self.snapshot))
-        self.push_screen(LaunchDialog(self.source.eif_library(), limits))
+        self.app.push_screen(LaunchDialog(self.source.eif_library(), limits))
 
     def _running_selection(self, what: str) -> EnclaveInfo | None:
         enclave, exited = self.selected()
@@ -735,7 +769,7 @@ class NitrodeckApp(App[int]):
             if yes and not self._refuse_read_only("terminate"):
                 self._run_action("terminate", lambda: self.source.terminate(enclave.enclave_id), None, "terminate-enclave")
 
-        self.push_screen(ConfirmTerminate(enclave), confirmed)
+        self.app.push_screen(ConfirmTerminate(enclave), confirmed)
 
     def action_terminate_all(self) -> None:
         if self._refuse_read_only("terminate-all"):
@@ -746,12 +780,14 @@ class NitrodeckApp(App[int]):
             if yes and not self._refuse_read_only("terminate-all"):
                 self._run_action("terminate-all", self.source.terminate_all, None, "terminate-enclave --all")
 
-        self.push_screen(ConfirmTerminateAll(count), confirmed)
+        self.app.push_screen(ConfirmTerminateAll(count), confirmed)
 
     def action_test_sign(self) -> None:
+        if self._refuse_unavailable("test_sign"):
+            return
         enclave = self._running_selection("test-sign")
         if enclave is not None:
-            self.push_screen(TestSignDialog(enclave, self.source.schemes))
+            self.app.push_screen(TestSignDialog(enclave, self.source.schemes))
 
     def action_pin(self) -> None:
         if self._refuse_read_only("pin"):
@@ -772,7 +808,7 @@ class NitrodeckApp(App[int]):
             if yes:
                 self.start_pin(image, meas, None, eif_path)
 
-        self.push_screen(
+        self.app.push_screen(
             Confirm("Pin expected PCRs?", f"Pin {enclave.label}'s PCRs as the expected measurements of image {image}?\n"
                     "Any earlier pin for that image is replaced.", "Pin"),
             confirmed,
@@ -829,7 +865,7 @@ class NitrodeckApp(App[int]):
             self.action_clear_filter()
             return
         command = commands.MUTATING_KEYS.get(event.key)
-        on_top = self.screen_stack[-1] if self.screen_stack else None
+        on_top = self._on_top()
         hidden = command is not None and self.check_action(command.action.split("(")[0], ()) is False
         if command is not None and hidden and not isinstance(on_top, Dialog) and not box.has_focus:
             # the key is hidden, not broken: say why nothing happens
@@ -837,9 +873,26 @@ class NitrodeckApp(App[int]):
             reason = self.read_only_reason
             why = reason.detail if reason is not None else "nitrodeck runs read-only"
             self.notify(f"read-only mode is on ({why}): {command.label} is not available", severity="warning")
+            return
+        other = commands.BY_KEY.get(event.key)
+        if other is not None and not isinstance(on_top, Dialog) and not box.has_focus \
+                and self._refuse_unavailable(other.action.split("(")[0]):
+            event.stop()
+
+    def _refuse_unavailable(self, action: str) -> bool:
+        """An action this dashboard's source cannot serve (a remote host's test-sign): say why, refuse."""
+        why = self.unavailable.get(action)
+        if why is None:
+            return False
+        command = commands.BY_ACTION.get(action)
+        self.notify(f"{command.label if command else action}: {why}", severity="warning")
+        return True
 
     def action_clear_filter(self) -> None:
         box = self._dash("#table-filter", Input)
+        if not (self.filter_text or box.value or box.display) and self.app.screen_stack[0] is not self:
+            self.dismiss()  # nothing to clear: esc leaves a host's dashboard for the fleet
+            return
         box.add_class("hidden")
         if self.filter_text or box.value:
             box.value = ""
@@ -895,7 +948,7 @@ class NitrodeckApp(App[int]):
             if what:
                 self.yank(enclave, what)
 
-        self.push_screen(YankMenu(enclave), chosen)
+        self.app.push_screen(YankMenu(enclave), chosen)
 
     def yank(self, enclave: EnclaveInfo, what: str) -> None:
         """Copy to the clipboard (OSC 52, so it works over SSH) and say what was copied."""
@@ -903,11 +956,13 @@ class NitrodeckApp(App[int]):
         if text is None:
             self.notify(f"yank: {enclave.label} reports no measurements", severity="warning")
             return
-        self.copy_to_clipboard(text)
+        self.app.copy_to_clipboard(text)
         self.notify(f"copied {said} of {enclave.label}")
 
     def action_audit_log(self) -> None:
-        self.push_screen(AuditScreen(self.source.audit_entries(), str(self.source.audit_path())))
+        if self._refuse_unavailable("audit_log"):
+            return
+        self.app.push_screen(AuditScreen(self.source.audit_entries(), str(self.source.audit_path())))
 
     def jump_to(self, enclave_id: str) -> None:
         """Select an enclave's row (the palette's enclave entries); clears a filter that hides it."""
@@ -929,7 +984,7 @@ class NitrodeckApp(App[int]):
         if self._refuse_read_only("launch"):
             return
         limits = PoolLimits(self.source.free_memory_mib(self.snapshot), self.source.free_cpus(self.snapshot))
-        self.push_screen(LaunchDialog(self.source.eif_library(), limits, chosen=path))
+        self.app.push_screen(LaunchDialog(self.source.eif_library(), limits, chosen=path))
 
     def action_toggle_follow(self) -> None:
         pane = self._dash("#console", ConsolePane)
@@ -954,23 +1009,71 @@ class NitrodeckApp(App[int]):
         try:
             path = pane.save(home.logs_dir(), enclave.enclave_id if enclave else "console", self.source.now())
         except OSError as exc:
-            self.push_screen(ErrorDialog("save failed", NitrodeckError(f"cannot write the log: {exc.strerror or exc}", hint="check the logs folder permissions")))
+            self.app.push_screen(ErrorDialog("save failed", NitrodeckError(f"cannot write the log: {exc.strerror or exc}", hint="check the logs folder permissions")))
             return
         self.notify(f"saved {len(pane.raw)} lines to {path}")
 
     def action_doctor(self) -> None:
-        self.push_screen(DoctorScreen(self.doctor_report))
+        if self._refuse_unavailable("doctor"):
+            return
+        self.app.push_screen(DoctorScreen(self.doctor_report))
         self.run_doctor()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.read_only))
+        self.app.push_screen(HelpScreen(self.read_only, frozenset(self.unavailable), self.help_note()))
+
+    def help_note(self) -> str | None:
+        """A line for the top of `?` (a host's dashboard in the fleet says how to go back)."""
+        return None
 
     async def run_command(self, command_id: str) -> bool:
         """Run a registry command by id (the palette and tests come through here)."""
         command = commands.BY_ID[command_id]
         if command.mutating and self._refuse_read_only(command.label):
             return False
-        return await self.run_action(command.action)
+        if self._refuse_unavailable(command.action.split("(")[0]):
+            return False
+        return await self.app.run_action(command.action, self)
+
+
+#: what tests, benchmarks and scripts read on the app: the dashboard holds it (the app shows one dashboard)
+_ON_DASHBOARD = frozenset({
+    "source", "snapshot", "selected", "gone", "gone_at", "exited_rows", "doctor_report", "read_only", "paused",
+    "read_only_reason", "device_blocked", "pane", "sort_column", "sort_reverse", "filter_text", "refresh_error",
+    "run_command", "refresh_status", "request_refresh", "jump_to", "yank", "start_launch", "start_build",
+    "start_pin", "start_test_sign", "load_eif_info", "load_docker_images", "run_doctor", "_tick", "_run_action",
+    "_command_ran", "_dash", "console_for", "cleared_before", "action_launch",
+})
+
+
+class NitrodeckApp(App[int]):
+    """`nitrodeck`: this host's dashboard as the app's only screen (dialogs open over it)."""
+
+    # Textual loads a screen's CSS_PATH when the screen is pushed, not for an app's default screen
+    CSS_PATH = Dashboard.CSS_PATH
+    TITLE = "nitrodeck"
+    COMMANDS = Dashboard.COMMANDS
+    COMMAND_PALETTE_BINDING = "ctrl+p"
+    # quit and the palette also work over a dialog, as they always have (the dashboard's keys do not)
+    BINDINGS = [Binding("q", "quit", "Quit", show=False), Binding("colon", "command_palette", "Palette", show=False)]
+
+    def __init__(
+        self, source: Source, refresh_seconds: float = SAFETY_POLL_S, console_max_lines: int = 5000
+    ) -> None:
+        super().__init__()
+        self.dashboard = Dashboard(source, refresh_seconds, console_max_lines)
+
+    def get_default_screen(self) -> Screen[Any]:
+        return self.dashboard
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.dashboard.check_action(action, parameters)
+
+    def __getattr__(self, name: str) -> Any:
+        dashboard = self.__dict__.get("dashboard")
+        if dashboard is not None and name in _ON_DASHBOARD:
+            return getattr(dashboard, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _duration(seconds: Any) -> str:
@@ -999,7 +1102,7 @@ def live_app(
     ``early``: a source made (and its first describe started) before Textual was imported."""
     early = early or EarlySource(backend, read_only)
     app = NitrodeckApp(early.source, refresh_seconds=refresh_seconds)
-    early.relay.target = lambda record: app.post_message(CommandRan(record))
+    early.relay.target = lambda record: app.dashboard.post_message(CommandRan(record))
     return app
 
 
@@ -1015,7 +1118,7 @@ def run_tui(args: argparse.Namespace, early: EarlySource | None = None) -> int:
         print(f"nitrodeck: {safe_text(str(err), multiline=True)}", file=sys.stderr)
         return err.exit_status
     app.run()
-    message = quit_message(app.source.still_running())
+    message = quit_message(app.dashboard.source.still_running())
     if message:
         print(message, file=sys.stderr)
     return int(app.return_code or 0)
@@ -1030,4 +1133,4 @@ def quit_message(still: list[EnclaveInfo]) -> str | None:
             f"({names}); stop them with `nitrodeck terminate --all` (or `make stop`)")
 
 
-__all__ = ["NitrodeckApp", "ReadOnlyError", "live_app", "run_tui"]
+__all__ = ["Dashboard", "NitrodeckApp", "ReadOnlyError", "live_app", "run_tui"]

@@ -13,13 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-
-if TYPE_CHECKING:
-    from textual.app import App
 
 
 @dataclass(frozen=True)
@@ -99,33 +96,45 @@ def bindings() -> list[Binding]:
 
 #: keys of the mutating commands; read-only mode hides them and says why when one is pressed
 MUTATING_KEYS = {c.key: c for c in COMMANDS if c.mutating}
+BY_KEY = {c.key: c for c in COMMANDS}
 
 
-def visible(read_only: bool) -> list[Command]:
-    """The commands an operator may use now: read-only mode drops every mutating one."""
-    return [c for c in COMMANDS if not (read_only and c.mutating)]
+def visible(read_only: bool, hidden: frozenset[str] = frozenset()) -> list[Command]:
+    """The commands an operator may use now: read-only mode drops every mutating one, and ``hidden``
+    (action names) what the dashboard's source cannot serve (a remote host cannot test-sign)."""
+    return [c for c in COMMANDS if not (read_only and c.mutating) and c.action.split("(")[0] not in hidden]
 
 
-def help_rows(read_only: bool) -> Iterable[tuple[str, str, str, str]]:
+def help_rows(read_only: bool, hidden: frozenset[str] = frozenset()) -> Iterable[tuple[str, str, str, str]]:
     """(group, key, label, description), grouped in GROUPS order."""
-    cmds = visible(read_only)
+    cmds = visible(read_only, hidden)
     for group in GROUPS:
         for c in cmds:
             if c.group == group:
                 yield group, c.shown_key, c.label, c.description
 
 
+def dashboard_of(provider: Provider) -> Any:
+    """The dashboard the palette serves: the screen it was opened over, else the app's own dashboard
+    (the palette opened over a dialog). None when there is none (the fleet's host table)."""
+    screen = provider.screen
+    if hasattr(screen, "run_command"):
+        return screen
+    return getattr(provider.app, "dashboard", None)
+
+
 class CommandsProvider(Provider):
     """Palette entries from the registry; read-only mode leaves out the mutating ones."""
 
     def _commands(self) -> list[Command]:
-        app: App[object] = self.app
-        read_only = bool(getattr(app, "read_only", False))
-        return [c for c in visible(read_only) if c.id != "palette"]
+        dash = dashboard_of(self)
+        read_only = bool(getattr(dash, "read_only", False))
+        hidden = frozenset(getattr(dash, "unavailable", None) or ())
+        return [c for c in visible(read_only, hidden) if c.id != "palette"]
 
     def _runner(self, command: Command):  # type: ignore[no-untyped-def]
         # run_command re-checks read-only: the palette is a second way in, so it gets a second guard
-        runner = getattr(self.app, "run_command", None)
+        runner = getattr(dashboard_of(self), "run_command", None)
         if runner is not None:
             return partial(runner, command.id)
         return partial(self.app.run_action, command.action)
@@ -147,10 +156,10 @@ class EnclavesProvider(Provider):
     """Palette entries for the enclaves in the table: choosing one selects its row (k9s's `:` jump)."""
 
     def _entries(self) -> list[tuple[str, str, str]]:
-        app = self.app
-        snapshot = getattr(app, "snapshot", None)
+        dash = dashboard_of(self)
+        snapshot = getattr(dash, "snapshot", None)
         running = list(snapshot.enclaves) if snapshot is not None else []
-        gone = list(getattr(app, "gone", {}).values())
+        gone = list(getattr(dash, "gone", {}).values())
         out = []
         for enclave, exited in [(e, False) for e in running] + [(e, True) for e in gone]:
             state = "exited" if exited else enclave.state.lower()
@@ -158,7 +167,7 @@ class EnclavesProvider(Provider):
         return out
 
     def _jump(self, enclave_id: str):  # type: ignore[no-untyped-def]
-        return partial(self.app.jump_to, enclave_id)  # type: ignore[attr-defined]
+        return partial(dashboard_of(self).jump_to, enclave_id)
 
     async def discover(self) -> Hits:
         for title, help, enclave_id in self._entries():
@@ -177,14 +186,14 @@ class EifProvider(Provider):
     Launching changes the world, so read-only mode lists none."""
 
     def _entries(self) -> list[Path]:
-        app = self.app
-        if bool(getattr(app, "read_only", False)):
+        dash = dashboard_of(self)
+        if dash is None or bool(getattr(dash, "read_only", False)):
             return []
-        source = getattr(app, "source", None)
+        source = getattr(dash, "source", None)
         return list(source.eif_library()) if source is not None else []
 
     def _launch(self, path: Path):  # type: ignore[no-untyped-def]
-        return partial(self.app.launch_eif, path)  # type: ignore[attr-defined]
+        return partial(dashboard_of(self).launch_eif, path)
 
     async def discover(self) -> Hits:
         for path in await asyncio.to_thread(self._entries):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Select, Static
 
 from console.screens.base import Dialog
-from console.screens.host import DialogHost
+from console.screens.host import DialogHost, dialog_host
 from console.screens.source import default_output_path
 from console.screens.terminate import Confirm
 from console.widgets.toggles import GlyphRadioButton
@@ -122,7 +122,7 @@ class BuildDialog(Dialog[None]):
 
     @property
     def host(self) -> DialogHost:
-        return cast("DialogHost", self.app)
+        return dialog_host(self)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog build-dialog"):

@@ -76,6 +76,7 @@ class DoctorScreen(Dialog[None]):
         self.query_one("#doctor-body", Static).update(self._body())
 
     def action_rerun(self) -> None:
-        run = getattr(self.app, "run_doctor", None)
+        below = self.app.screen_stack[:-1] if self.app.screen is self else self.app.screen_stack
+        run = next((s.run_doctor for s in reversed(below) if hasattr(s, "run_doctor")), None)
         if run is not None:
             run()

@@ -1,15 +1,17 @@
-"""What a dialog may ask of the app that shows it: a narrow protocol, so that dialogs never import
-the App class (which imports them). The app implements every method; answers come back through the
-dialog's own methods (``stage``, ``action_done``, ``show_error``, ``eif_described``)."""
+"""What a dialog may ask of the dashboard that opened it: a narrow protocol, so that dialogs never import
+the dashboard (console/app.py, which imports them). The dashboard implements every method; answers come
+back through the dialog's own methods (``stage``, ``action_done``, ``show_error``, ``eif_described``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
 
 if TYPE_CHECKING:
+    from textual.screen import Screen
+
     from console.screens.base import Dialog
     from console.screens.source import Source
 
@@ -30,3 +32,14 @@ class DialogHost(Protocol):
     def load_eif_info(self, path: Path, dialog: Dialog[Any]) -> None: ...
 
     def load_docker_images(self) -> None: ...
+
+
+def dialog_host(dialog: Screen[Any]) -> DialogHost:
+    """The dashboard under ``dialog``: the topmost screen below it that serves dialogs (the app's own
+    dashboard, or the remote host's dashboard the fleet opened)."""
+    stack = dialog.app.screen_stack
+    below = stack[: stack.index(dialog)] if dialog in stack else stack
+    for screen in reversed(below):
+        if hasattr(screen, "start_build"):
+            return cast("DialogHost", screen)
+    raise LookupError("this dialog was not opened from a dashboard")

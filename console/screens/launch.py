@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
 from console.screens.base import Dialog
-from console.screens.host import DialogHost
+from console.screens.host import DialogHost, dialog_host
 from console.screens.source import parse_cpu_ids
 from console.widgets.toggles import GlyphCheckbox
 from core.errors import NitrodeckError, UsageError
@@ -141,7 +141,7 @@ class LaunchDialog(Dialog[None]):
 
     @property
     def host(self) -> DialogHost:
-        return cast("DialogHost", self.app)
+        return dialog_host(self)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog launch-dialog"):

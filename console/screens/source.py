@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core import home
 from core.errors import NitrodeckError, UsageError
@@ -79,6 +79,19 @@ class Snapshot:
         return list(self.status.enclaves)
 
 
+class ChangeWatcher(Protocol):
+    """Tells the dashboard when to refresh: core.ops.watch.DirWatcher on this host, an agent's event
+    stream for a remote one."""
+
+    def wait(self, timeout: float | None) -> bool:
+        """True when something changed; False on timeout or after close."""
+        ...
+
+    def close(self) -> None:
+        """Wake a waiter and stop; from any thread."""
+        ...
+
+
 class Source(ABC):
     """What the dashboard needs. Subclasses: LiveSource, FrozenSource."""
 
@@ -87,9 +100,27 @@ class Source(ABC):
     #: core.backends.real.ReadOnlyReason: why changes are refused (a device reason refuses launch/terminate only)
     read_only_reason: Any = None
     schemes: tuple[str, ...] = ()
+    #: why the console of a running enclave cannot be streamed from here (None: it can)
+    console_unavailable: str | None = None
+    #: why describe-eif details of an enclave's EIF cannot be shown from here (None: they can)
+    eif_unavailable: str | None = None
+    #: why the command log stays empty (a remote host's nitro-cli commands run there, not here)
+    commands_unavailable: str | None = None
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def unavailable_actions(self) -> dict[str, str]:
+        """Dashboard actions (registry action names) this source cannot serve at all, each with why:
+        their keys are hidden like read-only ones, and pressing one says why."""
+        return {}
+
+    def host_stats(self) -> Any:
+        """One sample of the host's CPU and memory (core.ops.resources.HostStats) for the sparklines;
+        None when there is none to take."""
+        from core.ops.resources import host_stats
+
+        return host_stats()
 
     @abstractmethod
     def snapshot(self) -> Snapshot:
@@ -114,6 +145,13 @@ class Source(ABC):
     def watch_dirs(self) -> list[Path]:
         """Folders to watch for enclave changes (core.ops.watch); none for a world that never changes."""
         return []
+
+    def change_watcher(self) -> ChangeWatcher | None:
+        """What tells the dashboard to refresh before its safety poll: inotify on :meth:`watch_dirs`."""
+        from core.ops.watch import DirWatcher
+
+        dirs = self.watch_dirs()
+        return DirWatcher(dirs) if dirs else None
 
     def audit_path(self) -> Path:
         return home.audit_log()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
 from console.screens.base import Dialog
-from console.screens.host import DialogHost
+from console.screens.host import DialogHost, dialog_host
 from core.errors import UsageError
 from core.models import EnclaveInfo
 from core.text import safe_text
@@ -47,7 +47,7 @@ class TestSignDialog(Dialog[None]):
 
     @property
     def host(self) -> DialogHost:
-        return cast("DialogHost", self.app)
+        return dialog_host(self)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog testsign-dialog"):

@@ -91,6 +91,7 @@ def render_detail(
     exit_note: str | None = None,
     read_only: bool = False,
     launch_blocked: bool = False,
+    eif_note: str | None = None,
 ) -> Text:
     """``read_only``: every change is refused (its keys are hidden, so no hint names them);
     ``launch_blocked``: only launch and terminate are (a device reason), so building still is."""
@@ -168,6 +169,9 @@ def render_detail(
         text.append("EIF ", style="bold")
         image = safe_text(f"{eif.image_name or '?'} {eif.image_version or ''}")
         text.append(f"v{eif.version} {image}  {signed}  CRC {'ok' if eif.check_crc else 'BAD'}\n")
+    elif eif_note:  # e.g. a remote host: its EIF files are not readable from here
+        text.append("EIF ", style="bold")
+        text.append(f"{eif_note}\n", style="dim")
     # describe-enclaves --metadata reports the metadata of the EIF the enclave was launched from;
     # describe-eif reports the file's now. One block when they agree, both when the file changed.
     launched = enclave.metadata or None
@@ -186,7 +190,7 @@ def render_detail(
 class DetailPane(VerticalScroll):
     def __init__(self, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._shown: tuple[Any, ...] = (None, "unpinned", None, False, None, None, None, None)
+        self._shown: tuple[Any, ...] = (None, "unpinned", None, False, None, None, None, None, None)
         #: what the operator may do here (the app's read-only state): hints name only keys that work
         self.read_only = False
         self.launch_blocked = False
@@ -208,12 +212,13 @@ class DetailPane(VerticalScroll):
         pin: str | None = None,
         events: list[Any] | None = None,
         exit_note: str | None = None,
+        eif_note: str | None = None,
     ) -> None:
         before = self._shown[0] if getattr(self, "_shown", None) else None
-        self._shown = (enclave, verdict, expected, exited, eif, pin, events, exit_note)
+        self._shown = (enclave, verdict, expected, exited, eif, pin, events, exit_note, eif_note)
         self.query_one("#detail-body", Static).update(
             render_detail(enclave, verdict, expected, exited, eif, self._width(), pin, events, exit_note,
-                          self.read_only, self.launch_blocked)
+                          self.read_only, self.launch_blocked, eif_note)
         )
         if (before.enclave_id if before else None) != (enclave.enclave_id if enclave else None):
             # another enclave: start at its name, not at the old one's scroll position

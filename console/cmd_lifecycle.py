@@ -55,8 +55,21 @@ def make_lifecycle(args: argparse.Namespace, *, echo_commands: bool | None = Non
     )
 
 
-def enclave_json(e: EnclaveInfo, verdict: str | None = None, pin: str | None = None) -> dict[str, Any]:
-    """nitro-cli's describe-enclaves element shape (plus nitrodeck's ExpectedPCRs verdict)."""
+def judgement_json(judgement: Any) -> dict[str, Any]:
+    """What a verdict compared with (core.ops.expected.Judgement): how its pin was found and the pinned
+    PCRs, in nitro-cli's Measurements shape; {} without a pin."""
+    if judgement is None or judgement.pin is None:
+        return {}
+    pcrs = {f"PCR{index}": value for index, value in sorted(judgement.pin.pcrs.items())}
+    return {"ExpectedPCRsPinnedBy": judgement.by, "ExpectedMeasurements": pcrs}
+
+
+def enclave_json(
+    e: EnclaveInfo, verdict: str | None = None, pin: str | None = None, *, judgement: Any = None,
+    started_at: str | None = None,
+) -> dict[str, Any]:
+    """nitro-cli's describe-enclaves element shape (plus nitrodeck's ExpectedPCRs verdict, the pin it
+    compared with, and, from the agent, when the enclave started)."""
     out: dict[str, Any] = {}
     if e.name is not None:
         out["EnclaveName"] = e.name
@@ -78,6 +91,9 @@ def enclave_json(e: EnclaveInfo, verdict: str | None = None, pin: str | None = N
     if verdict is not None:
         out["ExpectedPCRs"] = verdict
         out["ExpectedPCRsPin"] = pin
+        out.update(judgement_json(judgement))
+    if started_at is not None:
+        out["StartedAt"] = started_at
     return out
 
 
@@ -112,9 +128,12 @@ def eif_json(info: EifInfo) -> dict[str, Any]:
 def status_json(
     st: Status, verdicts: dict[str, str], pins: dict[str, str | None] | None = None,
     exited: list[dict[str, Any]] | None = None, journal: dict[str, Any] | None = None,
+    *, judgements: dict[str, Any] | None = None, started: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     res = st.resources
     pins = pins or {}
+    judgements = judgements or {}
+    started = started or {}
     return {
         "backend": st.backend,
         "backend_display": st.backend_display,
@@ -127,7 +146,11 @@ def status_json(
         "warnings": list(st.warnings),
         "instance_id": st.instance_id,
         "taken_at": st.taken_at,
-        "enclaves": [enclave_json(e, verdicts.get(e.enclave_id), pins.get(e.enclave_id)) for e in st.enclaves],
+        "enclaves": [
+            enclave_json(e, verdicts.get(e.enclave_id), pins.get(e.enclave_id), judgement=judgements.get(e.enclave_id),
+                         started_at=started.get(e.enclave_id))
+            for e in st.enclaves
+        ],
         "exited": exited or [],
         "journal": journal or {},
         "cpu_pool": {"source": res.cpus.source, "pool": res.cpus.pool, "free": res.cpus.free, "held": res.cpus.held},
@@ -260,9 +283,10 @@ def _print_status(lc: Lifecycle, mode: str) -> None:
     exited = [event.to_json() for _, event in lc.exited(since=since)]
     journal = {"path": str(lc.journal.path), "warnings": list(lc.journal.warnings)}
     if mode == "json":
-        emit_json(status_json(st, verdicts, pins, exited, journal))
+        emit_json(status_json(st, verdicts, pins, exited, journal, judgements=judged))
     elif mode == "jsonl":
-        print(json.dumps(to_jsonable(status_json(st, verdicts, pins, exited, journal)), ensure_ascii=False), flush=True)
+        print(json.dumps(to_jsonable(status_json(st, verdicts, pins, exited, journal, judgements=judged)),
+                         ensure_ascii=False), flush=True)
     elif mode == "frame":
         # home, the text with each line's leftovers erased, then clear what a longer frame left below
         text = status_text(st, verdicts, lc.backend.chosen_by) + _exited_text(exited)

@@ -220,8 +220,18 @@ class AgentHandler(BaseHTTPRequestHandler):
 
     def _status(self, query: dict[str, str]) -> None:
         snap = self._require_status()
-        if snap.status is not None:
-            self._send_json(HTTPStatus.OK, status_json(snap.status, snap.verdicts))
+        if snap.status is None:
+            return
+        # `status --json`'s object, plus when each enclave started (from the uptimes the metrics use)
+        started = {
+            enclave_id: datetime.fromtimestamp(snap.taken - uptime, UTC).isoformat(timespec="seconds")
+            for enclave_id, uptime in snap.uptimes.items()
+        }
+        pins = {k: j.key for k, j in snap.judgements.items()}
+        journal = self.server.state.journal
+        about = {"path": str(journal.path), "warnings": list(journal.warnings)} if journal is not None else {}
+        self._send_json(HTTPStatus.OK, status_json(snap.status, snap.verdicts, pins, snap.exited, about,
+                                                   judgements=snap.judgements, started=started))
 
     def _enclaves(self, query: dict[str, str]) -> None:
         snap = self._require_status()

@@ -11,11 +11,13 @@ The Lifecycle is opened read-only: no endpoint and no flag can change an enclave
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
@@ -29,6 +31,9 @@ log = logging.getLogger("nitrodeck.agent")
 
 #: the safety poll on top of the watcher: a change the watcher cannot see still shows within this
 SAFETY_POLL_S = 30.0
+#: /status lists the exits of this long back, at most this many (as `status --json` does)
+EXITED_WINDOW = timedelta(hours=24)
+MAX_EXITED = 16
 PROBE_PAYLOAD = b"nitrodeck agent test-sign probe"
 
 
@@ -108,8 +113,10 @@ class HostState:
             previous = self.snapshot
             try:
                 status = self.lifecycle.status()
-                verdicts = self._verdicts(status)
-                exits, launched = self._journal_facts()
+                judgements = self._judge(status)
+                verdicts = {k: j.verdict for k, j in judgements.items()}
+                events = self._journal_events()
+                exits, launched = self._journal_facts(events)
                 now = time.time()
                 uptimes = {}
                 for e in status.enclaves:
@@ -120,13 +127,13 @@ class HostState:
                 if self.probe_every:
                     running = {e.label for e in status.enclaves}
                     probe = {name: ok for name, ok in self._probe.items() if name in running}
-                snap = AgentSnapshot(status, verdicts, uptimes, exits, probe, taken=now)
+                snap = AgentSnapshot(status, verdicts, uptimes, exits, probe, taken=now, judgements=judgements,
+                                     exited=self._exited(events, now))
             except Exception as exc:  # noqa: BLE001 - any failure is a counted scrape error, never a dead watcher
                 with self._lock:
                     self.counters.scrape_errors += 1
                 message = exc.message if isinstance(exc, NitrodeckError) else f"{type(exc).__name__}: {exc}"
-                snap = AgentSnapshot(previous.status, previous.verdicts, previous.uptimes, previous.exits,
-                                     previous.testsign, taken=previous.taken, error=message[:500])
+                snap = dataclasses.replace(previous, error=message[:500])
                 log.warning("refresh failed: %s", message)
             with self._lock:
                 self._snapshot = snap
@@ -135,24 +142,57 @@ class HostState:
                 self.on_refresh(snap)
         return snap
 
-    def _verdicts(self, status: Status) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def _judge(self, status: Status) -> dict[str, Any]:
+        """Each enclave's verdict against the pin of its EIF (core.ops.expected.Judgement)."""
+        from core.ops.expected import Judgement
+
+        out: dict[str, Any] = {}
         for e in status.enclaves:
             try:
-                out[e.enclave_id] = self.lifecycle.match(e)
+                out[e.enclave_id] = self.lifecycle.judge(e)  # records a pcr-mismatch once, as status does
             except NitrodeckError:
-                out[e.enclave_id] = "unpinned"
+                out[e.enclave_id] = Judgement("unpinned")
         return out
 
-    def _journal_facts(self) -> tuple[dict[str, int], dict[str, float]]:
-        """Exits per enclave name, and when each enclave was launched, from the journal."""
+    def _journal_events(self) -> list[Any]:
         if self.journal is None:
-            return {}, {}
+            return []
         try:
-            events = self.journal.read()
+            return list(self.journal.read())
         except Exception as exc:  # noqa: BLE001 - a broken journal must not take /metrics down
             log.warning("journal unreadable: %s", exc)
-            return {}, {}
+            return []
+
+    def _exited(self, events: list[Any], now: float) -> list[dict[str, Any]]:
+        """The recent exits as `status --json` lists them, each with the verdict of its enclave (a remote
+        dashboard shows them as EXITED rows)."""
+        from console.cmd_lifecycle import judgement_json
+        from core.ops.journal import enclave_from_event  # type: ignore[import-not-found,unused-ignore]
+
+        since = datetime.fromtimestamp(now, UTC) - EXITED_WINDOW
+        out: list[dict[str, Any]] = []
+        for event in reversed(events):
+            if event.event != "exited":
+                continue
+            with contextlib.suppress(ValueError):
+                if event.when < since:
+                    break  # the journal is in time order: nothing older is wanted
+            row = event.to_json()
+            enclave = enclave_from_event(event)
+            if enclave is not None:
+                try:
+                    judgement = self.lifecycle.judge(enclave, record=False)
+                    row.update(ExpectedPCRs=judgement.verdict, ExpectedPCRsPin=judgement.key,
+                               **judgement_json(judgement))
+                except NitrodeckError:
+                    pass
+            out.append(row)
+            if len(out) >= MAX_EXITED:
+                break
+        return out
+
+    def _journal_facts(self, events: list[Any]) -> tuple[dict[str, int], dict[str, float]]:
+        """Exits per enclave name, and when each enclave was launched, from the journal."""
         exits: Counter[str] = Counter()
         launched: dict[str, float] = {}
         for event in events:

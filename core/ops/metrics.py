@@ -45,6 +45,10 @@ class AgentSnapshot:
     taken: float = field(default_factory=time.time)
     #: why the last refresh failed (the previous good status is kept in ``status``)
     error: str | None = None
+    #: enclave ID -> core.ops.expected.Judgement (the verdict's pin, how it was found): for /status
+    judgements: dict[str, Any] = field(default_factory=dict)
+    #: the journal's recent exits as event JSON, newest first, each with its verdict: for /status
+    exited: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

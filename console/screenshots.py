@@ -258,15 +258,17 @@ def main(argv: list[str] | None = None) -> int:
             if converter is not None:
                 subprocess.run([converter, "-o", str(svg.with_suffix(".png"))], input=_for_rsvg(text).encode(), check=True)
             print(svg)
-    from console.agent.fleet_frozen import render_fleet  # `nitrodeck fleet` (console/agent/), frozen hosts
+    # `nitrodeck fleet` (console/agent/), frozen hosts: the table, and Enter on the first host
+    from console.agent.fleet_frozen import render_fleet, render_fleet_dashboard
 
-    for size in SIZES:
-        svg = out / f"fleet-{size[0]}x{size[1]}.svg"
-        text = asyncio.run(render_fleet(size))
-        svg.write_text(text, encoding="utf-8")
-        if converter is not None:
-            subprocess.run([converter, "-o", str(svg.with_suffix(".png"))], input=_for_rsvg(text).encode(), check=True)
-        print(svg)
+    for name, render_one in (("fleet", render_fleet), ("fleet-dashboard", render_fleet_dashboard)):
+        for size in SIZES:
+            svg = out / f"{name}-{size[0]}x{size[1]}.svg"
+            text = asyncio.run(render_one(size))
+            svg.write_text(text, encoding="utf-8")
+            if converter is not None:
+                subprocess.run([converter, "-o", str(svg.with_suffix(".png"))], input=_for_rsvg(text).encode(), check=True)
+            print(svg)
     return 0
 
 

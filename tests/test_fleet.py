@@ -166,9 +166,9 @@ async def test_fleet_tui_rows_and_drill_down(nd_home: Path, tmp_path: Path) -> N
             assert rows[0][:4] == ["parent-a", "i-0agent0000000001", "yes", "1/2"]
             assert rows[1][:3] == ["parent-b", "-", "UNREACHABLE"]
             assert "1 unreachable" in app.sub_title
-            await pilot.press("enter")
+            # the highlighted host's enclaves show below (Enter opens its dashboard: test_fleet_drill.py)
             await pilot.pause(0.2)
-            enclaves = app.query_one("#enclaves", DataTable)
+            enclaves = app.query_one("#host-enclaves", DataTable)
             assert enclaves.row_count == 1 and enclaves.get_row_at(0)[:2] == ["svc", enclave_id]
     finally:
         agent.stop()

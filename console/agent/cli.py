@@ -65,16 +65,23 @@ def register(subparsers: Any) -> None:
         "fleet",
         help="many parents at once, read through their agents (TUI; --json for one report)",
         description="One row per parent: instance ID, agent reachable, enclaves running/expected, PCR verdicts, "
-                    "free CPU pool, last exit. Read-only.")
+                    "free CPU pool, last exit. Enter on a host opens its full dashboard, read through its agent; "
+                    "q or esc comes back. Read-only, whatever the flags.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--hosts", type=resolve_path, metavar="FILE",
                         help="YAML list of hosts: name, url, token_file (relative to FILE), expected")
     source.add_argument("--ecs-cluster", metavar="NAME",
                         help="the agents that published nitrodeck.endpoint on this cluster's container instances")
+    source.add_argument("--agent", metavar="URL",
+                        help="one host: its agent's URL (its dashboard opens at once; --token-file, --ca-file)")
+    p.add_argument("--open", dest="open_host", metavar="NAME",
+                   help="open this host's dashboard at once (a hosts file name, or an instance ID with "
+                        "--ecs-cluster); q or esc goes back to the fleet")
     p.add_argument("--token-file", type=resolve_path, metavar="FILE",
-                   help="with --ecs-cluster: the bearer token of every agent (mode 0600)")
+                   help="with --ecs-cluster or --agent: the bearer token of every agent (mode 0600)")
     p.add_argument("--ca-file", type=resolve_path, metavar="PEM",
-                   help="with --ecs-cluster: verify https agents against this bundle (hosts files say ca_file)")
+                   help="with --ecs-cluster or --agent: verify https agents against this bundle "
+                        "(hosts files say ca_file)")
     p.add_argument("--timeout", type=_seconds(0.2, 60), default=3.0, metavar="SECONDS",
                    help="per request (default 3): an unreachable host costs this, never the others")
     p.add_argument("--concurrency", type=int, default=32, choices=range(1, 257), metavar="N",
@@ -190,30 +197,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def fleet_entries(args: argparse.Namespace) -> list[Any]:
-    from console.agent.fleet import HostEntry, load_hosts
+    from console.agent.fleet import HostEntry, agent_entry, load_hosts
 
     if args.hosts:
         return load_hosts(args.hosts)
-    from console.agent.ecs import discover
-
     token = str(args.token_file) if args.token_file else None
     ca_file = str(args.ca_file) if args.ca_file else None
+    if getattr(args, "agent", None):
+        return [agent_entry(args.agent, token, ca_file)]
+    from console.agent.ecs import discover
+
     return [HostEntry(name, url, token, None, ca_file) for name, url in discover(args.ecs_cluster)]
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
     from console.agent.fleet import fleet_json, poll_fleet, read_tokens
     from console.output import emit_json
+    from core.errors import UsageError
 
     entries = fleet_entries(args)
     tokens = read_tokens(entries)  # a readable token file is refused before any host is asked
+    open_at_start = args.open_host or (entries[0].name if getattr(args, "agent", None) else None)
     if args.json:
+        if args.open_host:
+            raise UsageError("--open opens a host's dashboard in the TUI; --json prints the fleet once",
+                             where="--open", hint="leave out --json to open the dashboard")
         emit_json(fleet_json(poll_fleet(entries, args.timeout, args.concurrency, tokens)))
         return 0
+    known = {e.name: e for e in entries}
+    if open_at_start is not None and open_at_start not in known:
+        names = ", ".join(sorted(known)[:8]) + (", ..." if len(known) > 8 else "")
+        raise UsageError(f"no host named {open_at_start[:80]!r}", where="--open",
+                         hint=f"hosts: {names}" if names else "the host list is empty")
+
+    def poll() -> list[Any]:
+        fresh = fleet_entries(args)  # a hosts file or a cluster may change while the view is open
+        known.update({e.name: e for e in fresh})
+        return poll_fleet(fresh, args.timeout, args.concurrency, tokens)
+
+    def opener(name: str) -> Any:
+        from console.agent.remote import open_remote
+
+        entry = known.get(name)
+        if entry is None:
+            raise UsageError(f"no host named {name[:80]!r}", where="--open")
+        return open_remote(entry, tokens, args.timeout)
+
     from console.agent.fleet_app import run_fleet_tui
 
-    return run_fleet_tui(lambda: poll_fleet(fleet_entries(args), args.timeout, args.concurrency, tokens),
-                         args.fleet_refresh)
+    return run_fleet_tui(poll, args.fleet_refresh, opener, open_at_start)
 
 
 def in_process_agent(listen: str, token_file: str | None) -> Any:

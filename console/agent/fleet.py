@@ -125,6 +125,12 @@ def parse_hosts(data: bytes, where: str) -> list[HostEntry]:
     return out
 
 
+def agent_entry(url: str, token_file: str | None = None, ca_file: str | None = None) -> HostEntry:
+    """`fleet --agent URL`: one host, named after the URL's host."""
+    url = _check_url(url, "--agent")
+    return HostEntry(urlsplit(url).hostname or url, url, token_file, None, ca_file)
+
+
 def load_hosts(path: Path | str) -> list[HostEntry]:
     path = Path(path)
     entries = parse_hosts(read_limited(path, MAX_HOSTS_FILE, "--hosts"), f"--hosts {path}")
@@ -135,8 +141,9 @@ def load_hosts(path: Path | str) -> list[HostEntry]:
     return [HostEntry(e.name, e.url, near(e.token_file), e.expected, near(e.ca_file)) for e in entries]
 
 
-class _Fetcher:
-    """GETs against one agent; a token (read once) and a timeout for every call."""
+class AgentClient:
+    """GETs against one agent; a token (read once) and a timeout for every call. Used by the fleet's
+    poll and by a host's dashboard (console/agent/remote.py)."""
 
     def __init__(self, entry: HostEntry, timeout: float, tokens: dict[str, str]) -> None:
         self.entry = entry
@@ -147,17 +154,25 @@ class _Fetcher:
         self.port = parts.port or (443 if self.https else 80)
         self.base = parts.path.rstrip("/")
         self.token = tokens.get(entry.token_file) if entry.token_file else None
+        self._tls: ssl.SSLContext | None = None
+
+    def connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        """A new connection to the agent (https verified against ca_file, or the system's CAs)."""
+        if self.https:
+            if self._tls is None:  # loading the CA bundle costs more than a request: once per client
+                self._tls = ssl.create_default_context(cafile=self.entry.ca_file)
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout or self.timeout,
+                                               context=self._tls)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def get(self, path: str) -> tuple[int, Any]:
-        conn: http.client.HTTPConnection
-        if self.https:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                               context=ssl.create_default_context(cafile=self.entry.ca_file))
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = self.connection()
         try:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            conn.request("GET", self.base + path, headers=headers)
+            conn.request("GET", self.base + path, headers=self.headers)
             resp = conn.getresponse()
             body = resp.read(MAX_ANSWER + 1)
         finally:
@@ -193,7 +208,7 @@ def _summary(entry: HostEntry, status: dict[str, Any]) -> HostReport:
 
 def poll_host(entry: HostEntry, timeout: float = DEFAULT_TIMEOUT_S, tokens: dict[str, str] | None = None) -> HostReport:
     started = time.monotonic()
-    fetch = _Fetcher(entry, timeout, tokens or {})
+    fetch = AgentClient(entry, timeout, tokens or {})
     try:
         code, status = fetch.get("/status")
         if code != 200 or not isinstance(status, dict):

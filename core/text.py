@@ -34,6 +34,8 @@ def safe_text(value: Any, *, multiline: bool = False) -> str:
     returns included, is escaped.
     """
     text = value if isinstance(value, str) else str(value)
+    if text.isascii() and text.isprintable():
+        return text  # the common case, a fifth of the regex's cost (a console line at a time adds up)
     pattern = _UNSAFE_KEEP_NEWLINE if multiline else _UNSAFE
     return pattern.sub(_escape, text)
 

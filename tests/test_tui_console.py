@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from rich.color import Color
 from rich.console import Console
 from textual.widgets import Input
 
@@ -226,3 +227,64 @@ def test_resources_pane_names_the_allocator_problem() -> None:
     assert "cpu_count conflicts with cpu_pool" in render_resources(broken, []).plain
     fine = Resources([], CpuPool([1, 5], {}, [1, 5]), HostStats(1.0, 2, 1), [], None)
     assert "conflicts" not in render_resources(fine, []).plain
+
+
+async def test_console_stream_draws_the_tail_after_pruning_and_redraws_for_a_search(nd_home: Path) -> None:
+    """The console log keeps rendered lines between flushes (by their number in the stream) and sets
+    its size without laying the screen out: what is drawn must still be the newest lines after the
+    log has pruned its head many times, and a search must redraw lines drawn before it."""
+    from textual.screen import Screen
+
+    source = FrozenSource()
+    source.console_lines = []
+    app = NitrodeckApp(source, refresh_seconds=0, console_max_lines=200)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        await pilot.press("down")  # the debug-mode enclave
+        pane = app.query_one("#console", ConsolePane)
+        log = pane.log_widget
+        await wait_until(pilot, lambda: pane.enclave_label != "")
+
+        async def feed(batches: range) -> None:
+            for batch in batches:
+                pane.push_many([f"line {batch * 10 + i}" + (" ERROR" if i == 3 else "") for i in range(10)])
+                await wait_until(pilot, lambda: not pane.inbox)
+                await pilot.pause()
+
+        await feed(range(10))  # 100 lines: the scrollbar appears (one layout)
+        layouts = 0
+        original = Screen._refresh_layout
+
+        def counting(screen: Screen, *args: object, **kwargs: object) -> None:
+            nonlocal layouts
+            layouts += 1
+            original(screen, *args, **kwargs)  # type: ignore[arg-type]
+
+        Screen._refresh_layout = counting  # type: ignore[method-assign]
+        try:
+            await feed(range(10, 15))  # the log grows: its scrollbar moves, nothing is laid out
+        finally:
+            Screen._refresh_layout = original  # type: ignore[method-assign]
+        assert layouts == 0
+        assert log.virtual_size.height == 150 and log.is_vertical_scroll_end
+
+        await feed(range(15, 60))  # 600 lines through a 200-line log: pruned at every flush
+        assert list(log.lines) == [f"line {n}" + (" ERROR" if n % 10 == 3 else "") for n in range(400, 600)]
+        assert log.virtual_size.height == 200 and log.is_vertical_scroll_end
+        await pilot.pause(0.1)
+        height = log.scrollable_content_region.height
+        shown = [log.render_line(y).text.rstrip() for y in range(height)]
+        assert shown == list(log.lines)[-height:]
+
+        # lines drawn before a search are drawn again with its highlight
+        drawn = log.render_line(height - 7)  # line 593, drawn plain
+        assert "593 ERROR" in drawn.text
+        yellow = Color.parse("yellow")  # the search's "black on yellow"
+        assert not any(seg.style is not None and seg.style.bgcolor == yellow for seg in drawn)
+        assert pane.search("error") == 20
+        await pilot.pause()
+        pane.follow = True
+        await pilot.pause()
+        again = log.render_line(height - 7)
+        assert "593 ERROR" in again.text
+        assert any(seg.text == "ERROR" and seg.style is not None and seg.style.bgcolor == yellow for seg in again)

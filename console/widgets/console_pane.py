@@ -4,24 +4,36 @@ Lines arrive from a reader thread through :meth:`ConsolePane.push` into :attr:`C
 deque: appends are thread-safe). The first line after a flush asks for the next one, which runs
 ``FLUSH_INTERVAL`` later and moves everything that arrived meanwhile into the Log with one
 ``write_lines`` call: a console printing tens of thousands of lines a second costs one repaint per
-tick, and a quiet console costs nothing at all (no timer runs while no line arrives).
+tick, and a quiet console costs nothing at all (no timer runs while no line arrives). While lines
+keep coming, flushes are ``STREAM_FLUSH_INTERVAL`` apart: one repaint of the pane costs ~10 ms of
+CPU whatever it shows (Textual draws the scrolled pane and its scrollbar again), so a console
+printing steadily costs four of them a second, not ten; a line after a quiet spell still shows
+within ``FLUSH_INTERVAL``.
 Scrolling up stops following the tail (the TAIL indicator says so); End or ``f`` resumes it.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import deque
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.highlighter import Highlighter
+from rich.style import Style
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
+from textual.cache import LRUCache
 from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Input, Log, Static
 
 from core import home
@@ -29,8 +41,12 @@ from core.text import safe_text
 
 MAX_LINES = 5000
 FLUSH_INTERVAL = 0.1  # at most 10 repaints a second, however fast the console prints
+#: flushes are at least this far apart while a console prints steadily (see the module docstring)
+STREAM_FLUSH_INTERVAL = 0.25
 #: the inbox is bounded too: if the UI falls behind, the oldest unseen lines are dropped
 INBOX_LIMIT = 50_000
+#: rendered console lines kept (a screenful is what is drawn again on every flush)
+STRIP_CACHE = 512
 
 
 class SearchHighlighter(Highlighter):
@@ -45,7 +61,17 @@ class SearchHighlighter(Highlighter):
 
 
 class ConsoleLog(Log):
-    """A Log that tells its pane when the operator scrolls away from (or back to) the tail."""
+    """A Log that tells its pane when the operator scrolls away from (or back to) the tail, and that
+    takes a stream cheaply.
+
+    Textual's Log, per ``write_lines``: assigns ``virtual_size`` (a reactive with ``layout=True``, so
+    the whole screen is laid out and repainted again), starts a thread worker to measure the new
+    lines' width, and renders every visible line through Rich on every repaint (its line cache is
+    only filled while text is selected). At 10 flushes a second that was most of the dashboard's
+    CPU while a console streamed. Here a flush measures its lines in place, updates the virtual size
+    and the scrollbars without a layout (a scrollbar that appears or goes still asks for one, through
+    its own reactive), and a rendered line is kept until it changes or scrolls out of the cache.
+    """
 
     class FollowChanged(Message):
         def __init__(self, follow: bool) -> None:
@@ -91,6 +117,95 @@ class ConsoleLog(Log):
         super()._on_mouse_scroll_down(event)
         self.call_after_refresh(self._back_if_end)
 
+    # -- the cheap stream (see the class docstring)
+
+    def __init__(self, *, highlight: bool = False, max_lines: int | None = None, auto_scroll: bool = True,
+                 id: str | None = None) -> None:
+        super().__init__(highlight=highlight, max_lines=max_lines, auto_scroll=auto_scroll, id=id)
+        #: lines pruned from the top so far: rendered lines are cached by their number in the whole
+        #: stream, so pruning (every flush once the log is full) leaves the cache as it is
+        self._dropped = 0
+        self._strips: LRUCache[int, Strip] = LRUCache(STRIP_CACHE)
+        #: DOMNode.rich_style walks every ancestor's styles; Log asks for it once per line per repaint
+        self._line_style: Style | None = None
+
+    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> ConsoleLog:
+        at_end = self.is_vertical_scroll_end
+        auto_scroll = self.auto_scroll if scroll_end is None else scroll_end
+        new_lines: list[str] = []
+        for line in lines:
+            new_lines.extend(line.splitlines())
+        self._lines.extend(new_lines)
+        if self.max_lines is not None and len(self._lines) > self.max_lines:
+            self._prune_max_lines()
+        if new_lines:
+            self._width = max(self._width, max(map(self._cells, new_lines)))
+        size = Size(self._width, len(self._lines))
+        if size != self.virtual_size:
+            self.set_reactive(Widget.virtual_size, size)
+            if self.is_mounted:
+                self._scroll_update(size)  # the scrollbars; one that appears or goes lays out on its own
+        start = max(len(self._lines) - len(new_lines), 0)
+        self.refresh_lines(start, len(self._lines) - start)
+        if auto_scroll and not self.is_vertical_scrollbar_grabbed and at_end:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        return self
+
+    def _cells(self, line: str) -> int:
+        """The line's width on screen: its length for ASCII without tabs (every line safe_text has
+        passed), which is ~100 times cheaper than measuring cells."""
+        if line.isascii() and "\t" not in line:
+            return len(line)
+        return cell_len(self._process_line(line))
+
+    def _prune_max_lines(self) -> None:
+        if self.max_lines is None or len(self._lines) <= self.max_lines:
+            return
+        remove = len(self._lines) - self.max_lines
+        del self._lines[:remove]
+        self._dropped += remove
+        self._render_line_cache.clear()  # Log's own, filled only while text is selected, by index
+
+    def refresh_lines(self, y_start: int, line_count: int = 1) -> None:
+        for y in range(y_start, y_start + line_count):
+            self._strips.discard(y + self._dropped)
+        super().refresh_lines(y_start, line_count)
+
+    def forget_rendered(self) -> None:
+        """Draw every line afresh (the search term changed)."""
+        self._render_line_cache.clear()
+        self._strips.clear()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._line_style = None
+        self.forget_rendered()
+
+    def _render_line(self, y: int, scroll_x: int, width: int) -> Strip:
+        style = self._line_style
+        if style is None:
+            style = self._line_style = self.rich_style
+        if y >= len(self._lines):
+            return Strip.blank(width, style)
+        line = self._render_line_strip(y, style)
+        return line.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, y)
+
+    def clear(self) -> ConsoleLog:
+        super().clear()
+        self.forget_rendered()
+        return self
+
+    def _render_line_strip(self, y: int, rich_style: Style) -> Strip:
+        if self.text_selection is not None:
+            return super()._render_line_strip(y, rich_style)  # drawn fresh while text is selected
+        key = y + self._dropped
+        cached = self._strips.get(key)
+        if cached is not None:
+            return cached
+        line = super()._render_line_strip(y, rich_style)
+        self._strips[key] = line
+        return line
+
 
 class ConsolePane(Vertical):
     class LinesArrived(Message):
@@ -104,6 +219,8 @@ class ConsolePane(Vertical):
         self.max_lines = max_lines
         self.inbox: deque[str] = deque(maxlen=INBOX_LIMIT)
         self._flush_wanted = False
+        #: when the last flush that moved lines ran (time.monotonic())
+        self._last_flush = -1e9
         #: raw lines as the enclave printed them (the Log may hold them wrapped)
         self.raw: deque[str] = deque(maxlen=max_lines)
         self.enclave_label = ""
@@ -140,7 +257,11 @@ class ConsolePane(Vertical):
 
     @on(LinesArrived)
     def _lines_arrived(self) -> None:
-        self.set_timer(FLUSH_INTERVAL, self.flush, name="console-flush")
+        since = time.monotonic() - self._last_flush
+        # lines right after a flush: a stream, so wait for the rest of its interval (never less than
+        # FLUSH_INTERVAL, which gathers what arrives together)
+        delay = max(FLUSH_INTERVAL, STREAM_FLUSH_INTERVAL - since) if since < 2 * STREAM_FLUSH_INTERVAL else FLUSH_INTERVAL
+        self.set_timer(delay, self.flush, name="console-flush")
 
     @property
     def log_widget(self) -> ConsoleLog:
@@ -182,6 +303,7 @@ class ConsolePane(Vertical):
         except IndexError:
             pass
         self.flushed += len(batch)
+        self._last_flush = time.monotonic()
         self.raw.extend(batch)
         log = self.log_widget
         log.write_lines(self._shape(batch), scroll_end=self.follow and not log.is_vertical_scrollbar_grabbed)
@@ -276,7 +398,7 @@ class ConsolePane(Vertical):
         self.term = term.strip()
         self._highlighter.term = self.term
         log = self.log_widget
-        log._render_line_cache.clear()
+        log.forget_rendered()
         needle = self.term.lower()
         self._matches = [i for i, line in enumerate(log.lines) if needle and needle in line.lower()]
         self._match_at = len(self._matches) - 1

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
-import queue
 import shlex
 import shutil
 import stat
+import struct
 import tempfile
-import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,24 @@ from typing import Any
 import core
 from core.eif import cpio
 from core.eif.blobs import Blobs, load_blobs
-from core.eif.format import EifError, EifFile, EifWriter, SectionType, read_eif
+from core.eif.format import (
+    CRC_COVERED,
+    SECTION_HEADER_FORMAT,
+    SECTION_HEADER_SIZE,
+    EifError,
+    EifFile,
+    EifWriter,
+    Reserved,
+    SectionType,
+    read_eif,
+    read_eif_fd,
+)
 from core.eif.image import ImageConfig, ImageError, flatten_tarball
-from core.eif.measure import measure
+from core.eif.measure import finalize
+from core.eif.stream import Crc32, DigestingWriter, OutputFailed, crc32_combine
 from core.errors import NitrodeckError
 from core.files import OutputBusy, atomic_output, check_output_target, open_regular, output_lock, pid_alive
-from core.models import BuildRequest, BuildResult
+from core.models import BuildRequest, BuildResult, Measurements
 
 MAX_CUSTOM_METADATA = 4096
 MAX_SPEC_FILE = 1024 * 1024
@@ -261,41 +274,104 @@ def _customer_entries(source: _Source) -> Iterator[cpio.CpioEntry]:
     yield cpio.regular("env", "".join(f"{kv}\n" for kv in source.config.env).encode(), 0o644)
 
 
-def _write_cpio(path: Path, entries: Iterator[cpio.CpioEntry], mtime: int) -> str:
-    """Write a ramdisk; returns its sha256 (used as ImageVersion of rootfs builds).
-
-    The digest runs in its own thread (hashlib releases the GIL), beside the walk and the writes: the
-    writer hands over immutable ``bytes``, so no copy is needed and the order is kept by the queue."""
-    digest = hashlib.sha256()
-    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=64)  # bounded: memory stays small
-
-    def hash_chunks() -> None:
-        while (chunk := chunks.get()) is not None:
-            digest.update(chunk)
-
-    hasher = threading.Thread(target=hash_chunks, name="ramdisk-sha256", daemon=True)
-    hasher.start()
-
-    class _Hashing:
-        def __init__(self, fh: Any) -> None:
-            self.fh = fh
-
-        def write(self, data: bytes) -> int:
-            chunks.put(bytes(data))  # bytes(bytes) is the same object: no copy
-            return int(self.fh.write(data))
-
+def _bootstrap_ramdisk(blobs: Blobs, mtime: int) -> bytes:
+    """Ramdisk 0 (init, nsm.ko: a few MB), in memory."""
+    buf = io.BytesIO()
     try:
-        with open(path, "wb") as fh:
-            try:
-                cpio.write_archive(_Hashing(fh), entries, mtime=mtime)  # type: ignore[arg-type]
-            except cpio.CpioError as exc:
-                raise BuildError(f"cannot write ramdisk: {exc}", cli_code="E48", where=exc.where) from None
-            except OSError as exc:
-                raise BuildError(f"cannot read image file: {exc}", cli_code="E19", where=exc.filename) from None
-    finally:
-        chunks.put(None)
-        hasher.join()
-    return digest.hexdigest()
+        cpio.write_archive(buf, _bootstrap_entries(blobs), mtime=mtime)
+    except cpio.CpioError as exc:
+        raise BuildError(f"cannot write ramdisk: {exc}", cli_code="E48", where=exc.where) from None
+    except OSError as exc:
+        raise BuildError(f"cannot read image file: {exc}", cli_code="E19", where=exc.filename) from None
+    return buf.getvalue()
+
+
+def _plan_customer(source: _Source) -> tuple[list[cpio.CpioEntry], int]:
+    """Ramdisk 1's entries in archive order and its exact size (the walk of the image's tree)."""
+    try:
+        return cpio.plan_archive(_customer_entries(source))
+    except cpio.CpioError as exc:
+        raise BuildError(f"cannot write ramdisk: {exc}", cli_code="E48", where=exc.where) from None
+    except OSError as exc:
+        raise BuildError(f"cannot read image file: {exc}", cli_code="E19", where=exc.filename) from None
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _write_eif(
+    fd: int,
+    blobs: Blobs,
+    rd0: bytes,
+    customer: list[cpio.CpioEntry],
+    customer_size: int,
+    metadata: Callable[[str | None], bytes],
+    want_digest: bool,
+    mtime: int,
+) -> Measurements:
+    """Write the EIF into ``fd`` in one pass over the image and return its PCRs.
+
+    The layout is fixed first (every section's size is known: the customer ramdisk's from the walk,
+    the metadata's with a placeholder of the digest's length), the small sections are written, and the
+    customer ramdisk is streamed into its place while PCR0, PCR2, the CRC and (``want_digest``: it is
+    the ImageVersion of a rootfs build) its SHA-256 are computed from the very bytes written. Then the
+    metadata and the header (its CRC joined from the pieces' with crc32_combine) are written in place.
+    Nothing is read back: the same bytes an EifWriter writes and measure() measures (tests/test_build.py).
+    """
+    kernel = blobs.kernel.read_bytes()
+    placeholder = metadata("0" * 64 if want_digest else None)
+    writer = EifWriter(flags=blobs.eif_flags)
+    writer.add(SectionType.KERNEL, kernel).add(SectionType.CMDLINE, blobs.cmdline)
+    writer.add(SectionType.METADATA, placeholder).add(SectionType.RAMDISK, rd0)
+    writer.add(SectionType.RAMDISK, Reserved(customer_size))
+    header = writer.header()
+    offsets = header.section_offsets
+    heads = [struct.pack(SECTION_HEADER_FORMAT, int(kind), 0, size) for (kind, _), size in zip(
+        writer.sections, header.section_sizes, strict=False)]
+    small: list[bytes] = [kernel, blobs.cmdline, placeholder, rd0]
+    for index, data in enumerate(small):
+        _pwrite_all(fd, heads[index] + data, offsets[index])
+    _pwrite_all(fd, heads[4], offsets[4])
+
+    pcr0 = hashlib.sha384()
+    for data in (kernel, blobs.cmdline, rd0):  # the measured sections before the customer ramdisk, in order
+        pcr0.update(data)
+    pcr1 = pcr0.copy()
+    pcr2 = hashlib.sha384()
+    crc = Crc32()
+    sha256 = hashlib.sha256()
+    updates = [pcr0.update, pcr2.update, crc.update] + ([sha256.update] if want_digest else [])
+    with DigestingWriter(fd, offsets[4] + SECTION_HEADER_SIZE, updates, writeback=True) as stream:
+        try:
+            cpio.stream_archive(stream, customer, mtime=mtime)
+        except cpio.CpioError as exc:
+            raise BuildError(f"cannot write ramdisk: {exc}", cli_code="E48", where=exc.where) from None
+        except OutputFailed:
+            raise
+        except OSError as exc:  # reading the image's files (writes fail as OutputFailed)
+            raise BuildError(f"cannot read image file: {exc}", cli_code="E19", where=exc.filename) from None
+    if stream.written != customer_size:
+        raise EifError(
+            f"the customer ramdisk is {stream.written} bytes, planned {customer_size}",
+            offset=offsets[4],
+            problem="truncated",
+        )
+    final = metadata(sha256.hexdigest() if want_digest else None)
+    if len(final) != len(placeholder):
+        raise EifError("the metadata changed size once the ramdisk digest was known", offset=offsets[2],
+                       problem="bad metadata")
+    _pwrite_all(fd, final, offsets[2] + SECTION_HEADER_SIZE)
+    small[2] = final
+    value = zlib.crc32(header.pack()[:CRC_COVERED])
+    for index, data in enumerate(small):
+        value = zlib.crc32(data, zlib.crc32(heads[index], value))
+    value = crc32_combine(zlib.crc32(heads[4], value), crc.value, customer_size)
+    _pwrite_all(fd, writer.header(crc=value).pack(), 0)
+    return Measurements(pcr0=finalize(pcr0), pcr1=finalize(pcr1), pcr2=finalize(pcr2), pcr8=None)
 
 
 def _custom_metadata(path: str | None) -> Any:
@@ -425,36 +501,41 @@ def _build_locked(
         _check_lines(source.config.env, "env", need_eq=True)
         # cpio mtimes stay 0: the build time lives in the metadata only, so PCRs do not depend on it
         mtime = 0
-        rd0, rd1 = work / "bootstrap.cpio", work / "customer.cpio"
-        _write_cpio(rd0, _bootstrap_entries(blobs), mtime)
-        customer_digest = _write_cpio(rd1, _customer_entries(source), mtime)
+        rd0 = _bootstrap_ramdisk(blobs, mtime)
+        customer, customer_size = _plan_customer(source)
         os_name, kernel_version = blobs.os_and_kernel()
-        metadata = {
-            "ImageName": req.name or source.default_name,
-            "ImageVersion": req.version or source.default_version or customer_digest,
-            "BuildMetadata": {
-                "BuildTime": when,
-                "BuildTool": BUILD_TOOL,
-                "BuildToolVersion": core.__version__,
-                "OperatingSystem": os_name,
-                "KernelVersion": kernel_version,
-            },
-            "DockerInfo": source.docker_info,
-            "CustomMetadata": custom,
-        }
-        meta_bytes = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
-        writer = EifWriter(flags=blobs.eif_flags)
-        writer.add(SectionType.KERNEL, blobs.kernel).add(SectionType.CMDLINE, blobs.cmdline)
-        writer.add(SectionType.METADATA, meta_bytes).add(SectionType.RAMDISK, rd0).add(
-            SectionType.RAMDISK, rd1
-        )
+        version = req.version or source.default_version
+
+        def metadata(customer_digest: str | None) -> bytes:
+            doc = {
+                "ImageName": req.name or source.default_name,
+                "ImageVersion": version or customer_digest,
+                "BuildMetadata": {
+                    "BuildTime": when,
+                    "BuildTool": BUILD_TOOL,
+                    "BuildToolVersion": core.__version__,
+                    "OperatingSystem": os_name,
+                    "KernelVersion": kernel_version,
+                },
+                "DockerInfo": source.docker_info,
+                "CustomMetadata": custom,
+            }
+            return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
         signing = bool(req.signing_certificate and req.private_key)
         # a signed build signs a private unsigned copy into the output, so the output is written once
         target = work / "unsigned.eif" if signing else output
         try:
-            with atomic_output(target, mode=0o644, where="--output-file") as out, writer.write_into(out) as eif:
-                # measured from our own temp file before it is renamed: the PCRs are of what we publish
-                measurements = measure(eif)
+            with atomic_output(target, mode=0o644, where="--output-file") as out:
+                fd = out.fh.fileno()
+                # the PCRs of the bytes written into our own temp file, before it is renamed into place
+                measurements = _write_eif(fd, blobs, rd0, customer, customer_size, metadata, not version, mtime)
+                with read_eif_fd(fd, out.target) as eif:  # what we publish parses as an EIF
+                    eif.check_unchanged()
+        except OutputFailed as exc:
+            raise BuildError(
+                f"cannot write the EIF: {exc.error.strerror}", cli_code="E48", where=str(output)
+            ) from None
         except OSError as exc:
             raise BuildError(
                 f"cannot write the EIF: {exc.strerror}", cli_code="E48", where=str(output)

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from core.errors import NitrodeckError
 
@@ -47,19 +47,23 @@ class CpioError(NitrodeckError):
 
 @dataclass(frozen=True)
 class CpioEntry:
-    """One archive member. ``source`` is the file content (bytes or a file streamed at write time);
-    for a symlink it is the target."""
+    """One archive member. ``source`` is the file content (bytes, or the path of a file streamed at write
+    time); for a symlink it is the target."""
 
     name: str
     mode: int  # full st_mode: type bits + permissions
-    source: bytes | Path = b""
+    source: bytes | Path | str = b""
     rdev: int = 0
+    #: a file's size as the walk saw it (tree_entries); None: asked of the file when it is written
+    length: int | None = None
 
     @property
     def size(self) -> int:
         if isinstance(self.source, bytes):
             return len(self.source)
-        return self.source.stat().st_size
+        if self.length is not None:
+            return self.length
+        return os.stat(self.source).st_size
 
 
 def directory(name: str, perm: int = 0o755) -> CpioEntry:
@@ -78,9 +82,11 @@ def _pad(n: int) -> int:
     return (4 - n % 4) % 4
 
 
+_HEADER_FORMAT = MAGIC + b"%08X" * 13
+
+
 def _header(ino: int, mode: int, nlink: int, mtime: int, size: int, rdev: int, namesize: int) -> bytes:
-    fields = [ino, mode, 0, 0, nlink, mtime, size, 0, 0, os.major(rdev), os.minor(rdev), namesize, 0]
-    return MAGIC + b"".join(b"%08X" % v for v in fields)
+    return _HEADER_FORMAT % (ino, mode, 0, 0, nlink, mtime, size, 0, 0, os.major(rdev), os.minor(rdev), namesize, 0)
 
 
 @dataclass
@@ -147,35 +153,116 @@ def write_archive(out: BinaryIO, entries: Iterable[CpioEntry], mtime: int = 0) -
     return writer.written
 
 
+class Sink(Protocol):
+    """Where :func:`stream_archive` writes (core.eif.stream.DigestingWriter)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def copy_from(self, fd: int, size: int) -> int: ...
+
+
+def plan_archive(entries: Iterable[CpioEntry]) -> tuple[list[CpioEntry], int]:
+    """The entries in archive order, checked as :func:`write_archive` checks them, and the exact size
+    of the archive :func:`stream_archive` will write from them: known before a byte is written, so the
+    archive can be streamed into its place in an EIF whose header gives its size."""
+    ordered = sorted(entries, key=lambda e: e.name.encode())
+    if len(ordered) > MAX_ENTRIES:
+        raise CpioError(f"{len(ordered)} entries, more than the {MAX_ENTRIES} limit")
+    total = 0
+    previous: str | None = None
+    for entry in ordered:
+        if entry.name == previous:
+            raise CpioError("duplicate entry", name=entry.name)
+        previous = entry.name
+        name = entry.name.encode()
+        if b"\0" in name or len(name) > MAX_NAME:
+            raise CpioError("entry name has a NUL byte or is too long", name=entry.name)
+        size = 0 if stat.S_ISDIR(entry.mode) else entry.size
+        total += HEADER_SIZE + len(name) + 1 + _pad(HEADER_SIZE + len(name) + 1) + size + _pad(size)
+    trailer = len(TRAILER) + 1
+    return ordered, total + HEADER_SIZE + trailer + _pad(HEADER_SIZE + trailer)
+
+
+def stream_archive(out: Sink, ordered: list[CpioEntry], mtime: int = 0) -> None:
+    """Write :func:`plan_archive`'s entries: the same bytes :func:`write_archive` writes, with file
+    contents read straight into ``out``'s buffers. A file that is not the size it was planned at is
+    refused (the archive's size is already in the EIF's header)."""
+    zeros = b"\0\0\0\0"
+    tail = b""  # the previous file's padding, written with the next header (one write per entry)
+    for ino, entry in enumerate(ordered, start=1):
+        name = entry.name.encode()
+        is_dir = stat.S_ISDIR(entry.mode)
+        source = entry.source
+        size = 0 if is_dir else entry.size
+        namesize = len(name) + 1
+        head = (
+            tail
+            + _header(ino, entry.mode, 2 if is_dir else 1, mtime, size, entry.rdev, namesize)
+            + name
+            + zeros[: 1 + _pad(HEADER_SIZE + namesize)]
+        )
+        tail = zeros[: _pad(size)]
+        if is_dir:
+            out.write(head)
+            tail = b""
+        elif isinstance(source, bytes):
+            out.write(head + source)
+        else:
+            out.write(head)
+            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                copied = out.copy_from(fd, size)
+            finally:
+                os.close(fd)
+            if copied != size:
+                raise CpioError(f"{source} changed size while archiving", name=entry.name)
+    name = TRAILER.encode()
+    out.write(tail + _header(0, 0, 1, 0, 0, 0, len(name) + 1) + name + zeros[: 1 + _pad(HEADER_SIZE + len(name) + 1)])
+
+
 def tree_entries(root: Path, prefix: str, root_perm: int = 0o755) -> Iterator[CpioEntry]:
     """Entries for a folder tree, named ``prefix/relative``; host owner and times are dropped.
 
     Permissions are kept (an executable must stay executable), except the top folder's, which is
     fixed: temp folders are often 0700 and would make otherwise equal trees differ. Sockets and
-    fifos are skipped; device nodes are kept only as their numbers."""
+    fifos are skipped; device nodes are kept only as their numbers. A file's entry carries its path
+    (a string: a Path per file cost more than the rest of the walk) and the size the walk saw.
+
+    The walk is os.walk's (top-down, sorted, symlinked folders not entered, a folder that cannot be
+    listed skipped) with one lstat per entry, from os.scandir."""
     yield directory(prefix, root_perm)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, root)
-        for name in sorted(dirnames + filenames):
-            full = os.path.join(dirpath, name)
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+    base = str(root)
+    pending = [(base, "")]  # (folder, its path relative to root); depth first, in name order
+    while pending:
+        folder, rel_dir = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                found = sorted(listing, key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        for item in found:
+            name = item.name
+            full = name if folder == "." else item.path
+            rel = f"{rel_dir}/{name}" if rel_dir else name
             arc = f"{prefix}/{rel}"
-            st = os.lstat(full)
-            perm = stat.S_IMODE(st.st_mode)
-            if stat.S_ISLNK(st.st_mode):
+            st = item.stat(follow_symlinks=False)
+            mode = st.st_mode
+            perm = stat.S_IMODE(mode)
+            if stat.S_ISLNK(mode):
                 target = os.readlink(full)
                 if not _link_stays_inside(rel, target):
                     # the extractor would refuse it later; say so while the author can still fix it
                     raise CpioError(f"symlink to {target!r} points outside the tree", name=arc)
                 yield symlink(arc, target)
-            elif stat.S_ISDIR(st.st_mode):
+            elif stat.S_ISDIR(mode):
                 yield directory(arc, perm)
-            elif stat.S_ISREG(st.st_mode):
-                yield regular(arc, Path(full), perm)
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                yield CpioEntry(arc, stat.S_IFMT(st.st_mode) | perm, b"", st.st_rdev)
-        # os.walk does not descend into symlinked folders, which is what we want
+                subfolders.append((full, rel))
+            elif stat.S_ISREG(mode):
+                yield CpioEntry(arc, stat.S_IFREG | perm, full, length=st.st_size)
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                yield CpioEntry(arc, stat.S_IFMT(mode) | perm, b"", st.st_rdev)
+        pending.extend(reversed(subfolders))
 
 
 _HEX_FIELDS = re.compile(rb"[0-9A-Fa-f]{104}")

@@ -594,18 +594,28 @@ class FileRange:
     size: int
 
 
-SectionSource = bytes | Path | FileRange
+@dataclass(frozen=True)
+class Reserved:
+    """Section data its owner writes into place itself (the builder streams the customer ramdisk): only
+    its size is known here, for the layout and the header; :meth:`EifWriter.write_to` refuses it."""
+
+    size: int
+
+
+SectionSource = bytes | Path | FileRange | Reserved
 
 
 def _source_size(source: SectionSource) -> int:
     if isinstance(source, bytes):
         return len(source)
-    if isinstance(source, FileRange):
+    if isinstance(source, FileRange | Reserved):
         return source.size
     return source.stat().st_size
 
 
 def _iter_source(source: SectionSource, chunk: int = CHUNK) -> Iterator[bytes]:
+    if isinstance(source, Reserved):
+        raise ValueError("a reserved section is written by its owner, not by EifWriter.write_to")
     if isinstance(source, bytes):
         for start in range(0, len(source), chunk):
             yield source[start : start + chunk]

@@ -5,7 +5,8 @@ own init runs with ``python -I`` and never loads this file.
 
 - ``swap-after-measure:SRC:DST``: right after the first EIF measurement in this process, rename SRC
   over DST (the file being launched), as an attacker racing a launch would.
-- ``kill-mid-write``: SIGKILL this process half-way through writing an EIF.
+- ``kill-mid-write``: SIGKILL this process half-way through writing an EIF (EifWriter's sections, or
+  the builder's streamed customer ramdisk after its first piece is written).
 """
 
 from __future__ import annotations
@@ -41,3 +42,13 @@ elif _HOOK == "kill-mid-write":
         os.kill(os.getpid(), signal.SIGKILL)
 
     _format.EifWriter.write_to = _killing  # type: ignore[method-assign]
+
+    import core.eif.stream as _stream
+
+    _orig_flush = _stream.DigestingWriter._flush
+
+    def _killing_flush(self):  # type: ignore[no-untyped-def]
+        _orig_flush(self)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _stream.DigestingWriter._flush = _killing_flush  # type: ignore[method-assign]

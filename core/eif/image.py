@@ -11,7 +11,9 @@ counts and sizes are bounded.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -132,9 +134,104 @@ def _safe(name: str, where: str) -> str:
         raise ImageError(exc.message, where=f"{where}: {name!r}") from exc
 
 
-def apply_layer(layer: IO[bytes], dest: Path, where: str, budget: _Budget | None = None) -> None:
-    """Apply one layer tar (plain or gzip) on top of ``dest``."""
+@dataclass(frozen=True)
+class _Span:
+    """An uncompressed layer stored in an uncompressed saved image: its bytes are ``size`` bytes of the
+    image file at ``start``, so its files are copied out by the kernel (copy_file_range), not through
+    two tarfile readers and a Python buffer."""
+
+    fd: int
+    start: int
+    size: int
+
+
+class _SpanReader(io.RawIOBase):
+    """The span as a read-only, seekable file (what tarfile reads the layer's headers through)."""
+
+    def __init__(self, span: _Span) -> None:
+        super().__init__()
+        self.span = span
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        want = max(0, min(len(view), self.span.size - self.pos))
+        if not want:
+            return 0
+        n = os.preadv(self.span.fd, [view[:want]], self.span.start + self.pos)
+        self.pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.span.size}[whence]
+        if base + offset < 0:
+            raise OSError(errno.EINVAL, "negative seek position")
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+
+# magic numbers of the compressions tarfile's "r:*" reads: such a layer is read through tarfile
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+def _span_of(tar: tarfile.TarFile, member: tarfile.TarInfo) -> _Span | None:
+    """The layer's span in the image file, when its bytes lie there as they are (else None)."""
+    if not isinstance(tar.fileobj, io.BufferedReader) or not member.isreg() or member.sparse is not None:
+        return None
+    try:
+        fd = tar.fileobj.fileno()
+        head = os.pread(fd, 6, member.offset_data)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if any(head.startswith(magic) for magic in _COMPRESSED):
+        return None
+    return _Span(fd, member.offset_data, member.size)
+
+
+def _copy_span(span: _Span, offset: int, size: int, out_fd: int) -> None:
+    """``size`` bytes at ``offset`` of the span into ``out_fd`` (at its position): copy_file_range, or
+    pread/write where the file systems cannot."""
+    if offset < 0 or offset + size > span.size:
+        raise tarfile.ReadError("unexpected end of data")
+    pos, left = span.start + offset, size
+    while left:
+        try:
+            n = os.copy_file_range(span.fd, out_fd, left, pos)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                raise
+            n = 0
+            while left:  # this file system pair does not do it: copy through a buffer
+                block = os.pread(span.fd, min(COPY_CHUNK, left), pos)
+                if not block:
+                    raise tarfile.ReadError("unexpected end of data") from None
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(out_fd, view) :]
+                pos, left = pos + len(block), left - len(block)
+            return
+        if n == 0:
+            raise tarfile.ReadError("unexpected end of data")
+        pos, left = pos + n, left - n
+
+
+def apply_layer(
+    layer: IO[bytes], dest: Path, where: str, budget: _Budget | None = None, *, span: _Span | None = None
+) -> None:
+    """Apply one layer tar (plain or gzip) on top of ``dest``. ``span``: the layer's bytes as they lie in
+    the image file (``layer`` is not read then; files are copied from the span)."""
     budget = budget or _Budget()
+    if span is not None:
+        layer = io.BufferedReader(_SpanReader(span), COPY_CHUNK)
     try:
         tar = tarfile.open(fileobj=layer, mode="r:*")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -168,7 +265,7 @@ def apply_layer(layer: IO[bytes], dest: Path, where: str, budget: _Budget | None
             rel = _safe(member.name, where)
             if not rel or os.path.basename(rel).startswith(WHITEOUT):
                 continue
-            _extract_member(tar, member, rel, dest, where, budget)
+            _extract_member(tar, member, rel, dest, where, budget, span)
 
 
 def _guard(dest: Path, rel: str, where: str) -> None:
@@ -179,7 +276,13 @@ def _guard(dest: Path, rel: str, where: str) -> None:
 
 
 def _extract_member(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str, dest: Path, where: str, budget: _Budget
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    rel: str,
+    dest: Path,
+    where: str,
+    budget: _Budget,
+    span: _Span | None = None,
 ) -> None:
     _guard(dest, rel, where)
     target = dest / rel
@@ -210,13 +313,18 @@ def _extract_member(
         os.chmod(target, stat.S_IMODE(source.stat().st_mode))
     elif member.isfile():
         budget.take(member.size, where)
-        src = tar.extractfile(member)
-        if src is None:
-            raise ImageError("unreadable file entry", where=f"{where}: {rel!r}")
+        src = None
+        if span is None or member.sparse is not None:  # (a sparse file's data is not one range)
+            src = tar.extractfile(member)
+            if src is None:
+                raise ImageError("unreadable file entry", where=f"{where}: {rel!r}")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as out:
             try:
-                shutil.copyfileobj(src, out, COPY_CHUNK)
+                if src is not None:
+                    shutil.copyfileobj(src, out, COPY_CHUNK)
+                elif span is not None:
+                    _copy_span(span, member.offset_data, member.size, fd)
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise ImageError(f"layer data is corrupt: {exc}", where=f"{where}: {rel!r}") from exc
         os.chmod(target, perm)
@@ -337,5 +445,5 @@ def flatten_tarball(tarball: Path, dest: Path) -> ImageConfig:
             fh = tar.extractfile(member)
             if fh is None:
                 raise ImageError(f"layer {name} is not a file", where=f"layer {idx}")
-            apply_layer(fh, dest, f"layer {idx} ({name})", budget)
+            apply_layer(fh, dest, f"layer {idx} ({name})", budget, span=_span_of(tar, member))
         return config

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ from core.errors import ReadOnlyError
 from core.models import LaunchRequest
 from core.ops.lifecycle import Lifecycle
 from tests.agent_world import launch, script_eif, start_agent, write_world
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, require, wait_for
+from tests.test_tmux_tui import Term
 
 pytestmark = pytest.mark.slow
 
@@ -244,3 +246,44 @@ def test_fleet_agent_and_open_flags(host: dict[str, str], tmp_path: Path) -> Non
     assert res.returncode == 2 and "--open" in res.stdout + res.stderr
     res = run_fleet("--agent", "ftp://x", "--json")
     assert res.returncode == 2 and "not an http(s) URL" in res.stdout + res.stderr
+
+
+async def test_open_at_start_shows_the_dashboard_first() -> None:
+    from console.agent.fleet_frozen import frozen_fleet_app
+
+    app = frozen_fleet_app()
+    app.open_at_start = "signer-a"
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, HostDashboard) and app.screen.snapshot is not None)
+        await pilot.press("escape")  # and the fleet is behind it
+        await wait_until(pilot, lambda: not isinstance(app.screen, HostDashboard) and len(app.reports) == 3)
+
+
+def test_fleet_agent_opens_the_dashboard_in_a_terminal(host: dict[str, str], nd_home: Path, tmp_path: Path) -> None:
+    """`nitrodeck fleet --agent URL` in tmux: the host's dashboard first (whole columns: the table is laid out
+    for the terminal), q back to the one-row fleet, q quits."""
+    require(shutil.which("tmux") is not None, "tmux is not installed")
+    token = token_file(tmp_path)
+    agent = start_agent(tmp_path, "--token-file", str(token), listen="127.0.0.27:0")
+    socket = f"nd-fleet-{os.getpid()}"
+    term = Term(socket, "fleet")
+    command = (f"cd {REPO} && env -u COLUMNS -u LINES TERM=xterm-256color {sys.executable} -m console fleet "
+               f"--agent {agent.url} --token-file {token}")
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "120", "-y", "36", "-s", "fleet", command],
+                   check=True, timeout=20)
+    try:
+        term.wait_for("127.0.0.27 via its agent")
+        term.wait_for("(2 running")
+        shown = term.wait_for("q Fleet")  # the footer is drawn a frame after the table
+        assert "READ-ONLY" in shown and "EMULATOR" in shown
+        rows = [line for line in shown.splitlines() if line.startswith(("│ svc ", "│ dbg "))]
+        assert len(rows) == 2 and all("RUNNING" in r for r in rows), shown
+        assert "MATCH" in rows[0] + rows[1] and "debug" in rows[0] + rows[1]
+        term.keys("q")
+        shown = term.wait_for("RUNNING/EXPECTED")
+        assert "i-0agent0000000001" in shown and "2/-" in shown
+        term.keys("q")
+        wait_for(lambda: "fleet" not in term.tmux("list-sessions"), timeout=20)  # quit: the session ended
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=20)
+        agent.stop()

@@ -82,7 +82,10 @@ class FleetApp(App[int]):
         self.action_refresh()
         self.set_interval(self.every, self.action_refresh)
         if self.open_at_start:
-            self.open_host(self.open_at_start, even_unreachable=True)
+            # after the host table's first refresh: pushed during mount, the dashboard's table showed
+            # its columns at their headers' widths in a real terminal ("RUNNI", "MATC")
+            name = self.open_at_start
+            self.call_after_refresh(self.open_host, name, True)
 
     def action_refresh(self) -> None:
         self._poll()

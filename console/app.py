@@ -74,8 +74,10 @@ HISTORY = 60
 WATCH_WAKE_S = 15.0
 #: describe-enclaves runs when the watcher sees a change; this is the slow safety poll on top
 SAFETY_POLL_S = 30.0
-#: host CPU/memory samples for the sparklines (psutil, in this process)
-HOST_SAMPLE_S = 2.0
+#: host CPU/memory samples for the sparklines (psutil, in this process; each the average since the last,
+#: so 60 of them draw the last 5 minutes). Painting a sample costs ~5 ms whatever it shows (Textual
+#: draws every pane around the sparklines again): every 2 s that was about half of the idle dashboard
+HOST_SAMPLE_S = 5.0
 #: how often the doctor's checks run again while the dashboard is open (one run costs ~0.1 s of CPU in
 #: probes and a subprocess: every 10 minutes keeps the idle dashboard near htop's cost; `d` runs them now)
 DOCTOR_SECONDS = 600.0

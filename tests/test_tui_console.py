@@ -288,3 +288,66 @@ async def test_console_stream_draws_the_tail_after_pruning_and_redraws_for_a_sea
         again = log.render_line(height - 7)
         assert "593 ERROR" in again.text
         assert any(seg.text == "ERROR" and seg.style is not None and seg.style.bgcolor == yellow for seg in again)
+
+
+async def test_a_refresh_that_changes_nothing_repaints_nothing_and_ages_update_in_place(nd_home: Path) -> None:
+    """Every safety poll hands each pane its text again: unchanged text is not repainted (no layout at
+    all), and a refresh where only the ages moved updates those cells, keeping the selection."""
+    from datetime import timedelta
+
+    from textual.screen import Screen
+
+    from console.screens.frozen import FROZEN_NOW
+
+    class Ticking(FrozenSource):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clock = FROZEN_NOW
+
+        def now(self):  # type: ignore[no-untyped-def]
+            return self.clock
+
+    source = Ticking()
+    app = NitrodeckApp(source, refresh_seconds=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        table = app.query_one("#enclaves", EnclaveTable)
+        await pilot.press("down")
+        await pilot.pause(0.2)
+        selected = table.selected_id
+        age_col = table.columns_shown.index("Age")
+        assert str(table.get_cell_at((1, age_col))) == "1m19s"
+
+        layouts = 0
+        original = Screen._refresh_layout
+
+        def counting(screen: Screen, *args: object, **kwargs: object) -> None:
+            nonlocal layouts
+            layouts += 1
+            original(screen, *args, **kwargs)  # type: ignore[arg-type]
+
+        Screen._refresh_layout = counting  # type: ignore[method-assign]
+        try:
+            before = app.snapshot
+            app.refresh_status()
+            await wait_until(pilot, lambda: app.snapshot is not before)
+            await pilot.pause(0.2)
+            assert layouts == 0
+
+            # a minute later only the ages differ: the cells change in place, the selection stays
+            source.clock = FROZEN_NOW + timedelta(seconds=61)
+            before = app.snapshot
+            app.refresh_status()
+            await wait_until(pilot, lambda: app.snapshot is not before)
+            await wait_until(pilot, lambda: str(table.get_cell_at((1, age_col))) == "2m20s")
+        finally:
+            Screen._refresh_layout = original  # type: ignore[method-assign]
+        assert table.selected_id == selected and table.row_count == 3
+        assert [str(table.get_cell_at((row, age_col))) for row in range(3)] == ["3d4h", "2m20s", "1d2h"]
+
+        # a shorter cell rebuilds the table (its columns fit again): the ages of an hour before
+        source.clock = FROZEN_NOW
+        before = app.snapshot
+        app.refresh_status()
+        await wait_until(pilot, lambda: str(table.get_cell_at((1, age_col))) == "1m19s")
+        assert table.selected_id == selected

@@ -14,6 +14,7 @@ from textual import events
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from console.widgets import show_text
 from core.models import EifInfo, EnclaveInfo
 from core.text import safe_text
 
@@ -216,10 +217,9 @@ class DetailPane(VerticalScroll):
     ) -> None:
         before = self._shown[0] if getattr(self, "_shown", None) else None
         self._shown = (enclave, verdict, expected, exited, eif, pin, events, exit_note, eif_note)
-        self.query_one("#detail-body", Static).update(
-            render_detail(enclave, verdict, expected, exited, eif, self._width(), pin, events, exit_note,
-                          self.read_only, self.launch_blocked, eif_note)
-        )
+        show_text(self.query_one("#detail-body", Static), render_detail(
+            enclave, verdict, expected, exited, eif, self._width(), pin, events, exit_note,
+            self.read_only, self.launch_blocked, eif_note))
         if (before.enclave_id if before else None) != (enclave.enclave_id if enclave else None):
             # another enclave: start at its name, not at the old one's scroll position
             self.scroll_home(animate=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
+from console.widgets import text_key
 from core.models import EnclaveInfo
 from core.text import safe_text
 
@@ -108,6 +109,9 @@ class EnclaveTable(DataTable[Text | str]):
         self._labels: tuple[str, ...] = ()
         self._last: tuple[list[EnclaveInfo], dict[str, str], list[EnclaveInfo], str] | None = None
         self._extra: dict[str, object] = {}
+        #: what the rows show now (row key, cells in column order): a refresh that changes only some
+        #: cells (the ages, every poll) updates those cells instead of rebuilding the table
+        self._shown: list[tuple[str, list[Text]]] = []
 
     def _set_columns(self, columns: tuple[str, ...], sort: tuple[str | None, bool]) -> None:
         labels = tuple(c + ((DOWN if sort[1] else UP) if c == sort[0] else "") for c in columns)
@@ -118,6 +122,26 @@ class EnclaveTable(DataTable[Text | str]):
             self.add_column(label, key=col)
         self._columns = columns
         self._labels = labels
+
+    def _update_cells(self, columns: tuple[str, ...], sort: tuple[str | None, bool],
+                      shown: list[tuple[str, list[Text]]]) -> bool:
+        """Update just the cells that changed, when the rows, their order and the columns are the same
+        and no cell got shorter (a full rebuild fits the columns' widths again); False otherwise."""
+        labels = tuple(c + ((DOWN if sort[1] else UP) if c == sort[0] else "") for c in columns)
+        old = self._shown
+        if (columns, labels) != (self._columns, self._labels) or [k for k, _ in old] != [k for k, _ in shown]:
+            return False
+        changed: list[tuple[str, str, Text]] = []
+        for (key, before), (_, after) in zip(old, shown, strict=True):
+            for col, was, now in zip(columns, before, after, strict=True):
+                if text_key(was) != text_key(now):
+                    if now.cell_len < was.cell_len:
+                        return False
+                    changed.append((key, col, now))
+        for key, col, now in changed:
+            self.update_cell(key, col, now, update_width=True)
+        self._shown = shown
+        return True
 
     @property
     def columns_shown(self) -> tuple[str, ...]:
@@ -191,12 +215,18 @@ class EnclaveTable(DataTable[Text | str]):
         # leave room for a vertical scrollbar when the rows will not fit
         width = self.scrollable_content_region.width if self.size.width else 0
         columns, name_max = fit([cells for _, cells in rows], width, self.cell_padding, column)
-        self._set_columns(columns, sort)
-        self.clear()
+        shown: list[tuple[str, list[Text]]] = []
         for key, cells in rows:
             if name_max and cells["Name"].cell_len > name_max:
                 cells["Name"].truncate(name_max, overflow="ellipsis")
-            self.add_row(*(cells[c] for c in columns), key=key)
+            shown.append((key, [cells[c] for c in columns]))
+        if self._update_cells(columns, sort, shown):
+            return
+        self._set_columns(columns, sort)
+        self.clear()
+        for key, values in shown:
+            self.add_row(*values, key=key)
+        self._shown = shown
         if keep is not None:
             try:
                 self.move_cursor(row=self.get_row_index(keep), animate=False)

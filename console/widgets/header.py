@@ -8,6 +8,8 @@ from datetime import datetime
 from rich.text import Text
 from textual.widgets import Static
 
+from console.widgets import show_text
+
 
 class StatusHeader(Static):
     def show(
@@ -51,4 +53,4 @@ class StatusHeader(Static):
         text.append(f"  refreshed {when}", style="dim")
         if error:
             text.append(f"  ! {error}", style="bold red")
-        self.update(text)
+        show_text(self, text, fixed_height=True)  # one line: no layout, and no repaint when unchanged

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
 
+from console.widgets import show_text
 from core.models import EnclaveInfo
 
 
@@ -78,6 +79,8 @@ class PercentSparkline(Widget):
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self._data: list[float] = []
+        #: the bars on screen: a sample that draws the same bars (a steady host) repaints nothing
+        self._drawn: str | None = None
 
     @property
     def data(self) -> list[float]:
@@ -86,10 +89,12 @@ class PercentSparkline(Widget):
     @data.setter
     def data(self, values: list[float]) -> None:
         self._data = list(values)
-        self.refresh()
+        width = self.size.width
+        if not width or percent_bars(self._data, width) != self._drawn:
+            self.refresh()
 
     def render(self) -> Text:
-        bars = percent_bars(self._data, self.size.width)
+        bars = self._drawn = percent_bars(self._data, self.size.width)
         low = self.get_component_rich_style("sparkline--min-color")
         high = self.get_component_rich_style("sparkline--max-color")
         text = Text()
@@ -109,7 +114,7 @@ class ResourcesPane(VerticalScroll):
             yield PercentSparkline(id="spark-mem")
 
     def show(self, resources: Any, enclaves: Sequence[EnclaveInfo], cpu: Sequence[float], mem: Sequence[float]) -> None:
-        self.query_one("#resources-body", Static).update(render_resources(resources, enclaves))
+        show_text(self.query_one("#resources-body", Static), render_resources(resources, enclaves))
         self.show_host(cpu, mem)
 
     def show_host(self, cpu: Sequence[float], mem: Sequence[float]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -44,17 +45,8 @@ from console.messages import (
     DoctorDone,
     StatusRefreshed,
 )
-from console.screens.audit import AuditScreen
 from console.screens.base import Dialog
-from console.screens.build import BuildDialog
-from console.screens.doctor import DoctorScreen
-from console.screens.error import ErrorDialog
-from console.screens.help import HelpScreen
-from console.screens.launch import LaunchDialog, PoolLimits
 from console.screens.source import ChangeWatcher, EarlySource, ExitedRow, Snapshot, Source, run_async_iter
-from console.screens.terminate import Confirm, ConfirmTerminate, ConfirmTerminateAll
-from console.screens.testsign import TestSignDialog
-from console.screens.yank import YankMenu, yank_text
 from console.widgets.command_log import CommandLog
 from console.widgets.console_pane import ConsolePane
 from console.widgets.detail import DetailPane
@@ -81,6 +73,8 @@ HOST_SAMPLE_S = 5.0
 #: how often the doctor's checks run again while the dashboard is open (one run costs ~0.1 s of CPU in
 #: probes and a subprocess: every 10 minutes keeps the idle dashboard near htop's cost; `d` runs them now)
 DOCTOR_SECONDS = 600.0
+#: the longest the EIFs' describe-eif waits for the first paint (a screen that never paints: a test's)
+FIRST_PAINT_WAIT_S = 2.0
 #: exited enclaves kept in the table (their console logs stay readable)
 MAX_GONE = 16
 PANES = ("detail", "resources", "console", "commands")
@@ -97,6 +91,13 @@ def _while_shown(handler: Callable[..., None]) -> Callable[..., None]:
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__
     return guarded
+
+
+def _loaded(module: str, name: str) -> type | None:
+    """A screen class if its module is loaded: dialogs are imported when first opened (they cost the
+    first paint ~150 ms, the doctor's screen alone ~100), so none of them can be on screen before."""
+    mod = sys.modules.get(module)
+    return getattr(mod, name, None) if mod is not None else None
 
 
 def _needs_device(action: str) -> bool:
@@ -156,6 +157,9 @@ class Dashboard(Screen[None]):
         #: why changes are refused (flag, environment, device); a device reason blocks only launch/terminate
         self.read_only_reason: Any = getattr(source, "read_only_reason", None)
         self.device_blocked = bool(self.read_only_reason is not None and not self.read_only_reason.refuses_everything)
+        #: set once the first snapshot is on screen: the doctor and the EIFs' describe-eif wait for it,
+        #: so that they do not compete with the first paint for the one interpreter lock
+        self._first_paint = threading.Event()
         #: actions this source cannot serve (a remote host: test-sign, doctor, audit log), action -> why
         self.unavailable: dict[str, str] = dict(source.unavailable_actions())
 
@@ -209,8 +213,13 @@ class Dashboard(Screen[None]):
             self._dash("#commands", CommandLog).add(record)
         self._render_header()
         self._dash("#enclaves", EnclaveTable).focus()
-        self.refresh_status()
-        self.run_doctor()
+        first = self.source.ready_snapshot()
+        if first is not None:
+            # taken while Textual loaded: the first frame already lists the enclaves
+            self._status_refreshed(StatusRefreshed(first))
+            self._eif_details(first)
+        else:
+            self.refresh_status()
         if self.refresh_seconds > 0:
             self.set_interval(self.refresh_seconds, self._tick, name="refresh-timer")
             # host CPU and memory come from psutil in this process: no subprocess, no describe
@@ -224,6 +233,7 @@ class Dashboard(Screen[None]):
             self._watch_changes(self._watcher)
 
     def on_unmount(self) -> None:
+        self._first_paint.set()  # a refresh worker waiting for it must not hold up the exit
         if self._watcher is not None:
             self._watcher.close()  # wakes the watch thread so that it ends
             self._watcher = None  # and it ends even if the wait it was in reports a change
@@ -315,6 +325,15 @@ class Dashboard(Screen[None]):
     def refresh_status(self) -> None:
         snap = self.source.snapshot()
         self.post_message(StatusRefreshed(snap))
+        self._post_eif_details(snap)
+
+    @work(thread=True, exit_on_error=False, group="refresh", name="refresh-details", description="describe-eif of the enclaves' EIFs")
+    def _eif_details(self, snap: Snapshot) -> None:
+        self._post_eif_details(snap)
+
+    def _post_eif_details(self, snap: Snapshot) -> None:
+        # the table paints first; describing the EIFs (each read whole) follows
+        self._first_paint.wait(FIRST_PAINT_WAIT_S)
         detailed = self.source.eif_details(snap)
         if detailed is not None:
             self.post_message(StatusRefreshed(detailed))
@@ -336,7 +355,7 @@ class Dashboard(Screen[None]):
         self.doctor_report = message.report
         self._render_header()
         for screen in self.app.screen_stack:
-            if isinstance(screen, DoctorScreen):
+            if (doctor := _loaded("console.screens.doctor", "DoctorScreen")) and isinstance(screen, doctor):
                 screen.show_report(message.report)
 
     @on(StatusRefreshed)
@@ -367,6 +386,16 @@ class Dashboard(Screen[None]):
                 self._notified.add(warning)
                 self.notify(warning, title="journal", severity="warning", timeout=10)
         self._render_all()
+        if previous is None:
+            self.call_after_refresh(self._first_paint_done)
+
+    def _first_paint_done(self) -> None:
+        """The enclaves are on screen (or the first describe failed): now the slower work."""
+        if self._first_paint.is_set():
+            return
+        self._first_paint.set()
+        if self.shown:
+            self.run_doctor()
 
     # -- exits
 
@@ -604,7 +633,7 @@ class Dashboard(Screen[None]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if (
-            worker.name == "refresh"
+            worker.group == "refresh"
             and event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
             and self._refresh_again
             and not self.paused
@@ -614,9 +643,10 @@ class Dashboard(Screen[None]):
             return
         err = worker.error or RuntimeError("unknown failure")
         name = worker.name
-        if name == "refresh":
+        if name in ("refresh", "refresh-details"):
             self.refresh_error = f"{getattr(err, 'code', type(err).__name__)}: {getattr(err, 'message', str(err))}"[:120]
             self._render_header()
+            self.call_after_refresh(self._first_paint_done)
             return
         if name == "doctor":
             self.notify(f"doctor: {getattr(err, 'message', str(err))}"[:160], severity="warning")
@@ -631,6 +661,8 @@ class Dashboard(Screen[None]):
         if dialog is not None and dialog.is_attached and self.app.screen is dialog:
             dialog.show_error(err)
         else:
+            from console.screens.error import ErrorDialog
+
             self.app.push_screen(ErrorDialog(f"{name} failed", err))
 
     def _run_action(self, kind: str, fn: Callable[[], Any], dialog: Dialog[Any] | None, description: str) -> None:
@@ -658,7 +690,8 @@ class Dashboard(Screen[None]):
             # several EIFs may be described one after another for the same dialog: keep it waiting
             path, info, size = message.result
             waiting = self._waiting.get("eif-info")
-            if isinstance(waiting, LaunchDialog) and waiting.is_attached:
+            launch = _loaded("console.screens.launch", "LaunchDialog")
+            if launch is not None and isinstance(waiting, launch) and waiting.is_attached:
                 waiting.eif_described(path, info, size)
             return
         dialog = self._waiting.pop(message.kind, None)
@@ -692,7 +725,8 @@ class Dashboard(Screen[None]):
     @on(DockerImages)
     @_while_shown
     def _docker_images(self, message: DockerImages) -> None:
-        if isinstance(self.app.screen, BuildDialog):
+        build = _loaded("console.screens.build", "BuildDialog")
+        if build is not None and isinstance(self.app.screen, build):
             self.app.screen.docker_images(message.tags, message.problem)
 
     # -- services the dialogs call (each runs in a worker)
@@ -745,11 +779,15 @@ class Dashboard(Screen[None]):
     def action_build(self) -> None:
         if self._refuse_read_only("build"):
             return
+        from console.screens.build import BuildDialog
+
         self.app.push_screen(BuildDialog(self.source.backend.is_emulator, self.source.eif_dir()))
 
     def action_launch(self) -> None:
         if self._refuse_read_only("launch"):
             return
+        from console.screens.launch import LaunchDialog, PoolLimits
+
         limits = PoolLimits(self.source.free_memory_mib(self.snapshot), self.source.free_cpus(self.snapshot))
         self.app.push_screen(LaunchDialog(self.source.eif_library(), limits))
 
@@ -771,6 +809,8 @@ class Dashboard(Screen[None]):
             if yes and not self._refuse_read_only("terminate"):
                 self._run_action("terminate", lambda: self.source.terminate(enclave.enclave_id), None, "terminate-enclave")
 
+        from console.screens.terminate import ConfirmTerminate
+
         self.app.push_screen(ConfirmTerminate(enclave), confirmed)
 
     def action_terminate_all(self) -> None:
@@ -782,6 +822,8 @@ class Dashboard(Screen[None]):
             if yes and not self._refuse_read_only("terminate-all"):
                 self._run_action("terminate-all", self.source.terminate_all, None, "terminate-enclave --all")
 
+        from console.screens.terminate import ConfirmTerminateAll
+
         self.app.push_screen(ConfirmTerminateAll(count), confirmed)
 
     def action_test_sign(self) -> None:
@@ -789,6 +831,8 @@ class Dashboard(Screen[None]):
             return
         enclave = self._running_selection("test-sign")
         if enclave is not None:
+            from console.screens.testsign import TestSignDialog
+
             self.app.push_screen(TestSignDialog(enclave, self.source.schemes))
 
     def action_pin(self) -> None:
@@ -809,6 +853,8 @@ class Dashboard(Screen[None]):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.start_pin(image, meas, None, eif_path)
+
+        from console.screens.terminate import Confirm
 
         self.app.push_screen(
             Confirm("Pin expected PCRs?", f"Pin {enclave.label}'s PCRs as the expected measurements of image {image}?\n"
@@ -950,10 +996,14 @@ class Dashboard(Screen[None]):
             if what:
                 self.yank(enclave, what)
 
+        from console.screens.yank import YankMenu
+
         self.app.push_screen(YankMenu(enclave), chosen)
 
     def yank(self, enclave: EnclaveInfo, what: str) -> None:
         """Copy to the clipboard (OSC 52, so it works over SSH) and say what was copied."""
+        from console.screens.yank import yank_text
+
         text, said = yank_text(enclave, what)
         if text is None:
             self.notify(f"yank: {enclave.label} reports no measurements", severity="warning")
@@ -964,6 +1014,8 @@ class Dashboard(Screen[None]):
     def action_audit_log(self) -> None:
         if self._refuse_unavailable("audit_log"):
             return
+        from console.screens.audit import AuditScreen
+
         self.app.push_screen(AuditScreen(self.source.audit_entries(), str(self.source.audit_path())))
 
     def jump_to(self, enclave_id: str) -> None:
@@ -985,6 +1037,8 @@ class Dashboard(Screen[None]):
         """The palette's EIF entries: the launch dialog with that EIF chosen."""
         if self._refuse_read_only("launch"):
             return
+        from console.screens.launch import LaunchDialog, PoolLimits
+
         limits = PoolLimits(self.source.free_memory_mib(self.snapshot), self.source.free_cpus(self.snapshot))
         self.app.push_screen(LaunchDialog(self.source.eif_library(), limits, chosen=path))
 
@@ -1011,6 +1065,8 @@ class Dashboard(Screen[None]):
         try:
             path = pane.save(home.logs_dir(), enclave.enclave_id if enclave else "console", self.source.now())
         except OSError as exc:
+            from console.screens.error import ErrorDialog
+
             self.app.push_screen(ErrorDialog("save failed", NitrodeckError(f"cannot write the log: {exc.strerror or exc}", hint="check the logs folder permissions")))
             return
         self.notify(f"saved {len(pane.raw)} lines to {path}")
@@ -1018,10 +1074,14 @@ class Dashboard(Screen[None]):
     def action_doctor(self) -> None:
         if self._refuse_unavailable("doctor"):
             return
+        from console.screens.doctor import DoctorScreen
+
         self.app.push_screen(DoctorScreen(self.doctor_report))
         self.run_doctor()
 
     def action_help(self) -> None:
+        from console.screens.help import HelpScreen
+
         self.app.push_screen(HelpScreen(self.read_only, frozenset(self.unavailable), self.help_note()))
 
     def help_note(self) -> str | None:

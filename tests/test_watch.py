@@ -102,6 +102,35 @@ async def test_table_follows_another_process_without_a_timer(nd_home: Path, monk
         assert enclave_id in app.gone
 
 
+@pytest.mark.slow
+async def test_the_first_frame_lists_the_enclaves_described_before_textual_loaded(
+    nd_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nitrodeck` describes the enclaves while Textual loads (EarlySource): the dashboard takes that
+    snapshot as it mounts, so its first frame has the rows; the doctor and the EIF's describe-eif run
+    after that frame."""
+    from console.screens.source import EarlySource
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    configure(nd_home)
+    eif = build(nd_home, "echo up\nexec sleep 300", "early")
+    res = emu("run-enclave", "--eif-path", str(eif), "--memory", "64", "--cpu-count", "2", "--enclave-name", "early")
+    assert res.returncode == 0, res.stderr
+    enclave_id = json.loads(res.stdout)["EnclaveID"]
+    early = EarlySource("emulator", False)
+    assert early.source._prefetched is not None
+    early.source._prefetched[0].join(30)
+    app = live_app(early=early, refresh_seconds=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        # mounted: the row is there before any refresh worker ran
+        assert app.snapshot is not None and [e.enclave_id for e in app.snapshot.enclaves] == [enclave_id]
+        assert app.query_one("#enclaves", EnclaveTable).row_count == 1
+        assert not any(w.name == "refresh" for w in app.screen_stack[0].workers)
+        await wait_until(pilot, lambda: app.doctor_report is not None, 30)
+        await wait_until(pilot, lambda: app.snapshot is not None and enclave_id in app.snapshot.eifs, 30)
+        assert app.snapshot.eifs[enclave_id].image_name  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "0.1", "1e999"])
 def test_refresh_must_be_a_finite_interval(value: str, nd_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # nan slipped through `refresh < 0.2` and a timer of inf overflows: both refused before the TUI opens

@@ -68,10 +68,16 @@ class DoctorScreen(Dialog[None]):
     def _body(self) -> Table | str:
         return doctor_table(self.report) if self.report is not None else ""
 
+    def on_mount(self) -> None:
+        # a report that arrived between compose() and now (the doctor runs in a worker) is shown here
+        self._show()
+
     def show_report(self, report: DoctorReport) -> None:
         self.report = report
-        if not self.is_mounted:
-            return  # compose() shows it
+        if self.is_mounted:
+            self._show()  # before that, compose() or on_mount() shows it
+
+    def _show(self) -> None:
         self.query_one("#doctor-title", Static).update(self._title())
         self.query_one("#doctor-body", Static).update(self._body())
 

@@ -126,6 +126,11 @@ class Source(ABC):
     def snapshot(self) -> Snapshot:
         ...
 
+    def ready_snapshot(self) -> Snapshot | None:
+        """The first snapshot, if it is already at hand (taken before the TUI started), without waiting
+        for one: the dashboard's first frame then has the enclaves in it."""
+        return None
+
     def eif_details(self, snap: Snapshot) -> Snapshot | None:
         """``snap`` with describe-eif details its enclaves' EIFs still lack, or None when it has them
         all (describing an EIF reads it whole: the table paints first, details follow)."""
@@ -277,12 +282,17 @@ class LiveSource(Source):
         self.lifecycle = Lifecycle(
             self.backend, read_only_reason=self.read_only_reason, on_command=on_command, payload=payload_factory
         )
-        from core.ops.testsign import SCHEMES
-
-        self.schemes = tuple(SCHEMES)
         #: describe-eif results by (path, mtime): an EIF is described once, not every refresh
         self._eif_cache: dict[tuple[str, float], EifInfo] = {}
         self._prefetched: tuple[Any, list[Any]] | None = None
+
+    @property  # type: ignore[override]
+    def schemes(self) -> tuple[str, ...]:
+        # imported when the test-sign dialog opens: core.ops.testsign brings the attestation verifier and
+        # cryptography (~90 ms), which the dashboard's first paint does not need
+        from core.ops.testsign import SCHEMES
+
+        return tuple(SCHEMES)
 
     def watch_dirs(self) -> list[Path]:
         return self.backend.watch_dirs()
@@ -314,6 +324,16 @@ class LiveSource(Source):
             if holder and isinstance(holder[0], NitrodeckError):
                 raise holder[0]
         return self._snapshot()
+
+    def ready_snapshot(self) -> Snapshot | None:
+        pending = self._prefetched
+        if pending is None or pending[0].is_alive():
+            return None
+        thread, holder = pending
+        if holder and isinstance(holder[0], Snapshot):
+            self._prefetched = None
+            return holder[0]
+        return None  # it failed: snapshot() raises that in the refresh worker, where failures show
 
     def eif_details(self, snap: Snapshot) -> Snapshot | None:
         eifs = self._eifs_of(snap.enclaves, describe=True)

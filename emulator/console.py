@@ -20,7 +20,9 @@ from core import home
 
 KEEP_BYTES = 4 * 1024 * 1024
 TRIM_AT = 5 * 1024 * 1024
-POLL = 0.05
+#: how often a follower looks for new output: each look that finds some is one write to the reader (a
+#: TUI repaints its console pane at most every 0.1 s anyway, so looking more often only costs CPU on both sides)
+POLL = 0.1
 #: consoles of ended enclaves kept (newest first); with TRIM_AT per file this caps the folder
 KEEP_ENDED = 64
 

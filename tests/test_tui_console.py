@@ -351,3 +351,47 @@ async def test_a_refresh_that_changes_nothing_repaints_nothing_and_ages_update_i
         app.refresh_status()
         await wait_until(pilot, lambda: str(table.get_cell_at((1, age_col))) == "1m19s")
         assert table.selected_id == selected
+
+
+async def test_following_a_long_console_does_not_redraw_its_scrollbar_until_the_thumb_moves(nd_home: Path) -> None:
+    """Each flush makes the log longer and scrolls to its end: the scrollbar is told quietly when its
+    thumb would be drawn the same (most flushes once the log is long), and its numbers stay exact."""
+    from textual.scrollbar import ScrollBar
+
+    source = FrozenSource()
+    source.console_lines = []
+    app = NitrodeckApp(source, refresh_seconds=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        await pilot.press("down")  # the debug-mode enclave
+        pane = app.query_one("#console", ConsolePane)
+        log = pane.log_widget
+        await wait_until(pilot, lambda: pane.enclave_label != "")
+        pane.push_many([f"early {i}" for i in range(2000)])
+        await wait_until(pilot, lambda: not pane.inbox and log.is_vertical_scroll_end)
+        await pilot.pause(0.2)
+        bar = log.vertical_scrollbar
+        drawn = 0
+        original = ScrollBar.render
+
+        def counting(self: ScrollBar):  # type: ignore[no-untyped-def]
+            nonlocal drawn
+            if self is bar:
+                drawn += 1
+            return original(self)
+
+        ScrollBar.render = counting  # type: ignore[method-assign]
+        try:
+            for batch in range(10):
+                pane.push_many([f"late {batch} {i}" for i in range(10)])
+                await wait_until(pilot, lambda: not pane.inbox)
+                await pilot.pause()
+        finally:
+            ScrollBar.render = original  # type: ignore[method-assign]
+        assert drawn <= 1, drawn  # its thumb is a cell at the bottom all along
+        assert log.is_vertical_scroll_end and log.virtual_size.height == 2100
+        assert bar.window_virtual_size == 2100 and bar.position == bar.validate_position(log.scroll_y)
+        # and it is drawn where it is: scrolling to the top moves the thumb there
+        log.scroll_home(animate=False)
+        await pilot.pause()
+        assert bar.position == 0

@@ -19,10 +19,12 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
+from math import ceil
 from pathlib import Path
 
 from rich.cells import cell_len
 from rich.highlighter import Highlighter
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events, on
@@ -32,6 +34,7 @@ from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
+from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Input, Log, Static
@@ -141,15 +144,45 @@ class ConsoleLog(Log):
         if new_lines:
             self._width = max(self._width, max(map(self._cells, new_lines)))
         size = Size(self._width, len(self._lines))
-        if size != self.virtual_size:
+        before = self.virtual_size
+        if size != before:
             self.set_reactive(Widget.virtual_size, size)
-            if self.is_mounted:
+            if not self.is_mounted:
+                pass  # mounting sizes the scrollbars
+            elif size.width == before.width and self.show_vertical_scrollbar and before.height > self.size.height:
+                # only longer, with its scrollbar shown already: the thumb may not move a visible bit.
+                # Following the tail, the position moves with it: judge both together.
+                follows = auto_scroll and not self.is_vertical_scrollbar_grabbed and at_end
+                self._move_bar(self.vertical_scrollbar, virtual=size.height,
+                               position=self.max_scroll_y if follows else None)
+            else:
                 self._scroll_update(size)  # the scrollbars; one that appears or goes lays out on its own
         start = max(len(self._lines) - len(new_lines), 0)
         self.refresh_lines(start, len(self._lines) - start)
         if auto_scroll and not self.is_vertical_scrollbar_grabbed and at_end:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         return self
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        # following the tail moves the scroll position on every flush: tell the scrollbar quietly when
+        # its thumb would be drawn the same, so that the assignment below repaints nothing
+        if self.show_vertical_scrollbar:
+            self._move_bar(self.vertical_scrollbar, position=new_value)
+        super().watch_scroll_y(old_value, new_value)
+
+    def _move_bar(self, bar: ScrollBar, *, virtual: int | None = None, position: float | None = None) -> None:
+        """Give ``bar`` its new virtual size or position; it repaints only if it would draw differently
+        (a repaint of the scrollbar was a third of each flush's cost)."""
+        old = (bar.window_virtual_size, bar.window_size, bar.position)
+        new = (old[0] if virtual is None else virtual, old[1],
+               old[2] if position is None else bar.validate_position(position))
+        if new == old:
+            return
+        if _thumb(bar, *old) != _thumb(bar, *new):
+            bar.window_virtual_size, bar.position = new[0], new[2]
+            return
+        bar.set_reactive(ScrollBar.window_virtual_size, new[0])
+        bar.set_reactive(ScrollBar.position, new[2])
 
     def _cells(self, line: str) -> int:
         """The line's width on screen: its length for ASCII without tabs (every line safe_text has
@@ -205,6 +238,19 @@ class ConsoleLog(Log):
         line = super()._render_line_strip(y, rich_style)
         self._strips[key] = line
         return line
+
+
+def _thumb(bar: ScrollBar, virtual: int, window: int, position: float) -> list[Segment]:
+    """What ``bar`` draws for this geometry (Textual's own drawing, without the colours)."""
+    vertical = bar.vertical
+    return list(ScrollBarRender.render_bar(
+        size=bar.size.height if vertical else bar.size.width,
+        virtual_size=ceil(virtual),
+        window_size=ceil(window if window < virtual else 0),
+        position=position,
+        thickness=1,
+        vertical=vertical,
+    ).segments)
 
 
 class ConsolePane(Vertical):

@@ -1128,6 +1128,16 @@ class NitrodeckApp(App[int]):
     def get_default_screen(self) -> Screen[Any]:
         return self.dashboard
 
+    def get_driver_class(self) -> type[Any]:
+        driver = super().get_driver_class()
+        from textual.drivers.linux_driver import LinuxDriver
+
+        if driver is LinuxDriver:
+            from console.driver import QuietLinuxDriver
+
+            return QuietLinuxDriver  # its input thread does not wake ten times a second
+        return driver
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.dashboard.check_action(action, parameters)
 

@@ -1142,8 +1142,12 @@ class NitrodeckApp(App[int]):
         return self.dashboard.check_action(action, parameters)
 
     def __getattr__(self, name: str) -> Any:
+        if name not in _ON_DASHBOARD:
+            # Textual's reactives ask hasattr(app, "compute_theme") and the like on every read of the
+            # theme (~100 times a frame): fail those without formatting a message
+            raise AttributeError(name)
         dashboard = self.__dict__.get("dashboard")
-        if dashboard is not None and name in _ON_DASHBOARD:
+        if dashboard is not None:
             return getattr(dashboard, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

@@ -7,7 +7,8 @@ deque: appends are thread-safe). The first line after a flush asks for the next 
 tick, and a quiet console costs nothing at all (no timer runs while no line arrives). While lines
 keep coming, flushes are ``STREAM_FLUSH_INTERVAL`` apart: one repaint of the pane costs ~5-9 ms of
 CPU on the 2-core machine whatever it shows (Textual draws every line of the scrolled pane again,
-each new one through Rich), so a console printing steadily costs three of them a second, not ten;
+each new one through Rich), so a console printing steadily costs two or three of them a second,
+not ten (at 100 lines/s that is a fresh screenful every repaint either way);
 a line after a quiet spell still shows within ``FLUSH_INTERVAL``.
 Scrolling up stops following the tail (the TAIL indicator says so); End or ``f`` resumes it.
 """
@@ -45,7 +46,7 @@ from core.text import safe_text
 MAX_LINES = 5000
 FLUSH_INTERVAL = 0.1  # at most 10 repaints a second, however fast the console prints
 #: flushes are at least this far apart while a console prints steadily (see the module docstring)
-STREAM_FLUSH_INTERVAL = 0.3
+STREAM_FLUSH_INTERVAL = 0.4
 #: the inbox is bounded too: if the UI falls behind, the oldest unseen lines are dropped
 INBOX_LIMIT = 50_000
 #: rendered console lines kept (a screenful is what is drawn again on every flush)

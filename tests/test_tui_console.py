@@ -4,6 +4,8 @@ kept log of an exited enclave, the table filter, pause, help from the registry, 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.color import Color
@@ -21,6 +23,30 @@ from console.widgets.header import StatusHeader
 from core import home
 
 LONG = "x" * 300
+
+
+class _Layouts:
+    count = 0
+
+
+@contextmanager
+def counted_layouts() -> Iterator[_Layouts]:
+    """Count the screen layouts Textual does inside the block (a layout redraws every pane)."""
+    from textual.screen import Screen
+
+    seen = _Layouts()
+    original = Screen._refresh_layout
+
+    def counting(screen: Screen, *args: object, **kwargs: object) -> None:
+        seen.count += 1
+        original(screen, *args, **kwargs)  # type: ignore[arg-type]
+
+    Screen._refresh_layout = counting  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        Screen._refresh_layout = original  # type: ignore[method-assign]
+
 
 
 def frozen_with_console(n: int = 400) -> FrozenSource:
@@ -233,7 +259,6 @@ async def test_console_stream_draws_the_tail_after_pruning_and_redraws_for_a_sea
     """The console log keeps rendered lines between flushes (by their number in the stream) and sets
     its size without laying the screen out: what is drawn must still be the newest lines after the
     log has pruned its head many times, and a search must redraw lines drawn before it."""
-    from textual.screen import Screen
 
     source = FrozenSource()
     source.console_lines = []
@@ -252,20 +277,9 @@ async def test_console_stream_draws_the_tail_after_pruning_and_redraws_for_a_sea
                 await pilot.pause()
 
         await feed(range(10))  # 100 lines: the scrollbar appears (one layout)
-        layouts = 0
-        original = Screen._refresh_layout
-
-        def counting(screen: Screen, *args: object, **kwargs: object) -> None:
-            nonlocal layouts
-            layouts += 1
-            original(screen, *args, **kwargs)  # type: ignore[arg-type]
-
-        Screen._refresh_layout = counting  # type: ignore[method-assign]
-        try:
+        with counted_layouts() as layouts:
             await feed(range(10, 15))  # the log grows: its scrollbar moves, nothing is laid out
-        finally:
-            Screen._refresh_layout = original  # type: ignore[method-assign]
-        assert layouts == 0
+        assert layouts.count == 0
         assert log.virtual_size.height == 150 and log.is_vertical_scroll_end
 
         await feed(range(15, 60))  # 600 lines through a 200-line log: pruned at every flush
@@ -295,8 +309,6 @@ async def test_a_refresh_that_changes_nothing_repaints_nothing_and_ages_update_i
     all), and a refresh where only the ages moved updates those cells, keeping the selection."""
     from datetime import timedelta
 
-    from textual.screen import Screen
-
     from console.screens.frozen import FROZEN_NOW
 
     class Ticking(FrozenSource):
@@ -318,21 +330,12 @@ async def test_a_refresh_that_changes_nothing_repaints_nothing_and_ages_update_i
         age_col = table.columns_shown.index("Age")
         assert str(table.get_cell_at((1, age_col))) == "1m19s"
 
-        layouts = 0
-        original = Screen._refresh_layout
-
-        def counting(screen: Screen, *args: object, **kwargs: object) -> None:
-            nonlocal layouts
-            layouts += 1
-            original(screen, *args, **kwargs)  # type: ignore[arg-type]
-
-        Screen._refresh_layout = counting  # type: ignore[method-assign]
-        try:
+        with counted_layouts() as layouts:
             before = app.snapshot
             app.refresh_status()
             await wait_until(pilot, lambda: app.snapshot is not before)
             await pilot.pause(0.2)
-            assert layouts == 0
+            assert layouts.count == 0
 
             # a minute later only the ages differ: the cells change in place, the selection stays
             source.clock = FROZEN_NOW + timedelta(seconds=61)
@@ -340,8 +343,6 @@ async def test_a_refresh_that_changes_nothing_repaints_nothing_and_ages_update_i
             app.refresh_status()
             await wait_until(pilot, lambda: app.snapshot is not before)
             await wait_until(pilot, lambda: str(table.get_cell_at((1, age_col))) == "2m20s")
-        finally:
-            Screen._refresh_layout = original  # type: ignore[method-assign]
         assert table.selected_id == selected and table.row_count == 3
         assert [str(table.get_cell_at((row, age_col))) for row in range(3)] == ["3d4h", "2m20s", "1d2h"]
 

@@ -35,6 +35,7 @@ from textual.widgets import DataTable, Footer, Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console import commands
+from console.first_frame import FirstFrame
 from console.flags import MAX_TIMEOUT_SECONDS
 from console.messages import (
     ActionFinished,
@@ -1182,17 +1183,25 @@ def live_app(
     return app
 
 
-def run_tui(args: argparse.Namespace, early: EarlySource | None = None) -> int:
-    """`nitrodeck` with no subcommand."""
+def run_tui(args: argparse.Namespace, early: EarlySource | None = None, frame: FirstFrame | None = None) -> int:
+    """`nitrodeck` with no subcommand. ``frame``: the early frame drawn before Textual loaded
+    (console/first_frame.py), handed over to Textual or taken down before an error is printed."""
     refresh = float(getattr(args, "refresh", SAFETY_POLL_S) or SAFETY_POLL_S)
     if not math.isfinite(refresh) or not 0.2 <= refresh <= MAX_TIMEOUT_SECONDS:  # nan passes a plain `<`
+        if frame is not None:
+            frame.abort()
         print(f"nitrodeck: --refresh must be from 0.2 to {MAX_TIMEOUT_SECONDS:g} seconds", file=sys.stderr)
         return 2
     try:
         app = live_app(getattr(args, "backend", None), bool(getattr(args, "read_only", False)), refresh, early)
     except NitrodeckError as err:
+        if frame is not None:
+            frame.abort()
         print(f"nitrodeck: {safe_text(str(err), multiline=True)}", file=sys.stderr)
         return err.exit_status
+    if frame is not None:
+        frame.handover()  # Textual's driver saves the terminal's modes as it starts: the user's, not ours
+        frame.shown = False  # from here the alternate screen is Textual's, and it leaves it on exit
     app.run()
     message = quit_message(app.dashboard.source.still_running())
     if message:

@@ -199,9 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 early = EarlySource(args.backend, bool(args.read_only))
             except NitrodeckError as err:
                 return report_error(err, False)
-            from console.app import run_tui
+            from console.first_frame import draw
 
-            return run_tui(args, early)
+            # the enclaves on screen before Textual has loaded (about half a second of CPU)
+            frame = draw(early.source.peek_snapshot)
+            try:
+                from console.app import run_tui
+
+                return run_tui(args, early, frame)
+            finally:
+                if frame is not None:
+                    frame.abort()  # a no-op once Textual has the screen; else the error shows
     try:
         return int(args.func(args) or 0)
     except NitrodeckError as err:

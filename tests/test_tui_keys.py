@@ -11,6 +11,7 @@ from textual.command import CommandPalette
 from textual.widgets import Input
 
 from console.app import NitrodeckApp, quit_message
+from console.cells import age_text
 from console.screens.audit import AuditScreen
 from console.screens.frozen import AUDIT, LEGACY, PAYMENTS, SHELL, FrozenSource
 from console.screens.launch import LaunchDialog
@@ -20,7 +21,7 @@ from console.screenshots import wait_until
 from console.widgets.command_log import CommandLog
 from console.widgets.console_pane import ConsolePane
 from console.widgets.detail import DetailPane
-from console.widgets.enclave_table import EnclaveTable, age_text
+from console.widgets.enclave_table import EnclaveTable
 from console.widgets.resources import percent_bars
 from console.widgets.toggles import GlyphCheckbox
 from core.backends.driver import CommandRecord

@@ -325,6 +325,18 @@ class LiveSource(Source):
                 raise holder[0]
         return self._snapshot()
 
+    def peek_snapshot(self, timeout: float) -> Snapshot | None:
+        """The prefetched first snapshot once it is back (waiting at most ``timeout``), left in place
+        for the dashboard; None if it is not back yet or failed (the dashboard shows why)."""
+        pending = self._prefetched
+        if pending is None:
+            return None
+        thread, holder = pending
+        thread.join(timeout)
+        if thread.is_alive() or not holder or not isinstance(holder[0], Snapshot):
+            return None
+        return holder[0]
+
     def ready_snapshot(self) -> Snapshot | None:
         pending = self._prefetched
         if pending is None or pending[0].is_alive():

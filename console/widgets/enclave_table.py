@@ -10,6 +10,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
+from console.cells import age_text, short_id
 from console.widgets import text_key
 from core.models import EnclaveInfo
 from core.text import safe_text
@@ -22,27 +23,6 @@ NARROW_COLUMNS = ("Name", "CID", "State", "Age", "Flags", "CPUs", "MiB", "PCR0",
 UP, DOWN = " ▲", " ▼"
 #: names are shortened down to this many cells before anything else gives way
 MIN_NAME = 8
-
-
-def short_id(enclave_id: str) -> str:
-    return "…" + enclave_id[-8:] if len(enclave_id) > 9 else enclave_id
-
-
-def age_text(seconds: float | None) -> str:
-    """Uptime as k9s shows AGE: the two largest units (3d4h, 26h5m -> 1d2h, 4m12s, 45s)."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    days, rest = divmod(s, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
 
 
 def sort_key(column: str, enclave: EnclaveInfo, verdict: str, age: float | None) -> tuple[int, object]:

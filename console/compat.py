@@ -15,6 +15,7 @@ before anything runs, and each mutating command gets its audit line, as through 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -95,6 +96,10 @@ class Passthrough:
         #: core.backends.real.ReadOnlyReason when known: a device reason refuses only launch/terminate
         self.read_only_reason: Any = None
         self.audit = audit or AuditLog()
+        #: run-enclave --config: the config's eif_path (absolute), for the journal, and the command as
+        #: the caller gave it (the audit line names their config file, not the resolved copy run)
+        self.config_eif_path: str | None = None
+        self.shown_args: list[str] | None = None
 
     def _env(self) -> dict[str, str]:
         """The backend's environment: ours, marked as nitrodeck's child, and NITRODECK_READ_ONLY=1 when
@@ -111,7 +116,7 @@ class Passthrough:
                 where=args[0],
                 hint="put the real nitro-cli first on PATH, or use --backend emulator",
             )
-        note_command([self.backend.display_name, *args])
+        note_command([self.backend.display_name, *(self.shown_args or args)])
         env = self._env()
         try:
             # Same process group: Ctrl-C reaches the backend too, as it would reach nitro-cli.
@@ -134,7 +139,7 @@ class Passthrough:
     def _teed(self, args: list[str]) -> tuple[int, list[dict[str, Any]]]:
         """Like :meth:`run`, but stdout passes through this process, so the JSON objects the backend
         printed (up to 1 MiB; a console attached after them only passes through) can be journaled."""
-        note_command([self.backend.display_name, *args])
+        note_command([self.backend.display_name, *(self.shown_args or args)])
         env = self._env()
         seen = bytearray()
         try:
@@ -163,7 +168,7 @@ class Passthrough:
     def run_enclave(self, args: list[str]) -> int:
         status, objects = self._teed(args)
         journal = Journal()
-        eif_path = _flag_value(args, "--eif-path")
+        eif_path = _flag_value(args, "--eif-path") or self.config_eif_path
         if status != 0:
             journal.append("launch-failed", eif_path=eif_path, name=_flag_value(args, "--enclave-name"),
                            code=f"E{status:02d}" if 0 < status < 100 else f"exit-{status}")
@@ -234,6 +239,36 @@ def argv_of(args: argparse.Namespace, command: str) -> list[str]:
     return out
 
 
+#: run-enclave --config files larger than this pass through as they are (the backend refuses them)
+MAX_CONFIG = 64 * 1024
+
+
+def resolved_config(path: str) -> tuple[str, str] | None:
+    """run-enclave --config FILE whose ``eif_path`` is relative: a private copy of FILE with ``eif_path``
+    made absolute against the caller's cwd, and that absolute path; None when FILE needs no copy (the
+    path is absolute already) or cannot be read as a JSON object (the backend then reports nitro-cli's
+    own E19 or E17 for it). Every other key is kept as written, in its order."""
+    from core.files import read_limited
+
+    try:
+        data = json.loads(read_limited(path, MAX_CONFIG, where="--config").decode("utf-8"))
+    except (NitrodeckError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    eif_path = data.get("eif_path") if isinstance(data, dict) else None
+    if not isinstance(eif_path, str) or not eif_path or os.path.isabs(eif_path):
+        return None
+    try:
+        data["eif_path"] = resolve_path(eif_path)
+    except argparse.ArgumentTypeError:
+        return None
+    import tempfile
+
+    fd, copy = tempfile.mkstemp(prefix="nitrodeck-run-enclave-", suffix=".json")  # 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False)
+    return copy, data["eif_path"]
+
+
 def run(args: argparse.Namespace, command: str | None = None) -> int:
     command = command or args.compat_command
     backend = select_backend(getattr(args, "backend", None))
@@ -241,12 +276,25 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     reason = Lifecycle.reason_for(backend, bool(getattr(args, "read_only", False)))
     passthrough = Passthrough(backend, read_only=reason is not None)
     passthrough.read_only_reason = reason  # what @mutating reads, as on a Lifecycle
+    copy = None
+    if command == "run-enclave" and getattr(args, "nc_config", None) and reason is None:
+        # the config's eif_path, like --eif-path, must not reach the backend relative: nitro-emu's
+        # enclave process (and a backend run elsewhere) would open it against another folder
+        copy = resolved_config(args.nc_config)
+        if copy is not None:
+            passthrough.shown_args = argv_of(args, command)
+            args.nc_config = copy[0]
+            passthrough.config_eif_path = copy[1]
     argv = argv_of(args, command)
     method = _MUTATING.get(command)
     try:
         return method(passthrough, argv) if method else passthrough.run(argv)
     except ChildFailed as failed:
         return failed.status
+    finally:
+        if copy is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(copy[0])
 
 
 # --- the parsers: nitro-cli's flags, each with nitro-cli's own help line ---------------------------------

@@ -401,6 +401,10 @@ def cmd_run(args: argparse.Namespace, parser: _Parser) -> int:
         return fail(err, action)
     attach = req.pop("attach_console")
     try:
+        req["cwd"] = os.getcwd()
+    except OSError:
+        pass  # the caller's folder is gone: a relative eif_path then fails to open (E19), as in nitro-cli
+    try:
         chan, pid = spawn_supervisor()
     except OSError as exc:
         return fail(EmuError(code="E05", subactions=[f"cannot start the enclave process: {exc}"]), action)

@@ -71,6 +71,9 @@ class LaunchSpec:
     cid: int
     debug: bool
     name: str | None
+    #: run-enclave's working folder: nitro-cli's enclave process daemonizes without chdir, so a
+    #: relative eif_path opens against the caller's folder (this process runs in "/")
+    cwd: str | None = None
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> LaunchSpec:
@@ -83,6 +86,7 @@ class LaunchSpec:
                 cid=int(obj.get("cid") or 0),
                 debug=bool(obj.get("debug")),
                 name=None if obj.get("name") is None else str(obj["name"]),
+                cwd=None if obj.get("cwd") is None else str(obj["cwd"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EmuError(code="E17", subactions=[f"bad launch request: {exc}"]) from None
@@ -271,7 +275,7 @@ class Supervisor:
         from core.eif.format import EifError, copy_private, eif_from_fd
         from core.eif.measure import measure
 
-        eif_path = os.path.abspath(spec.eif_path)
+        eif_path = os.path.abspath(os.path.join(spec.cwd or "/", spec.eif_path))
         try:
             # one private copy is measured, signature-checked and unpacked: replacing the file at
             # eif_path during the launch cannot make the enclave attest one image and run another

@@ -162,12 +162,18 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     """parse_args, except that an unknown flag after a subcommand shows that subcommand's usage."""
     args, extra = parser.parse_known_args(argv)
     if extra:
-        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        command = getattr(args, "command", None)
-        if sub is not None and command in sub.choices:
-            sub.choices[command].error(f"unrecognized arguments: {' '.join(extra)}")
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the deepest subcommand ``args`` chose (``kms seal``, ``trust emulator-root``)."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = getattr(args, sub.dest, None) if sub is not None else None
+        if sub is None or chosen not in sub.choices:
+            return parser
+        parser = sub.choices[chosen]
 
 
 def has_terminal() -> bool:

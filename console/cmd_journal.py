@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Any
 
+from console.argtypes import resolve_path
 from console.cmd_lifecycle import _common, make_lifecycle
 from console.output import emit_json, table
 from core.errors import NitrodeckError, UsageError
@@ -150,8 +151,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_events)
 
     p = subparsers.add_parser("pin", help="pin an EIF's PCRs as expected (under its image name, or --as KEY)")
-    p.add_argument("eif", metavar="EIF", nargs="?", help="the EIF whose PCR0/1/2 (and PCR8 when signed) to pin")
-    p.add_argument("--eif-path", help="the same, as a flag (the deploy guide's spelling)")
+    p.add_argument("eif", metavar="EIF", nargs="?", type=resolve_path,
+                   help="the EIF whose PCR0/1/2 (and PCR8 when signed) to pin")
+    p.add_argument("--eif-path", type=resolve_path, help="the same, as a flag (the deploy guide's spelling)")
     p.add_argument("--as", "--image", dest="key", metavar="KEY", help="the pin's name (default: the EIF's image name)")
     _common(p)
     p.set_defaults(func=cmd_pin)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from console.argtypes import resolve_path
 from console.cmd_lifecycle import make_lifecycle
 from console.flags import MAX_TIMEOUT_SECONDS, seconds
 from console.output import emit_json, key_values, progress
@@ -154,7 +155,8 @@ def _common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
 def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("enclave", metavar="ENCLAVE", help="enclave ID or name")
     p.add_argument(
-        "--expect-pcrs", metavar="FILE", help="expected PCRs (JSON); default: the enclave's measurements"
+        "--expect-pcrs", metavar="FILE", type=resolve_path,
+        help="expected PCRs (JSON); default: the enclave's measurements",
     )
     p.add_argument(
         "--via", metavar="HOST:PORT", help="reach the payload through a TCP bridge instead of vsock"

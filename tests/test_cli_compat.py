@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from console.argtypes import key_or_path, resolve_path
+from console.argtypes import abs_path, key_or_path, resolve_path
 from console.cli import build_parser
 from console.launch_config import MAX_CONFIG, parse_launch_config
 from core.errors import UsageError
@@ -116,6 +118,27 @@ def test_nitro_cli_flags_on_nitrodeck_commands(nd_home: Path, tmp_path: Path) ->
     assert done.returncode == 2 and "--config" in done.stderr
     done = nd("terminate-enclave", "--all")
     assert done.returncode == 0 and [t["EnclaveName"] for t in json.loads(done.stdout)] == ["cfg"]
+    # run-enclave --config (nitro-cli's name): the config's relative eif_path is resolved against the
+    # caller's cwd before the backend sees it; the journal has the EIF, the audit line the caller's file
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "enclave.json").write_text(json.dumps(
+        {"eif_path": "app.eif", "memory_mib": 64, "cpu_count": 2, "enclave_name": "cfg2", "debug_mode": True}))
+    done = nd("run-enclave", "--config", "conf/enclave.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["EnclaveName"] == "cfg2"
+    journal = [json.loads(line) for line in (nd_home / "journal.jsonl").read_text().splitlines()]
+    assert [e["eif_path"] for e in journal if e["event"] == "launched" and e["name"] == "cfg2"] == [
+        str(tmp_path / "app.eif")]
+    audit = json.loads((nd_home / "audit.log").read_text().splitlines()[-1])
+    assert audit["argv"] == ["nitro-emu", "run-enclave", "--config", str(tmp_path / "conf" / "enclave.json")]
+    # nitro-emu itself, as nitro-cli: a relative --eif-path opens in the caller's folder
+    done = subprocess.run([sys.executable, "-m", "emulator", "run-enclave", "--eif-path", "app.eif", "--memory",
+                           "64", "--cpu-count", "2", "--enclave-name", "direct"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=90, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["EnclaveName"] == "direct"
+    done = nd("terminate-enclave", "--all")
+    assert done.returncode == 0 and sorted(t["EnclaveName"] for t in json.loads(done.stdout)) == ["cfg2", "direct"]
     done = nd("explain", "--error-code", "E26")
     assert done.returncode == 0 and "memory" in done.stderr.lower()
 
@@ -135,6 +158,35 @@ def test_no_terminal_prints_status_and_exits(nd_home: Path) -> None:
     done = nd("--json", stdin=subprocess.DEVNULL, timeout=30)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["backend"] == "emulator"
+
+
+@pytest.mark.parametrize("tty", ["stdin", "stdout"])
+def test_no_terminal_on_one_side_prints_status_and_exits(nd_home: Path, tty: str) -> None:
+    # `nitrodeck | less` (stdin a terminal) and `nitrodeck < /dev/null` from a terminal: no TUI either
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "console"], cwd=REPO, stderr=subprocess.PIPE,
+            stdin=slave if tty == "stdin" else subprocess.DEVNULL,
+            stdout=slave if tty == "stdout" else subprocess.PIPE)
+        os.close(slave)
+        out, err = proc.communicate(timeout=30)  # a TUI waiting for keys would never exit
+        if tty == "stdout":
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's other side is closed and drained
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            out = b"".join(chunks)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err
+    text = out.decode()
+    assert "backend:" in text and "Enclaves (0)" in text and "\x1b[" not in text
 
 
 def test_status_watch_json_lines(nd_home: Path) -> None:
@@ -166,6 +218,10 @@ def test_unknown_flag_shows_the_subcommands_usage(nd_home: Path) -> None:
     assert done.stderr.startswith("usage: nitrodeck status") and "--bogus" in done.stderr
     done = nd("run-enclave", "--memroy", "64")
     assert done.returncode == 2 and done.stderr.startswith("usage: nitrodeck run-enclave")
+    # at any depth: the innermost subcommand's usage
+    done = nd("trust", "emulator-root", "--bogus")
+    assert done.returncode == 2 and done.stderr.startswith("usage: nitrodeck trust emulator-root")
+    assert "unrecognized arguments: --bogus" in done.stderr
 
 
 def test_every_flag_has_a_help_line() -> None:
@@ -193,6 +249,39 @@ def test_paths_are_resolved_against_the_cwd(tmp_path: Path, monkeypatch: pytest.
     for bad in ("", "x" * 5000, "a\0b"):
         with pytest.raises(argparse.ArgumentTypeError):
             resolve_path(bad)
+
+
+#: arguments whose names look like paths but are not (or are read by nitrodeck itself as typed)
+NOT_PATHS = {
+    "doctor --metadata-url", "pin --as", "unpin key", "verify-attestation --public-key",
+    "sign --payload",  # TEXT or @FILE, read by this process from the caller's cwd
+}
+PATHY = re.compile(r"path|file|dir|cert|config|eif|rootfs|tar|pem|private_key|^in_file$|^out$|ciphertext|hosts|"
+                   r"^input$|pcrs|root|key$|metadata", re.I)
+
+
+def test_every_path_argument_is_resolved() -> None:
+    """Every argument that names a file or folder, in every subcommand at every depth, is made absolute
+    against the caller's cwd as it is parsed (argtypes), so no relative path reaches a backend."""
+    resolvers = {resolve_path, abs_path, key_or_path}
+    unresolved, seen = [], set()
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    walk(child, f"{name} {sub}".strip())
+            elif action.nargs != 0 and (PATHY.search(action.dest.removeprefix("nc_"))
+                                         or PATHY.search(str(action.metavar or ""))):
+                label = f"{name} {action.option_strings[0] if action.option_strings else action.dest}"
+                seen.add(label)
+                if action.type not in resolvers and label not in NOT_PATHS:
+                    unresolved.append(label)
+
+    walk(build_parser(), "")
+    assert unresolved == []
+    assert {"pin eif", "pin --eif-path", "run-enclave --config", "launch --config", "build-enclave --output-file",
+            "serve --tls-cert", "kms seal --out", "sign --expect-pcrs"} <= seen
 
 
 @settings(max_examples=200, deadline=None)

@@ -20,6 +20,7 @@ from core.ops.doctor import (
     MachineView,
     default_metadata_url,
     host_inputs,
+    parse_allocator_request,
 )
 from core.ops.resources import HugepagePool
 
@@ -42,29 +43,31 @@ def emulator_inputs(
     try:
         inst = load_instance(create=not read_only)
         machine = MachineView(
-            "emulator-model", inst.vcpus, inst.threads_per_core, inst.memory_mib, inst.numa_nodes, inst.instance_id
+            "emulator-model", inst.vcpus, inst.threads_per_core, inst.memory_mib, inst.numa_nodes, inst.instance_id,
+            cores=tuple(tuple(inst.siblings(c)) for c in range(inst.cores)),
+            cpu_nodes=tuple(inst.numa_node_of(c) for c in range(inst.vcpus)),
+            # the model splits memory evenly between its nodes, as its allocator reserves from one
+            node_memory_mib=(inst.memory_mib // inst.numa_nodes,) * inst.numa_nodes,
         )
     except NitrodeckError as exc:
         inst = None
-        model_error: str | None = str(exc)
+        model_error: str | None = str(exc).splitlines()[0]
     else:
         model_error = None
     config = allocator.allocator_file()
     requested_mem = requested_count = None
     requested_pool: list[int] | None = None
-    config_error = model_error
+    config_error: str | None = None
     try:
-        cfg = allocator.load_allocator(config, create=not read_only)
-        # the allocator script keeps its values as text; numbers are what doctor compares
-        requested_mem = int(cfg.memory_mib) if cfg.memory_mib.isdigit() else None
-        requested_count = int(cfg.cpu_count) if cfg.cpu_count and cfg.cpu_count.isdigit() else None
-        if cfg.cpu_pool is not None:
-            requested_pool = allocator.parse_cpu_list(cfg.cpu_pool)
+        # read as a Nitro parent's doctor reads /etc/nitro_enclaves/allocator.yaml: the same parser
+        text, where = allocator.read_allocator_file(config, create=not read_only)
+        requested_mem, requested_count, requested_pool = parse_allocator_request(text.encode(), where)
     except NitrodeckError as exc:
-        config_error = str(exc)
+        config_error = str(exc).splitlines()[0]
     pages: list[HugepagePool] = []
     pool: list[int] = []
-    state, detail = "failed", config_error or "the allocator model is unusable"
+    # without a machine model the emulated allocator cannot start: the instance check says why
+    state, detail = "failed", config_error or f"no machine model to allocate from: {model_error}"
     if inst is not None:
         try:
             snap = allocator.snapshot(read_only=read_only)
@@ -100,6 +103,8 @@ def emulator_inputs(
         backend="emulator",
         home=home.home(),
         machine=machine,
+        machine_error=model_error,
+        machine_fix=f"edit {home.emulator_instance_file()}, or remove it (nitro-emu writes the default model again)",
         allocator=view,
         device=home.emulator_run_dir(),
         device_is_char=False,

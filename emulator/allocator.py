@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from core import home
-from core.errors import InputTooLarge, NitrodeckError
+from core.errors import NitrodeckError
+from core.ops.allocator_file import MAX_ALLOCATOR_BYTES, AllocatorConfig, allocator_number
+from core.ops.allocator_file import parse_allocator as _parse_allocator
 from emulator.instance import Instance
 
-MAX_ALLOCATOR_BYTES = 4096
 MAX_POOL_CHARS = 512  # NE_CPUS_SIZE
 DEFAULT_ALLOCATOR = "---\nmemory_mib: 512\ncpu_count: 2\n"
 MIB = 1024 * 1024
@@ -36,67 +37,14 @@ class AllocatorError(NitrodeckError):
     code = "EMU-ALLOCATOR"
 
 
-@dataclass(frozen=True)
-class AllocatorConfig:
-    """allocator.yaml's values as the allocator script holds them: strings, checked where it checks them."""
-
-    memory_mib: str
-    cpu_count: str | None = None
-    cpu_pool: str | None = None
-
-
 def allocator_file() -> Path:
     return home.emulator_etc() / "allocator.yaml"
 
 
-_KEY = re.compile(r"^[-_a-zA-Z0-9]+")
-_CONFIG_KEYS = ("memory_mib", "cpu_count", "cpu_pool")
-
-
-def _bash_read(raw: str) -> str:
-    """What bash's ``read line`` (no -r, default IFS) leaves of a line: outer blanks trimmed, backslashes
-    taken as escapes."""
-    out = re.sub(r"\\(.)", r"\1", raw).rstrip("\\")
-    return out.strip(" \t")
-
-
 def parse_allocator(text: str, where: str = "allocator.yaml") -> AllocatorConfig:
-    """bootstrap/nitro-enclaves-allocator's parse_config: line by line, nothing before ``---`` counts,
-    ``#`` lines are skipped, a key is what precedes the first ``:`` and the value what follows the last
-    one. Its messages, without the ``Error: `` that the script prints before them."""
-    if len(text.encode()) > MAX_ALLOCATOR_BYTES:
-        raise InputTooLarge(f"larger than {MAX_ALLOCATOR_BYTES} bytes", where=where)
-    values: dict[str, str] = {}
-    skip = True
-    lines = text.split("\n")
-    # `while read line` never sees a last line that has no newline
-    for count, raw in enumerate(lines[:-1], start=1):
-        line = _bash_read(raw)
-        if re.match(r"^\s*#", line):
-            continue
-        if line == "---":
-            skip = False
-            continue
-        if skip:
-            continue
-        m = _KEY.match(line.split(":", 1)[0])
-        key = m.group(0) if m else ""
-        if key not in _CONFIG_KEYS:  # an empty line too: bash finds no such key ("unexpected: ")
-            raise AllocatorError(f"Error in {where}:{count} - unexpected: {key}", where=where)
-        value = re.sub(r"^.+:", "", line, count=1)
-        value = re.sub(r'\s+"?', "", value, count=1)
-        value = re.sub(r'"?$', "", value, count=1)
-        if not value:
-            raise AllocatorError(f"Error in {where}:{count} - missing value for {key}", where=where)
-        values[key] = value
-    if not values.get("memory_mib"):
-        raise AllocatorError("Config error: missing memory reservation (`memory_mib`).", where=where)
-    count_v, pool_v = values.get("cpu_count"), values.get("cpu_pool")
-    if not count_v and not pool_v:
-        raise AllocatorError("Config error: missing CPU reservation (either `cpu_count` or `cpu_pool`).", where=where)
-    if count_v and pool_v:
-        raise AllocatorError("Config error: `cpu_count` conflicts with `cpu_pool`.", where=where)
-    return AllocatorConfig(memory_mib=values["memory_mib"], cpu_count=count_v, cpu_pool=pool_v)
+    """bootstrap/nitro-enclaves-allocator's parse_config (core.ops.allocator_file, which the doctor reads
+    a Nitro parent's file with too); its refusals as :class:`AllocatorError`."""
+    return _parse_allocator(text, where, AllocatorError)
 
 
 ALLOCATOR_ERRORS = {
@@ -151,16 +99,11 @@ class _Failed(Exception):
         self.message = message
 
 
-def _digits(text: str) -> int | None:
-    """bash's check_if_number (``^[0-9]+$``); absurd sizes count as not numbers here."""
-    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None
-
-
 def _reserve_hugepages(inst: Instance, memory: str, say: list[str]) -> dict[int, int] | int:
     """try_configure_huge_pages: the request rounded up to the smallest page size, largest pages first,
     each size as many as the node can give. Returns the pages, or the script's error code."""
     say.append("Configuring the huge page memory...")
-    mib = _digits(memory)
+    mib = allocator_number(memory)
     if mib is None:
         raise _Failed(f"The needed memory amount ({memory}) is invalid.")
     sizes = sorted(inst.hugepage_sizes_kb, reverse=True)
@@ -194,7 +137,7 @@ def _pool_by_count(inst: Instance, cfg: AllocatorConfig, say: list[str]) -> tupl
     order of their lowest CPU, each core's threads together."""
     say.append("Auto-generating the enclave CPU pool by using the CPU count...")
     text = cfg.cpu_count or ""
-    count = _digits(text)
+    count = allocator_number(text)
     if count is None:
         raise _Failed(f"The CPU count value ({text}) is invalid.")
     if count <= 0:
@@ -571,7 +514,7 @@ def snapshot(home_dir: Path | None = None, *, read_only: bool = False) -> PoolSn
 def _snapshot(inst: Instance, state: Any, read_only: bool = False) -> PoolSnapshot:
     requested: int | None = None
     with contextlib.suppress(NitrodeckError):
-        requested = _digits(load_allocator(create=not read_only).memory_mib)
+        requested = allocator_number(load_allocator(create=not read_only).memory_mib)
     try:
         st = allocator_state(inst, read_only=read_only)
         pool, hp, error, node = list(st.cpu_pool), dict(st.hugepages), st.error, st.node

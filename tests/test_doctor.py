@@ -145,6 +145,67 @@ def test_allocator_asking_more_than_the_machine_has(world: Path) -> None:
     assert "Failed to find suitable CPUs" in checks["allocator"]["found"]  # nitro-enclaves-allocator's words
 
 
+TWO_NODES = "instance_id: i-0123456789abcdef0\nvcpus: 8\ncores: 4\nthreads_per_core: 2\nmemory_mib: 8192\nnuma_nodes: 2\n"
+
+
+@pytest.mark.parametrize(("allocator", "instance", "problem"), [
+    # within the machine's totals, and still more than it can give: the allocator or the driver refuses each
+    ("cpu_pool: 0,4", None, "cpu_pool takes 0,4 of CPU 0's core (0,4), which stays with the parent"),
+    ("cpu_pool: 8,12", None, "cpu_pool names CPU(s) 8,12 the machine does not have (0-7)"),
+    ("cpu_pool: 1,2", None, "cpu_pool splits cores: add their sibling(s) 5,6 (whole cores only)"),
+    ("cpu_count: 6", TWO_NODES, "cpu_count 6 fits no NUMA node (at most 4 CPUs on one node besides CPU 0's core)"),
+    ("cpu_count: 2", TWO_NODES.replace("memory_mib: 8192", "memory_mib: 12288"),
+     "is more than the CPU pool's NUMA node holds (6144 MiB)"),
+])
+def test_allocator_asking_what_the_machine_cannot_give(world: Path, allocator: str, instance: str | None,
+                                                       problem: str) -> None:
+    memory = "memory_mib: 7000" if "12288" in (instance or "") else "memory_mib: 512"
+    (world / "emulator/etc/allocator.yaml").write_text(f"---\n{memory}\n{allocator}\n")
+    if instance:
+        (world / "emulator/instance.yaml").write_text(instance)
+    rc, report = doctor(world)
+    checks = by_id(report)
+    assert rc == 1 and {"allocator", "allocator-config"} <= failing(report), report
+    assert problem in checks["allocator-config"]["found"]
+    assert checks["allocator-config"]["fix"].startswith(f"edit {world}/emulator/etc/allocator.yaml")
+
+
+def test_allocator_file_the_allocator_would_refuse(world: Path) -> None:
+    # valid YAML without the `---` line the allocator's parser starts at
+    (world / "emulator/etc/allocator.yaml").write_text("memory_mib: 512\ncpu_count: 2\n")
+    rc, report = doctor(world)
+    config = by_id(report)["allocator-config"]
+    assert rc == 1 and config["status"] == "fail"
+    assert "Config error: missing memory reservation (`memory_mib`)." in config["found"]
+
+
+def test_graviton_sized_instance_without_smt_passes(world: Path) -> None:
+    # 2 vCPUs, one thread per core (Graviton): CPU 0 stays, CPU 1 is a whole core for the enclave
+    (world / "emulator/instance.yaml").write_text(
+        "instance_id: i-0123456789abcdef0\nvcpus: 2\ncores: 2\nthreads_per_core: 1\nmemory_mib: 4096\n"
+    )
+    (world / "emulator/etc/allocator.yaml").write_text("---\nmemory_mib: 512\ncpu_count: 1\n")
+    rc, report = doctor(world)
+    assert rc == 0 and failing(report) == set(), report
+    (world / "emulator/instance.yaml").write_text(
+        "instance_id: i-0123456789abcdef0\nvcpus: 2\ncores: 1\nthreads_per_core: 2\nmemory_mib: 4096\n"
+    )
+    rc, report = doctor(world)
+    assert "instance" in failing(report) and "no full core is left" in by_id(report)["instance"]["found"]
+
+
+def test_unusable_emulator_model(world: Path) -> None:
+    (world / "emulator/instance.yaml").write_text("instance_id: i-0123456789abcdef0\nvcpus: 7\n")
+    rc, report = doctor(world)
+    checks = by_id(report)
+    assert rc == 1 and checks["instance"]["status"] == "fail"
+    assert "vcpus (7) must equal cores (4) x threads_per_core (2)" in checks["instance"]["found"]
+    assert checks["instance"]["fix"].startswith(f"edit {world}/emulator/instance.yaml")
+    assert checks["allocator"]["fix"] == checks["instance"]["fix"]
+    # the allocator's own file is fine: its check does not blame it
+    assert checks["allocator-config"]["status"] != "fail"
+
+
 def test_fewer_hugepages_present_than_requested(world: Path) -> None:
     with open(world / "emulator/instance.yaml", "a") as fh:
         fh.write("hugepages_reservable_mib: 200\n")
@@ -298,7 +359,7 @@ def fake_parent(root: Path, *, pages_2m: int, ne_cpus: str, offline: tuple[int, 
     (root / "proc").mkdir()
     (root / "proc/meminfo").write_text("MemTotal:        7864320 kB\nMemAvailable:    3145728 kB\n")
     (root / "etc").mkdir()
-    (root / "etc/allocator.yaml").write_text("memory_mib: 3072\ncpu_count: 2\n")
+    (root / "etc/allocator.yaml").write_text("---\nmemory_mib: 3072\ncpu_count: 2\n")
     (root / "etc/vsock-proxy.yaml").write_text("allowlist:\n- {address: kms.us-east-1.amazonaws.com, port: 443}\n")
     (root / "dev").mkdir()
 
@@ -356,17 +417,73 @@ def test_parent_fragmented_and_pool_cpus_online(tmp_path: Path, monkeypatch: pyt
     assert checks["vsock-proxy"].status == "fail" and "kms.eu-west-1.amazonaws.com:443" in checks["vsock-proxy"].found
 
 
+def test_parent_instance_type_from_dmi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    fake_parent(tmp_path, pages_2m=1536, ne_cpus="1,3", offline=(1, 3))
+    dmi = tmp_path / "sys/devices/virtual/dmi/id"
+    dmi.mkdir(parents=True)
+    (dmi / "board_asset_tag").write_text("i-0123456789abcdef0\n")
+    (dmi / "product_name").write_text("c6i.xlarge\n")
+    instance = parent_report(tmp_path)["instance"]
+    assert instance.status == "ok" and instance.found.startswith("c6i.xlarge i-0123456789abcdef0: 4 vCPUs")
+    for kind in ("t3.xlarge", "t4g.large", "m7i-flex.xlarge", "mac2.metal"):
+        (dmi / "product_name").write_text(kind + "\n")
+        instance = parent_report(tmp_path)["instance"]
+        assert instance.status == "fail" and "have no Nitro Enclaves" in instance.found, kind
+        assert "c6i.xlarge" in str(instance.fix)
+
+
+def test_parent_hugepages_on_another_node_than_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # enough pages in all, but on node 1 while the CPU pool is on node 0: the driver refuses such memory
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    fake_parent(tmp_path, pages_2m=0, ne_cpus="1,3", offline=(1, 3))
+    node1 = tmp_path / "sys/devices/system/node/node1"
+    d = node1 / "hugepages/hugepages-2048kB"
+    d.mkdir(parents=True)
+    (d / "nr_hugepages").write_text("1536\n")
+    (d / "free_hugepages").write_text("1536\n")
+    (node1 / "cpulist").write_text("\n")
+    for cpu in (1, 3):  # offlined CPUs keep their node link
+        (tmp_path / f"sys/devices/system/cpu/cpu{cpu}/node0").mkdir()
+    hp = parent_report(tmp_path)["hugepages"]
+    assert hp.status == "fail"
+    assert hp.found.endswith("0 MiB on the CPU pool's node 0, 3072 MiB short")
+
+
+def test_parent_allocator_file_without_its_start_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    fake_parent(tmp_path, pages_2m=1536, ne_cpus="1,3", offline=(1, 3))
+    (tmp_path / "etc/allocator.yaml").write_text("memory_mib: 3072\ncpu_count: 2\n")
+    config = parent_report(tmp_path)["allocator-config"]
+    assert config.status == "fail" and "missing memory reservation" in config.found
+    assert str(config.fix).startswith(f"edit {tmp_path}/etc/allocator.yaml, then: sudo systemctl restart")
+
+
 # --- parsers -------------------------------------------------------------------------------------------
 
 
 def test_allocator_request_parser() -> None:
-    assert parse_allocator_request(b"memory_mib: 3072\ncpu_count: 2\n", "a") == (3072, 2, None)
-    assert parse_allocator_request(b"memory_mib: 512\ncpu_pool: 2,3,6-7\n", "a") == (512, None, [2, 3, 6, 7])
-    for bad in (b"memory_mib: 1\n", b"cpu_count: 2\n", b"memory_mib: x\ncpu_count: 2\n", b"[1]", b"{",
-                b"memory_mib: 1\ncpu_count: 2\ncpu_pool: 1\n", b"a" * (MAX_CONFIG_BYTES + 1)):
+    assert parse_allocator_request(b"---\nmemory_mib: 3072\ncpu_count: 2\n", "a") == (3072, 2, None)
+    assert parse_allocator_request(b"# c\n---\nmemory_mib: 512\ncpu_pool: 2,3,6-7\n", "a") == (512, None, [2, 3, 6, 7])
+    for bad in (b"---\nmemory_mib: 1\n", b"---\ncpu_count: 2\n", b"---\nmemory_mib: x\ncpu_count: 2\n", b"[1]", b"{",
+                b"---\nmemory_mib: 1\ncpu_count: 2\ncpu_pool: 1\n", b"a" * (MAX_CONFIG_BYTES + 1),
+                b"---\nmemory_mib: 512\ncpu_count: 0\n"):
         with pytest.raises(NitrodeckError) as err:
             parse_allocator_request(bad, "allocator.yaml")
         assert err.value.where == "allocator.yaml"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # valid YAML, all of them, and each stops nitro-enclaves-allocator's bash parser
+    (b"memory_mib: 3072\ncpu_count: 2\n", "Config error: missing memory reservation (`memory_mib`)."),
+    (b"---\nmemory_mib: 3072\n\ncpu_count: 2\n", "Error in allocator.yaml:3 - unexpected: "),
+    (b"---\nmemory_mib: 3072\ncpu_count: 2", "Config error: missing CPU reservation"),
+    (b"---\nmemory_mib: 3072\ncpu_count: 2\nenclaves: 1\n", "unexpected: enclaves"),
+])
+def test_allocator_request_is_read_as_the_allocator_reads_it(text: bytes, message: str) -> None:
+    with pytest.raises(NitrodeckError) as err:
+        parse_allocator_request(text, "allocator.yaml")
+    assert message in err.value.message
 
 
 @settings(max_examples=200, deadline=None)

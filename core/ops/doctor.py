@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from core.backends.real import device_path, sysfs_root
 from core.errors import NitrodeckError
+from core.ops.allocator_file import MAX_ALLOCATOR_BYTES, allocator_number, parse_allocator
 from core.ops.resources import HugepagePool, parse_cpu_list, sysfs_cpu_pool, sysfs_hugepages
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -50,7 +49,7 @@ ENV_METADATA_URL = "NITRODECK_METADATA_URL"
 ENV_ECS_METADATA = "ECS_CONTAINER_METADATA_URI_V4"
 PROBE_TIMEOUT = 2.0
 MAX_PROBE_BYTES = 64 * 1024
-MAX_CONFIG_BYTES = 4096
+MAX_CONFIG_BYTES = MAX_ALLOCATOR_BYTES
 #: the parent keeps the ECS agent, Docker, the parent container and EIF builds
 PARENT_MIB_WARN, PARENT_MIB_FAIL = 1024, 512
 #: an EIF build writes the image's layers and the EIF (hundreds of MiB)
@@ -95,6 +94,18 @@ class MachineView:
     numa_nodes: int = 1
     instance_id: str | None = None
     instance_type: str | None = None
+    #: each core's CPUs (hyperthread siblings together); empty when the topology is not known
+    cores: tuple[tuple[int, ...], ...] = ()
+    #: the NUMA node of each CPU (index: the CPU's number); empty when not known
+    cpu_nodes: tuple[int, ...] = ()
+    #: MiB of memory on each NUMA node; empty when not known (the allocator reserves on one node)
+    node_memory_mib: tuple[int, ...] = ()
+
+    def core_of(self, cpu: int) -> tuple[int, ...]:
+        return next((core for core in self.cores if cpu in core), (cpu,))
+
+    def node_of(self, cpu: int) -> int | None:
+        return self.cpu_nodes[cpu] if 0 <= cpu < len(self.cpu_nodes) else None
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,9 @@ class DoctorInputs:
     home: Path
     machine: MachineView | None
     allocator: AllocatorView
+    #: why there is no machine view (the emulator's instance.yaml refused) and what fixes it
+    machine_error: str | None = None
+    machine_fix: str | None = None
     #: /dev/nitro_enclaves, or the emulator's stand-in (its run folder, which gates enclave creation)
     device: Path = DEVICE
     device_is_char: bool = True  # a real device must be a character device; the stand-in is a folder
@@ -273,24 +287,23 @@ def _http_date(value: str | None) -> datetime | None:
 # --- allocator.yaml (the operator's request) ----------------------------------------------------------
 
 
-def parse_allocator_request(raw: bytes, where: str) -> tuple[int | None, int | None, list[int] | None]:
-    """(memory_mib, cpu_count, cpu_pool) from allocator.yaml; DoctorError names what is wrong."""
+def parse_allocator_request(raw: bytes, where: str) -> tuple[int, int | None, list[int] | None]:
+    """(memory_mib, cpu_count, cpu_pool) from allocator.yaml, read as nitro-enclaves-allocator reads it
+    (core.ops.allocator_file: a file YAML accepts may still stop the service); DoctorError in its words."""
     if len(raw) > MAX_CONFIG_BYTES:
         raise DoctorError(f"larger than {MAX_CONFIG_BYTES} bytes", where=where)
-    try:
-        data = yaml.safe_load(raw.decode("utf-8", "replace"))
-    except yaml.YAMLError:
-        raise DoctorError("not valid YAML", where=where) from None
-    if not isinstance(data, dict):
-        raise DoctorError("expected `key: value` lines", where=where)
-    mem, count, pool = data.get("memory_mib"), data.get("cpu_count"), data.get("cpu_pool")
-    if not isinstance(mem, int) or isinstance(mem, bool) or mem < 0:
-        raise DoctorError(f"memory_mib must be a non-negative integer, got {mem!r}"[:120], where=where)
-    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count <= 0):
-        raise DoctorError(f"cpu_count must be a positive integer, got {count!r}"[:120], where=where)
-    if (count is None) == (pool is None):
-        raise DoctorError("set exactly one of cpu_count and cpu_pool", where=where)
-    cpus = parse_cpu_list(str(pool), where) if pool is not None else None
+    cfg = parse_allocator(raw.decode("utf-8", "replace"), where, DoctorError)
+    mem = allocator_number(cfg.memory_mib)
+    if mem is None:
+        raise DoctorError(f"The needed memory amount ({cfg.memory_mib[:40]}) is invalid.", where=where)
+    count: int | None = None
+    if cfg.cpu_count is not None:
+        count = allocator_number(cfg.cpu_count)
+        if count is None:
+            raise DoctorError(f"The CPU count value ({cfg.cpu_count[:40]}) is invalid.", where=where)
+        if count <= 0:
+            raise DoctorError("Provided CPU count is not higher than 0.", where=where)
+    cpus = parse_cpu_list(cfg.cpu_pool, where) if cfg.cpu_pool is not None else None
     return mem, count, cpus
 
 
@@ -316,6 +329,24 @@ def _mem_total_mib(root: Path) -> int | None:
     return int(m.group(1)) // 1024 if m else None
 
 
+_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]{0,20}\.[a-z0-9-]{1,20}")
+_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,32}")
+
+
+def _dmi(sys_: Path, name: str, pattern: re.Pattern[str]) -> str | None:
+    # on Nitro instances DMI says what the instance is: product_name its type, board_asset_tag its ID
+    text = (_read_text(sys_ / "devices/virtual/dmi/id" / name, 256) or "").strip()
+    return text if pattern.fullmatch(text) else None
+
+
+def _cpu_node(sys_: Path, cpu: int) -> int | None:
+    """The NUMA node of ``cpu``: its nodeN link, which an offlined CPU keeps (the allocator reads it too)."""
+    for link in (sys_ / f"devices/system/cpu/cpu{cpu}").glob("node[0-9]*"):
+        if link.name[4:].isdigit():
+            return int(link.name[4:])
+    return None
+
+
 def host_machine(root: Path, instance_type: str | None = None, sysfs: Path | None = None) -> MachineView | None:
     sys_ = sysfs or root / "sys"
     online = _read_text(sys_ / "devices/system/cpu/present")
@@ -324,12 +355,42 @@ def host_machine(root: Path, instance_type: str | None = None, sysfs: Path | Non
     if online is None or memory is None:
         return None
     try:
-        vcpus = len(parse_cpu_list(online, "cpu/present"))
+        present = parse_cpu_list(online, "cpu/present")
         threads = max(len(parse_cpu_list(siblings, "thread_siblings_list")), 1) if siblings else 1
     except NitrodeckError:
         return None
-    nodes = len([d for d in (sys_ / "devices/system/node").glob("node[0-9]*")]) or 1
-    return MachineView("host", vcpus, threads, memory, nodes, None, instance_type)
+    vcpus = len(present)
+    node_dirs = sorted(
+        (d for d in (sys_ / "devices/system/node").glob("node[0-9]*") if d.name[4:].isdigit()),
+        key=lambda d: int(d.name[4:]),
+    )
+    nodes = len(node_dirs) or 1
+    # each CPU's node: its own link, else the node whose cpulist names it (online CPUs only there)
+    by_list: dict[int, int] = {}
+    node_mib: list[int] = []
+    for d in node_dirs:
+        try:
+            for cpu in parse_cpu_list(_read_text(d / "cpulist") or "", str(d)):
+                by_list[cpu] = int(d.name[4:])
+        except NitrodeckError:
+            pass
+        m = re.search(r"MemTotal:\s+(\d{1,15}) kB", _read_text(d / "meminfo") or "")
+        if m:
+            node_mib.append(int(m.group(1)) // 1024)
+    links = {c: _cpu_node(sys_, c) for c in present}
+    cpu_nodes = tuple(n if n is not None else by_list.get(c, 0) for c, n in links.items())
+    # cores by EC2's numbering (CPU n and n + cores are siblings): an offlined CPU, as the pool's are,
+    # has no topology folder left to ask
+    per = max(vcpus // threads, 1)
+    cores: dict[int, set[int]] = {}
+    for cpu in present:
+        cores.setdefault(cpu % per, set()).add(cpu)
+    return MachineView(
+        "host", vcpus, threads, memory, nodes,
+        _dmi(sys_, "board_asset_tag", _INSTANCE_ID), instance_type or _dmi(sys_, "product_name", _INSTANCE_TYPE),
+        tuple(tuple(sorted(c)) for _, c in sorted(cores.items())), cpu_nodes,
+        tuple(node_mib) if len(node_mib) == len(node_dirs) else (),
+    )
 
 
 def offline_cpus(sysfs: Path, cpus: list[int]) -> list[int]:
@@ -356,8 +417,9 @@ def host_allocator(
         pool = sysfs_cpu_pool(sys_)  # resources' readers take the sysfs folder itself
     except NitrodeckError:
         pool = None
-    node = None
-    if pool:
+    node = _cpu_node(sys_, pool[0]) if pool else None
+    if pool and node is None:
+        # no nodeN link: the node whose cpulist names it (a kernel lists only online CPUs there)
         for n in (sys_ / "devices/system/node").glob("node[0-9]*"):
             cpulist = _read_text(n / "cpulist") or ""
             try:
@@ -442,11 +504,21 @@ def _check(cid: str, title: str, status: str, found: str, fix: str | None = None
     return DoctorCheck(cid, title, status, found, None if status == OK else fix)
 
 
+#: families without Nitro Enclaves (the user guide's requirements): burstable T, A1, Mac, the -flex types
+_NO_ENCLAVES = re.compile(r"(t[0-9][a-z0-9-]*|a1|mac[a-z0-9-]*|[a-z0-9-]+-flex)\.")
+_SUPPORTED_TYPE = ("launch an instance type with Nitro Enclaves: Intel or AMD with at least 4 vCPUs, Graviton with at "
+                   "least 2, not T, A1, Mac or -flex (e.g. c6i.xlarge, c6g.large), with --enclave-options Enabled=true "
+                   "(deploy/nitrodeck.yaml: InstanceType)")
+
+
 def check_instance(inp: DoctorInputs, metadata: HttpAnswer | None) -> DoctorCheck:
     m = inp.machine
     if m is None:
+        if inp.machine_error:
+            # the emulator's instance.yaml: the model every other check stands on
+            return _check("instance", "instance", FAIL, inp.machine_error[:200], inp.machine_fix)
         return _check("instance", "instance", WARN, "cannot read the CPU and memory topology",
-                      f"ls {inp.root / 'sys/devices/system/cpu'} (is sysfs mounted?)")
+                      f"ls {(inp.sysfs or inp.root / 'sys') / 'devices/system/cpu'} (is sysfs mounted?)")
     kind = m.instance_type
     if kind is None and metadata is not None and metadata.status == 200 and inp.metadata_url and \
             inp.metadata_url.rstrip("/").endswith("instance-type"):
@@ -455,10 +527,13 @@ def check_instance(inp: DoctorInputs, metadata: HttpAnswer | None) -> DoctorChec
     if m.instance_id:
         what += f" {m.instance_id}"
     found = f"{what}: {m.vcpus} vCPUs ({m.threads_per_core} per core), {m.memory_mib} MiB, {m.numa_nodes} NUMA node(s)"
-    # CPU 0's core stays with the parent, and an enclave takes whole cores
-    if m.vcpus - m.threads_per_core < 2:
-        return _check("instance", "instance", FAIL, found + ": no full core is left for an enclave",
-                      "use an instance type with at least 4 vCPUs that supports Nitro Enclaves (e.g. c6i.xlarge)")
+    if kind and _NO_ENCLAVES.match(kind):
+        return _check("instance", "instance", FAIL, found + f": {kind.split('.')[0]} instances have no Nitro Enclaves",
+                      _SUPPORTED_TYPE)
+    # CPU 0's core stays with the parent, and an enclave takes whole cores: one more core at least
+    # (4 vCPUs with two threads per core, 2 without, as Graviton)
+    if m.vcpus < 2 * m.threads_per_core:
+        return _check("instance", "instance", FAIL, found + ": no full core is left for an enclave", _SUPPORTED_TYPE)
     return _check("instance", "instance", OK, found)
 
 
@@ -557,7 +632,50 @@ def check_allocator_service(inp: DoctorInputs) -> DoctorCheck:
     if a.service_state == "inactive":
         return _check("allocator", title, FAIL, a.service_detail or "inactive",
                       f"sudo systemctl enable --now {ALLOCATOR_UNIT}")
-    return _check("allocator", title, FAIL, (a.service_detail or a.service_state)[:200], _restart(inp))
+    fix = inp.machine_fix if inp.machine is None and inp.machine_error else _restart(inp)
+    return _check("allocator", title, FAIL, (a.service_detail or a.service_state)[:200], fix)
+
+
+def _cpus(cpus: list[int] | set[int] | tuple[int, ...]) -> str:
+    return ",".join(map(str, sorted(cpus)))
+
+
+def _topology_problems(a: AllocatorView, m: MachineView, mem: int) -> list[str]:
+    """What the allocator script and the driver refuse beyond the totals: a cpu_pool with CPUs the machine
+    lacks, CPU 0's core, half cores or two NUMA nodes (ne_setup_cpu_pool); a request no single NUMA node
+    holds, since the CPU pool and its hugepages come from one node."""
+    problems: list[str] = []
+    #: the NUMA nodes the pool can sit on
+    candidates = list(range(m.numa_nodes))
+    if a.requested_cpu_pool is not None:
+        absent = [c for c in a.requested_cpu_pool if c >= m.vcpus]
+        if absent:
+            problems.append(f"cpu_pool names CPU(s) {_cpus(absent)} the machine does not have (0-{m.vcpus - 1})")
+        pool = [c for c in a.requested_cpu_pool if c < m.vcpus]
+        if m.cores:
+            kept = set(m.core_of(0)) & set(pool)
+            if kept:
+                problems.append(f"cpu_pool takes {_cpus(kept)} of CPU 0's core ({_cpus(m.core_of(0))}), "
+                                "which stays with the parent")
+            half = {s for c in pool for s in m.core_of(c)} - set(pool) - set(m.core_of(0))
+            if half:
+                problems.append(f"cpu_pool splits cores: add their sibling(s) {_cpus(half)} (whole cores only)")
+        on = {n for n in (m.node_of(c) for c in pool) if n is not None}
+        if len(on) > 1:
+            problems.append(f"cpu_pool spans NUMA nodes {_cpus(on)} (one node only)")
+        candidates = sorted(on)
+    elif a.requested_cpu_count is not None and m.cpu_nodes and m.cores and m.numa_nodes > 1:
+        cpu0 = set(m.core_of(0))
+        room = {n: sum(1 for c, node in enumerate(m.cpu_nodes) if node == n and c not in cpu0) for n in candidates}
+        candidates = [n for n in candidates if room[n] >= a.requested_cpu_count]
+        if not candidates:
+            problems.append(f"cpu_count {a.requested_cpu_count} fits no NUMA node (at most {max(room.values())} "
+                            "CPUs on one node besides CPU 0's core)")
+    held = [m.node_memory_mib[n] for n in candidates if n < len(m.node_memory_mib)]
+    if m.numa_nodes > 1 and held and mem > max(held):
+        problems.append(f"memory_mib {mem} is more than the CPU pool's NUMA node holds ({max(held)} MiB): "
+                        "its hugepages come from that node")
+    return problems
 
 
 def check_allocator_config(inp: DoctorInputs) -> DoctorCheck:
@@ -581,6 +699,7 @@ def check_allocator_config(inp: DoctorInputs) -> DoctorCheck:
                         "(CPU 0's core stays)")
     elif a.requested_cpu_count is not None and want % m.threads_per_core:
         problems.append(f"cpu_count {want} is not a multiple of {m.threads_per_core} (whole cores only)")
+    problems += _topology_problems(a, m, mem)
     if problems:
         return _check("allocator-config", title, FAIL, f"{found}: " + "; ".join(problems), edit)
     return _check("allocator-config", title, OK, f"{found} of {m.vcpus} vCPUs, {m.memory_mib} MiB")
@@ -609,11 +728,20 @@ def check_hugepages(inp: DoctorInputs) -> DoctorCheck:
         if inp.backend == "real":
             fix += ("  # if fewer pages come back, memory is fragmented: reboot (the allocator reserves at boot)"
                     " or reserve at boot with the kernel parameters hugepagesz=1G hugepages=N")
+        elif a.service_state == "failed" and "memory" not in a.service_detail.lower():
+            # the allocator stopped before it reserved memory (its CPU pool failed): that is the fix
+            fix = f"fix what the allocator service check says: {_restart(inp)}"
         else:
             fix = (f"lower memory_mib in {a.config_path}, or raise hugepages_reservable_mib in the emulator's "
                    "instance.yaml (the model's memory fragmentation)")
         return _check("hugepages", title, FAIL, found + f": {want - present} MiB short", fix)
     if a.pool_node is not None:
+        # the driver takes an enclave's memory from its CPUs' node only (NE_ERR_MEM_DIFFERENT_NUMA_NODE)
+        usable = sum(p.total_mib for p in a.hugepages if p.node is None or p.node == a.pool_node)
+        if usable < want:
+            return _check("hugepages", title, FAIL,
+                          found + f": {usable} MiB on the CPU pool's node {a.pool_node}, {want - usable} MiB short",
+                          _restart(inp))
         elsewhere = [p for p in a.hugepages if p.total and p.node is not None and p.node != a.pool_node]
         if elsewhere:
             return _check("hugepages", title, WARN,
@@ -645,6 +773,8 @@ def check_parent_memory(inp: DoctorInputs) -> DoctorCheck:
     if left is None and inp.machine is not None:
         left = inp.machine.memory_mib - (inp.allocator.requested_memory_mib or 0)
         how = "left after the enclave reservation"
+    if left is None and inp.machine_error:
+        return _check("parent-memory", title, WARN, "unknown: no machine model (see instance)", inp.machine_fix)
     if left is None:
         return _check("parent-memory", title, WARN, "unknown (no /proc/meminfo)", "free -m")
     found = f"{left} MiB {how}"

@@ -238,6 +238,12 @@ def test_missing_group_membership(world: Path) -> None:
     # in the group: passes
     inputs.identity = Identity(4242, (4242, 4243), "operator")
     assert next(c for c in run_doctor(inputs).checks if c.id == "access").status == "ok"
+    # in the group, but the group may not use it: the stand-in is a folder, so 0770 (the device's 0660 would lock it)
+    run.chmod(0o700)
+    access = next(c for c in run_doctor(inputs).checks if c.id == "access")
+    assert access.status == "fail" and "the group may not read and write it" in access.found
+    assert access.fix == (f"sudo groupadd -f ne && sudo chgrp ne {run} && sudo chmod 0770 {run} && "
+                          "sudo usermod -aG ne operator")
 
 
 def test_no_docker_daemon(world: Path, tmp_path: Path) -> None:

@@ -582,15 +582,18 @@ def check_device_access(inp: DoctorInputs) -> DoctorCheck:
         return _check("access", title, OK, found + " owns it")
     if st.st_gid in who.gids and mode & rw[1] == rw[1]:
         return _check("access", title, OK, found + f" is in group {group}")
+    # the device is root:ne 0660 (aws-nitro-enclaves-cli's udev rule); the emulator's stand-in is a folder
+    perms = "0660" if inp.device_is_char else "0770"
     if mode & rw[2] == rw[2]:
         return _check("access", title, WARN, found + ": anyone may use it",
-                      f"sudo chgrp {ENCLAVE_GROUP} {inp.device} && sudo chmod 0660 {inp.device}")
+                      f"sudo chgrp {ENCLAVE_GROUP} {inp.device} && sudo chmod {perms} {inp.device}")
     if mode & rw[1] == rw[1]:
         return _check("access", title, FAIL, found + f" is not in group {group}",
                       f"sudo usermod -aG {group} {who.user}  # then log in again (or: newgrp {group})")
+    # groupadd -f: the group exists wherever aws-nitro-enclaves-cli is installed, and this adds it elsewhere
     return _check("access", title, FAIL, found + ": the group may not read and write it",
-                  f"sudo chgrp {ENCLAVE_GROUP} {inp.device} && sudo chmod 0660 {inp.device} && "
-                  f"sudo usermod -aG {ENCLAVE_GROUP} {who.user}")
+                  f"sudo groupadd -f {ENCLAVE_GROUP} && sudo chgrp {ENCLAVE_GROUP} {inp.device} && "
+                  f"sudo chmod {perms} {inp.device} && sudo usermod -aG {ENCLAVE_GROUP} {who.user}")
 
 
 def check_driver(inp: DoctorInputs) -> DoctorCheck:

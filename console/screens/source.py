@@ -8,7 +8,6 @@ them from thread workers only.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import os
@@ -486,6 +485,7 @@ def parse_cpu_ids(text: str) -> list[int]:
 
 def run_async_iter(agen: AsyncIterator[str], sink: Callable[[str], None], cancelled: Callable[[], bool]) -> None:
     """Drain an async line iterator in this (worker) thread's own loop, stopping when cancelled."""
+    import asyncio  # here: the first frame (console/first_frame.py) comes before asyncio is needed
 
     async def pump() -> None:
         async for line in agen:

@@ -163,7 +163,8 @@ def cmd_verify_attestation(args: argparse.Namespace) -> int:
             doc = report.document
             facts += [("module_id", doc.module_id), ("timestamp", doc.issued().isoformat())]
         facts.append(("verified at", at.isoformat()))
-        facts += [("trusted root", line) for line in choice.lines()]
+        facts += [("trusted root", f"{root.name} ({why})") for root, why in zip(choice.roots, choice.reasons, strict=True)]
+        facts += [("trust note", note) for note in choice.notes]  # what was not trusted, and how to ask
         print(output.key_values(facts))
         print(output.checklist(report.checks))  # type: ignore[arg-type]
         print("VERIFIED" if report.ok else "NOT VERIFIED")

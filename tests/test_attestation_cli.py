@@ -123,14 +123,21 @@ def run_env(*args: str, home: Path, env: dict[str, str]) -> subprocess.Completed
                           text=True, timeout=120)
 
 
-def test_automatic_emulator_backend_trusts_aws_alone(tmp_path: Path) -> None:
-    """A laptop without nitro-cli picks the emulator backend automatically; that must not widen trust."""
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [([], {}), ([], {"NITRODECK_BACKEND": "auto"}), (["--backend", "auto"], {"NITRODECK_BACKEND": "emulator"})],
+    ids=["nothing-named", "env-auto", "flag-auto-over-env-emulator"],
+)
+def test_automatic_emulator_backend_trusts_aws_alone(tmp_path: Path, args: list[str], env: dict[str, str]) -> None:
+    """A laptop without nitro-cli picks the emulator backend automatically; that must not widen trust,
+    nor must asking for the automatic choice by name (``auto``)."""
     conftest.require(not Path("/dev/nitro_enclaves").exists(), "auto picks the emulator only without the device")
     home = tmp_path / "home"
     doc = _emulator_document(tmp_path, home)
     no_nitro_cli = tmp_path / "bin"
     no_nitro_cli.mkdir()
-    res = run_env("verify-attestation", str(doc), "--json", home=home, env={"PATH": str(no_nitro_cli)})
+    env = {**env, "PATH": str(no_nitro_cli)}
+    res = run_env("verify-attestation", str(doc), *args, "--json", home=home, env=env)
     assert res.returncode == 3, res.stderr
     out = json.loads(res.stdout)
     assert out["trusted_roots"] == [trust.aws_root().name]
@@ -141,10 +148,12 @@ def test_automatic_emulator_backend_trusts_aws_alone(tmp_path: Path) -> None:
     root = next(c for c in out["checks"] if c["name"] == "root")
     assert root["rule"] == "root-pinned" and "--trust emulator" in root["detail"]
     # the same in text: which roots, and why
-    text = run_env("verify-attestation", str(doc), home=home, env={"PATH": str(no_nitro_cli)})
+    text = run_env("verify-attestation", str(doc), *args, home=home, env=env)
     assert text.returncode == 3
-    assert "trusted root: aws-nitro-enclaves-root-g1 (built in: AWS Nitro Enclaves root G1)" in text.stdout
-    assert "trusted root: note: the emulator backend was chosen automatically" in text.stdout
+    trusted = [line for line in text.stdout.splitlines() if line.startswith("trusted root:")]
+    assert trusted == ["trusted root: aws-nitro-enclaves-root-g1 (built in: AWS Nitro Enclaves root G1)"]
+    notes = [line for line in text.stdout.splitlines() if line.startswith("trust note:")]
+    assert len(notes) == 1 and "the emulator backend was chosen automatically" in notes[0], text.stdout
 
 
 @pytest.mark.parametrize(

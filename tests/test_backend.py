@@ -42,7 +42,22 @@ def test_env_and_flag_precedence(fake_env: tuple[Path, str], monkeypatch: pytest
     b = select_backend("real", device=device, path=path)
     assert b.name == "real" and b.chosen_by == "flag"
     monkeypatch.setenv("NITRODECK_BACKEND", "auto")
-    assert select_backend(None, device=device, path=path).name == "real"
+    b = select_backend(None, device=device, path=path)
+    assert b.name == "real" and b.chosen_by == "auto"
+
+
+def test_auto_by_name_is_still_automatic(fake_env: tuple[Path, str], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # NITRODECK_BACKEND=auto (any case) or --backend auto picks like no choice at all: the emulator it
+    # lands on was not named, so verify-attestation must not widen trust for it
+    _, path = fake_env
+    for env in ("auto", " AUTO "):
+        monkeypatch.setenv("NITRODECK_BACKEND", env)
+        b = select_backend(None, device=tmp_path / "missing", path=path)
+        assert (b.name, b.chosen_by) == ("emulator", "auto"), env
+    monkeypatch.setenv("NITRODECK_BACKEND", "emulator")
+    b = select_backend("auto", device=tmp_path / "missing", path=path)
+    assert (b.name, b.chosen_by) == ("emulator", "auto")
 
 
 def test_invalid_values(monkeypatch: pytest.MonkeyPatch) -> None:

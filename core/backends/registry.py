@@ -54,8 +54,10 @@ def select_backend(flag: str | None = None, *, device: Path | None = None, path:
         env = os.environ.get(ENV_BACKEND, "").strip()
         if env:
             value, chosen_by = env, "env"
-    if value is None or value == "" or value == "auto":
-        chosen_by = "auto" if chosen_by == "flag" else chosen_by
+    if value is None or value == "" or value.strip().lower() == "auto":
+        # "auto" from the flag or the environment is still an automatic choice: whatever it picks was
+        # not named by the operator (verify-attestation widens trust only for a named emulator)
+        chosen_by = "auto"
         if real_available(device, path) or "emulator" not in _FACTORIES:
             return real_backend(chosen_by)
         return load("emulator", chosen_by)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -258,7 +260,12 @@ CASES: dict[str, dict[str, tuple[Build, str]]] = {
     },
     "cose-unprotected": {"kid": (lambda s: document(s, unprotected={4: b"kid"}), "COSE_Sign1[1]")},
     "payload-size": {"empty": (lambda s: document(s, payload=b""), "payload")},
-    "payload-map": {"array": (lambda s: document(s, payload=cbor2.dumps([1, 2])), "payload")},
+    "payload-map": {
+        "array": (lambda s: document(s, payload=cbor2.dumps([1, 2])), "payload"),
+        # the signature covers the bytes after the map too, so only this rule can refuse them
+        "map-then-trailing-byte": (lambda s: document(s, payload=encode(fields(s)) + b"\x00"), "payload"),
+        "two-maps": (lambda s: document(s, payload=encode(fields(s)) * 2), "payload"),
+    },
     "payload-keys": {
         "unknown-key": (lambda s: document(s, add_field("extra", 1)), "payload"),
         "integer-key": (lambda s: document(s, add_field(1, b"x")), "payload"),
@@ -343,16 +350,47 @@ def test_format_rule(rule: str, variant: str, signer: LeafSigner, roots: list[Tr
     assert check.to_dict()["rule"] == rule
 
 
+#: a table row's last cell: tests/FILE.py::FUNCTION[RULE-*] (N case|cases)
+TEST_CELL = re.compile(r"^(tests/[\w/]+\.py)::(\w+)\[([a-z0-9-]+)-\*\] \((\d+) cases?\)$")
+
+
+def collected_ids(files: set[str]) -> set[str]:
+    """The test ids pytest collects from these files (a subprocess: the table must name real tests)."""
+    res = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          *sorted(files)], cwd=conftest.REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return {line.strip() for line in res.stdout.splitlines() if "::" in line}
+
+
 def test_every_rule_has_a_test_and_a_docs_row() -> None:
-    """RULES, these cases and the table in docs/attestation.md name the same rules."""
+    """RULES, these cases and the table in docs/attestation.md name the same rules, and every row's test
+    exists: pytest collects exactly the number of cases the row claims under the id it names."""
     assert set(CASES) == set(RULES)
     text = DOCS.read_text()
-    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", text, re.M)
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \|.*\|$", text, re.M)
     assert sorted(rows) == sorted([*RULES, *CHAIN_RULES])
-    for rule in RULES:
-        assert f"test_format_rule[{rule}-" in text, rule
-    for rule in CHAIN_RULES:
-        assert re.search(rf"^\| `{re.escape(rule)}` \|.*tests/test_attestation\w*\.py::\w+", text, re.M), rule
+    cells: dict[str, tuple[str, str, str, int]] = {}
+    for rule in rows:
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{rule}` |"))
+        cell = row.rstrip(" |").rsplit(" | ", 1)[1]
+        match = TEST_CELL.match(cell)
+        assert match, f"row {rule}: its test cell {cell!r} does not name a test"
+        path, function, prefix, count = match.groups()
+        assert prefix == rule, f"row {rule} names the cases of {prefix}"
+        assert (conftest.REPO / path).is_file(), f"row {rule}: {path} does not exist"
+        cells[rule] = (path, function, prefix, int(count))
+    # each collected case belongs to the longest rule its id starts with (chain-ca-key-usage-x is not chain-ca's)
+    owner: dict[tuple[str, str], list[str]] = {}
+    for test_id in collected_ids({path for path, _, _, _ in cells.values()}):
+        head, _, param = test_id.partition("[")
+        rule = max((r for r in cells if param.startswith(r + "-")), key=len, default=None)
+        if rule is not None:
+            owner.setdefault((head, rule), []).append(test_id)
+    for rule, (path, function, _, count) in cells.items():
+        found = owner.get((f"{path}::{function}", rule), [])
+        assert len(found) == count, f"row {rule}: claims {count} case(s) of {path}::{function}[{rule}-*], " \
+                                    f"pytest collects {len(found)}"
     # each row says what the code enforces and cites the same source
     for rule, spec in [*RULES.items(), *CHAIN_RULES.items()]:
         row = next(line for line in text.splitlines() if line.startswith(f"| `{rule}` |"))

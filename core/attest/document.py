@@ -65,7 +65,8 @@ RULES: dict[str, Rule] = {
     "cose-protected": Rule("COSE_Sign1[0]", "protected header is exactly {1: -35} (ES384)", "§3.1 \"{1: -35}\""),
     "cose-unprotected": Rule("COSE_Sign1[1]", "unprotected header is empty", "§3.1 \"{} We have nothing in unprotected\""),
     "payload-size": Rule("payload", "1..16384 bytes", "§3.1 \"bstr .size (1..16384)\""),
-    "payload-map": Rule("payload", "a CBOR map (definite or indefinite)", _CDDL),
+    "payload-map": Rule("payload", "exactly one CBOR map (definite or indefinite), nothing after it",
+                        _CDDL + "; §3.1 payload = bstr of the AttestationDocument"),
     "payload-keys": Rule("payload", "only the 9 AttestationDocument keys", _CDDL + " (a closed map); §3.2.2.1 allowed fields"),
     "payload-required": Rule("payload", "module_id, digest, timestamp, pcrs, certificate, cabundle present, not null",
                              "§3.2.2.1 mandatory fields; \"No field content can be null\""),
@@ -199,7 +200,9 @@ def _payload_map(payload: bytes) -> Mapping[Any, Any]:
     try:
         obj = cose.loads_exact(payload, where="payload")
     except cose.CoseError as exc:
-        raise AttestationError(f"payload: {exc.message}", rule=exc.rule, where="payload") from exc
+        # bytes after the map inside the payload bstr break the payload's own rule, not a generic one
+        rule = "payload-map" if exc.rule == "cbor-single-item" else exc.rule
+        raise AttestationError(exc.message, rule=rule, where="payload") from exc
     if not isinstance(obj, Mapping):
         raise _fail("payload-map", f"payload should be a map, got {type(obj).__name__}")
     unknown = [k for k in obj if k not in KEYS]

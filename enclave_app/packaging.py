@@ -1,7 +1,7 @@
 """Packaging the payload as an enclave image without Docker: a rootfs folder plus a build request.
 
-The rootfs holds only what the payload imports from nitrodeck (core/ and enclave_app/ sources)
-under /app; its Python interpreter and third-party wheels come from the image the EIF is built
+The rootfs holds only what the payload imports from nitrodeck (the core/ and enclave_app/ modules in
+MODULES) under /app; its Python interpreter and third-party wheels come from the image the EIF is built
 on (the Dockerfile next to this file) or, under the emulator, from the caller's environment.
 Every file is copied in sorted order with fixed modes and one fixed mtime, and the build time is
 pinned, so the same sources always give the same EIF and the same PCRs.
@@ -19,10 +19,20 @@ from core.errors import UsageError
 from core.models import BuildRequest
 
 REPO = Path(__file__).resolve().parent.parent
-#: what is copied into /app: the payload and the enclave-safe part of core (tests/test_layers.py keeps
-#: enclave_app's imports inside it); the rest of core (EIF building, lifecycle, backends, up) stays out
-#: of the image and so out of PCR0
-PACKAGES = ("core", "core/crypto", "core/channel", "core/attest", "core/kms", "enclave_app")
+#: what is copied into /app, and so measured into PCR0: the payload and exactly the modules of core it
+#: imports (with their packages' __init__ files). tests/test_enclave_app_packaging.py checks this list
+#: against the payload's imports read with `ast`, both ways: nothing it needs is missing, nothing else
+#: is carried. This module (packaging) runs on the parent and stays out.
+MODULES = (
+    "core/__init__.py", "core/errors.py", "core/files.py", "core/home.py", "core/yamlsafe.py",
+    "core/attest/__init__.py", "core/attest/nsm.py",
+    "core/channel/__init__.py", "core/channel/protocol.py", "core/channel/proxy.py", "core/channel/unixsock.py",
+    "core/channel/vsock.py", "core/channel/vsock_peers.py",
+    "core/crypto/__init__.py", "core/crypto/cms.py",
+    "core/kms/__init__.py", "core/kms/client.py",
+    "enclave_app/__init__.py", "enclave_app/__main__.py", "enclave_app/console_log.py", "enclave_app/forwarder.py",
+    "enclave_app/keys.py", "enclave_app/kms.py", "enclave_app/methods.py", "enclave_app/server.py",
+)
 #: fixed so rebuilding unchanged sources reproduces the EIF bit for bit (PCRs included)
 PAYLOAD_BUILD_TIME = "2026-01-01T00:00:00Z"
 PAYLOAD_NAME = "nitrodeck-payload"
@@ -49,13 +59,9 @@ def _epoch(build_time: str) -> int:
     return int(when.timestamp())
 
 
-def source_files(repo: Path = REPO) -> list[Path]:
+def source_files() -> list[Path]:
     """The payload's sources, relative to the repository, sorted (no caches, no tests)."""
-    out: list[Path] = []
-    for package in PACKAGES:
-        for path in sorted((repo / package).glob("*.py")):
-            out.append(path.relative_to(repo))
-    return out
+    return sorted(Path(rel) for rel in MODULES)
 
 
 def prepare_rootfs(build_time: str = PAYLOAD_BUILD_TIME, dest: Path | None = None, repo: Path = REPO) -> Path:
@@ -65,7 +71,7 @@ def prepare_rootfs(build_time: str = PAYLOAD_BUILD_TIME, dest: Path | None = Non
         shutil.rmtree(root)
     stamp = _epoch(build_time)
     app = root / "app"
-    for rel in source_files(repo):
+    for rel in source_files():
         target = app / rel
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         shutil.copyfile(repo / rel, target)

@@ -45,8 +45,9 @@ def test_rootfs_is_deterministic_and_holds_only_sources(tmp_path: Path) -> None:
     assert first == second
     files = [name for name, (_, _, digest) in first.items() if digest != "dir"]
     assert "app/enclave_app/server.py" in files and "app/core/channel/protocol.py" in files
-    # only the enclave-safe part of core is measured into the image
+    # only what the payload imports is measured into the image
     assert not any(name.startswith(("app/core/ops/", "app/core/eif/", "app/core/backends/", "app/core/up/")) for name in files)
+    assert sorted(files) == sorted(f"app/{rel}" for rel in source_files())
     assert all(name.endswith(".py") for name in files)
     assert not any("__pycache__" in name or name.endswith(".txt") for name in first)
     assert {mtime for _, mtime, _ in first.values()} == {1767225600}
@@ -56,7 +57,8 @@ def test_rootfs_runs_the_payload_on_its_own(tmp_path: Path) -> None:
     # the payload imports only from the copied sources: the repository (which the editable install puts on
     # sys.path) is shadowed by PYTHONPATH, so a module the rootfs lacks fails to import here
     app = prepare_rootfs(PAYLOAD_BUILD_TIME, dest=tmp_path) / "app"
-    modules = sorted(p.stem for p in (REPO / "enclave_app").glob("*.py") if p.stem not in ("__init__", "__main__"))
+    modules = sorted(p.stem for p in (REPO / "enclave_app").glob("*.py")
+                     if p.stem not in ("__init__", "__main__", "packaging"))  # packaging runs on the parent
     code = f"import importlib, core; assert core.__file__.startswith({str(app)!r}); "
     code += "; ".join(f"importlib.import_module('enclave_app.{m}')" for m in modules)
     res = subprocess.run(
@@ -93,3 +95,32 @@ def test_same_sources_build_the_same_eif(nd_home: Path, tmp_path: Path) -> None:
         payload_build_request(str(tmp_path / "three.eif"), repo=snap), build_time=PAYLOAD_BUILD_TIME
     )
     assert third.measurements.pcr2 != first.measurements.pcr2
+
+
+def payload_closure() -> set[str]:
+    """The files the payload can load: every enclave_app module but packaging, what they import (lazy and
+    optional imports too, read with ast), and each one's package __init__ files, which Python runs first."""
+    from tests.test_layers import all_modules, graph
+
+    mods, edges = all_modules(), graph()
+    todo = [m for m in mods if m.split(".")[0] == "enclave_app" and m != "enclave_app.packaging"]
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += [imported for imported, _ in edges.get(module, [])]
+    return {str(mods[m].relative_to(REPO)) for m in seen}
+
+
+def test_image_carries_exactly_what_the_payload_imports() -> None:
+    # PCR0 measures every file in the image: a module the payload never loads only widens what must be trusted
+    shipped = {str(rel) for rel in source_files()}
+    needed = payload_closure()
+    assert needed - shipped == set(), f"the payload imports these but the image lacks them: {sorted(needed - shipped)}"
+    assert shipped - needed == set(), f"the image carries these but the payload never imports them: {sorted(shipped - needed)}"
+    # the payload loads only its half of core.kms: policies and wallet keys are made on the parent
+    assert not {"core/kms/policy.py", "core/kms/wallet.py", "core/attest/verify.py"} & shipped

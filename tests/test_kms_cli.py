@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from core.channel.proxy import check_allowlist, default_config, load_allowlist
 from core.eif.measure import measure_eif
-from core.kms import KmsError, load_wallet_key, raw_scalar
+from core.kms.client import KmsError
+from core.kms.wallet import load_wallet_key, raw_scalar
 from core.ops.provision import seal
 from enclave_app.packaging import payload_request
 from tests.conftest import REPO, wait_for

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from core import home
 from core.crypto import cms
-from core.kms import key_policy
+from core.kms.policy import key_policy
 from emulator.kms import LocalKms, evaluate_policy, read_endpoint_file
 from emulator.nsm import EmulatedNsm
 from emulator.pki import EmulatorPki

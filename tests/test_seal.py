@@ -31,7 +31,8 @@ from core.backends.registry import select_backend
 from core.channel.protocol import BlockingClient, RemoteError
 from core.channel.proxy import AllowEntry, VsockProxy
 from core.errors import ConfigError
-from core.kms import AwsCredentials, KmsError, key_policy
+from core.kms.client import AwsCredentials, KmsError
+from core.kms.policy import key_policy
 from core.models import LaunchRequest
 from core.ops.lifecycle import Lifecycle
 from core.ops.provision import seal

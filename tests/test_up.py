@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from core.backends.registry import select_backend
 from core.eif.measure import measure_eif
-from core.kms import key_policy
+from core.kms.policy import key_policy
 from core.ops.lifecycle import Lifecycle
 from core.ops.testsign import test_sign as run_test_sign
 from emulator.kms import LocalKms

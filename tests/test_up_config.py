@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import ConfigError, NitrodeckError
-from core.kms import AwsCredentials
+from core.kms.client import AwsCredentials
 from core.up.config import UpConfig, load_config
 from core.up.runner import UpError, _kms_target, container_metadata, parse_container_metadata
 

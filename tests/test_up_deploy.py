@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from core.channel.proxy import AllowEntry, load_allowlist
-from core.kms import ADMIN_ACTIONS, key_policy
+from core.kms.policy import ADMIN_ACTIONS, key_policy
 from core.up.config import load_config
 from emulator.kms import evaluate_policy
 from tests.conftest import REPO

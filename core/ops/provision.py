@@ -19,21 +19,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from core.errors import ConfigError
 from core.files import write_atomic
-from core.kms import (
+from core.kms.client import (
     DEFAULT_PROXY_PORT,
     MAX_CIPHERTEXT,
     MAX_KEY_FILE,
     KmsError,
-    account_of,
-    key_policy,
     kms_call,
     kms_client,
-    load_wallet_key,
-    raw_scalar,
     session_credentials,
-    wallet_public_hex,
-    wallet_spki,
 )
+from core.kms.policy import account_of, key_policy
+from core.kms.wallet import load_wallet_key, raw_scalar, wallet_public_hex, wallet_spki
 
 # --- seal -------------------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """nitrodeck core: the enclave lifecycle library shared by the console and the enclave payload (no UI).
 
-Layers, lowest first; a layer imports only those before it (tests/test_layers.py enforces this):
+Areas, lowest first; each imports only the areas its ``__init__`` docstring lists, all of them before it,
+so the order is one direction (tests/test_layers.py ``MAY_IMPORT`` enforces this):
 
 - root modules: ``errors``, ``models``, ``home``, ``checks``, ``files`` (stdlib and third-party only)
 - ``crypto``: COSE_Sign1 and CMS

@@ -1,5 +1,6 @@
 """The architecture as a test: every import in the four packages, read with `ast`, obeys the layers
-written in core/__init__.py and docs/architecture.md, and no module imports itself back through others.
+written in core/__init__.py, each core area's __init__ and docs/architecture.md, and no module imports
+itself back through others.
 
 Lazy imports inside functions and ``TYPE_CHECKING`` blocks count too: they are dependencies all the same.
 """
@@ -7,6 +8,7 @@ Lazy imports inside functions and ``TYPE_CHECKING`` blocks count too: they are d
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +18,21 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "console", "emulator", "enclave_app")
 
-#: core's layers, lowest first; a module may import its own layer and those before it
-CORE_LAYERS: list[set[str]] = [
-    {"core"},  # the root modules: errors, models, home, checks, files
-    {"core.crypto"},
-    {"core.channel"},
-    {"core.eif", "core.attest", "core.kms"},
-    {"core.backends"},
-    {"core.ops"},
-    {"core.up"},
-]
+#: what each area of core may import besides itself, as its __init__ docstring says ("core" is the root
+#: modules: errors, models, home, checks, files, ...). The areas form one direction: no two import each
+#: other, directly or around a loop (test_core_areas_form_one_direction).
+MAY_IMPORT: dict[str, set[str]] = {
+    "core": set(),
+    "core.crypto": {"core"},
+    "core.channel": {"core"},
+    "core.eif": {"core", "core.crypto"},
+    "core.attest": {"core", "core.crypto", "core.channel"},
+    "core.kms": {"core", "core.crypto"},
+    "core.backends": {"core", "core.channel"},
+    "core.ops": {"core", "core.crypto", "core.channel", "core.eif", "core.attest", "core.kms", "core.backends"},
+    "core.up": {"core", "core.crypto", "core.channel", "core.eif", "core.attest", "core.kms", "core.backends",
+                "core.ops"},
+}
 #: what the enclave payload may use of core (it is measured into PCR0: keep it small)
 ENCLAVE_SAFE = {"core", "core.crypto", "core.channel", "core.attest", "core.kms"}
 
@@ -68,11 +75,10 @@ def graph() -> dict[str, list[tuple[str, int]]]:
     return {name: imports_of(path, name, known) for name, path in mods.items()}
 
 
-def core_layer(module: str) -> int:
-    area = ".".join(module.split(".")[:2]) if module.count(".") >= 2 else module
-    if area not in {a for layer in CORE_LAYERS for a in layer}:
-        area = "core"  # core.errors, core.models, ...: the root
-    return next(i for i, layer in enumerate(CORE_LAYERS) if area in layer)
+def core_area(module: str) -> str:
+    """core.eif.measure -> core.eif; core.errors, core -> core (the root modules)."""
+    area = ".".join(module.split(".")[:2])
+    return area if area in MAY_IMPORT else "core"
 
 
 def subpackage(module: str) -> str:
@@ -85,8 +91,9 @@ def forbidden(importer: str, imported: str) -> str | None:
     top_from, top_to = importer.split(".")[0], imported.split(".")[0]
     if top_from == "core" and top_to != "core":
         return f"core must not import {top_to} (reach it through core.backends or a caller)"
-    if top_from == "core" and core_layer(imported) > core_layer(importer):
-        return f"{subpackage(importer)} is below {subpackage(imported)} in core's layers"
+    if top_from == "core" and (area := core_area(importer)) != (to := core_area(imported)) and to not in MAY_IMPORT[area]:
+        allowed = ", ".join(sorted(MAY_IMPORT[area])) or "nothing else in core"
+        return f"{area} may import only {allowed} (its __init__ docstring), not {to}"
     if top_from == "enclave_app":
         if top_to in ("console", "emulator"):
             return f"the enclave payload must not import {top_to}"
@@ -131,12 +138,42 @@ def test_no_import_breaks_the_layers() -> None:
     assert not problems, "\n".join(problems)
 
 
+def describe_cycle(cycle: list[str], g: dict[str, list[tuple[str, int]]]) -> str:
+    """Each import of the loop as file:line: importer imports imported."""
+    mods = all_modules()
+    steps = []
+    for importer, imported in zip(cycle, cycle[1:], strict=False):
+        line = next(n for i, n in g[importer] if i == imported)
+        steps.append(f"{mods[importer].relative_to(REPO)}:{line}: {importer} imports {imported}")
+    return "import cycle:\n" + "\n".join(steps)
+
+
 def test_no_import_cycles() -> None:
     g = graph()
-    # a package's __init__ naming its own submodules is not a cycle through them
-    edges = {m: {i for i, _ in imps if i != m and not (m + ".").startswith(i + ".")} for m, imps in g.items()}
+    # every edge counts, a submodule importing its own package's __init__ included: that __init__ may
+    # import the submodule back (the implicit parent import Python does first is not an edge here)
+    edges = {m: {i for i, _ in imps if i != m} for m, imps in g.items()}
     cycle = find_cycle(edges)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+    assert cycle is None, describe_cycle(cycle or [], g)
+
+
+def test_core_areas_form_one_direction() -> None:
+    # every area of core on disk is declared, and the declared areas allow no loop between them
+    on_disk = {"core"} | {f"core.{p.parent.name}" for p in (REPO / "core").glob("*/__init__.py")}
+    assert set(MAY_IMPORT) == on_disk
+    assert find_cycle(MAY_IMPORT) is None
+
+
+@pytest.mark.parametrize("area", sorted(set(MAY_IMPORT) - {"core"}))
+def test_each_core_area_says_what_it_owns_and_may_import(area: str) -> None:
+    init = REPO / area.replace(".", "/") / "__init__.py"
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    assert len(doc.split()) >= 12, f"{init.relative_to(REPO)}: its docstring should say what the area owns"
+    said = doc[doc.lower().index("may import"):] if "may import" in doc.lower() else ""
+    assert said, f"{init.relative_to(REPO)}: its docstring should say what it may import"
+    for allowed in MAY_IMPORT[area]:
+        word = "root" if allowed == "core" else allowed.split(".")[1]
+        assert re.search(rf"\b{word}\b", said), f"{init.relative_to(REPO)}: 'may import' does not name {allowed}"
 
 
 def test_the_checker_sees_violations() -> None:
@@ -145,11 +182,20 @@ def test_the_checker_sees_violations() -> None:
     assert forbidden("core.ops.resources", "emulator.allocator")
     assert forbidden("core.eif.measure", "core.ops.lifecycle")
     assert forbidden("core.crypto.cose", "core.channel.vsock")
+    assert forbidden("core.eif.sign", "core.attest.verify")  # siblings too: one direction only
+    assert forbidden("core.kms.client", "core.channel.vsock")
+    assert forbidden("core.errors", "core.eif.format")
+    assert forbidden("core.ops.lifecycle", "core.up.runner")
     assert forbidden("enclave_app.kms", "core.ops.provision")
     assert forbidden("console.screens.build", "console.app")
     assert forbidden("core.eif.build", "core.eif.measure") is None
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    # a failure names each import of the loop with its file and line
+    g = {"core.eif.sign": [("core.eif.measure", 7)], "core.eif.measure": [("core.eif.sign", 9)]}
+    text = describe_cycle(["core.eif.sign", "core.eif.measure", "core.eif.sign"], g)
+    assert "core/eif/sign.py:7: core.eif.sign imports core.eif.measure" in text
+    assert "core/eif/measure.py:9: core.eif.measure imports core.eif.sign" in text
 
 
 @pytest.mark.parametrize("module", ["core.eif.measure", "core.ops.lifecycle", "core.attest.verify"])
@@ -161,3 +207,33 @@ def test_core_loads_no_front_end_or_emulator(module: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == ""
+
+
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+
+
+def test_architecture_doc_matches_the_tree() -> None:
+    """docs/architecture.md's core table names every module of core/ under its area, and nothing that is
+    gone; every `core.x.y` and `pkg/file.py` it cites exists; it keeps the request-path paragraph."""
+    text = ARCHITECTURE.read_text()
+    table = text[text.index("\n## core\n"):text.index("\n## The path of a request")]
+    named: set[str] = set()
+    area = ""
+    for row in (line for line in table.splitlines() if line.startswith("| ") and not re.fullmatch(r"[-| ]+", line)):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if cells[0] and cells[0] != "subpackage":
+            area = cells[0].strip("`/")
+        folder = "core" if area == "(root)" else f"core/{area}"
+        named |= {f"{folder}/{name}" for name in re.findall(r"`(\w+\.py)`", cells[1])}
+    on_disk = {str(p.relative_to(REPO)) for p in (REPO / "core").rglob("*.py") if p.name != "__init__.py"}
+    assert sorted(on_disk - named) == [], "core modules the architecture table does not name"
+    assert sorted(named - on_disk) == [], "modules the architecture table names that do not exist"
+    modules = set(all_modules())
+    for dotted in set(re.findall(r"`((?:core|console|emulator|enclave_app)(?:\.\w+)+)", text)) - {"console.py"}:
+        parts = dotted.split(".")
+        assert any(".".join(parts[:n]) in modules for n in range(len(parts), 1, -1)), f"{dotted} is not in the tree"
+    for path in set(re.findall(r"`((?:core|console|emulator|enclave_app|tests)/[\w/]+\.py)", text)):
+        assert (REPO / path).is_file(), f"{path} is not in the tree"
+    path = text[text.index("\n## The path of a request"):]
+    assert all(step in path for step in ("console/commands.py", "core.ops.testsign", "core.attest.verify")), \
+        "the request-path paragraph is missing"

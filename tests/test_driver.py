@@ -380,7 +380,10 @@ async def test_console_strips_preamble(fake: Fake) -> None:
 
 
 async def test_console_error_is_typed(fake: Fake) -> None:
-    drv = fake.driver({"console": {"stderr": "[ E44 ] Enclave console connection failure.\n", "exit": 44}})
+    from tests import nitro_cli_texts as T
+
+    # main.rs:263: a non-debug enclave's console is E44, not wrapped
+    drv = fake.driver({"console": {"stderr": _block("E44", T.DETAIL["E44"]), "exit": 44}})
     with pytest.raises(NitroCliError) as info:
         _ = [line async for line in drv.console(ENCLAVE_ID)]
     assert info.value.code == "E44" and "debug" in (info.value.hint or "")
@@ -488,6 +491,17 @@ def _transcripts() -> list[tuple[str, str, int, str, str, str]]:
          "the detail (from the error log) says why"),  # E29 alone names no cause: only its error log does
         ("run-enclave", _wrapped(_block("E36", T.DETAIL["E36"]), allocating=True), 39, "E36", "Enclave boot failure.",
          "did not finish booting"),
+        # commands.rs:87 PcrSignatureChecker: before any memory is allocated
+        ("run-enclave", _wrapped(_block("E59", T.DETAIL["E59"])), 39, "E59", "EIF signature checker error.",
+         "re-sign the EIF"),
+        ("run-enclave", _wrapped(_block("E27", _fill(T.DETAIL["E27"], "memory", "9999999999999")), allocating=True),
+         39, "E27", "`memory` is 9999999999999 MB", "not enough hugepage memory"),
+        # resource_manager.rs:331 ResourceAllocator::new (an empty EIF with --memory 0)
+        ("run-enclave", _wrapped(_block("E26", _fill(T.DETAIL_E26_ZERO, "memory", "0"))), 39, "E26",
+         "should be greater than 0 MB", "--memory is 0"),
+        # commands_parser.rs:491: refused before the enclave process starts, so not wrapped
+        ("run-enclave", _block("E03", _fill(T.DETAIL["E03"], "cpu-id", "x")), 3, "E03",
+         "The parameter `cpu-id` is not a valid integer (`x`)", "not a valid value"),
         ("terminate-enclave", _block("E11", T.DETAIL["E11"]), 11, "E11", "Socket error.", "no enclave with that ID"),
         ("terminate-enclave", _block("E58", T.DETAIL["E58"]), 58, "E58", "Naming error.", "has that name"),
         # the hint never sends the operator back to the command that just failed (issue 9 item 10)
@@ -497,7 +511,7 @@ def _transcripts() -> list[tuple[str, str, int, str, str, str]]:
     ]
 
 
-@pytest.mark.parametrize("index", range(13))
+@pytest.mark.parametrize("index", range(17))
 def test_error_path_transcripts(fake: Fake, index: int) -> None:
     """Each failure path nitro-emu now takes the way nitro-cli does, as nitro-cli prints it: the driver
     reports the inner code (not E39), nitro-cli's whole message and a hint that fits the path."""
@@ -517,6 +531,35 @@ def test_error_path_transcripts(fake: Fake, index: int) -> None:
     assert in_message in err.message and "For more details" not in err.message
     assert in_hint in (err.hint or ""), err.hint
     assert err.log_path is not None and err.log_path.endswith("00000001+00:00.log")
+
+
+def test_backtrace_block_and_its_error_log(fake: Fake, tmp_path: Path) -> None:
+    """nitro-cli with BACKTRACE=1 (common/mod.rs:366) prints the backtrace inside the block; the driver
+    keeps the message apart from it and reads the root cause from the log (here PcrSignatureChecker
+    failing on a file that is no EIF: a hint about the file, not about re-signing)."""
+    from tests import nitro_cli_texts as T
+
+    backtrace = (
+        "  Action: Run Enclave\n  Subactions:\n    Failed to execute command `Run`\n"
+        "    Failed to trigger enclave run\n"
+        '    Failed to create EIF signature checker: "Error while reading EIF header: failed to fill whole buffer"\n'
+        "  Root error file: src/enclave_proc/commands.rs\n  Root error line: 88\n  Version: 1.5.0"
+    )
+    log = tmp_path / "err2026-01-01T00:00:00.000000001+00:00.log"
+    log.write_text(backtrace)
+    inner = (
+        f"[ E59 ] {T.DETAIL['E59']}\n\nFor more details, please visit "
+        "https://docs.aws.amazon.com/enclaves/latest/user/cli-errors.html#E59\n\n"
+        f"Backtrace:\n{backtrace}\n\n"
+        f'If you open a support ticket, please provide the error log found at "{log}"\n'
+    )
+    drv = fake.driver({"run-enclave": {"stderr": inner + "Failed connections: 1\n" + _block("E39", T.DETAIL["E39"], 2),
+                                       "exit": 39}})
+    with pytest.raises(NitroCliError) as info:
+        drv.run_enclave(LaunchRequest("app.eif", 64, cpu_count=2))
+    err = info.value
+    assert (err.code, err.message, err.log_path) == ("E59", T.DETAIL["E59"], str(log))
+    assert "could not be read" in (err.hint or ""), err.hint
 
 
 def test_clap_usage_error_transcript(fake: Fake) -> None:

@@ -271,6 +271,9 @@ def hint_for(
     docker = _DOCKER_ERROR.search(stderr)
     if docker and code in ("E48", "E49", "E50"):
         return _docker_hint(docker.group(1))
+    if code == "E26" and "greater than 0 MB" in message:
+        # ResourceAllocator::new: --memory 0 with an empty EIF file (4x its size is no minimum)
+        return "--memory is 0: give the enclave memory (and check the EIF file, which is empty)"
     if code == "E26":
         m = _E26_MIN.search(message)
         need = f" ({m.group(1)} MiB for this EIF)" if m else ""
@@ -344,6 +347,9 @@ def hint_for(
         return "the signing certificate is not a PEM X.509 certificate"
     if code == "E60":
         return "signing failed: check the key and certificate paths (a KMS key ARN needs fresh AWS credentials)"
+    if code == "E59" and "signature checker" in low:
+        # PcrSignatureChecker::from_eif could not walk the file's headers: not an EIF (or a folder)
+        return "the EIF could not be read (not an EIF file, or a folder): check the path and the file with `nitrodeck describe-eif`"
     if code == "E59":
         return (
             "the EIF's signature does not check out (it covers another PCR0, or the certificate is invalid or "

@@ -15,7 +15,6 @@ import argparse
 import contextvars
 import json
 import os
-import re
 import socket
 import sys
 import threading
@@ -189,10 +188,12 @@ def build_parser() -> _Parser:
     pw.add_argument("--input", metavar="input")
     pw.add_argument("--signing-certificate", metavar="signing-certificate")
 
+    # lib.rs create_app!: none of sign-eif's arguments is required; the certificate and the key require
+    # each other (checked in cmd_sign, as clap's `requires`)
     sign = sub.add_parser("sign-eif", help="Signs an existing enclave image file")
-    sign.add_argument("--eif-path", metavar="eif-path", required=True)
-    sign.add_argument("--signing-certificate", metavar="signing-certificate", required=True)
-    sign.add_argument("--private-key", metavar="private-key", required=True)
+    sign.add_argument("--eif-path", metavar="eif-path")
+    sign.add_argument("--signing-certificate", metavar="signing-certificate")
+    sign.add_argument("--private-key", metavar="private-key")
 
     sub.add_parser(
         "restart-allocator",
@@ -208,15 +209,30 @@ def build_parser() -> _Parser:
 # --- run-enclave --------------------------------------------------------------------------------
 
 
-_MEMORY = re.compile(r"^(\d{1,12})([MmGgTt]?)$")
+def rust_uint(text: str, bits: int) -> int | None:
+    """Rust's ``str::parse`` for an unsigned integer of ``bits`` bits: ASCII digits after an optional
+    ``+`` (no spaces, no ``-``, any number of leading zeros), the value below 2^bits; else None."""
+    digits = text[1:] if text.startswith("+") else text
+    if not digits or not all("0" <= ch <= "9" for ch in digits):
+        return None
+    value = int(digits)
+    return value if value < 1 << bits else None
+
+
+#: commands_parser.rs MemoryUnit::from_str: the suffix after the number, in MiB
+_MEMORY_UNITS = {"": 1, "M": 1, "m": 1, "G": 1024, "g": 1024, "T": 1024 * 1024, "t": 1024 * 1024}
 
 
 def parse_memory(text: str) -> int:
-    m = _MEMORY.match(text.strip())
-    if not m:
+    """commands_parser.rs parse_memory: the number is everything before the first non-numeric
+    character (char::is_numeric), the rest must be a unit; ``num * unit`` wraps at 2^64 as in a
+    release build. Anything else is E03 with ["memory", text]."""
+    cut = next((i for i, ch in enumerate(text) if not ch.isnumeric()), len(text))
+    num = rust_uint(text[:cut], 64)
+    unit = _MEMORY_UNITS.get(text[cut:])
+    if num is None or unit is None:
         raise EmuError(code="E03", info=["memory", text])
-    factor = {"": 1, "m": 1, "g": 1024, "t": 1024 * 1024}[m.group(2).lower()]
-    return int(m.group(1)) * factor
+    return (num * unit) % (1 << 64)
 
 
 def check_cid(value: int) -> int:
@@ -235,17 +251,12 @@ def check_cid(value: int) -> int:
     return value
 
 
-def parse_int(name: str, text: str) -> int:
-    if not re.fullmatch(r"\d{1,20}", text.strip()):
+def parse_uint(name: str, text: str, bits: int) -> int:
+    """commands_parser.rs: a value that ``parse::<u32>()``/``<u64>()`` refuses is E03 with [name, text]."""
+    value = rust_uint(text, bits)
+    if value is None:
         raise EmuError(code="E03", info=[name, text])
-    return int(text)
-
-
-def parse_u64(name: str, text: str) -> int:
-    """Rust's ``str::parse::<u64>``: ASCII digits (a leading + allowed), at most 2^64-1."""
-    if not re.fullmatch(r"\+?[0-9]{1,20}", text) or int(text) >= 2**64:
-        raise EmuError(code="E03", info=[name, text])
-    return int(text)
+    return value
 
 
 def launch_from_args(args: argparse.Namespace, parser: _Parser) -> dict[str, Any]:
@@ -264,10 +275,12 @@ def launch_from_args(args: argparse.Namespace, parser: _Parser) -> dict[str, Any
         # clap lists every required argument that is missing, in the order they are defined
         parser_for(parser, "run-enclave").error(f"the following arguments are required: {', '.join(missing)}")
     # nitro-cli's parse order, so the first bad value reported is the same one
-    cpu_count = parse_int("cpu-count", args.cpu_count) if args.cpu_count is not None else None
-    cid = check_cid(parse_int("enclave-cid", args.enclave_cid)) if args.enclave_cid is not None else 0
+    # (commands_parser.rs RunEnclavesArgs::new_with: cpu-count u32, enclave-cid u64, memory, each
+    # cpu-id u32 and named "cpu-id" in its E03)
+    cpu_count = parse_uint("cpu-count", args.cpu_count, 32) if args.cpu_count is not None else None
+    cid = check_cid(parse_uint("enclave-cid", args.enclave_cid, 64)) if args.enclave_cid is not None else 0
     memory = parse_memory(args.memory)
-    cpu_ids = [parse_int("cpu-ids", c) for c in args.cpu_ids] if args.cpu_ids is not None else None
+    cpu_ids = [parse_uint("cpu-id", c, 32) for c in args.cpu_ids] if args.cpu_ids is not None else None
     return {
         "eif_path": args.eif_path,
         "memory_mib": memory,
@@ -604,7 +617,9 @@ def cmd_restart_allocator() -> int:
 
     running = any(e for e in live_entries())
     st = start_allocator(load_instance(), enclaves_running=running)
-    write_out("".join(line + "\n" for line in st.output))
+    for line in st.output:
+        # the script's own lines are its stdout; what only the emulator says goes to stderr
+        (write_err if line.startswith("nitro-emu:") else write_out)(line + "\n")
     return 1 if st.error else 0
 
 
@@ -795,12 +810,19 @@ def cmd_build(args: argparse.Namespace, parser: _Parser) -> int:
     return 0
 
 
-def cmd_sign(args: argparse.Namespace) -> int:
-    """lib.rs sign_eif: every failure, a missing EIF included, is E60."""
+def cmd_sign(args: argparse.Namespace, parser: _Parser) -> int:
+    """lib.rs sign_eif: every failure, a missing EIF included, is E60. Before it, clap refuses a
+    certificate without a key (and the reverse), and SignEifArgs::new_with a missing --eif-path (E01,
+    no parameter attached)."""
     from core.eif.sign import sign_eif
 
+    if (args.signing_certificate is None) != (args.private_key is None):
+        needed = "--private-key" if args.signing_certificate is not None else "--signing-certificate"
+        parser_for(parser, "sign-eif").error(f"the following arguments are required: {needed}")
     try:
-        if args.eif_path is None or args.signing_certificate is None:
+        if args.eif_path is None:
+            raise EmuError(code="E01", subactions=["Parse EIF path", "`eif-path` argument not found"])
+        if args.signing_certificate is None:
             # nitro-cli: no SignKeyData, so EifSigner::new gives None
             raise EmuError(code="E60", subactions=["Failed to create EifSigner"])
         try:
@@ -901,19 +923,23 @@ def run(argv: list[str], *, interruptible: bool = True) -> int:
             return cmd_terminate(args)
         if args.command == "console":
             try:
+                enclave_id = args.enclave_id
+                if args.enclave_name is not None:
+                    # ConsoleArgs::new_with looks the name up (E58) before it parses the timeout
+                    enclave_id = find_entry(None, args.enclave_name).enclave_id
                 timeout = None
                 if args.disconnect_timeout is not None:
-                    timeout = parse_u64("disconnect-timeout", args.disconnect_timeout)
+                    timeout = parse_uint("disconnect-timeout", args.disconnect_timeout, 64)
             except EmuError as err:
                 return fail(err, ACTIONS["console"])
             # utils.rs Console::read_to arms a timerfd with the value: 0 disarms it, so 0 means never
-            return attach_console(args.enclave_id, args.enclave_name, timeout or None)
+            return attach_console(enclave_id, None, timeout or None)
         if args.command == "describe-eif":
             return cmd_describe_eif(args)
         if args.command == "pcr":
             return cmd_pcr(args)
         if args.command == "sign-eif":
-            return cmd_sign(args)
+            return cmd_sign(args, parser)
         if args.command == "build-enclave":
             return cmd_build(args, parser)
         if args.command == "explain":

@@ -18,6 +18,10 @@ VERSION = "1.5.0"
 _MAX_LOG_BYTES = 8 * 1024 * 1024
 #: err logs that could not be written in this process: path -> (text, why); error_block shows them
 _UNWRITTEN: dict[Path, tuple[str, str]] = {}
+#: the text of the err logs made in this process (the last few), for BACKTRACE=1
+_BACKTRACES: dict[Path, str] = {}
+#: common/mod.rs BACKTRACE_VAR: "1" puts the backtrace into the printed block too
+ENV_BACKTRACE = "BACKTRACE"
 
 
 def rfc3339_ns() -> str:
@@ -80,6 +84,9 @@ def write_err_log(err: EmuError, action: str) -> Path:
     text += f"\n  Root error file: {file}"
     text += f"\n  Root error line: {line}"
     text += f"\n  Version: {VERSION}"
+    if len(_BACKTRACES) >= 16:
+        _BACKTRACES.pop(next(iter(_BACKTRACES)))
+    _BACKTRACES[path] = text
     if read_only():
         _unwritten(path, text, f"read-only: {ENV_READ_ONLY} is set")
         return path
@@ -117,6 +124,9 @@ def error_block(err: EmuError, log_path: Path) -> str:
     """The stderr block, ending in a newline. When the err log could not be written, the block says
     so and carries the log's text itself, instead of pointing at a file that does not exist."""
     head = f"[ {err.code} ] {err.message}\n\nFor more details, please visit {HELP_URL.format(code=err.code)}\n\n"
+    if os.environ.get(ENV_BACKTRACE) == "1" and log_path in _BACKTRACES:
+        # common/mod.rs construct_error_message: the backtrace between the help link and the log line
+        head += f"Backtrace:\n{_BACKTRACES[log_path]}\n\n"
     unwritten = _UNWRITTEN.get(log_path)
     if unwritten is not None:
         text, why = unwritten

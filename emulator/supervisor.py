@@ -15,6 +15,7 @@ import secrets
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -148,6 +149,51 @@ def ioctl_error(name: str, subaction: str) -> EmuError:
     return EmuError(code="E29", subactions=[subaction, IOCTL_TEXT.get(name, name)])
 
 
+# aws-nitro-enclaves-image-format defs: EifHeader::size(), EifSectionHeader (type u16, flags u16, size u64,
+# big-endian), the known section types (EifSectionInvalid=0 .. EifSectionMetadata=5), EifSectionSignature
+EIF_HEADER_SIZE = 548
+SECTION_HEADER = struct.Struct(">HHQ")
+LAST_SECTION_TYPE = 5
+SIGNATURE_SECTION = 4
+#: section headers walked at most; a file of that many empty sections is left to the parse (E35)
+MAX_WALKED_SECTIONS = 1 << 16
+
+
+def signature_checker_error(fd: int) -> str | None:
+    """image-format's PcrSignatureChecker::from_eif, which run-enclave runs after NE_CREATE_VM and
+    before any memory is allocated (commands.rs): read the 548-byte header, then section headers one
+    after the other from its end, each section skipped by its size, until a header cannot be read
+    whole. A header that cannot be read, an unknown section type or a signature section that cannot be
+    read or decoded fail it (E59); the text goes to the err log. None: it passes."""
+    from core.eif.format import EifError
+    from core.eif.signature import parse_signature_section
+
+    try:
+        if len(os.pread(fd, EIF_HEADER_SIZE, 0)) < EIF_HEADER_SIZE:
+            return "Error while reading EIF header: failed to fill whole buffer"
+        pos = EIF_HEADER_SIZE
+        for _ in range(MAX_WALKED_SECTIONS):
+            raw = os.pread(fd, SECTION_HEADER.size, pos)
+            if len(raw) < SECTION_HEADER.size:
+                return None
+            kind, _flags, size = SECTION_HEADER.unpack(raw)
+            if kind > LAST_SECTION_TYPE:
+                return 'Error extracting EIF section header: "Invalid section type"'
+            pos += SECTION_HEADER.size
+            if kind == SIGNATURE_SECTION:
+                data = os.pread(fd, min(size, 1 << 20), pos)
+                if len(data) < size:
+                    return "Error while reading signature section from EIF: failed to fill whole buffer"
+                try:
+                    parse_signature_section(data, pos)
+                except EifError as exc:
+                    return f"Error deserializing certificate: {exc.message}"
+            pos += size
+    except OSError as exc:
+        return f"Error while reading EIF header: {exc.strerror}"
+    return None
+
+
 def check_cpu_request(spec: LaunchSpec, pool: list[int]) -> None:
     """cpu_info.rs get_cpu_config, against the pool file (ne_cpus): E20 duplicates, E21 not in the pool,
     E22 more CPUs than the pool holds (busy or not: the driver finds that out later)."""
@@ -276,17 +322,25 @@ class Supervisor:
         from core.eif.measure import measure
 
         eif_path = os.path.abspath(os.path.join(spec.cwd or "/", spec.eif_path))
-        try:
-            # one private copy is measured, signature-checked and unpacked: replacing the file at
-            # eif_path during the launch cannot make the enclave attest one image and run another
-            eif_fd = copy_private(eif_path, home.ensure(home.emulator_run_dir()))
-        except EifError as exc:
-            if exc.problem == "no space":
-                raise EmuError(code="E19", subactions=[f"cannot copy the EIF: {exc.message}"]) from None
-            raise EmuError(
-                code="E19", info=[spec.eif_path, "Open"], subactions=[f"Failed to open the EIF file: {exc.message}"]
-            ) from None
-        eif_size = os.fstat(eif_fd).st_size
+        eif_fd: int | None = None
+        if os.path.isdir(eif_path):
+            # File::open opens a folder too; its size is the folder's, and reading it first fails in
+            # the signature checker (E59, below)
+            eif_size = os.stat(eif_path).st_size
+            checker_error: str | None = "Error while reading EIF header: Is a directory (os error 21)"
+        else:
+            try:
+                # one private copy is measured, signature-checked and unpacked: replacing the file at
+                # eif_path during the launch cannot make the enclave attest one image and run another
+                eif_fd = copy_private(eif_path, home.ensure(home.emulator_run_dir()))
+            except EifError as exc:
+                if exc.problem == "no space":
+                    raise EmuError(code="E19", subactions=[f"cannot copy the EIF: {exc.message}"]) from None
+                raise EmuError(
+                    code="E19", info=[spec.eif_path, "Open"], subactions=[f"Failed to open the EIF file: {exc.message}"]
+                ) from None
+            eif_size = os.fstat(eif_fd).st_size
+            checker_error = signature_checker_error(eif_fd)
         try:
             inst = load_instance()
             pools = allocator_state(inst)
@@ -298,7 +352,9 @@ class Supervisor:
                 subactions=["Failed to construct CPU information", str(exc)],
             ) from None
         check_cpu_request(spec, pool)
-        if 4 * eif_size > spec.memory_mib * MIB:
+        # resource_manager.rs: requested_mem = memory_mib << 20 in a u64, so MiB beyond 2^44 wrap
+        requested_mib = spec.memory_mib % (1 << 44)
+        if 4 * eif_size > requested_mib * MIB:
             min_mib = ceil_div(ceil_div(eif_size, 1024), 1024) * 4  # resource_manager.rs, in MB as printed
             raise EmuError(
                 code="E26",
@@ -308,6 +364,8 @@ class Supervisor:
         parse_error: str | None = None
         eif = None
         try:
+            if eif_fd is None:
+                raise NitrodeckError("the EIF path is a folder")
             eif = eif_from_fd(eif_fd, Path(eif_path))  # owns (and on failure closes) the copy
             self.eif = eif
             self.measurements = measure(eif).as_dict()
@@ -330,6 +388,13 @@ class Supervisor:
                 )
             if not free_cores(inst, pool, used):
                 raise ioctl_error("NO_CPUS_AVAIL_IN_POOL", "Create VM ioctl failed")
+            if requested_mib == 0:
+                # ResourceAllocator::new, reached with no memory only when the EIF is empty
+                raise EmuError(
+                    code="E26", info=["memory", "0"], subactions=["Create resource allocator", "Cannot start an enclave with no memory"]
+                )
+            if checker_error is not None:
+                raise EmuError(code="E59", subactions=[f"Failed to create EIF signature checker: {checker_error}"])
             if eif is not None and eif.signature is not None:
                 self._check_signature(eif)
             self.progress("Start allocating memory...")
@@ -337,11 +402,13 @@ class Supervisor:
             for e in live:
                 for size, n in e.pages.items():
                     free[size] = free.get(size, 0) - n
-            pages = pick_pages(free, spec.memory_mib)
+            # allocate() counts what it still needs in an i64: from 2^63 bytes on it takes nothing, and
+            # init_memory then finds 0 MB allocated
+            pages = pick_pages(free, requested_mib) if requested_mib < 1 << 43 else requested_mib
             if isinstance(pages, int):
                 raise EmuError(
                     code="E27",
-                    info=["memory", str(spec.memory_mib)],
+                    info=["memory", str(requested_mib)],
                     subactions=["Failed to allocate enclave memory", f"Failed to allocate entire memory ({pages} MB remained)"],
                 )
             memory = pages_mib(pages)

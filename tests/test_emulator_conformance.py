@@ -90,11 +90,19 @@ def test_describe_eif_missing_file_is_e35(nd_home: Path) -> None:
 
 
 def test_describe_eif_not_an_eif_is_e35(nd_home: Path) -> None:
+    # lib.rs:224 EifReader::from_eif reads and hashes every section: junk, a truncated EIF and a folder
+    # (opened, then unreadable) all fail there -> EifParsingError
     junk = nd_home / "junk.eif"
     junk.write_bytes(b"\x00" * 600)
-    res = emu("describe-eif", "--eif-path", str(junk))
-    assert (res.returncode, res.stdout) == (35, "")
-    assert_stderr(res, block("E35", T.DETAIL["E35"]))
+    whole = build(nd_home, "true", "whole").read_bytes()
+    truncated = nd_home / "truncated.eif"
+    truncated.write_bytes(whole[: len(whole) - 100])
+    folder = nd_home / "folder.eif"
+    folder.mkdir()
+    for path in (junk, truncated, folder):
+        res = emu("describe-eif", "--eif-path", str(path))
+        assert (res.returncode, res.stdout) == (35, ""), path
+        assert_stderr(res, block("E35", T.DETAIL["E35"]))
 
 
 def test_sign_eif_missing_eif_is_e60(nd_home: Path) -> None:
@@ -424,3 +432,152 @@ def test_run_config_cid_is_checked_by_the_driver_not_the_cli(nd_home: Path, slee
     assert ok.returncode == 0, ok.stderr
     assert "auto-generated" not in ok.stderr
     assert emu("terminate-enclave", "--all").returncode == 0
+
+
+# --- argument values as Rust's str::parse reads them ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        # commands_parser.rs:508 parse_cpu_count: u32 (a leading + is Rust's, a space or 2^32 is not)
+        (["--cpu-count", "+2"], None),
+        (["--cpu-count", "4294967296"], ("cpu-count", "4294967296")),
+        (["--cpu-count", " 2"], ("cpu-count", " 2")),
+        # commands_parser.rs:491 parse_cpu_ids: each ID a u32, named "cpu-id" in the block
+        (["--cpu-ids", "1", "x"], ("cpu-id", "x")),
+        (["--cpu-ids", "1", "4294967296"], ("cpu-id", "4294967296")),
+        # commands_parser.rs:387 parse_enclave_cid: a u64 first (the CID rules come after)
+        (["--cpu-count", "2", "--enclave-cid", "+5"], None),
+        (["--cpu-count", "2", "--enclave-cid", "99999999999999999999"], ("enclave-cid", "99999999999999999999")),
+    ],
+)
+def test_run_integer_arguments_parse_as_rust_does(nd_home: Path, args: list[str], refused: tuple[str, str] | None) -> None:
+    """A value Rust's parse() takes gets past the arguments (here to the EIF open: E19, wrapped); one it
+    refuses is E03 with the argument's name and the value, exit 3."""
+    path = str(nd_home / "absent.eif")
+    res = emu("run-enclave", *args, "--memory", "64", "--eif-path", path)
+    assert res.stdout == ""
+    if refused is None:
+        assert res.returncode == 39
+        assert_stderr(res, wrapped(block("E19", T.DETAIL["E19"] + fill(T.DETAIL_E19_FILE, path, "Open"))))
+    else:
+        assert res.returncode == 3
+        assert_stderr(res, block("E03", fill(T.DETAIL["E03"], *refused)))
+
+
+@pytest.mark.parametrize(("memory", "accepted"), [("064", True), ("1G", True), ("2t", True), (" 64", False),
+                                                  ("+64", False), ("64 ", False), ("64MB", False), ("٦٤", False)])
+def test_run_memory_parses_as_rust_does(nd_home: Path, memory: str, accepted: bool) -> None:
+    """commands_parser.rs:339 parse_memory: the number is what comes before the first non-numeric
+    character and must parse as a u64; the rest must be M/m/G/g/T/t or nothing (:356, :364)."""
+    path = str(nd_home / "absent.eif")
+    res = emu("run-enclave", "--cpu-count", "2", "--memory", memory, "--eif-path", path)
+    if accepted:
+        assert_stderr(res, wrapped(block("E19", T.DETAIL["E19"] + fill(T.DETAIL_E19_FILE, path, "Open"))))
+    else:
+        assert res.returncode == 3
+        assert_stderr(res, block("E03", fill(T.DETAIL["E03"], "memory", memory)))
+
+
+def test_run_huge_memory_wraps_as_a_u64(nd_home: Path, sleeper: Path) -> None:
+    """resource_manager.rs:477 requested_mem = memory_mib << 20 in a u64: 9999999999999 MiB still fits
+    and fails the allocation (E27 after "Start allocating memory...", :404/:647); 2^44 MiB wraps to
+    0 bytes and fails the 4x EIF size rule (E26 with the value as given, :487)."""
+    res = run(sleeper, "--cpu-count", "2", memory="9999999999999")
+    assert (res.returncode, res.stdout) == (39, "")
+    assert_stderr(res, re.escape("Start allocating memory...\n")
+                  + wrapped(block("E27", fill(T.DETAIL["E27"], "memory", "9999999999999"))))
+    need = ceil_div(ceil_div(sleeper.stat().st_size, 1024), 1024) * 4
+    res = run(sleeper, "--cpu-count", "2", memory=str(1 << 44))
+    assert_stderr(res, wrapped(block("E26", fill(T.DETAIL["E26"], "memory", str(1 << 44), str(need)))))
+
+
+def test_run_empty_eif_without_memory_is_e26_without_a_minimum(nd_home: Path) -> None:
+    """An empty EIF passes the 4x rule even with --memory 0 (resource_manager.rs:487, 4 * 0 > 0 is
+    false); ResourceAllocator::new then refuses no memory (:331): E26 with two values."""
+    configure(nd_home)
+    empty = nd_home / "empty.eif"
+    empty.write_bytes(b"")
+    res = run(empty, "--cpu-count", "2", memory="0")
+    assert (res.returncode, res.stdout) == (39, "")
+    assert_stderr(res, wrapped(block("E26", fill(T.DETAIL_E26_ZERO, "memory", "0"))))
+
+
+def test_run_eif_whose_headers_cannot_be_read_is_e59_before_allocating(nd_home: Path) -> None:
+    """commands.rs:87 PcrSignatureChecker::from_eif runs after NE_CREATE_VM and before any memory is
+    allocated; it reads the 548-byte header, then the section headers one after the other. A file too
+    short for the header, a folder (File::open opens it; reading fails) and an unknown section type
+    fail it: E59, wrapped, no "Start allocating memory..."."""
+    configure(nd_home)
+    tiny = nd_home / "tiny.eif"
+    tiny.write_bytes(b"\x00" * 100)
+    folder = nd_home / "folder.eif"
+    folder.mkdir()
+    unknown = nd_home / "unknown.eif"
+    unknown.write_bytes(b"\x00" * 548 + bytes([0, 9, 0, 0]) + b"\x00" * 8)
+    for eif in (tiny, folder, unknown):
+        res = run(eif, "--cpu-count", "2")
+        assert (res.returncode, res.stdout) == (39, ""), eif
+        assert_stderr(res, wrapped(block("E59", T.DETAIL["E59"])))
+    # headers that walk (empty sections of a known type) pass the checker: the emulator then cannot
+    # load what it must parse itself (docs/emulator.md, known differences)
+    zeros = nd_home / "zeros.eif"
+    zeros.write_bytes(b"\x00" * 600)
+    res = run(zeros, "--cpu-count", "2")
+    assert res.stderr.startswith("Start allocating memory...\nnitro-emu: the EIF cannot be read: ")
+    assert first_block_code(res) == "E35"
+
+
+def test_sign_eif_argument_rules(nd_home: Path) -> None:
+    """lib.rs:865 create_app!: no sign-eif argument is required; the certificate and the key require
+    each other (clap). commands_parser.rs:280 SignEifArgs::new_with: no --eif-path is E01 with no
+    parameter (exit 1); lib.rs sign_eif: no key data is E60 (EifSigner::new gives None)."""
+    res = emu("sign-eif")
+    assert (res.returncode, res.stdout) == (1, "")
+    assert_stderr(res, block("E01", fill(T.DETAIL["E01"])))
+    res = emu("sign-eif", "--eif-path", str(nd_home / "x.eif"))
+    assert (res.returncode, res.stdout) == (60, "")
+    assert_stderr(res, block("E60", T.DETAIL["E60"]))
+    clap_error(emu("sign-eif", "--eif-path", "x.eif", "--signing-certificate", "c.pem"),
+               "the following required arguments were not provided:\n  --private-key <private-key>",
+               "nitro-cli sign-eif")
+
+
+def test_console_name_is_looked_up_before_the_timeout(nd_home: Path) -> None:
+    # commands_parser.rs:189 ConsoleArgs::new_with: get_id_by_name (E58) before parse_disconnect_timeout
+    res = emu("console", "--enclave-name", "nobody", "--disconnect-timeout", "soon")
+    assert (res.returncode, res.stdout) == (58, "")
+    assert_stderr(res, block("E58", T.DETAIL["E58"]))
+
+
+def test_backtrace_variable_prints_the_backtrace(nd_home: Path) -> None:
+    """common/mod.rs:366: with BACKTRACE=1 the block carries the err log's text (document_errors.rs:357
+    construct_backtrace) between the help link and the log line."""
+    import os
+
+    env = dict(os.environ, BACKTRACE="1")
+    res = subprocess.run([sys.executable, "-m", "emulator", "pcr", "--input", str(nd_home / "absent")],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert res.returncode == 19
+    m = re.fullmatch(
+        re.escape(f"[ E19 ] {T.DETAIL['E19']}\n\nFor more details, please visit {HELP.format('E19')}\n\nBacktrace:\n")
+        + r"(  Action: .+\n  Subactions:(?:\n    .+)+\n  Root error file: .+\n  Root error line: \d+\n  Version: 1\.5\.0)"
+        + re.escape('\n\nIf you open a support ticket, please provide the error log found at "')
+        + "(" + LOG_PATH + ")" + re.escape('"\n'),
+        res.stderr,
+    )
+    assert m, res.stderr
+    assert Path(m.group(2)).read_text() == m.group(1)
+
+
+def test_emulator_only_notes_go_to_stderr(nd_home: Path) -> None:
+    """nitro-emu restart-allocator prints the allocator script's lines on stdout, as the script does;
+    the driver's refusal of a CPU pool (kernel log on Nitro) is the emulator's own note: stderr only,
+    one line starting with `nitro-emu:`."""
+    configure(nd_home, "---\nmemory_mib: 512\ncpu_pool: 1\n")
+    res = emu("restart-allocator")
+    assert res.returncode == 1
+    assert "nitro-emu" not in res.stdout
+    assert res.stdout.splitlines()[-1] == "Error: Failed to configure the CPU pool."
+    assert res.stderr.startswith("nitro-emu: the driver refused the CPU pool '1': ") and res.stderr.count("\n") == 1

@@ -170,6 +170,19 @@ def test_allocator_asking_what_the_machine_cannot_give(world: Path, allocator: s
     assert checks["allocator-config"]["fix"].startswith(f"edit {world}/emulator/etc/allocator.yaml")
 
 
+def test_allocator_config_changed_since_the_allocator_ran(world: Path) -> None:
+    (world / "emulator/etc/allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 4\n")
+    doctor(world)  # the emulated allocator starts on this file
+    (world / "emulator/etc/allocator.yaml").write_text("---\nmemory_mib: 512\ncpu_count: 2\n")
+    rc, report = doctor(world)
+    checks = by_id(report)
+    # what the kernel holds is more than the file asks: a warning (the next restart shrinks it), not a failure
+    assert rc == 0 and checks["hugepages"]["status"] == checks["cpu-pool"]["status"] == "warn", report
+    assert "512 MiB more than allocator.yaml asks" in checks["hugepages"]["found"]
+    assert checks["cpu-pool"]["found"].startswith("requested 2, pool [1,5,2,6]")
+    assert "nitro-emu restart-allocator" in checks["cpu-pool"]["fix"]
+
+
 def test_allocator_file_the_allocator_would_refuse(world: Path) -> None:
     # valid YAML without the `---` line the allocator's parser starts at
     (world / "emulator/etc/allocator.yaml").write_text("memory_mib: 512\ncpu_count: 2\n")
@@ -454,6 +467,17 @@ def test_parent_hugepages_on_another_node_than_the_pool(tmp_path: Path, monkeypa
     hp = parent_report(tmp_path)["hugepages"]
     assert hp.status == "fail"
     assert hp.found.endswith("0 MiB on the CPU pool's node 0, 3072 MiB short")
+
+
+def test_parent_without_a_cpu_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the driver loaded, the allocator never ran: no allocator.yaml, ne_cpus empty
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    fake_parent(tmp_path, pages_2m=0, ne_cpus="", offline=())
+    (tmp_path / "etc/allocator.yaml").unlink()
+    checks = parent_report(tmp_path)
+    assert checks["cpu-pool"].status == "fail", checks["cpu-pool"]
+    assert checks["cpu-pool"].found == "requested ?, pool [empty]: no CPU is set aside for enclaves"
+    assert "systemctl restart nitro-enclaves-allocator.service" in str(checks["cpu-pool"].fix)
 
 
 def test_parent_allocator_file_without_its_start_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

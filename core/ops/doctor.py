@@ -749,6 +749,11 @@ def check_hugepages(inp: DoctorInputs) -> DoctorCheck:
         if elsewhere:
             return _check("hugepages", title, WARN,
                           found + f": pages on a node other than the CPU pool's node {a.pool_node}", _restart(inp))
+    # the allocator rounds the request up to its smallest page size, no further
+    smallest = min((p.size_kb // 1024 for p in a.hugepages), default=2)
+    if present - want >= max(smallest, 2):
+        return _check("hugepages", title, WARN, found + f": {present - want} MiB more than allocator.yaml asks "
+                      "(changed since the allocator ran?)", _restart(inp))
     return _check("hugepages", title, OK, found)
 
 
@@ -756,16 +761,28 @@ def check_cpu_pool(inp: DoctorInputs) -> DoctorCheck:
     a = inp.allocator
     title = "CPU pool"
     pool = a.pool_cpus or []
-    want = a.requested_cpu_count if a.requested_cpu_count is not None else len(a.requested_cpu_pool or [])
-    found = f"requested {want}, pool [{','.join(map(str, pool)) or 'empty'}]"
+    want: int | None = a.requested_cpu_count
+    if want is None and a.requested_cpu_pool is not None:
+        want = len(a.requested_cpu_pool)
+    found = f"requested {want if want is not None else '?'}, pool [{','.join(map(str, pool)) or 'empty'}]"
     if a.offline_cpus is not None:
         found += f", offlined [{','.join(map(str, a.offline_cpus)) or 'none'}]"
-    if len(pool) < want:
+    if not pool:
+        # nothing for any enclave, whatever allocator.yaml says (or when it cannot be read)
+        return _check("cpu-pool", title, FAIL, found + ": no CPU is set aside for enclaves", _restart(inp))
+    if want is not None and len(pool) < want:
         return _check("cpu-pool", title, FAIL, found, _restart(inp))
     if a.requested_cpu_pool is not None and sorted(pool) != sorted(a.requested_cpu_pool):
         return _check("cpu-pool", title, FAIL, found + " differs from the configured cpu_pool", _restart(inp))
     if a.offline_cpus is not None and sorted(a.offline_cpus) != sorted(pool):
         return _check("cpu-pool", title, FAIL, found + ": pool CPUs still online in the parent", _restart(inp))
+    if want is not None and len(pool) > want:
+        # allocator.yaml changed since the allocator last ran: the next restart (a reboot) shrinks the pool
+        return _check("cpu-pool", title, WARN, found + ": more than allocator.yaml asks (changed since the "
+                      "allocator ran?)", _restart(inp))
+    if want is None:
+        return _check("cpu-pool", title, WARN, found + " (allocator.yaml unreadable: see allocator config)",
+                      _restart(inp))
     return _check("cpu-pool", title, OK, found)
 
 

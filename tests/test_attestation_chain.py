@@ -235,6 +235,7 @@ def test_chain_rule(rule: str, variant: str) -> None:
     check = report.check(name)
     assert check is not None and check.ok is False
     assert (check.rule, check.field) == (rule, where), check
+    assert check.detail.endswith(f"(rule {rule})"), check  # the text output names the rule too
     assert report.document is not None  # only the chain is forged: the format holds
 
 

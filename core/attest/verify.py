@@ -248,9 +248,15 @@ def _cached_chain(doc: AttestationDoc, root: TrustRoot) -> tuple[_Window, ...]:
 # --- the checks -----------------------------------------------------------------------------------
 
 
+def _broken(name: str, detail: str, rule: str, field: str) -> Check:
+    """A failed check that enforces a rule of docs/attestation.md: it names the rule in its detail too, as
+    the format rules do, so the text output says which rule refused the document, not only the JSON."""
+    return Check(name, False, f"{detail} (rule {rule})", rule=rule, field=field)
+
+
 def _signature_check(doc: AttestationDoc) -> Check:
     def failed(detail: str) -> Check:
-        return Check("signature", False, detail, rule="signature-es384", field="signature")
+        return _broken("signature", detail, "signature-es384", "signature")
 
     try:
         alg = doc.sign1.algorithm
@@ -287,7 +293,7 @@ def _pick_root(doc: AttestationDoc, roots: Sequence[TrustRoot]) -> tuple[Check, 
     detail = f"cabundle[0] ({subject}, sha256 {fingerprint[:16]}…) is not a trusted root (trusted: {trusted})"
     if "CN=emulator.nitro-enclaves" in subject:
         detail += "; it looks like a nitrodeck emulator test root, trusted only on request (--trust emulator)"
-    return Check("root", False, detail, rule="root-pinned", field="cabundle[0]"), None
+    return _broken("root", detail, "root-pinned", "cabundle[0]"), None
 
 
 def _validity_check(windows: Sequence[_Window], at: dt.datetime) -> Check:
@@ -299,7 +305,7 @@ def _validity_check(windows: Sequence[_Window], at: dt.datetime) -> Check:
     for w in bad:
         state = "expired" if at > w.not_after else "not yet valid"
         parts.append(f"{w.label} {state} (valid {w.not_before.isoformat()} .. {w.not_after.isoformat()})")
-    return Check("validity", False, f"at {at.isoformat()}: " + "; ".join(parts), rule="validity", field=bad[0].label)
+    return _broken("validity", f"at {at.isoformat()}: " + "; ".join(parts), "validity", bad[0].label)
 
 
 def _pcr_checks(doc: AttestationDoc, expected: Mapping[int, str]) -> list[Check]:
@@ -412,7 +418,7 @@ def verify(
         try:
             windows = _cached_chain(doc, root)
         except _ChainFailure as exc:
-            checks.append(Check("chain", False, str(exc), rule=exc.rule, field=exc.field))
+            checks.append(_broken("chain", str(exc), exc.rule, exc.field))
             checks.append(Check("validity", False, "not checked: the chain is broken"))
         else:
             checks.append(Check("chain", True, f"{len(windows)} certificates, constraints and key usages hold"))

@@ -576,7 +576,10 @@ def _stage_reached(world: Any, command: str) -> int:
     return int(marker.read_text())
 
 
-def test_sigterm_while_building_kills_the_build(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.docker  # up checks that the Docker daemon answers before a docker-source build
+def test_sigterm_while_building_kills_the_build(
+    nd_home: Path, monkeypatch: pytest.MonkeyPatch, docker_client: object
+) -> None:
     world, proc, events = _up_on_a_parent(nd_home, monkeypatch, delay={"build-enclave": 600})
     events.wait("build")
     builder = _stage_reached(world, "build-enclave")
@@ -585,7 +588,10 @@ def test_sigterm_while_building_kills_the_build(nd_home: Path, monkeypatch: pyte
     assert not psutil.pid_exists(builder)  # the 600 s build did not outlive up
 
 
-def test_sigterm_while_launching_terminates_what_was_launched(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.docker  # up checks that the Docker daemon answers before a docker-source build
+def test_sigterm_while_launching_terminates_what_was_launched(
+    nd_home: Path, monkeypatch: pytest.MonkeyPatch, docker_client: object
+) -> None:
     world, proc, events = _up_on_a_parent(nd_home, monkeypatch, delay={"run-enclave": 3})
     events.wait("proxy")
     assert _stage_reached(world, "run-enclave") > 0
@@ -594,7 +600,10 @@ def test_sigterm_while_launching_terminates_what_was_launched(nd_home: Path, mon
     assert names[-4:] == ["launched", "stopping", "terminated", "stopped"]
 
 
-def test_sigterm_while_waiting_for_ready_is_not_a_timeout(nd_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.docker  # up checks that the Docker daemon answers before a docker-source build
+def test_sigterm_while_waiting_for_ready_is_not_a_timeout(
+    nd_home: Path, monkeypatch: pytest.MonkeyPatch, docker_client: object
+) -> None:
     world, proc, events = _up_on_a_parent(nd_home, monkeypatch)
     launched = events.wait("launched")
     events.wait("bridge")  # then up waits for the payload's health answer, which never comes here

@@ -480,6 +480,21 @@ def test_parent_without_a_cpu_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert "systemctl restart nitro-enclaves-allocator.service" in str(checks["cpu-pool"].fix)
 
 
+def test_parent_cpu_pool_checked_against_sysfs_topology(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 vCPUs, two threads per core: CPU n and n + 2 are siblings (EC2's numbering; offlined CPUs have no
+    # topology folder to ask)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    fake_parent(tmp_path, pages_2m=1536, ne_cpus="1,3", offline=(1, 3))
+    for pool, problem in (("0,2", "cpu_pool takes 0,2 of CPU 0's core (0,2)"),
+                          ("1", "cpu_pool splits cores: add their sibling(s) 3"),
+                          ("1,3,5,7", "cpu_pool names CPU(s) 5,7 the machine does not have (0-3)")):
+        (tmp_path / "etc/allocator.yaml").write_text(f"---\nmemory_mib: 3072\ncpu_pool: {pool}\n")
+        config = parent_report(tmp_path)["allocator-config"]
+        assert config.status == "fail" and problem in config.found, (pool, config)
+    (tmp_path / "etc/allocator.yaml").write_text("---\nmemory_mib: 3072\ncpu_pool: 1,3\n")
+    assert parent_report(tmp_path)["allocator-config"].status == "ok"
+
+
 def test_parent_allocator_file_without_its_start_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     fake_parent(tmp_path, pages_2m=1536, ne_cpus="1,3", offline=(1, 3))

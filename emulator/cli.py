@@ -366,6 +366,9 @@ def parse_config(raw: bytes, where: str) -> dict[str, Any]:
 def launch_from_config(path: str, attach_flag: bool) -> dict[str, Any]:
     from core.files import open_regular
 
+    if os.path.isdir(path):
+        # File::open opens a folder; serde_json's read of it fails (commands_parser.rs:54): E17
+        raise EmuError(code="E17", subactions=["Invalid JSON format for config file: Is a directory (os error 21)"])
     try:
         # never blocks on a FIFO or device: those are refused like a missing file
         with os.fdopen(open_regular(path, where="--config"), "rb") as fh:

@@ -422,7 +422,8 @@ class Supervisor:
                 raise ioctl_error("INVALID_ENCLAVE_CID", "Start enclave ioctl failed")
             check_start(inst, cpus, memory)
             cid = choose_cid(spec.cid, {e.cid for e in live})
-            name = unique_name(spec.name or default_name(eif_path), {e.name for e in live})
+            # lib.rs new_enclave_name: a given name is used as it is, an empty one too
+            name = unique_name(default_name(eif_path) if spec.name is None else spec.name, {e.name for e in live})
             me = os.getpid()
             self.entry = state.Entry(
                 enclave_id=enclave_id,

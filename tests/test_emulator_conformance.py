@@ -581,3 +581,25 @@ def test_emulator_only_notes_go_to_stderr(nd_home: Path) -> None:
     assert "nitro-emu" not in res.stdout
     assert res.stdout.splitlines()[-1] == "Error: Failed to configure the CPU pool."
     assert res.stderr.startswith("nitro-emu: the driver refused the CPU pool '1': ") and res.stderr.count("\n") == 1
+
+
+def test_run_config_that_is_a_folder_is_e17(nd_home: Path) -> None:
+    # commands_parser.rs:46 File::open opens a folder; :54 serde_json::from_reader fails -> SerdeError
+    res = emu("run-enclave", "--config", str(nd_home))
+    assert (res.returncode, res.stdout) == (17, "")
+    assert_stderr(res, block("E17", T.DETAIL["E17"]))
+    # a config file that does not exist cannot be opened: E19 with its file line (:51)
+    absent = str(nd_home / "absent.json")
+    res = emu("run-enclave", "--config", absent)
+    assert (res.returncode, res.stdout) == (19, "")
+    assert_stderr(res, block("E19", T.DETAIL["E19"] + fill(T.DETAIL_E19_FILE, absent, "Open")))
+
+
+def test_run_empty_enclave_name_is_kept(nd_home: Path, sleeper: Path) -> None:
+    # lib.rs new_enclave_name: Some("") is the name (only None falls back to the EIF's file name)
+    res = run(sleeper, "--cpu-count", "2", "--enclave-name", "")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["EnclaveName"] == ""
+    again = run(sleeper, "--cpu-count", "2", "--enclave-name", "")
+    assert json.loads(again.stdout)["EnclaveName"] == "_1"
+    assert emu("terminate-enclave", "--all").returncode == 0

@@ -15,6 +15,7 @@ import argparse
 import contextvars
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -108,13 +109,23 @@ def warn(text: str) -> None:
 # --- argument parsing ---------------------------------------------------------------------------
 
 
+#: the command line being parsed, for the usage errors that clap words after the token it met
+_ARGV: contextvars.ContextVar[Sequence[str]] = contextvars.ContextVar("nitro_emu_argv", default=())
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with clap's habits: usage errors in clap's layout on stderr, exit 2 (emulator.usage)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # clap takes a token that starts with '-' for a flag, a negative number too (no argument of
+        # nitro-cli allows hyphen values): "--cpu-count -1" is a usage error, not E03
+        self._negative_number_matcher = re.compile(r"(?!)")
 
     def error(self, message: str) -> NoReturn:
         from emulator.usage import EXIT_USAGE, render
 
-        write_err(render(self, message))
+        write_err(render(self, message, _ARGV.get()))
         raise SystemExit(EXIT_USAGE)
 
 
@@ -898,6 +909,7 @@ def run(argv: list[str], *, interruptible: bool = True) -> int:
     if not argv:
         parser.print_help(stderr())
         return 2
+    _ARGV.set(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:
         # clap names the first argument it does not know, under the subcommand's usage

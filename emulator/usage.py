@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 
 FOOTER = "For more information, try '--help'."
 EXIT_USAGE = 2
@@ -42,7 +43,27 @@ def usage_line(parser: argparse.ArgumentParser) -> str:
     return " ".join([parser.prog, *(["[OPTIONS]"] if optional else []), *required])
 
 
-def clap_message(parser: argparse.ArgumentParser, message: str) -> str:
+def _missing_value(parser: argparse.ArgumentParser, option: str, argv: Sequence[str]) -> str:
+    """clap's words for an option left without a value: the token after it starts with '-', so clap
+    parsed it as a flag (parser.rs parse_short_arg / parse_long_arg). A flag it knows ends the option
+    ("a value is required"); one it does not know is named: ``unexpected argument '-1' found`` (a short
+    flag is named by its first character)."""
+    required = f"a value is required for '{placeholder(parser, option)}' but none was supplied"
+    for i, token in enumerate(argv[:-1]):
+        following = argv[i + 1]
+        if token != option or not following.startswith("-") or following == "-":
+            continue
+        if following.startswith("--"):
+            name = following.split("=", 1)[0]
+            known = name == "--" or any(name in a.option_strings for a in parser._actions)
+        else:
+            name = following[:2]
+            known = any(name in a.option_strings for a in parser._actions)
+        return required if known else f"unexpected argument '{name}' found"
+    return required
+
+
+def clap_message(parser: argparse.ArgumentParser, message: str, argv: Sequence[str] = ()) -> str:
     """argparse's error text -> clap's wording for the same failure."""
     m = re.match(r"the following arguments are required: (.+)$", message)
     if m:
@@ -63,9 +84,9 @@ def clap_message(parser: argparse.ArgumentParser, message: str) -> str:
         return f"unrecognized subcommand '{m.group(1)}'"
     m = re.match(r"argument (\S+?)(?:/\S+)?: expected (?:one argument|at least one argument)$", message)
     if m:
-        return f"a value is required for '{placeholder(parser, m.group(1))}' but none was supplied"
+        return _missing_value(parser, m.group(1), argv)
     return message
 
 
-def render(parser: argparse.ArgumentParser, message: str) -> str:
-    return f"error: {clap_message(parser, message)}\n\nUsage: {usage_line(parser)}\n\n{FOOTER}\n"
+def render(parser: argparse.ArgumentParser, message: str, argv: Sequence[str] = ()) -> str:
+    return f"error: {clap_message(parser, message, argv)}\n\nUsage: {usage_line(parser)}\n\n{FOOTER}\n"

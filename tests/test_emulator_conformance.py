@@ -603,3 +603,20 @@ def test_run_empty_enclave_name_is_kept(nd_home: Path, sleeper: Path) -> None:
     again = run(sleeper, "--cpu-count", "2", "--enclave-name", "")
     assert json.loads(again.stdout)["EnclaveName"] == "_1"
     assert emu("terminate-enclave", "--all").returncode == 0
+
+
+def test_usage_value_that_starts_with_a_hyphen(nd_home: Path) -> None:
+    """clap (parser.rs parse_short_arg): a token after an option that starts with '-' is a flag, a
+    negative number too; one clap does not know is named, a short one by its first character. With '='
+    the value is attached and reaches nitro-cli's own check (E03)."""
+    clap_error(emu("run-enclave", "--cpu-count", "-1", "--memory", "64", "--eif-path", "x.eif"),
+               "unexpected argument '-1' found", "nitro-cli run-enclave")
+    clap_error(emu("run-enclave", "--cpu-ids", "1", "-2", "--memory", "64", "--eif-path", "x.eif"),
+               "unexpected argument '-2' found", "nitro-cli run-enclave")
+    clap_error(emu("terminate-enclave", "--enclave-id", "-enc1"), "unexpected argument '-e' found",
+               "nitro-cli terminate-enclave")
+    clap_error(emu("describe-eif", "--eif-path", "--memory"), "unexpected argument '--memory' found",
+               "nitro-cli describe-eif")
+    res = emu("run-enclave", "--cpu-count=-1", "--memory", "64", "--eif-path", "x.eif")
+    assert (res.returncode, res.stdout) == (3, "")
+    assert_stderr(res, block("E03", fill(T.DETAIL["E03"], "cpu-count", "-1")))

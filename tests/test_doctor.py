@@ -248,6 +248,11 @@ def test_missing_group_membership(world: Path) -> None:
     assert access.status == "fail"
     assert "operator (uid 4242) is not in group" in access.found
     assert access.fix is not None and access.fix.startswith("sudo usermod -aG ") and " operator" in access.fix
+    # added to the group after logging in: the session still lacks it, and usermod would change nothing
+    inputs.identity = Identity(4242, (4242,), "operator", db_gids=(4242, 4243))
+    access = next(c for c in run_doctor(inputs).checks if c.id == "access")
+    assert access.status == "fail" and "is in group" in access.found and "but this session is not" in access.found
+    assert access.fix is not None and access.fix.startswith("newgrp ")
     # in the group: passes
     inputs.identity = Identity(4242, (4242, 4243), "operator")
     assert next(c for c in run_doctor(inputs).checks if c.id == "access").status == "ok"

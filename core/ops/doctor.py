@@ -72,15 +72,20 @@ class Identity:
     uid: int
     gids: tuple[int, ...]
     user: str
+    #: the groups the user database gives this user: a group added there after login is not in ``gids``
+    db_gids: tuple[int, ...] = ()
 
     @classmethod
     def current(cls) -> Identity:
         uid = os.geteuid()
+        db: tuple[int, ...] = ()
         try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
+            entry = pwd.getpwuid(uid)
+            user = entry.pw_name
+            db = tuple(sorted(os.getgrouplist(user, entry.pw_gid)))
+        except (KeyError, OSError):
             user = str(uid)
-        return cls(uid, tuple(sorted({os.getegid(), *os.getgroups()})), user)
+        return cls(uid, tuple(sorted({os.getegid(), *os.getgroups()})), user, db)
 
 
 @dataclass(frozen=True)
@@ -588,6 +593,11 @@ def check_device_access(inp: DoctorInputs) -> DoctorCheck:
         return _check("access", title, WARN, found + ": anyone may use it",
                       f"sudo chgrp {ENCLAVE_GROUP} {inp.device} && sudo chmod {perms} {inp.device}")
     if mode & rw[1] == rw[1]:
+        if st.st_gid in who.db_gids:
+            # the most common one: added to the group after this session began, which keeps its old groups
+            return _check("access", title, FAIL,
+                          found + f" is in group {group}, but this session is not (it began before that)",
+                          f"newgrp {group}  # or log out and in again")
         return _check("access", title, FAIL, found + f" is not in group {group}",
                       f"sudo usermod -aG {group} {who.user}  # then log in again (or: newgrp {group})")
     # groupadd -f: the group exists wherever aws-nitro-enclaves-cli is installed, and this adds it elsewhere

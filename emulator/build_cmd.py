@@ -29,6 +29,27 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
     )
 
 
+def named_blobs_problem() -> EmuError | None:
+    """lib.rs build_from_docker opens ``{NITRO_CLI_BLOBS}/cmdline`` before anything else (E19 with the
+    file and Open or Read). Only a folder named by NITRO_CLI_BLOBS is held to that: without it the
+    emulator builds with its stand-in blobs (docs/emulator.md, known differences)."""
+    if "NITRO_CLI_BLOBS" not in os.environ:
+        return None
+    path = f"{os.environ['NITRO_CLI_BLOBS']}/cmdline"  # formatted as nitro-cli does: "dir/" gives "dir//cmdline"
+    try:
+        # File::open opens a folder too (its read fails); never block on a FIFO
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return EmuError(code="E19", info=[path, "Open"], subactions=[f"Could not open kernel command line file: {exc}"])
+    try:
+        os.read(fd, 64 * 1024).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return EmuError(code="E19", info=[path, "Read"], subactions=[f"Failed to read kernel command line: {exc}"])
+    finally:
+        os.close(fd)
+    return None
+
+
 def run_build(args: argparse.Namespace) -> dict[str, Any]:
     """Build the EIF; returns build-enclave's stdout object ({"Measurements": ...})."""
     from core.eif import build
@@ -39,6 +60,11 @@ def run_build(args: argparse.Namespace) -> dict[str, Any]:
     def progress(line: str) -> None:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+    blobs_problem = named_blobs_problem()
+    if blobs_problem is not None:
+        progress("Start building the Enclave Image...")
+        raise blobs_problem
 
     try:
         # core.eif.build says "Start building..." / "Enclave Image successfully created." itself

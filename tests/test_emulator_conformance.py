@@ -620,3 +620,26 @@ def test_usage_value_that_starts_with_a_hyphen(nd_home: Path) -> None:
     res = emu("run-enclave", "--cpu-count=-1", "--memory", "64", "--eif-path", "x.eif")
     assert (res.returncode, res.stdout) == (3, "")
     assert_stderr(res, block("E03", fill(T.DETAIL["E03"], "cpu-count", "-1")))
+
+
+def test_build_blobs_folder_without_cmdline_is_e19(nd_home: Path) -> None:
+    """lib.rs build_from_docker opens "{blobs_path}/cmdline" first (E19 with the file and 'Open'), then
+    reads it ('Read': a folder opens, its read fails), before the output file or Docker."""
+    import os
+
+    rootfs = nd_home / "root"
+    rootfs.mkdir()
+    out = str(nd_home / "x.eif")
+    folder = nd_home / "blobs"
+    (folder / "cmdline").mkdir(parents=True)
+    for blobs, path, operation in ((f"{nd_home}/none/", f"{nd_home}/none//cmdline", "Open"),
+                                   (str(folder), f"{folder}/cmdline", "Read")):
+        res = subprocess.run(
+            [sys.executable, "-m", "emulator", "build-enclave", "--rootfs", str(rootfs), "--cmd", "true",
+             "--output-file", out],
+            capture_output=True, text=True, cwd=REPO, env=dict(os.environ, NITRO_CLI_BLOBS=blobs), timeout=120,
+        )
+        assert (res.returncode, res.stdout) == (19, "")
+        assert_stderr(res, re.escape("Start building the Enclave Image...\n")
+                      + block("E19", T.DETAIL["E19"] + fill(T.DETAIL_E19_FILE, path, operation)))
+        assert not Path(out).exists()

@@ -57,6 +57,7 @@ from console.widgets.resources import ResourcesPane
 from core import home
 from core.errors import NitrodeckError, ReadOnlyError
 from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
+from core.ops.journal import ended_when
 from core.ops.lifecycle import DEVICE_ACTIONS
 from core.text import safe_text
 
@@ -426,7 +427,7 @@ class Dashboard(Screen[None]):
     def _exit_time(self, enclave_id: str) -> datetime | None:
         row = self.exited_rows.get(enclave_id)
         if row is not None:
-            return row.event.when  # type: ignore[no-any-return]
+            return ended_when(row.event)  # when it ended (the backend knows), else when it was noticed
         return self.gone_at.get(enclave_id)
 
     def gone_rows(self) -> list[EnclaveInfo]:
@@ -742,14 +743,15 @@ class Dashboard(Screen[None]):
         self.post_message(BuildStage(stage))
 
     def start_pin(
-        self, image_name: str, measurements: Measurements, dialog: Dialog[Any] | None, eif_path: str | None = None
+        self, image_name: str | None, measurements: Measurements, dialog: Dialog[Any] | None,
+        eif_path: str | None = None,
     ) -> None:
+        """Pin under ``image_name``; None: under the image name of the EIF at ``eif_path`` (its own key)."""
         if self._refuse_read_only("pin"):
             return
 
         def pin() -> str:
-            self.source.pin(image_name, measurements, eif_path)
-            return image_name
+            return self.source.pin(image_name, measurements, eif_path)
 
         self._run_action("pin", pin, dialog, "pin expected PCRs")
 

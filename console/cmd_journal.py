@@ -61,7 +61,7 @@ def _print(event: Event, as_json: bool) -> None:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    since = parse_since(args.since) if args.since else None
+    since = parse_since(args.since) if args.since is not None else None  # `--since ""` is an error, not "all"
     lc = make_lifecycle(args, echo_commands=False)
     events = lc.events(since=since, enclave=args.enclave)
     if not args.follow:
@@ -144,7 +144,7 @@ def cmd_unpin(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("events", help="the lifecycle journal: launches, exits, terminations, pins")
-    p.add_argument("--since", metavar="DURATION|TIME", help="e.g. 15m, 2h, 7d, or an RFC 3339 time")
+    p.add_argument("--since", metavar="DURATION|TIME", help="e.g. 15m, 1h30m, 2h, 7d, or an RFC 3339 time")
     p.add_argument("--enclave", metavar="ID|NAME", help="only this enclave's events")
     p.add_argument("--follow", action="store_true", help="keep printing new events until interrupted")
     _common(p)

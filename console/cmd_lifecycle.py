@@ -302,7 +302,9 @@ def _exited_text(exited: list[dict[str, Any]]) -> str:
     if not exited:
         return ""
     return "\n\n" + section(f"Exited in the last {EXITED_WINDOW_HOURS} h ({len(exited)})", table(
-        [[e["name"], e["enclave_id"], e["time"], f"{e.get('uptime_s')} s", e.get("exit_status")] for e in exited],
+        # when it ended (the backend's ended_at), not when the exit was noticed, when the backend knows
+        [[e["name"], e["enclave_id"], e.get("ended_at") or e["time"], f"{e.get('uptime_s')} s", e.get("exit_status")]
+         for e in exited],
         ["NAME", "ID", "EXITED", "UPTIME", "STATUS"],
     ))
 

@@ -109,7 +109,9 @@ def test_since_parsing() -> None:
     assert parse_since("2h", now) == now - timedelta(hours=2)
     assert parse_since("2026-12-02T10:00:00Z") == datetime(2026, 12, 2, 10, tzinfo=UTC)
     assert parse_since("2026-12-02T11:00:00+01:00") == datetime(2026, 12, 2, 10, tzinfo=UTC)
-    for bad in ("", "yesterday", "15x", "9" * 70):
+    assert parse_since("1h30m", now) == now - timedelta(minutes=90)  # compound, as systemd/journalctl read them
+    assert parse_since("2w", now) == parse_since("14d", now) == parse_since("1W7D", now)
+    for bad in ("", "yesterday", "15x", "9" * 70, "h", "1h30", "-5m", "5 m"):
         with pytest.raises(UsageError):
             parse_since(bad, now)
 

@@ -5,6 +5,7 @@ from view while the journal keeps it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from console.widgets.console_pane import ConsolePane
 from console.widgets.detail import DetailPane
 from console.widgets.enclave_table import EnclaveTable
 from core.models import LaunchRequest
+from core.ops.journal import format_time
 from core.ops.lifecycle import Lifecycle
 from tests.agent_world import script_eif
 from tests.test_tui_live import write_world
@@ -95,3 +97,20 @@ async def test_read_only_tui_shows_an_exit_it_does_not_write(nd_home: Path, tmp_
         assert list(app.exited_rows) == [run.enclave_id] and state_cells(app)[0].startswith("EXITED ")
         assert len([m for m in notifications(app) if "crasher exited" in m]) == 1
     assert [e.event for e in lc.journal.read(enclave="crasher")] == ["launched", "exited"]
+
+
+async def test_an_exit_noticed_late_says_when_it_ended(nd_home: Path) -> None:
+    """An exit nobody watched is recorded when someone next looks, maybe hours later: the row's "ago"
+    and the order of exited rows come from when it ended (the backend's ended_at), not from then."""
+    write_world(nd_home)
+    journal = Lifecycle().journal
+    now = datetime.now(UTC)
+    for name, ended in (("new-crash", now - timedelta(minutes=5)), ("old-crash", now - timedelta(hours=3))):
+        journal.append("exited", enclave_id=f"i-0aa-enc{name}", name=name, uptime_s=0.4, uptime_source="backend",
+                       ended_at=format_time(ended), exit_status=1, cpu_ids=[1], memory_mib=64)
+    app = live_app("emulator", read_only=True, refresh_seconds=0.5)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: len(app.exited_rows) == 2, 30)
+        await wait_until(pilot, lambda: len(state_cells(app)) == 2, 10)
+        # newest exit first, though "old-crash" was recorded last
+        assert state_cells(app) == ["EXITED 0.4s, 5m ago", "EXITED 0.4s, 3h ago"]

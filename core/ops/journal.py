@@ -74,7 +74,10 @@ EVENTS = (
 #: after these, an enclave is no longer running (as far as the journal knows)
 TERMINAL = frozenset({"exited", "terminated"})
 _CORE_FIELDS = ("time", "event", "enclave_id", "name", "eif_path", "pcr0")
-_DURATION = re.compile(r"^(\d{1,9})([smhd])$")
+#: ``--since``: a duration, one or more amounts with a unit each (``90s``, ``1h30m``, ``2w``)
+_DURATION = re.compile(r"^(?:\d{1,9}[wdhms])+$")
+_DURATION_PART = re.compile(r"(\d{1,9})([wdhms])")
+_UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def _log_warning(text: str) -> None:
@@ -99,14 +102,13 @@ def parse_time(text: str) -> datetime:
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``--since``: a duration back from now (``90s``, ``15m``, ``2h``, ``7d``) or an RFC 3339 time."""
+    """``--since``: a duration back from now (``90s``, ``15m``, ``2h``, ``7d``, ``1h30m``) or an RFC 3339 time."""
     raw = text.strip()
     if not raw or len(raw) > 64:
-        raise UsageError("give a duration like 15m or an RFC 3339 time", where="--since")
-    match = _DURATION.match(raw)
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+        raise UsageError("give a duration like 15m or an RFC 3339 time", where="--since",
+                         hint="use e.g. 30s, 15m, 1h30m, 2h, 7d or 2026-12-02T14:00:00Z")
+    if _DURATION.match(raw.lower()):
+        seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(raw.lower()))
         if seconds > 100 * 365 * 86400:
             raise UsageError(f"{raw} is further back than nitrodeck goes", where="--since")
         return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
@@ -116,7 +118,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         raise UsageError(
             f"{raw[:40]!r} is neither a duration nor a time",
             where="--since",
-            hint="use e.g. 30s, 15m, 2h, 7d or 2026-12-02T14:00:00Z",
+            hint="use e.g. 30s, 15m, 1h30m, 2h, 7d or 2026-12-02T14:00:00Z",
         ) from None
 
 
@@ -205,6 +207,17 @@ def _merge(recorded: list[Event], observed: list[Event]) -> list[Event]:
     for event in observed:
         out.insert(bisect_right(out, event.when, key=lambda e: e.when), event)
     return out
+
+
+def ended_when(event: Event) -> datetime:
+    """When an ``exited`` enclave ended, as well as it is known: the backend's ``ended_at`` (the emulator's
+    supervisor saw the exit), else when the exit was recorded. An exit nobody watched may be recorded
+    hours later: "exited 2 s ago" must not be said of it when the backend knows better."""
+    ended = event.get("ended_at")
+    if isinstance(ended, str):
+        with contextlib.suppress(ValueError):
+            return parse_time(ended)
+    return event.when
 
 
 def parse_line(line: bytes) -> Event | None:

@@ -574,3 +574,44 @@ def test_clap_usage_error_transcript(fake: Fake) -> None:
         drv.run_enclave(LaunchRequest("app.eif", 64, cpu_count=2))
     assert info.value.exit_status == 2
     assert "error: the following required arguments were not provided:" in info.value.message
+
+
+def _e29_with_log(tmp_path: Path, root_cause: str) -> str:
+    """run-enclave's stderr for a driver refusal, its err log holding nitro-cli's own backtrace."""
+    log = tmp_path / "err2026-01-01T00:00:00.000000003+00:00.log"
+    log.write_text(
+        "  Action: Run Enclave\n  Subactions:\n    Failed to execute command `Run`\n"
+        "    Failed to trigger enclave run\n    Failed to run enclave\n    Failed to create enclave\n"
+        f"    {root_cause}\n  Root error file: src/enclave_proc/resource_manager.rs\n  Root error line: 858\n"
+        "  Version: 1.4.2"
+    )
+    return (
+        "Start allocating memory...\n"
+        "[ E29 ] Ioctl failure. Such error appears when the ioctl call fails.\n\n"
+        "For more details, please visit https://docs.aws.amazon.com/enclaves/latest/user/cli-errors.html#E29\n\n"
+        f'If you open a support ticket, please provide the error log found at "{log}"\n'
+        "Failed connections: 1\n"
+        "[ E39 ] Enclave process connection failure. Failed to connect to the enclave process.\n"
+    )
+
+
+# resource_manager.rs do_ioctl's texts, as real nitro-cli writes them into the error log: one E29 each
+@pytest.mark.parametrize(("root_cause", "cause"), [
+    ("The provided vCPU is already used", "held by a running enclave"),
+    ("The provided vCPU is not available in the CPU pool", "not in the enclave CPU pool"),
+    ("The provided vCPU is out of range of the available CPUs", "not in the enclave CPU pool"),
+    ("The provided enclave CID is invalid, being a well-known CID or the parent VM CID", "CID is reserved"),
+    ("The enclave's memory size is lower than the minimum supported", "below the minimum"),
+    ("The memory region is not backed by contiguous physical huge page(s)", "hugepages the allocator reserved"),
+    ("The enclave cannot start because full CPU cores have not been set", "full CPU cores"),
+    ("The memory region's pages and the CPUs belong to different NUMA nodes", "one NUMA node"),
+    ("The enclave cannot be created because no CPUs are available in the pool", "every CPU of the enclave pool"),
+])
+def test_e29_hint_follows_the_error_logs_cause(fake: Fake, tmp_path: Path, root_cause: str, cause: str) -> None:
+    drv = fake.driver({"run-enclave": {"stderr": _e29_with_log(tmp_path, root_cause), "exit": 39}})
+    with pytest.raises(NitroCliError) as info:
+        drv.run_enclave(LaunchRequest("x.eif", 512, cpu_count=2))
+    err = info.value
+    assert err.code == "E29" and err.detail == root_cause
+    assert cause in (err.hint or ""), err.hint
+    assert f"error log says: {root_cause}" in str(err)

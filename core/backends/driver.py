@@ -151,14 +151,27 @@ _DOCKER_DOWN = re.compile(
     r"error while fetching server api version|is the docker daemon running|docker daemon is not running",
     re.I,
 )
+# The driver's refusals as nitro-cli writes them into the error log (resource_manager.rs do_ioctl: one
+# text per NE_ERR_* errno), the constant names, and nitro-emu's own words for what the hypervisor refuses.
 _DETAIL_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"INVALID_ENCLAVE_CID|CID \d+ is in use|CID .{0,40}already", re.I),
+    (re.compile(r"CID \d+ is in use|CID .{0,40}already", re.I),
      "the enclave CID is already used by a running enclave: choose another --cid, or leave it out to get a free one"),
-    (re.compile(r"VCPU_ALREADY_USED", re.I),
+    (re.compile(r"well-known CID|parent VM CID|INVALID_ENCLAVE_CID", re.I),
+     "the enclave CID is reserved (0-3 are well-known CIDs, and the parent instance has its own): choose "
+     "another --cid of 4 or more, or leave it out to get a free one"),
+    (re.compile(r"VCPU_ALREADY_USED|vCPU is already used", re.I),
      "a requested CPU is held by a running enclave: pick free CPUs (see `nitrodeck status`) or use --cpu-count"),
-    (re.compile(r"VCPU_NOT_IN_CPU_POOL", re.I),
+    (re.compile(r"VCPU_NOT_IN_CPU_POOL|VCPU_INVALID_CPU_CORE|INVALID_VCPU\b|not available in the CPU pool|"
+                r"core ID is invalid for the CPU pool|out of range of the available CPUs", re.I),
      "a requested CPU is not in the enclave CPU pool: see the pool in `nitrodeck status`"),
-    (re.compile(r"ENCLAVE_MEM_MIN_SIZE", re.I), "enclave memory is below the minimum: launch with a larger --memory"),
+    (re.compile(r"ENCLAVE_MEM_MIN_SIZE|memory size is lower than the minimum", re.I),
+     "enclave memory is below the minimum: launch with a larger --memory"),
+    (re.compile(r"MEM_NOT_HUGE_PAGE|INVALID_PAGE_SIZE|INVALID_MEM_REGION|MEM_REGION_ALREADY_USED|MEM_MAX_REGIONS|"
+                r"not backed by contiguous physical huge page|not backed by page\(s\) multiple of 2 MiB|"
+                r"memory region's (size|address)|memory region is already used|maximum number of memory regions",
+                re.I),
+     "the driver refused the enclave's memory: it must come from the hugepages the allocator reserved; "
+     "check memory_mib in allocator.yaml, restart the allocator, and launch with --memory a multiple of 2 MiB"),
     (re.compile(r"pools unusable|allocator", re.I),
      "the allocator configuration is unusable: check allocator.yaml and `nitrodeck status` (allocator_error)"),
 )

@@ -597,11 +597,15 @@ class Lifecycle:
         try:
             eif = self.describe_eif(req.eif_path)
         except NitrodeckError as exc:
+            # the error log's detail names the defect (bad magic, a short section); nitro-cli's E35
+            # text alone talks about hugepages
+            why = getattr(exc, "detail", None) or exc.message
+            unopened = getattr(exc, "code", None) == "E19"  # nitro-cli could not open it (permissions)
             raise LaunchConflict(
-                f"the EIF {req.eif_path} does not parse: {exc.message}",
-                cli_code="E35",
+                f"the EIF {req.eif_path} {'cannot be opened' if unopened else 'does not parse'}: {why}",
+                cli_code="E19" if unopened else "E35",
                 where="launch --eif-path",
-                hint="check it with `nitrodeck describe-eif`, or rebuild it",
+                hint="check its permissions" if unopened else "check it with `nitrodeck describe-eif`, or rebuild it",
             ) from None
         enclaves = self.describe()
         check_launch(req, enclaves, self.resources(enclaves), Path(req.eif_path).expanduser().stat().st_size)

@@ -59,8 +59,11 @@ def check_launch(req: LaunchRequest, enclaves: list[EnclaveInfo], resources: Res
                 where="launch --cid",
                 hint="choose another CID, or leave --cid out and a free one is picked",
             )
-    need = math.ceil(eif_size / _MIB) * EIF_SIZE_RATIO
-    if req.memory_mib < need:
+    # resource_manager.rs refuses exactly when 4 x the EIF's bytes exceed the memory's bytes; the least
+    # memory it accepts is that, rounded up to a MiB (its message rounds the EIF up to a MiB first,
+    # which would refuse launches nitro-cli runs)
+    if EIF_SIZE_RATIO * eif_size > req.memory_mib * _MIB:
+        need = math.ceil(EIF_SIZE_RATIO * eif_size / _MIB)
         raise LaunchConflict(
             f"memory {req.memory_mib} MiB is less than {EIF_SIZE_RATIO}x the EIF size "
             f"({eif_size / _MIB:.1f} MiB): this EIF needs at least {need} MiB",

@@ -57,10 +57,20 @@ def test_events_and_pins_cli(nd_home: Path, tmp_path: Path) -> None:
     human = nd("events", "--since", "1h")
     assert human.returncode == 0 and "exited" in human.stdout and "blink" in human.stdout
     assert nd("events", "--since", "soon").returncode == 2
+    assert nd("events", "--since", "").returncode == 2  # not "everything"
+    assert "exited" in nd("events", "--since", "1h30m").stdout  # compound durations
 
     # the exited enclave keeps its verdict: status lists it under "exited"; its pin is the EIF's file pin
     st = json.loads(nd("status", "--json").stdout)
     assert [e["enclave_id"] for e in st["exited"]] == [enclave_id] and st["journal"]["warnings"] == []
+    # the text says when it ended (the emulator's supervisor knows), not when the exit was noticed
+    ended = st["exited"][0]["ended_at"]
+    assert ended and ended < st["exited"][0]["time"] and ended in nd("status").stdout
+
+    # a key no pin can have is refused before anything runs (exit 2, not audited)
+    for bad in ("", "../x", "a b"):
+        refused = nd("pin", str(eif), "--as", bad)
+        assert refused.returncode == 2 and "pin --as" in refused.stderr, refused.stderr
 
     assert nd("--read-only", "unpin", "canary").returncode == 13
     done = nd("unpin", "canary", "--json")

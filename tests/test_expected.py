@@ -96,3 +96,20 @@ def test_format_1_pins_migrate_on_first_read(nd_home: Path) -> None:
     assert data["pinned_at"] == old["pinned_at"] and data["eif_path"] is None
     # it keeps judging what it judged before
     assert exp.match(enclave("legacy", A)) == "match"
+
+
+def test_registry_image_names_are_pin_keys(nd_home: Path) -> None:
+    """nitro-cli names an image by its Docker URI before the first ':' (enclave_build), so an ECR image is
+    ``123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app``: that must be a key, stored as one plain file."""
+    exp = ExpectedPcrs()
+    ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app"
+    exp.pin(ecr, Measurements(A, B, C))
+    assert [p.name for p in (nd_home / "expected").iterdir()] == [
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com%2Fteam%2Fapp.json"]
+    assert exp.judge(enclave("payments", A, image=ecr)).key == ecr
+    exp.pin("a/../b", Measurements(A, B, C))  # one file name, inside the folder
+    assert (nd_home / "expected" / "a%2F..%2Fb.json").is_file() and exp.get("a/../b") is not None
+    assert [p.key for p in exp.all()] == [ecr, "a/../b"]
+    for bad in ("", "/abs", "../up", "a b", "x" * 201, "é"):
+        with pytest.raises(ExpectedPcrError):
+            exp.pin(bad, Measurements(A, B, C))

@@ -23,6 +23,7 @@ from console.screenshots import wait_until
 from console.widgets.command_log import CommandLog
 from console.widgets.console_pane import ConsolePane
 from core.models import LaunchRequest
+from core.ops.expected import ExpectedPcrs
 from core.ops.lifecycle import Lifecycle
 
 pytestmark = pytest.mark.slow
@@ -93,6 +94,9 @@ async def test_every_action_against_the_emulator(world: Path) -> None:
         await wait_until(pilot, lambda: dialog.query_one("#pin").has_focus, 10)
         await pilot.press("enter")
         await wait_until(pilot, lambda: any((world / "expected").glob("*")), 20)
+        # pinned under the EIF's own image name, from that file: the key its enclaves are judged by
+        [pin] = ExpectedPcrs(world / "expected").all()
+        assert pin.key == Lifecycle().describe_eif(out).image_name and pin.eif_path == str(out)
         await pilot.press("escape")
         assert any("build-enclave" in c for c in commands_run(app))
 

@@ -286,13 +286,10 @@ class BuildDialog(Dialog[None]):
         self.query_one("#build", Button).disabled = False
         super().show_error(err)
 
-    def image_name(self) -> str:
-        name = self.query_one("#name", Input).value.strip()
-        if name:
-            return name
-        if self.request is not None and self.request.name:
-            return self.request.name
-        return Path(self.result.output_file).stem if self.result else "image"
+    def image_name(self) -> str | None:
+        """The pin's key: the name typed, else None (the EIF's own ImageName, as `nitrodeck pin EIF`: the
+        Docker URI before its tag, the rootfs folder, the payload's name; the key its enclaves are judged by)."""
+        return self.query_one("#name", Input).value.strip() or None
 
     def submit(self) -> None:
         self.start()
@@ -301,6 +298,7 @@ class BuildDialog(Dialog[None]):
         if event.button.id == "build":
             self.start()
         elif event.button.id == "pin" and self.result is not None:
-            self.host.start_pin(self.image_name(), self.result.measurements, self)
+            self.host.start_pin(self.image_name(), self.result.measurements, self,
+                                str(Path(self.result.output_file).expanduser().absolute()))
         else:
             self.dismiss(None)

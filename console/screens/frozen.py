@@ -390,7 +390,7 @@ class FrozenSource(Source):
         stem = Path(req.output_file).stem
         return BuildResult(_meas("payload" if "payload" in stem else stem), req.output_file)
 
-    def pin(self, image_name: str, measurements: Measurements, eif_path: str | None = None) -> None:
+    def pin(self, image_name: str | None, measurements: Measurements, eif_path: str | None = None) -> str:
         self._refuse("pin")
 
     def launch(self, req: LaunchRequest) -> RunInfo:

@@ -22,7 +22,8 @@ class DialogHost(Protocol):
     def start_build(self, req: BuildRequest, dialog: Dialog[Any]) -> None: ...
 
     def start_pin(
-        self, image_name: str, measurements: Measurements, dialog: Dialog[Any] | None, eif_path: str | None = None
+        self, image_name: str | None, measurements: Measurements, dialog: Dialog[Any] | None,
+        eif_path: str | None = None,
     ) -> None: ...
 
     def start_launch(self, req: LaunchRequest, dialog: Dialog[Any]) -> None: ...

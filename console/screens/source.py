@@ -224,8 +224,8 @@ class Source(ABC):
         ...
 
     @abstractmethod
-    def pin(self, image_name: str, measurements: Measurements, eif_path: str | None = None) -> None:
-        ...
+    def pin(self, image_name: str | None, measurements: Measurements, eif_path: str | None = None) -> str:
+        """Pin under ``image_name``, or (None) under the image name of the EIF at ``eif_path``; the key."""
 
     @abstractmethod
     def launch(self, req: LaunchRequest) -> RunInfo:
@@ -420,8 +420,13 @@ class LiveSource(Source):
         stage("measured PCR0/1/2" + ("/8 (signed)" if req.signing_certificate else ""))
         return result
 
-    def pin(self, image_name: str, measurements: Measurements, eif_path: str | None = None) -> None:
-        self.lifecycle.pin(image_name, measurements, eif_path)
+    def pin(self, image_name: str | None, measurements: Measurements, eif_path: str | None = None) -> str:
+        if image_name is None and eif_path:
+            # the key the enclave will be judged by: the ImageName nitro-cli wrote into the EIF
+            return self.lifecycle.pin_eif(eif_path).key  # type: ignore[no-any-return]
+        if image_name is None:
+            raise UsageError("nothing names this pin", where="pin", hint="give the image a name")
+        return self.lifecycle.pin(image_name, measurements, eif_path).key  # type: ignore[no-any-return]
 
     def launch(self, req: LaunchRequest) -> RunInfo:
         return self.lifecycle.launch(req)  # type: ignore[no-any-return]

@@ -31,7 +31,11 @@ from core.errors import InputTooLarge, NitrodeckError
 from core.models import EnclaveInfo, Measurements
 
 MAX_FILE = 64 * 1024
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
+#: a pin key: an image name as nitro-cli makes it (the Docker URI before its first ':', so a registry path
+#: like ``123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app``) or a name the operator gives
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}$")
+KEY_RULE = "letters, digits and . _ : @ + - /, starting with a letter or digit, at most 200 characters"
+_MAX_FILE_NAME = 250
 _HEX = re.compile(r"^[0-9a-f]{96}$")
 PCR_INDEXES = frozenset({0, 1, 2, 3, 4, 8})
 FORMAT = 2
@@ -88,15 +92,26 @@ class Judgement:
         return dict(self.pin.pcrs) if self.pin else None
 
 
-def _file_name(image: str) -> str:
-    if not _NAME.match(image):
-        raise ExpectedPcrError(
-            f"image name {image[:60]!r} cannot be pinned",
-            where="expected PCRs",
-            hint="use letters, digits and . _ : @ + - (at most 128 characters)",
-        )
-    # ':' and '@' are fine in names but awkward in file names; '/' never reaches here.
-    return image.replace(":", "%3A").replace("@", "%40") + ".json"
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name a pin, or None."""
+    if not _NAME.match(key):
+        return f"{key[:80]!r} cannot name a pin"
+    if len(_encode(key)) > _MAX_FILE_NAME:
+        return f"{key[:80]!r}… is too long to name a pin"
+    return None
+
+
+def _encode(key: str) -> str:
+    # ':' and '@' are fine in names but awkward in file names, '/' cannot be in one; '%' is never in a key,
+    # so the encoding is unambiguous (and "a/../b" is one plain file name, "a%2F..%2Fb.json")
+    return key.replace(":", "%3A").replace("@", "%40").replace("/", "%2F") + ".json"
+
+
+def _file_name(key: str) -> str:
+    problem = key_problem(key)
+    if problem is not None:
+        raise ExpectedPcrError(problem, where="expected PCRs", hint=f"use {KEY_RULE}")
+    return _encode(key)
 
 
 def parse_pin(data: bytes, where: str) -> Pin:
@@ -211,8 +226,8 @@ class ExpectedPcrs:
                 return max(by_file, key=lambda p: p.pinned_at), "eif"
         image = image_name or enclave.image_name
         if image:
-            return (self.get(image), "image") if _NAME.match(image) else (None, None)
-        if enclave.name and _NAME.match(enclave.name):
+            return (self.get(image), "image") if key_problem(image) is None else (None, None)
+        if enclave.name and key_problem(enclave.name) is None:
             pin = self.get(enclave.name)
             if pin is not None:
                 return pin, "name"

@@ -48,7 +48,7 @@ from core.models import (
     TerminateInfo,
 )
 from core.ops.audit import AuditLog
-from core.ops.expected import ExpectedPcrs, Judgement, Pin, Verdict
+from core.ops.expected import KEY_RULE, ExpectedPcrs, Judgement, Pin, Verdict, key_problem
 from core.ops.journal import Event, Journal, console_tail, enclave_from_event, format_time, make_event
 from core.ops.preflight import LaunchConflict, check_docker, check_launch
 from core.ops.resources import Resources, gather
@@ -651,18 +651,23 @@ class Lifecycle:
 
     def pin_eif(self, eif_path: str, key: str | None = None) -> Pin:
         """``nitrodeck pin EIF [--as KEY]``: the EIF's measurements under its image name (or KEY)."""
+        if key is not None:
+            check_pin_key(key, "pin --as")  # before anything runs: a bad key is the operator's typo
         info = self.describe_eif(eif_path)
-        chosen = key or info.image_name
+        chosen = key if key is not None else info.image_name
         if not chosen:
             raise UsageError(
                 f"{eif_path} carries no image name to pin it under",
                 where="pin",
                 hint="name the pin: `nitrodeck pin EIF --as KEY`",
             )
+        if key is None:
+            check_pin_key(chosen, "pin", hint="name the pin yourself: `nitrodeck pin EIF --as KEY`")
         return self.pin(chosen, info.measurements, str(Path(eif_path).expanduser().absolute()))  # type: ignore[no-any-return]
 
     @mutating("unpin")
     def unpin(self, key: str) -> None:
+        check_pin_key(key, "unpin")
         if self.expected.get(key) is None:  # refused before anything changed: not audited
             raise UsageError(f"nothing is pinned as {key[:80]!r}", where="unpin", hint="list pins with `nitrodeck pins`")
         note_command(["unpin", key])
@@ -707,6 +712,13 @@ class Lifecycle:
         directory = home.emulator_console_dir() if self.backend.is_emulator else kept_console_dir()
         path = directory / f"{enclave_id}.log"
         return path if path.is_file() else None
+
+
+def check_pin_key(key: str, where: str, hint: str | None = None) -> None:
+    """A key no pin can have is the operator's input error (exit 2, nothing audited), said up front."""
+    problem = key_problem(key)
+    if problem is not None:
+        raise UsageError(problem, where=where, hint=hint or f"use {KEY_RULE}")
 
 
 def validate_launch(req: LaunchRequest) -> None:

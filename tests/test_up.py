@@ -259,6 +259,7 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             agent = events.wait("agent")["url"]  # serve: starts before anything is built
             meta = events.wait("metadata")
             assert meta["image"] == IMAGE and metadata.hits >= 1
+            pinned = events.wait("pinned")  # what it built is pinned, under the EIF's image name
             launched = events.wait("launched")
             assert launched["cid"] == 21 and launched["memory_mib"] == 160  # flag beats env beats file
             assert launched["cpus"] == 2
@@ -295,6 +296,15 @@ def test_up_seed_flow(nd_home: Path, metadata: MetadataServer, monkeypatch: pyte
             assert bytes.fromhex(again["public_key"]) == spki
             restarted = events.wait("restarted")
             assert restarted["enclave_id"] != launched["enclave_id"]
+            # the journal: the terminate (not an exit), then the supervisor's relaunch; the new enclave is
+            # judged against the pin `up` made
+            journal = lifecycle.journal.read()
+            [restart] = [e for e in journal if e.event == "restarted"]
+            assert restart.enclave_id == restarted["enclave_id"] and restart.get("previous_enclave_id") == launched["enclave_id"]
+            assert restart.pcr0 == pinned["PCR0"] and not [e for e in journal if e.event == "exited"]
+            [again_running] = [e for e in lifecycle.describe(metadata=True) if e.enclave_id == restarted["enclave_id"]]
+            judged = lifecycle.judge(again_running, record=False)
+            assert (judged.verdict, judged.key) == ("match", pinned["pin"])
             # the same bridge reaches the new enclave, which signs with the same sealed key
             report = run_test_sign(lifecycle, restarted["enclave_id"], b"after restart", via=bridge["listen"])
             assert report.ok and report.public_key == spki.hex()

@@ -489,11 +489,13 @@ class Up:
                 self.restarts += 1
                 self.log("restarted", enclave_id=self.enclave_id, restarts=self.restarts)
                 self._mark_ready()
+                launch = self.lifecycle.journal.launch_of(self.enclave_id) if self.enclave_id else None
                 self.lifecycle.journal.append(
                     "restarted",
                     enclave_id=self.enclave_id,
                     name=self.cfg.name,
                     eif_path=str(self.cfg.eif()),
+                    pcr0=launch.pcr0 if launch else None,
                     previous_enclave_id=previous,
                     restarts=self.restarts,
                 )

@@ -120,6 +120,26 @@ def test_cpu_failures_name_the_cause_from_nitro_clis_own_words(world: RealWorld)
     assert too_many.detail == "Insufficient CPUs available (requested 4, but maximum is 2)"
     not_in_pool = drive_launch(world, cpu_ids=[2])
     assert not_in_pool.code == "E21" and "contains CPU 2" in not_in_pool.message
+    # a CPU another enclave holds: the driver's ioctl refusal, in nitro-cli's words, picks the hint
+    held = drive_launch(world, cpu_ids=[3])
+    assert held.code == "E29" and held.detail == "The provided vCPU is already used"
+    assert held.hint and "held by a running enclave" in held.hint
+
+
+def test_an_exit_is_recorded_from_nitro_clis_output_alone(world: RealWorld) -> None:
+    """On Nitro nothing says an enclave exited: it is just no longer in describe-enclaves. The next
+    nitrodeck process to look records `exited` once (how long it ran is an upper bound: `noticed`), with
+    what its launch recorded (name, PCR0)."""
+    assert world.cli("pin", str(world.eif())).returncode == 0
+    run = launch(world, "--cpu-count", "2", "--name", "short")
+    world.set_knobs(enclaves=[])  # the enclave went away by itself (its program ended)
+    st = world.cli_json("status")
+    [gone] = st["exited"]
+    assert (gone["enclave_id"], gone["name"], gone["uptime_source"]) == (run["EnclaveID"], "short", "noticed")
+    assert gone["uptime_s"] >= 0 and "exit_status" not in gone and "last_console" not in gone  # not debug
+    assert gone["pcr0"] == world.cli_json("describe-eif", "--eif-path", str(world.eif()))["Measurements"]["PCR0"]
+    events = [json.loads(line) for line in world.cli("events", "--json").stdout.splitlines()]
+    assert [e["event"] for e in events] == ["pinned", "launched", "exited"]  # once, though two processes looked
 
 
 def test_not_enough_hugepages_is_e27_with_the_allocator_hint(world: RealWorld) -> None:

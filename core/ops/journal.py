@@ -278,6 +278,7 @@ class Journal:
         self.warnings: list[str] = []
         self._cache: dict[Path, _FileCache] = {}
         self._torn_warned: set[tuple[int, int]] = set()
+        self._unreadable_warned: set[tuple[Path, int | None]] = set()
         #: read-only: (sequence number, event) this process observed and did not write, oldest first
         self._observed: list[tuple[int, Event]] = []
         self._observed_seq = 0
@@ -406,8 +407,12 @@ class Journal:
                 fh.seek(cache.offset)
                 # bounded: a file never legitimately grows far past max_bytes before rotation
                 data = fh.read(max(self.max_bytes, MAX_LINE) * 2)
-        except OSError:
+        except OSError as exc:
             self._cache.pop(path, None)
+            if not isinstance(exc, FileNotFoundError) and (path, exc.errno) not in self._unreadable_warned:
+                # a journal that cannot be read is said (once), never taken for "nothing happened" in silence
+                self._unreadable_warned.add((path, exc.errno))
+                self._warn(f"journal: cannot read {path}: {exc.strerror or exc}")
             return []
         end = data.rfind(b"\n") + 1
         bad = 0

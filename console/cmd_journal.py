@@ -62,6 +62,9 @@ def _print(event: Event, as_json: bool) -> None:
 
 def cmd_events(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since is not None else None  # `--since ""` is an error, not "all"
+    if args.enclave is not None and not (0 < len(args.enclave.strip()) <= 256):
+        raise UsageError("give an enclave ID or name (at most 256 characters)", where="--enclave",
+                         hint="IDs and names are in `nitrodeck events` and `nitrodeck describe`")
     lc = make_lifecycle(args, echo_commands=False)
     events = lc.events(since=since, enclave=args.enclave)
     if not args.follow:

@@ -58,6 +58,7 @@ def test_events_and_pins_cli(nd_home: Path, tmp_path: Path) -> None:
     assert human.returncode == 0 and "exited" in human.stdout and "blink" in human.stdout
     assert nd("events", "--since", "soon").returncode == 2
     assert nd("events", "--since", "").returncode == 2  # not "everything"
+    assert nd("events", "--enclave", " ").returncode == 2  # not "every enclave"
     assert "exited" in nd("events", "--since", "1h30m").stdout  # compound durations
 
     # the exited enclave keeps its verdict: status lists it under "exited"; its pin is the EIF's file pin

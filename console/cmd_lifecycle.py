@@ -24,7 +24,7 @@ from console.wiring import payload_factory
 from core import home
 from core.backends.driver import CommandRecord
 from core.backends.registry import CHOICES, select_backend
-from core.errors import UsageError
+from core.errors import NitrodeckError, UsageError
 from core.models import BuildRequest, EifInfo, EnclaveInfo, LaunchRequest, RunInfo, TerminateInfo
 from core.ops.lifecycle import EnclaveNotFound, Lifecycle, Status
 from core.text import safe_text
@@ -62,6 +62,20 @@ def judgement_json(judgement: Any) -> dict[str, Any]:
         return {}
     pcrs = {f"PCR{index}": value for index, value in sorted(judgement.pin.pcrs.items())}
     return {"ExpectedPCRsPinnedBy": judgement.by, "ExpectedMeasurements": pcrs}
+
+
+def exited_json(lc: Lifecycle, event: Any) -> dict[str, Any]:
+    """An ``exited`` journal event as `status --json` and the agent's /status list it: the event, with the
+    verdict of the enclave against the pin of its EIF (kept after the exit) and which pin that was."""
+    from core.ops.journal import enclave_from_event
+
+    row: dict[str, Any] = event.to_json()
+    enclave = enclave_from_event(event)
+    if enclave is not None:
+        with contextlib.suppress(NitrodeckError):
+            judgement = lc.judge(enclave, record=False)
+            row.update(ExpectedPCRs=judgement.verdict, ExpectedPCRsPin=judgement.key, **judgement_json(judgement))
+    return row
 
 
 def enclave_json(
@@ -280,7 +294,7 @@ def _print_status(lc: Lifecycle, mode: str) -> None:
     verdicts: dict[str, str] = {k: j.verdict for k, j in judged.items()}
     pins = {k: j.key for k, j in judged.items()}
     since = datetime.now(UTC) - timedelta(hours=EXITED_WINDOW_HOURS)
-    exited = [event.to_json() for _, event in lc.exited(since=since)]
+    exited = [exited_json(lc, event) for _, event in lc.exited(since=since)]
     journal = {"path": str(lc.journal.path), "warnings": list(lc.journal.warnings)}
     if mode == "json":
         emit_json(status_json(st, verdicts, pins, exited, journal, judgements=judged))
@@ -298,14 +312,20 @@ def _print_status(lc: Lifecycle, mode: str) -> None:
         print(text + ("\n" if mode == "texts" else ""), flush=True)
 
 
+def _verdict_text(row: dict[str, Any]) -> str:
+    """``match (pin payments)``: an exited enclave's verdict and the pin it was compared with."""
+    verdict = row.get("ExpectedPCRs") or "-"
+    return f"{verdict} (pin {row['ExpectedPCRsPin']})" if row.get("ExpectedPCRsPin") else str(verdict)
+
+
 def _exited_text(exited: list[dict[str, Any]]) -> str:
     if not exited:
         return ""
     return "\n\n" + section(f"Exited in the last {EXITED_WINDOW_HOURS} h ({len(exited)})", table(
         # when it ended (the backend's ended_at), not when the exit was noticed, when the backend knows
-        [[e["name"], e["enclave_id"], e.get("ended_at") or e["time"], f"{e.get('uptime_s')} s", e.get("exit_status")]
-         for e in exited],
-        ["NAME", "ID", "EXITED", "UPTIME", "STATUS"],
+        [[e["name"], e["enclave_id"], e.get("ended_at") or e["time"], f"{e.get('uptime_s')} s", e.get("exit_status"),
+          _verdict_text(e)] for e in exited],
+        ["NAME", "ID", "EXITED", "UPTIME", "STATUS", "PCRS"],
     ))
 
 

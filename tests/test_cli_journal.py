@@ -66,7 +66,12 @@ def test_events_and_pins_cli(nd_home: Path, tmp_path: Path) -> None:
     assert [e["enclave_id"] for e in st["exited"]] == [enclave_id] and st["journal"]["warnings"] == []
     # the text says when it ended (the emulator's supervisor knows), not when the exit was noticed
     ended = st["exited"][0]["ended_at"]
-    assert ended and ended < st["exited"][0]["time"] and ended in nd("status").stdout
+    text = nd("status").stdout
+    assert ended and ended < st["exited"][0]["time"] and ended in text
+    # judged against the pin of its EIF file after the exit (the newest pin made from that file), and said so
+    gone = st["exited"][0]
+    assert (gone["ExpectedPCRs"], gone["ExpectedPCRsPin"], gone["ExpectedPCRsPinnedBy"]) == ("match", "canary", "eif")
+    assert "match (pin canary)" in text
 
     # a key no pin can have is refused before anything runs (exit 2, not audited)
     for bad in ("", "../x", "a b"):

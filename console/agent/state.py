@@ -166,8 +166,7 @@ class HostState:
     def _exited(self, events: list[Any], now: float) -> list[dict[str, Any]]:
         """The recent exits as `status --json` lists them, each with the verdict of its enclave (a remote
         dashboard shows them as EXITED rows)."""
-        from console.cmd_lifecycle import judgement_json
-        from core.ops.journal import enclave_from_event  # type: ignore[import-not-found,unused-ignore]
+        from console.cmd_lifecycle import exited_json
 
         since = datetime.fromtimestamp(now, UTC) - EXITED_WINDOW
         out: list[dict[str, Any]] = []
@@ -177,16 +176,7 @@ class HostState:
             with contextlib.suppress(ValueError):
                 if event.when < since:
                     break  # the journal is in time order: nothing older is wanted
-            row = event.to_json()
-            enclave = enclave_from_event(event)
-            if enclave is not None:
-                try:
-                    judgement = self.lifecycle.judge(enclave, record=False)
-                    row.update(ExpectedPCRs=judgement.verdict, ExpectedPCRsPin=judgement.key,
-                               **judgement_json(judgement))
-                except NitrodeckError:
-                    pass
-            out.append(row)
+            out.append(exited_json(self.lifecycle, event))
             if len(out) >= MAX_EXITED:
                 break
         return out

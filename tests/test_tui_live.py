@@ -75,7 +75,7 @@ async def test_every_action_against_the_emulator(world: Path) -> None:
         await pilot.pause()
         dialog.query_one("#rootfs", Input).value = str(world / "no-such-folder")
         dialog.start()
-        await pilot.pause()
+        await wait_until(pilot, lambda: bool(dialog_error(app)), 30)
         assert "ND-USAGE" in dialog_error(app) and "not a folder" in dialog_error(app)
         assert not any("build-enclave" in c for c in commands_run(app))
 
@@ -108,7 +108,8 @@ async def test_every_action_against_the_emulator(world: Path) -> None:
         await wait_until(pilot, lambda: bool(launch.info), 20)
         launch.query_one("#memory", Input).value = "999999"
         launch.start()
-        await pilot.pause()
+        # the dialog refuses it, or core's pre-check does when the dialog's limits were not loaded yet
+        await wait_until(pilot, lambda: bool(dialog_error(app)), 30)
         assert "free hugepage memory" in dialog_error(app)
         assert not any("run-enclave" in c for c in commands_run(app))
         launch.query_one("#memory", Input).value = "256"

@@ -183,6 +183,7 @@ class Passthrough:
                 cpu_ids=run.get("CPUIDs"),
                 memory_mib=run.get("MemoryMiB"),
                 debug=("--debug-mode" in args) or None,
+                backend=self.backend.name,
             )
         return 0
 

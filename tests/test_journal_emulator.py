@@ -179,3 +179,16 @@ def test_torn_journal_and_full_disk_never_lose_a_launch(nd_home: Path, tmp_path:
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
     lc.terminate_all()
+
+
+def test_another_backends_launch_is_not_taken_for_an_exit(nd_home: Path) -> None:
+    """One home, two backends (an operator on a Nitro parent tries `--backend emulator`): the emulator's
+    describe says nothing about the enclaves nitro-cli launched, so none of them is recorded as exited."""
+    write_world(nd_home)
+    lc = Lifecycle()
+    lc.journal.append("launched", enclave_id="i-0real-enc1111111111111111", name="prod", backend="real")
+    lc.journal.append("launched", enclave_id="i-0emu-enc2222222222222222", name="gone", backend="emulator")
+    lc.describe()
+    exited = [e.enclave_id for e in lc.journal.read() if e.event == "exited"]
+    assert exited == ["i-0emu-enc2222222222222222"]
+    assert "i-0real-enc1111111111111111" in lc.journal.open_launches()

@@ -366,6 +366,11 @@ class Lifecycle:
         for enclave_id, launch in open_launches.items():
             if enclave_id in running or self.journal.is_terminating(enclave_id):
                 continue
+            launched_by = launch.get("backend")
+            if isinstance(launched_by, str) and launched_by != self.backend.name:
+                # launched through another backend sharing this home (nitro-cli, then `--backend emulator`):
+                # this backend's describe knows nothing of it, which says nothing about whether it runs
+                continue
             event = self._exited_event(launch, now)
             if self.journal.record_once(event, functools.partial(self._still_open, enclave_id)):
                 recorded.append(event)
@@ -589,6 +594,8 @@ class Lifecycle:
             cpu_ids=run.cpu_ids,
             memory_mib=run.memory_mib,
             debug=req.debug_mode or None,
+            # which backend ran it: only that backend's describe can say it is gone
+            backend=self.backend.name,
         )
         return run
 

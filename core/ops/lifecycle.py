@@ -50,7 +50,7 @@ from core.models import (
 from core.ops.audit import AuditLog
 from core.ops.expected import KEY_RULE, ExpectedPcrs, Judgement, Pin, Verdict, key_problem
 from core.ops.journal import Event, Journal, console_tail, enclave_from_event, format_time, make_event
-from core.ops.preflight import LaunchConflict, check_docker, check_launch
+from core.ops.preflight import LaunchConflict, check_docker, check_launch, docker_silence
 from core.ops.resources import Resources, gather
 
 MIN_MEMORY_MIB = 64  # NE_MIN_ENCLAVE_MEM_SIZE
@@ -247,24 +247,19 @@ class DockerMissing(NitrodeckError):
 def docker_daemon_check(where: str) -> None:
     """Raise DockerMissing naming what is missing: the SDK, or a daemon answering at DOCKER_HOST."""
     try:
-        import docker
+        import docker  # noqa: F401 - the payload is built with it
     except ImportError:  # pragma: no cover - docker is a dependency
         raise DockerMissing("the docker Python SDK is not installed", where=where, hint="pip install docker") from None
     target = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    try:
-        client = docker.from_env(timeout=10)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no usable daemon, say which
+    why = docker_silence(timeout=10)
+    if why is not None:
         raise DockerMissing(
             f"on the real backend the payload is built as a Docker image, and no Docker daemon answered at "
-            f"{target}: {str(exc)[:200]}",
+            f"{target}: {why}",
             where=where,
             hint="start Docker (`sudo systemctl start docker`) or set DOCKER_HOST, and make sure this user may use "
             "its socket; or build the EIF on a machine with Docker and copy it here",
-        ) from None
+        )
 
 
 #: (output_file, build_time, docker_uri) -> the payload's BuildRequest (enclave_app.packaging.payload_request)

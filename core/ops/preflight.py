@@ -140,12 +140,13 @@ def _ranges(ids: list[int]) -> str:
     return ",".join(str(c) for c in sorted(ids))
 
 
-def check_docker(timeout: float = 5.0) -> None:
-    """Refuse a Docker build up front when no Docker daemon answers (nitro-cli would say E48/E50)."""
+def docker_silence(timeout: float = 5.0) -> str | None:
+    """Why no Docker daemon answers at DOCKER_HOST (or the default socket), or None when one does (or
+    when the SDK to ask with is missing: then nothing is known, and nitro-cli asks for itself)."""
     try:
         import docker
     except ImportError:  # pragma: no cover - docker is a dependency
-        return
+        return None
     try:
         client = docker.from_env(timeout=timeout)
         try:
@@ -153,8 +154,16 @@ def check_docker(timeout: float = 5.0) -> None:
         finally:
             client.close()
     except Exception as exc:  # noqa: BLE001 - any failure to answer means: no usable daemon
+        return str(exc)[:200]
+    return None
+
+
+def check_docker(timeout: float = 5.0) -> None:
+    """Refuse a Docker build up front when no Docker daemon answers (nitro-cli would say E48/E50)."""
+    why = docker_silence(timeout)
+    if why is not None:
         raise DockerUnreachable(
-            f"the Docker daemon does not answer: {str(exc)[:200]}",
+            f"the Docker daemon does not answer: {why}",
             where="build --docker-uri",
             hint="start Docker (`sudo systemctl start docker`) or point DOCKER_HOST at a running daemon",
-        ) from None
+        )

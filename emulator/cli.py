@@ -40,6 +40,9 @@ LAUNCH_TIMEOUT = 150.0
 CONTROL_TIMEOUT = 15.0
 #: describe waits this long for an enclave process before showing it as UNRESPONSIVE
 DESCRIBE_TIMEOUT = 3.0
+#: nitro-cli's own subcommands (lib.rs create_app!), whose command lines follow clap's rules
+CLAP_COMMANDS = frozenset({"run-enclave", "terminate-enclave", "build-enclave", "describe-eif", "describe-enclaves",
+                           "console", "pcr", "explain", "sign-eif"})
 #: the commands that change something (enclaves, the allocator, files); refused read-only
 CHANGES = frozenset({"run-enclave", "terminate-enclave", "build-enclave", "sign-eif", "restart-allocator"})
 E44_SUBACTION = (
@@ -910,6 +913,13 @@ def run(argv: list[str], *, interruptible: bool = True) -> int:
         parser.print_help(stderr())
         return 2
     _ARGV.set(argv)
+    if argv[0] in CLAP_COMMANDS:
+        from emulator.usage import clap_precheck
+
+        sub_parser = parser_for(parser, argv[0])
+        problem = clap_precheck(sub_parser, argv[0], argv[1:])
+        if problem is not None:
+            sub_parser.error(problem)
     args, extra = parser.parse_known_args(argv)
     if extra:
         # clap names the first argument it does not know, under the subcommand's usage

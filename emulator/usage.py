@@ -90,3 +90,57 @@ def clap_message(parser: argparse.ArgumentParser, message: str, argv: Sequence[s
 
 def render(parser: argparse.ArgumentParser, message: str, argv: Sequence[str] = ()) -> str:
     return f"error: {clap_message(parser, message, argv)}\n\nUsage: {usage_line(parser)}\n\n{FOOTER}\n"
+
+
+#: lib.rs create_app!: conflicts_with / conflicts_with_all, per subcommand (clap checks both directions)
+CONFLICTS: dict[str, frozenset[frozenset[str]]] = {
+    "run-enclave": frozenset(
+        frozenset(pair)
+        for pair in (
+            ("--cpu-ids", "--cpu-count"), ("--cpu-ids", "--config"), ("--cpu-count", "--config"),
+            ("--memory", "--config"), ("--eif-path", "--config"), ("--enclave-cid", "--config"),
+            ("--debug-mode", "--config"), ("--enclave-name", "--config"),
+        )
+    ),
+    "terminate-enclave": frozenset(
+        frozenset(pair) for pair in (("--enclave-id", "--all"), ("--enclave-id", "--enclave-name"), ("--all", "--enclave-name"))
+    ),
+    "console": frozenset({frozenset(("--enclave-id", "--enclave-name"))}),
+    "pcr": frozenset({frozenset(("--signing-certificate", "--input"))}),
+}
+
+
+def clap_precheck(parser: argparse.ArgumentParser, command: str, args: Sequence[str]) -> str | None:
+    """The usage errors clap words differently from argparse, for a command line clap would otherwise
+    parse: an argument given twice ("cannot be used multiple times": every nitro-cli argument is
+    ArgAction::Set or SetTrue), then conflicts (validator.rs: the first argument given that conflicts
+    with others, those others in the order given). None: leave the line to argparse, which also
+    reports what clap finds first (an unknown argument, a missing value)."""
+    takes_value = {o: a.nargs != 0 for a in parser._actions for o in a.option_strings}
+    # the emulator's own repeatable options (build-enclave --env) are no clap arguments
+    repeatable = {o for a in parser._actions if isinstance(a, argparse._AppendAction) for o in a.option_strings}
+    seen: list[str] = []
+    pending = False  # the last option still waits for its value
+    for token in args:
+        if token == "--":
+            return None
+        if not token.startswith("--"):
+            pending = False
+            continue
+        name, attached = token.split("=", 1)[0], "=" in token
+        if name not in takes_value or pending:
+            return None  # unknown, or a value missing: argparse's error is clap's
+        if name in seen and name not in repeatable:
+            return f"the argument '{placeholder(parser, name)}' cannot be used multiple times"
+        if name not in seen:
+            seen.append(name)
+        pending = takes_value[name] and not attached
+    pairs = CONFLICTS.get(command, frozenset())
+    for name in seen:
+        others = [o for o in seen if o != name and frozenset((name, o)) in pairs]
+        if len(others) == 1:
+            return f"the argument '{placeholder(parser, name)}' cannot be used with '{placeholder(parser, others[0])}'"
+        if others:
+            listed = "".join(f"\n  {placeholder(parser, o)}" for o in others)
+            return f"the argument '{placeholder(parser, name)}' cannot be used with:{listed}"
+    return None

@@ -643,3 +643,21 @@ def test_build_blobs_folder_without_cmdline_is_e19(nd_home: Path) -> None:
         assert_stderr(res, re.escape("Start building the Enclave Image...\n")
                       + block("E19", T.DETAIL["E19"] + fill(T.DETAIL_E19_FILE, path, operation)))
         assert not Path(out).exists()
+
+
+def test_usage_argument_given_twice_and_several_conflicts(nd_home: Path) -> None:
+    """clap: every nitro-cli argument is ArgAction::Set or SetTrue, so one given twice is "cannot be used
+    multiple times" (parser.rs react); conflicts name the first argument given that has any, then
+    every argument it conflicts with, in the order given (validator.rs validate_conflicts)."""
+    clap_error(emu("run-enclave", "--memory", "64", "--memory", "128", "--cpu-count", "2", "--eif-path", "x"),
+               "the argument '--memory <memory>' cannot be used multiple times", "nitro-cli run-enclave")
+    clap_error(emu("terminate-enclave", "--all", "--all"), "the argument '--all' cannot be used multiple times",
+               "nitro-cli terminate-enclave")
+    clap_error(emu("run-enclave", "--memory", "64", "--config", "c.json"),
+               "the argument '--memory <memory>' cannot be used with '--config <json-config>'", "nitro-cli run-enclave")
+    clap_error(emu("run-enclave", "--config", "c.json", "--memory", "64", "--eif-path", "x"),
+               "the argument '--config <json-config>' cannot be used with:\n  --memory <memory>\n  --eif-path <eif-path>",
+               "nitro-cli run-enclave")
+    # a value missing comes first (the second --memory ends the first one)
+    clap_error(emu("run-enclave", "--memory", "--memory", "5"),
+               "a value is required for '--memory <memory>' but none was supplied", "nitro-cli run-enclave")

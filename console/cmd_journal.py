@@ -23,7 +23,9 @@ from core.ops.lifecycle import Lifecycle
 
 def event_line(event: Event) -> str:
     """One event for people: time, event, who, and what it adds."""
-    who = event.name or "-"
+    image = event.get("image")
+    # a build has no enclave yet: the image it made stands for it
+    who = event.name or (f"image {image}" if isinstance(image, str) and image else "-")
     if event.enclave_id:
         who += f" ({event.enclave_id})"
     parts = [event.time, f"{event.event:<13}", who]

@@ -56,6 +56,8 @@ def test_events_and_pins_cli(nd_home: Path, tmp_path: Path) -> None:
     assert nd("events", "--since", "2999-01-01T00:00:00Z", "--json").stdout == ""
     human = nd("events", "--since", "1h")
     assert human.returncode == 0 and "exited" in human.stdout and "blink" in human.stdout
+    [built] = [line for line in human.stdout.splitlines() if "  built  " in line]
+    assert "image short-lived" in built and str(eif) in built
     assert nd("events", "--since", "soon").returncode == 2
     assert nd("events", "--since", "").returncode == 2  # not "everything"
     assert nd("events", "--enclave", " ").returncode == 2  # not "every enclave"

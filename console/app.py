@@ -315,6 +315,7 @@ class Dashboard(Screen[None]):
     def _sample_host(self) -> None:
         if self.paused:
             return
+        self._tick_ages()
         stats = self.source.host_stats()
         if stats is None:
             return
@@ -516,6 +517,12 @@ class Dashboard(Screen[None]):
         table.border_title = title
         self._render_resources()
         self._selection_changed()
+
+    def _tick_ages(self) -> None:
+        """The Age column moves on between refreshes (a refresh may be 30 s away when nothing changes):
+        only the cells whose text changed are redrawn, on the host sample's timer."""
+        if self.snapshot is not None and self.snapshot.started:
+            self._dash("#enclaves", EnclaveTable).show_ages(self._ages())
 
     def _ages(self) -> dict[str, float]:
         """Seconds each enclave has been up (from when its process started), by enclave ID."""

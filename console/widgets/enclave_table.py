@@ -21,6 +21,8 @@ COLUMNS = ("Name", "ID", "CID", "State", "Age", "Flags", "CPUs", "MiB", "PCR0", 
 NARROW_COLUMNS = ("Name", "CID", "State", "Age", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
 #: the header's sort arrows (the sorted column's label gets one)
 UP, DOWN = " ▲", " ▼"
+#: the widest age_text ("59m59s", "23h59m", "99d23h")
+AGE_WIDTH = 6
 #: names are shortened down to this many cells before anything else gives way
 MIN_NAME = 8
 
@@ -62,17 +64,19 @@ def fit(cells: list[dict[str, Text]], width: int, padding: int = 1, sorted_by: s
     if width <= 0:
         return COLUMNS, 0
 
-    def need(columns: tuple[str, ...], name_max: int = 0) -> int:
+    def need(columns: tuple[str, ...], name_max: int = 0, age: int = 0) -> int:
         total = 0
         for col in columns:
             head = len(col) + (len(UP) if col == sorted_by else 0)
-            widest = max([head] + [row[col].cell_len for row in cells])
+            widest = max([head, age if col == "Age" else 0] + [row[col].cell_len for row in cells])
             if col == "Name" and name_max:
                 widest = max(len(col), min(widest, name_max))
             total += widest + 2 * padding
         return total
 
-    if need(COLUMNS) <= width:
+    # the ID column is decided with the Age column as wide as an age gets ("59m59s"): a ticking age
+    # never moves the ID column in or out
+    if need(COLUMNS, age=AGE_WIDTH) <= width:
         return COLUMNS, 0
     over = need(NARROW_COLUMNS) - width
     if over <= 0:
@@ -136,6 +140,11 @@ class EnclaveTable(DataTable[Text | str]):
         except Exception:  # noqa: BLE001 - cursor outside the table after a shrink
             return None
         return str(key.value) if key.value is not None else None
+
+    def show_ages(self, ages: dict[str, float]) -> None:
+        """The rows shown again with new ages (only changed cells are redrawn)."""
+        if self._last is not None:
+            self.show(*self._last, **{**self._extra, "ages": ages})  # type: ignore[arg-type]
 
     def on_resize(self) -> None:
         if self._last is not None:

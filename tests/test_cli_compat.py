@@ -189,6 +189,18 @@ def test_no_terminal_on_one_side_prints_status_and_exits(nd_home: Path, tty: str
     assert "backend:" in text and "Enclaves (0)" in text and "\x1b[" not in text
 
 
+def test_one_shot_status_samples_host_cpu_over_an_interval(nd_home: Path) -> None:
+    # psutil's first sample of a process is always 0.0: a one-shot status must not report it
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        done = nd("status", "--json", timeout=60)
+    finally:
+        burner.kill()
+        burner.wait(10)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["host"]["cpu_percent"] > 0.0
+
+
 def test_status_watch_json_lines(nd_home: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "console", "status", "--watch", "0.2", "--json"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -5,25 +5,30 @@ dialog Enter and derived fields, read-only notifications, the command log, the a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
+from rich.console import Console
+from rich.text import Text
 from textual.command import CommandPalette
-from textual.widgets import Input
+from textual.widgets import Input, RadioButton
 
 from console.app import NitrodeckApp, quit_message
 from console.cells import age_text
 from console.screens.audit import AuditScreen
+from console.screens.base import Dialog
+from console.screens.build import BuildDialog
 from console.screens.frozen import AUDIT, LEGACY, PAYMENTS, SHELL, FrozenSource
 from console.screens.launch import LaunchDialog
 from console.screens.source import LiveSource
 from console.screens.yank import YankMenu
 from console.screenshots import wait_until
-from console.widgets.command_log import CommandLog
+from console.widgets.command_log import CommandLog, render_record
 from console.widgets.console_pane import ConsolePane
 from console.widgets.detail import DetailPane
-from console.widgets.enclave_table import EnclaveTable
+from console.widgets.enclave_table import COLUMNS, EnclaveTable, fit
 from console.widgets.resources import percent_bars
-from console.widgets.toggles import GlyphCheckbox
+from console.widgets.toggles import GlyphCheckbox, GlyphRadioButton
 from core.backends.driver import CommandRecord
 from tests.test_tui_readonly import world_with_one_enclave
 
@@ -192,6 +197,42 @@ async def test_read_only_hidden_key_says_why(nd_home: Path) -> None:
         assert palette.query_one("CommandList").option_count == 0
 
 
+def shown_at_once(dialog: Dialog, *selectors: str) -> list[str]:
+    """The selectors whose widget lies wholly inside the dialog body's visible area (no scrolling)."""
+    body = dialog.query_one(".dialog-body").region
+    return [s for s in selectors if dialog.query_one(s).region.height and body.contains_region(dialog.query_one(s).region)]
+
+
+async def test_build_dialog_at_80x24_shows_required_fields_and_follows_the_source(nd_home: Path) -> None:
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        await pilot.press("b")
+        build = app.screen
+        assert isinstance(build, BuildDialog)
+        await pilot.pause()
+        for source, fields in (("rootfs", ("#rootfs", "#output")), ("uri", ("#uri", "#output")),
+                               ("payload", ("#output",))):
+            build.query_one(f"#src-{source}", RadioButton).value = True
+            await pilot.pause()
+            assert shown_at_once(build, "#source", *fields) == ["#source", *fields]
+            # the chosen source is marked with a glyph, the others blank (not only a colour)
+            glyphs = {b.id: b.BUTTON_INNER for b in build.query(GlyphRadioButton)}
+            assert glyphs.pop(f"src-{source}") == "\u25cf" and set(glyphs.values()) == {" "}
+        # name and output follow the source until the name is typed
+        build.query_one("#src-rootfs", RadioButton).value = True
+        await pilot.pause()
+        build.query_one("#rootfs", Input).value = "/srv/images/wallet"
+        await pilot.pause()
+        name, output = build.query_one("#name", Input), build.query_one("#output", Input)
+        assert name.value == "wallet" and output.value.endswith("/wallet.eif")
+        name.focus()
+        await pilot.press("end", "2")
+        build.query_one("#rootfs", Input).value = "/srv/images/other"
+        await pilot.pause()
+        assert name.value == "wallet2"
+
+
 async def test_launch_dialog_enter_derived_name_and_error_clearing(nd_home: Path) -> None:
     app = frozen_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -200,6 +241,9 @@ async def test_launch_dialog_enter_derived_name_and_error_clearing(nd_home: Path
         dialog = app.screen
         assert isinstance(dialog, LaunchDialog)
         await wait_until(pilot, lambda: bool(dialog.info))
+        # every required field and the debug switch, without scrolling
+        required = ("#eif", "#cpus", "#memory", "#debug")
+        assert shown_at_once(dialog, *required) == list(required)
         name = dialog.query_one("#name", Input)
         assert name.value == "nitrodeck-payload"  # follows the chosen EIF
         # the debug switch shows its state as a glyph, not only a colour
@@ -246,6 +290,22 @@ async def test_command_log_skips_console_and_collapses_repeats(nd_home: Path) ->
         assert log.counts[-1] == 1 and len(log.records) == before + 2
 
 
+def test_command_log_columns_line_up_when_a_command_wraps() -> None:
+    long = CommandRecord("nitro-emu run-enclave --eif-path /var/lib/nitrodeck/eifs/payments.eif --memory 4096 "
+                         "--cpu-count 2 --enclave-name payments-2", [], 27, 0.35, False, "E27")
+    short = CommandRecord("nitro-emu describe-enclaves", [], 0, 12.5, True)
+    console = Console(width=60, record=True)
+    for record, count in ((long, 1), (short, 1), (long, 3)):
+        console.print(render_record(record, count))
+    text = console.export_text()
+    lines = text.splitlines()
+    column = lines[0].index("nitro-emu")
+    assert len(lines) > 4 and all(line.index("nitro-emu") == column for line in lines if "nitro-emu" in line)
+    # a wrapped command goes on under its own column, not under the result
+    assert all(line[:column].strip() == "" for line in lines if "nitro-emu" not in line)
+    assert "[E27]" in text and "x3" in lines[-1] + lines[-2]
+
+
 async def test_audit_key_opens_the_viewer(nd_home: Path) -> None:
     app = frozen_app()
     async with app.run_test(size=(160, 48)) as pilot:
@@ -261,6 +321,26 @@ def test_fixed_scale_sparkline_and_ages() -> None:
     assert percent_bars([3, 3, 3], 3) == "▁▁▁"  # a flat low load stays low (no min..max scaling)
     assert percent_bars([-5, 250], 2) == "▁█" and percent_bars(list(range(100)), 4) == percent_bars([96, 97, 98, 99], 4)
     assert [age_text(s) for s in (None, 5, 79, 3600 * 26 + 300, 86400 * 3 + 3600 * 4)] == ["-", "5s", "1m19s", "1d2h", "3d4h"]
+
+
+async def test_ages_move_on_between_refreshes(nd_home: Path) -> None:
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None)
+        table = app.query_one("#enclaves", EnclaveTable)
+        row = table.get_row_index(SHELL.enclave_id)
+        age = table.columns_shown.index("Age")
+        assert str(table.get_row_at(row)[age]) == "1m19s"
+        later = app.source.now() + timedelta(seconds=61)
+        app.source.now = lambda: later  # type: ignore[method-assign]
+        app.dashboard._sample_host()  # the host sample's timer; no describe-enclaves runs
+        await pilot.pause()
+        assert str(table.get_row_at(row)[age]) == "2m20s"
+        # the columns do not depend on how wide the ages are now
+        cells = [{c: Text("x") for c in COLUMNS}]
+        wide = [{**cells[0], "Age": Text("59m59s")}]
+        for width in range(60, 120):
+            assert fit(cells, width) == fit(wide, width)
 
 
 async def test_live_ages_and_quit_message(nd_home: Path, tmp_path: Path) -> None:

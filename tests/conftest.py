@@ -6,12 +6,13 @@ why; under CI (CI=true) they fail instead, and a CI run with any skipped test fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -64,17 +65,38 @@ def kill_world(home: Path) -> None:
     psutil.wait_procs(victims, timeout=5)
 
 
+@contextlib.contextmanager
+def scratch_dir(prefix: str, *, world: bool = False, dir: str = "/tmp") -> Iterator[Path]:
+    """A folder of the test's own, removed when the block ends (passed or failed).
+
+    For what pytest's tmp_path cannot hold: Unix sockets (AF_UNIX paths are limited to 107 bytes, and
+    tmp_path's are long), module-scoped worlds, or a tmpfs (``dir="/dev/shm"``). ``world``: a
+    NITRODECK_HOME whose processes (emulator supervisors, enclaves, servers) are killed first, so
+    nothing still writes into the folder while it is removed.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    try:
+        yield path
+    finally:
+        if world:
+            kill_world(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch_dirs() -> Iterator[Callable[..., Path]]:
+    """``scratch_dirs(prefix, world=..., dir=...)`` makes a :func:`scratch_dir` that lasts until the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda prefix, **kw: stack.enter_context(scratch_dir(prefix, **kw))
+
+
 @pytest.fixture
 def nd_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh NITRODECK_HOME (short path: it holds Unix sockets) with the emulator backend."""
-    home = Path(tempfile.mkdtemp(prefix="ndh-", dir="/tmp"))
-    monkeypatch.setenv("NITRODECK_HOME", str(home))
-    monkeypatch.setenv("NITRODECK_BACKEND", "emulator")
-    try:
+    with scratch_dir("ndh-", world=True) as home:
+        monkeypatch.setenv("NITRODECK_HOME", str(home))
+        monkeypatch.setenv("NITRODECK_BACKEND", "emulator")
         yield home
-    finally:
-        kill_world(home)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,8 @@ def emulator_document(nsm: EmulatedNsm, **fields: bytes | None) -> bytes:
 
 @pytest.fixture(scope="module")
 def pki() -> Iterator[EmulatorPki]:
-    yield EmulatorPki.load_or_create(Path(tempfile.mkdtemp(prefix="nd-att-pki-")))
+    with conftest.scratch_dir("nd-att-pki-") as etc:
+        yield EmulatorPki.load_or_create(etc)
 
 
 @pytest.fixture(scope="module")

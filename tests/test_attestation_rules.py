@@ -15,10 +15,8 @@ import re
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -42,7 +40,8 @@ DOCS = conftest.REPO / "docs" / "attestation.md"
 
 @pytest.fixture(scope="module")
 def pki() -> Iterator[EmulatorPki]:
-    yield EmulatorPki.load_or_create(Path(tempfile.mkdtemp(prefix="nd-rules-pki-")))
+    with conftest.scratch_dir("nd-rules-pki-") as etc:
+        yield EmulatorPki.load_or_create(etc)
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import random
-import shutil
 import struct
 import tempfile
 import tracemalloc
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from core.eif.format import (
 )
 from core.eif.measure import measure_eif
 from core.errors import NitrodeckError
+from tests.conftest import scratch_dir
 
 K, C, M, R = SectionType.KERNEL, SectionType.CMDLINE, SectionType.METADATA, SectionType.RAMDISK
 
@@ -231,13 +231,16 @@ def test_unreadable_file_is_typed(tmp_path: Path) -> None:
 
 # --- fuzzing --------------------------------------------------------------------------------------
 
-# tmpfs where available: the fuzzer rewrites and reopens a file ~30,000 times, and on a busy disk each
-# open of a just-truncated file can cost milliseconds
-_FUZZ_DIR = Path(
-    tempfile.mkdtemp(prefix="nd-eif-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-)
-atexit.register(shutil.rmtree, _FUZZ_DIR, True)
-_BASE = tiny_bytes(_FUZZ_DIR)
+with tempfile.TemporaryDirectory(prefix="nd-eif-base-") as _tmp:
+    _BASE = tiny_bytes(Path(_tmp))
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir() -> Iterator[Path]:
+    # tmpfs where available: the fuzzer rewrites and reopens a file ~30,000 times, and on a busy disk
+    # each open of a just-truncated file can cost milliseconds
+    with scratch_dir("nd-eif-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else "/tmp") as folder:
+        yield folder
 _U16_FIELDS = [4, 6, 0x18, OFF_NUM_SECTIONS] + [o + d for o in (548, 566, 591, 605, 625) for d in (0, 2)]
 _U64_FIELDS = (
     [8, 16]
@@ -289,8 +292,8 @@ def _random_ops(seed: int, count: int) -> list[tuple[str, int, int]]:
 _PER_EXAMPLE = 8
 
 
-def _check_one(data: bytes, trace: bool) -> None:
-    path = _FUZZ_DIR / "fuzz.eif"
+def _check_one(folder: Path, data: bytes, trace: bool) -> None:
+    path = folder / "fuzz.eif"
     path.write_bytes(data)
     if trace:
         tracemalloc.start()
@@ -315,13 +318,13 @@ def _check_one(data: bytes, trace: bool) -> None:
 
 @settings(max_examples=10000 // _PER_EXAMPLE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4))
-def test_fuzz_mutated_eifs_only_raise_eif_error_and_stay_small(seed: int, count: int) -> None:
+def test_fuzz_mutated_eifs_only_raise_eif_error_and_stay_small(fuzz_dir: Path, seed: int, count: int) -> None:
     # tracing every file would double the run time; every 4th one still covers thousands of files
     for k in range(_PER_EXAMPLE):
         sub = seed * _PER_EXAMPLE + k
         data = _mutate(_BASE, _random_ops(sub, 1 + (count + k - 1) % 4))
         try:
-            _check_one(data, trace=sub % 4 == 0)
+            _check_one(fuzz_dir, data, trace=sub % 4 == 0)
         except BaseException as exc:
             exc.add_note(f"mutated EIF {k} of seed {seed}: ops {_random_ops(sub, 1 + (count + k - 1) % 4)}")
             raise
@@ -329,8 +332,8 @@ def test_fuzz_mutated_eifs_only_raise_eif_error_and_stay_small(seed: int, count:
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 3))
-def test_fuzz_measure_only_raises_eif_error(seed: int, count: int) -> None:
-    path = _FUZZ_DIR / "fuzz-m.eif"
+def test_fuzz_measure_only_raises_eif_error(fuzz_dir: Path, seed: int, count: int) -> None:
+    path = fuzz_dir / "fuzz-m.eif"
     data = _mutate(_BASE, _random_ops(seed, count))
     path.write_bytes(data)
     try:

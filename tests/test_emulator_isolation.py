@@ -6,10 +6,9 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from tests.conftest import is_root, require
+from tests.conftest import is_root, require, scratch_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,11 +38,8 @@ def test_unprivileged_enclave_process_gets_user_and_network_namespace() -> None:
     require(setpriv is not None and os.path.exists(system_python), "setpriv and /usr/bin/python3 needed")
     # only the standard-library module is copied: the unprivileged user may not read the checkout,
     # nor pytest's tmp folders (0700 parents)
-    tmp_path = Path(tempfile.mkdtemp(prefix="nd-iso-", dir="/tmp"))
-    try:
-        _probe(tmp_path, setpriv, system_python)
-    finally:
-        shutil.rmtree(tmp_path, ignore_errors=True)
+    with scratch_dir("nd-iso-") as folder:
+        _probe(folder, setpriv, system_python)
 
 
 def _probe(tmp_path: Path, setpriv: str | None, system_python: str) -> None:

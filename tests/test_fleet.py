@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -20,7 +20,7 @@ from console.agent.fleet import HostEntry, parse_hosts, poll_fleet
 from core.errors import ConfigError
 from core.ops.lifecycle import Lifecycle
 from tests.agent_world import Agent, launch, script_eif, start_agent, write_world
-from tests.conftest import REPO, kill_world
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,8 @@ def fleet(env: dict[str, str], *args: str) -> dict:
 
 
 def test_three_agents_through_ecs_one_killed(nd_home: Path, tmp_path: Path, moto_kms: str,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             scratch_dirs: Callable[..., Path]) -> None:
     for key, value in aws_env(moto_kms).items():
         monkeypatch.setenv(key, value)
     ecs = boto3.client("ecs", endpoint_url=moto_kms)
@@ -52,7 +53,7 @@ def test_three_agents_through_ecs_one_killed(nd_home: Path, tmp_path: Path, moto
     for instance in instances:
         ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=json.dumps(
             {"instanceId": instance, "region": "us-east-1", "accountId": "123456789012"}))
-    homes = [nd_home] + [Path(tempfile.mkdtemp(prefix="ndh-", dir="/tmp")) for _ in instances[1:]]
+    homes = [nd_home] + [scratch_dirs("ndh-", world=True) for _ in instances[1:]]
     agents: list[Agent] = []
     try:
         for home, instance in zip(homes, instances, strict=True):
@@ -82,9 +83,6 @@ def test_three_agents_through_ecs_one_killed(nd_home: Path, tmp_path: Path, moto
     finally:
         for agent in agents:
             agent.stop()
-        for home in homes[1:]:
-            kill_world(home)
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def test_hosts_file_with_tokens_and_a_dead_host(nd_home: Path, tmp_path: Path) -> None:
@@ -135,13 +133,31 @@ def test_hosts_file_errors() -> None:
     assert parse_hosts(b"hosts:\n- url: http://10.0.0.1:9181\n", "h") == [HostEntry("10.0.0.1", "http://10.0.0.1:9181")]
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
-def test_hosts_parser_never_crashes(data: bytes) -> None:
+_host = st.fixed_dictionaries(
+    {"url": st.sampled_from(["http://10.0.0.1:9181", "https://h.example", "ftp://x", "http://", "http://h:99999", 7])},
+    optional={"name": st.text(max_size=4) | st.integers(), "expected": st.integers(-2, 70) | st.booleans(),
+              "token_file": st.sampled_from(["t", "", 5]), "ca_file": st.sampled_from(["ca.pem", ""]),
+              "x": st.none()},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode),
+                 st.lists(_host, max_size=4).map(lambda hosts: json.dumps(hosts).encode())))
+def test_hosts_parser_accepts_only_well_formed_hosts(data: bytes) -> None:
     try:
-        parse_hosts(data, "hosts.yaml")
+        hosts = parse_hosts(data, "hosts.yaml")
     except ConfigError as err:
         assert err.where and err.where.startswith("hosts.yaml")
+        return
+    # what it accepted is what the fleet can poll: unique names, http(s) URLs with a host, sane counts
+    names = [h.name for h in hosts]
+    assert len(set(names)) == len(names) and all(isinstance(n, str) and 1 <= len(n) <= 128 for n in names)
+    for host in hosts:
+        parts = urlsplit(host.url)
+        assert parts.scheme in ("http", "https") and parts.hostname and not host.url.endswith("/")
+        assert host.expected is None or (type(host.expected) is int and 0 <= host.expected <= 64)
+        assert host.token_file is None or (isinstance(host.token_file, str) and host.token_file)
 
 
 async def test_fleet_tui_rows_and_drill_down(nd_home: Path, tmp_path: Path) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from core.kms.policy import key_policy
 from emulator.kms import LocalKms, evaluate_policy, read_endpoint_file
 from emulator.nsm import EmulatedNsm
 from emulator.pki import EmulatorPki
+from tests.conftest import scratch_dir
 
 PCRS = {0: bytes([1]) * 48, 1: bytes([2]) * 48, 2: bytes([3]) * 48}
 HEX = {i: v.hex() for i, v in PCRS.items()}
@@ -83,18 +82,19 @@ class World:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     saved = os.environ.get(home.ENV_HOME)
-    tmp = tempfile.mkdtemp(prefix="ndk-", dir="/tmp")
-    os.environ[home.ENV_HOME] = tmp
-    kms = LocalKms().start()
-    try:
-        yield World(kms, EmulatorPki.load_or_create(home.emulator_etc()))
-    finally:
-        kms.stop()
-        if saved is None:
-            os.environ.pop(home.ENV_HOME, None)
-        else:
-            os.environ[home.ENV_HOME] = saved
-        shutil.rmtree(tmp, ignore_errors=True)
+    with scratch_dir("ndk-") as tmp:
+        os.environ[home.ENV_HOME] = str(tmp)
+        try:
+            kms = LocalKms().start()
+            try:
+                yield World(kms, EmulatorPki.load_or_create(home.emulator_etc()))
+            finally:
+                kms.stop()
+        finally:
+            if saved is None:
+                os.environ.pop(home.ENV_HOME, None)
+            else:
+                os.environ[home.ENV_HOME] = saved
 
 
 def _recipient(doc: bytes) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import hashlib
 import os
 import socket
 import struct
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from core.attest.nsm import (
 )
 from emulator.nsm import MAX_REQUEST, EmulatedNsm, pcr_from_string, start_nsm_server
 from emulator.pki import EmulatorPki
+from tests.conftest import scratch_dir
 
 MODULE_ID = "i-0123456789abcdef0-enc0191cceb4289903f"
 ROLE = "arn:aws:iam::123456789012:role/Webserver"
@@ -42,8 +42,8 @@ IMAGE_PCRS = {0: b"\x10" * 48, 1: b"\x11" * 48, 2: b"\x12" * 48, 8: b"\x18" * 48
 
 @pytest.fixture(scope="module")
 def pki() -> Iterator[EmulatorPki]:
-    etc = Path(tempfile.mkdtemp(prefix="nd-nsm-pki-"))
-    yield EmulatorPki.load_or_create(etc)
+    with scratch_dir("nd-nsm-pki-") as etc:
+        yield EmulatorPki.load_or_create(etc)
 
 
 @pytest.fixture
@@ -53,13 +53,13 @@ def nsm(pki: EmulatorPki) -> EmulatedNsm:
 
 @pytest.fixture
 def served(nsm: EmulatedNsm) -> Iterator[tuple[EmulatedNsm, Path]]:
-    folder = Path(tempfile.mkdtemp(prefix="nd-nsm-"))
-    path = folder / "nsm.sock"
-    server = start_nsm_server(nsm, path)
-    try:
-        yield nsm, path
-    finally:
-        server.close()
+    with scratch_dir("nd-nsm-") as folder:  # short: the socket's path must fit AF_UNIX's 107 bytes
+        path = folder / "nsm.sock"
+        server = start_nsm_server(nsm, path)
+        try:
+            yield nsm, path
+        finally:
+            server.close()
 
 
 def test_pcr3_pcr4_vectors() -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from core.ops.provision import seal
 from core.ops.testsign import test_sign as run_test_sign
 from emulator.kms import LocalKms
 from enclave_app.packaging import payload_request
-from tests.conftest import REPO, kill_world
+from tests.conftest import REPO, scratch_dir
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "AKIATESTING000000000",
@@ -117,45 +115,45 @@ def _wire_credentials(expires_in: float | None = None) -> dict[str, Any]:
 def world() -> Iterator[World]:
     saved = {k: os.environ.get(k) for k in ("NITRODECK_HOME", "NITRODECK_BACKEND", "PATH", *AWS_ENV)}
     os.environ.update(AWS_ENV)
-    root = Path(tempfile.mkdtemp(prefix="nds-", dir="/tmp"))
-    os.environ["NITRODECK_HOME"] = str(root)
-    os.environ["NITRODECK_BACKEND"] = "emulator"
-    # the emulated enclave runs `python3` from PATH: make it this interpreter's environment
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    # room for two enclaves of two CPUs each (the regular one and a debug-mode one)
-    etc = root / "emulator" / "etc"
-    etc.mkdir(parents=True)
-    (etc / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 4\n")
-    (root / "emulator" / "instance.yaml").write_text(
-        "instance_id: i-0123456789abcdef0\nvcpus: 8\ncores: 4\nthreads_per_core: 2\nhugepage_sizes_kb: [2048]\n"
-    )
-    kms = LocalKms().start()
-    proxy = None
     try:
-        lifecycle = Lifecycle(select_backend())
-        eif = root / "payload.eif"
-        result = lifecycle.build(payload_request(str(eif)))
-        proxy = VsockProxy(
-            8000,
-            "127.0.0.1",
-            kms.port,
-            transport=lifecycle.backend.transport(),
-            allowlist=[AllowEntry("127.0.0.1", kms.port)],
-        ).start()
-        world = World(root, lifecycle, kms, eif, result.measurements.pcrs(), "", 0)
-        world.enclave_id, world.cid = world.launch()
-        yield world
+        with scratch_dir("nds-", world=True) as root:
+            os.environ["NITRODECK_HOME"] = str(root)
+            os.environ["NITRODECK_BACKEND"] = "emulator"
+            # the emulated enclave runs `python3` from PATH: make it this interpreter's environment
+            os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+            # room for two enclaves of two CPUs each (the regular one and a debug-mode one)
+            etc = root / "emulator" / "etc"
+            etc.mkdir(parents=True)
+            (etc / "allocator.yaml").write_text("---\nmemory_mib: 1024\ncpu_count: 4\n")
+            (root / "emulator" / "instance.yaml").write_text(
+                "instance_id: i-0123456789abcdef0\nvcpus: 8\ncores: 4\nthreads_per_core: 2\nhugepage_sizes_kb: [2048]\n"
+            )
+            kms = LocalKms().start()
+            proxy = None
+            try:
+                lifecycle = Lifecycle(select_backend())
+                eif = root / "payload.eif"
+                result = lifecycle.build(payload_request(str(eif)))
+                proxy = VsockProxy(
+                    8000,
+                    "127.0.0.1",
+                    kms.port,
+                    transport=lifecycle.backend.transport(),
+                    allowlist=[AllowEntry("127.0.0.1", kms.port)],
+                ).start()
+                world = World(root, lifecycle, kms, eif, result.measurements.pcrs(), "", 0)
+                world.enclave_id, world.cid = world.launch()
+                yield world
+            finally:
+                if proxy is not None:
+                    proxy.stop()
+                kms.stop()
     finally:
-        if proxy is not None:
-            proxy.stop()
-        kms.stop()
-        kill_world(root)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_seal_provision_and_test_sign(

@@ -217,9 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if frame is not None:
                     frame.abort()  # a no-op once Textual has the screen; else the error shows
     try:
-        return int(args.func(args) or 0)
-    except NitrodeckError as err:
-        return report_error(err, wants_json(args))
+        try:
+            return int(args.func(args) or 0)
+        except NitrodeckError as err:
+            return report_error(err, wants_json(args))  # (its --json report goes to stdout, and may meet a closed pipe too)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

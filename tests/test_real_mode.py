@@ -159,8 +159,9 @@ def test_partial_describe_shows_what_answered_and_warns(world: RealWorld) -> Non
     st = world.cli_json("status")
     assert [e["EnclaveID"] for e in st["enclaves"]] == [a["EnclaveID"]]
     (warning,) = st["warnings"]
-    assert warning.startswith("1 enclave process(es) did not answer describe-enclaves (E39")
-    assert "showing the 1 that did" in warning
+    logs = sorted(world.logs.glob("err*.log"))
+    assert warning == ("1 enclave process(es) did not answer describe-enclaves (E39: Enclave process connection "
+                       f"failure); showing the 1 that did; error log: {logs[-1]}")
     human = world.cli("describe")
     assert human.returncode == 0 and "warning: 1 enclave process(es) did not answer" in human.stderr
     assert a["EnclaveID"] in human.stdout and b["EnclaveID"] not in human.stdout
@@ -221,6 +222,27 @@ def test_console_json_into_head_closes_cleanly(world: RealWorld) -> None:
     # the console reader is gone (nothing keeps reading for nobody)
     out = subprocess.run(["pgrep", "-f", f"console --enclave-id {run['EnclaveID']}"], capture_output=True, text=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(("args", "reported"), [
+    (("status", "--json"), 0),  # a report
+    (("terminate", "i-0fa4e0000000000a1-enc0000000000000001", "--json"), 11),  # an error's report (E11)
+    (("describe-eif", "--eif-path", "/nonexistent.eif", "--json"), 35),  # another error, from nitro-cli's E35
+])
+def test_json_into_a_closed_pipe_exits_quietly(world: RealWorld, args: tuple[str, ...], reported: int) -> None:
+    """Every --json report, success or error, meets a reader that already left: exit 141, no traceback.
+    (The pipe's read end is closed before nitrodeck starts, so every write fails: no race with a reader.)"""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "console", *args], cwd=REPO, env=world.env, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    # the same command into an open pipe: the report (or the error) that met the closed one
+    assert world.cli(*args).returncode == reported
 
 
 def drive_build(world: RealWorld, **kw: object) -> NitroCliError:

@@ -852,8 +852,11 @@ class NitroCli:
                 raise err from None
             failed = _FAILED_CONNECTIONS.search(err.stderr)
             count = failed.group(1) if failed else "some"
+            # the block's first sentence names the failure ("Enclave process connection failure"); the rest
+            # is nitro-cli's generic explanation, and the error log says how many did not answer
+            what = err.message.split(". ", 1)[0].strip()[:120]
             return enclaves, [
-                f"{count} enclave process(es) did not answer describe-enclaves ({err.code}: {err.message[:160]}); "
+                f"{count} enclave process(es) did not answer describe-enclaves ({err.code}: {what}); "
                 f"showing the {len(enclaves)} that did" + (f"; error log: {err.log_path}" if err.log_path else "")
             ]
         enclaves = parse_enclaves(done.stdout)

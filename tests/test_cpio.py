@@ -147,6 +147,29 @@ def test_write_through_symlink_refused(tmp_path: Path) -> None:
     assert not (outside / "pwned").exists()
 
 
+@pytest.mark.parametrize("target", ["", "etc\0passwd", "\0"])
+def test_symlink_with_an_empty_target_or_a_nul_is_a_cpio_error(tmp_path: Path, target: str) -> None:
+    # found by the cpio fuzzer once it checked what extraction leaves behind: os.symlink raised
+    # ValueError (embedded null byte) or FileNotFoundError (empty target) instead of a typed refusal
+    data = archive([cpio.symlink("link", target)], sort=False)
+    with pytest.raises(CpioError, match="symlink with an empty target or a NUL byte") as err:
+        cpio.extract(io.BytesIO(data), tmp_path / "out")
+    assert err.value.where == "cpio entry 'link'"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("entry", [cpio.symlink("aXb", "x"), cpio.regular("aXb", b"x"), cpio.directory("aXb")])
+def test_a_nul_inside_a_name_is_a_cpio_error(tmp_path: Path, entry: cpio.CpioEntry) -> None:
+    # the fuzzer's find (good.cpio, seed 627): os.symlink raised ValueError on the name. The writer refuses
+    # such a name, so the X is replaced in the bytes (same length: the header's namesize still holds)
+    data = archive([entry], sort=False)
+    assert data.count(b"aXb\0") == 1
+    data = data.replace(b"aXb\0", b"a\0b\0")
+    with pytest.raises(CpioError, match="NUL byte inside an archive name"):
+        cpio.extract(io.BytesIO(data), tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_climbing_symlink_refused_and_file_over_link_replaces_it(tmp_path: Path) -> None:
     data = archive([cpio.symlink("a/b/up", "../../../etc")], sort=False)
     with pytest.raises(CpioError, match="outside the archive root"):

@@ -403,7 +403,9 @@ def list_members(stream: BinaryIO) -> list[CpioMember]:
 
 
 def safe_name(name: str) -> str:
-    """Normalise an archive name to a relative path, refusing absolute paths and ``..``."""
+    """Normalise an archive name to a relative path, refusing absolute paths, ``..`` and NUL bytes."""
+    if "\0" in name:  # namesize counts one terminating NUL; one inside cannot be a path on the host
+        raise CpioError("NUL byte inside an archive name", name=name)
     if name.startswith("/"):
         raise CpioError("absolute path in archive", name=name)
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -478,6 +480,9 @@ def extract(
             result.dirs += 1
         elif member.is_symlink:
             link = reader.read_data(member, MAX_NAME).decode("utf-8", "surrogateescape")
+            if not link or "\0" in link:
+                # the kernel takes a target up to its first NUL, and refuses an empty one
+                raise CpioError("symlink with an empty target or a NUL byte in it", name=member.name)
             if not _link_stays_inside(rel, link):
                 raise CpioError(f"symlink to {link!r} points outside the archive root", name=member.name)
             if target.is_symlink() or target.exists():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the tests use: a Docker engine, rsvg-convert for screenshots, socat, tmux, jq,
-# iproute2, headless chromium, systemd-analyze. Installed only when root and missing; otherwise tests that need them skip with a reason
+# iproute2, headless chromium, systemd-analyze, gcc. Installed only when root and missing; otherwise tests that need them skip with a reason
 # (and fail under CI=true).
 set -eu
 need=()
@@ -14,6 +14,7 @@ command -v htop >/dev/null || need+=(htop)  # benchmarks/tui_idle.py compares ag
 command -v unshare >/dev/null || need+=(util-linux)
 command -v chromium >/dev/null || need+=(chromium)  # tests/test_agent_web.py: serve --web in a browser
 command -v systemd-analyze >/dev/null || need+=(systemd)  # tests/test_agent_deploy.py verifies the agent's unit
+command -v gcc >/dev/null || need+=(gcc libc6-dev)  # tests/test_build_docker.py: a static binary through docker build
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "not root: skipping apt-get install ${need[*]} (tests needing them will skip)" >&2

@@ -107,7 +107,8 @@ def test_nitro_cli_flags_on_nitrodeck_commands(nd_home: Path, tmp_path: Path) ->
     assert json.loads(done.stdout)["terminated"][0]["EnclaveID"] == run["EnclaveID"]
     # nitro-cli's errors come through as nitro-cli prints them, with its exit status
     done = nd("terminate-enclave", "--enclave-name", "web")
-    assert done.returncode != 0 and "[ E" in done.stderr and done.stdout == ""
+    # no enclave has that name any more: E58, nitro-cli's naming error, with its exit status
+    assert done.returncode == 58 and done.stderr.startswith("[ E58 ] Naming error.") and done.stdout == ""
     # launch --config: run-enclave's JSON file, its relative eif_path resolved against the caller's cwd
     (tmp_path / "enclave.json").write_text(json.dumps(
         {"eif_path": "app.eif", "memory_mib": 64, "cpu_count": 2, "enclave_name": "cfg", "debug_mode": True}))

@@ -62,7 +62,9 @@ def test_cfn_lint_catches_a_broken_template(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(doc)
     proc = subprocess.run([cfn_lint(), str(broken)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "ContainerDefinitionz" in proc.stdout
+    # cfn-lint's exit status is a bit mask (2 errors, 4 warnings, 8 informational): exactly one error here
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("E3002 Additional properties are not allowed ('ContainerDefinitionz' was unexpected.")
 
 
 def _container() -> dict[str, Any]:

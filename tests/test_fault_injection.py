@@ -337,8 +337,9 @@ def test_full_disk_error_logs_still_say_what_happened(nd_home: Path, sleeper: Pa
     with small_tmpfs(nd_home / "emulator" / "log", "64k"):
         fill(nd_home / "emulator" / "log")
         res = emu("run-enclave", "--eif-path", str(nd_home / "missing.eif"), "--memory", "64", "--cpu-count", "2")
-        assert res.returncode != 0
-        assert "[ E19 ]" in res.stderr or "[ E39 ]" in res.stderr
+        # the enclave process cannot open the EIF (E19); the CLI got no answer from it (E39, exit 39)
+        assert res.returncode == 39, res.stderr
+        assert res.stderr.startswith("[ E19 ]") and "Failed connections: 1\n[ E39 ]" in res.stderr
         assert "The error log could not be written" in res.stderr and "No space left on device" in res.stderr
         assert "Failed to open the EIF file" in res.stderr or "missing.eif" in res.stderr
         assert "please provide the error log" not in res.stderr

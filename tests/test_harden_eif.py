@@ -297,4 +297,6 @@ def test_nitro_emu_commands_refuse_fifo_inputs(nd_home: Path) -> None:
         res = emu(*argv, timeout=30)
         assert res.returncode == code, (argv, res.stderr)
     res = run(fifo, "--cpu-count", "2")
-    assert res.returncode != 0 and "E19" in res.stderr
+    # the enclave process cannot open it (E19), so the CLI got no answer from it: E39, exit 39
+    assert res.returncode == 39 and res.stderr.startswith("[ E19 ] File operation failure."), res.stderr
+    assert "Failed connections: 1\n[ E39 ]" in res.stderr

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ import pytest
 from core.errors import ReadOnlyError, UsageError
 from core.models import BuildRequest, LaunchRequest, Measurements
 from core.ops.lifecycle import MUTATING_ACTIONS, AmbiguousEnclave, EnclaveNotFound, Lifecycle, mutating
+from tests.conftest import REPO, require
 from tests.test_driver import DESCRIBE, DESCRIBE_EIF, ENCLAVE_ID, RUN_STDOUT, TERMINATE, Fake
 
 TWO = json.dumps([
@@ -174,10 +179,29 @@ def test_auto_read_only(tmp_path: Path) -> None:
     device.write_text("")
     assert not Lifecycle.auto_read_only(emulator_backend(), device)
     assert not Lifecycle.auto_read_only(real_backend(), device)
-    if os.geteuid() != 0:  # root can write anything; the missing-device case covers it
-        device.chmod(0o444)
-        assert Lifecycle.auto_read_only(real_backend(), device)
     assert Lifecycle.auto_read_only(real_backend(), tmp_path / "missing")
+
+
+def test_auto_read_only_for_a_device_this_user_cannot_write(scratch_dirs: Callable[..., Path]) -> None:
+    """Root may write any file, so the check runs as a user (nobody) that can reach the device but, by its
+    mode, not write it; and then can, once the mode allows it."""
+    check = "import sys; from core.backends.real import real_backend; from core.ops.lifecycle import Lifecycle; " \
+            "print(Lifecycle.auto_read_only(real_backend(), __import__('pathlib').Path(sys.argv[1])))"
+    argv = [sys.executable, "-c", check]
+    if os.geteuid() == 0:
+        require(shutil.which("setpriv") is not None, "setpriv is needed to check the device as another user")
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    folder = scratch_dirs("nd-dev-")  # in /tmp and open to all: nobody must reach the device, not be stopped short
+    folder.chmod(0o755)
+    device = folder / "nitro_enclaves"
+    device.write_text("")
+    answers = []
+    for mode in (0o444, 0o666):
+        device.chmod(mode)
+        done = subprocess.run([*argv, str(device)], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        answers.append(done.stdout.strip())
+    assert answers == ["True", "False"]  # read-only while it cannot write the device, not once it can
 
 
 async def test_real_backend_console_copy_is_kept(fake: Fake, nd_home: Path) -> None:

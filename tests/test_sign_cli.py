@@ -74,7 +74,7 @@ def test_checklist_marks() -> None:
 
 
 def test_cli_errors_are_typed(nd_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sign", "nope", "--payload", "x"]) != 0
+    assert main(["sign", "nope", "--payload", "x"]) == 11  # ND-NO-ENCLAVE: nitro-cli's E11 status
     assert "no running enclave" in capsys.readouterr().err
     assert main(["attest", "nope", "--nonce", "zz"]) == 2
     assert main(["bridge", "--listen", "0.0.0.0:0", "--cid", "16"]) == 2

@@ -36,9 +36,10 @@ typecheck: $(STAMP)
 # fails below [tool.coverage.report] fail_under in pyproject.toml.
 # Two workers by default (pytest-xdist); `make pytest WORKERS=0` runs in one process.
 WORKERS ?= 2
+# The rows are printed when the run fails too: below the floor is when they are wanted.
 pytest: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/with-dockerd.sh $(BIN)/pytest -q -n $(WORKERS) --cov --cov-report= $(PYTEST_ARGS)
-	$(BIN)/python scripts/coverage_by_package.py
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/with-dockerd.sh $(BIN)/pytest -q -n $(WORKERS) --cov --cov-report= $(PYTEST_ARGS); \
+	status=$$?; $(BIN)/python scripts/coverage_by_package.py; exit $$status
 
 test: $(STAMP) system-deps lint typecheck pytest
 

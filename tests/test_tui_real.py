@@ -141,3 +141,75 @@ async def test_build_dialog_offers_the_payload_when_the_daemon_answers(world: Re
         assert not dialog.query_one("#src-payload", RadioButton).disabled
         await wait_until(pilot, lambda: dialog.source == "payload", 5)
         assert dialog.query_one("#src-rootfs", RadioButton).disabled  # still the emulator's input only
+
+
+async def test_launch_console_and_terminate_through_the_tui(world: RealWorld) -> None:
+    """Every enclave operation of the dashboard against nitro-cli's words: a refused launch in the dialog,
+    a debug launch, its console in the pane, a non-debug enclave's console (E44: said, no log kept),
+    terminate with its confirmation; the fake sysfs gives back exactly what was held."""
+    from textual.widgets import Checkbox, Input
+
+    from console.screens.launch import LaunchDialog, PoolLimits
+    from console.screens.terminate import ConfirmTerminate
+    from console.widgets.console_pane import ConsolePane
+    from core import home
+    from tests.test_tui_live import commands_run, dialog_error
+
+    eif = home.eif_library() / "app.eif"  # where the launch dialog lists EIFs
+    eif.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(world.eif(), eif)
+    quiet = world.cli_json("launch", "--eif-path", str(eif), "--memory", "64", "--cpu-ids", "1", "--name", "quiet")
+    app = live_app(None, read_only=False, refresh_seconds=0.5)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_until(pilot, lambda: app.snapshot is not None and len(app.snapshot.enclaves) == 1, 30)
+        # the non-debug enclave is selected: it has no console (nitro-cli would say E44), and nothing is kept
+        await pilot.press("3")
+        pane = app.query_one("#console", ConsolePane)
+        await wait_until(pilot, lambda: pane.note == "no console: not in debug mode", 20)
+        assert not any(" console " in c for c in commands_run(app))  # nitro-cli's console is not even asked
+        assert not (world.root.parent / "logs" / "console" / f"{quiet['EnclaveID']}.log").exists()
+
+        # launch: more memory than the hugepages hold is refused by core, before nitro-cli runs
+        await pilot.press("l")
+        await wait_until(pilot, lambda: isinstance(app.screen, LaunchDialog), 10)
+        launch = app.screen
+        assert isinstance(launch, LaunchDialog)
+        await wait_until(pilot, lambda: bool(launch.info), 20)
+        launch.limits = PoolLimits(None, None)  # let core be the judge
+        launch.query_one("#memory", Input).value = "4096"
+        launch.query_one("#cpus", Input).value = "1"
+        launch.start()
+        await wait_until(pilot, lambda: bool(dialog_error(app)), 30)
+        assert "ND-LAUNCH" in dialog_error(app) and "4096" in dialog_error(app)
+        assert not any("run-enclave" in c for c in commands_run(app))
+        # a debug launch on the free CPU runs nitro-cli run-enclave
+        launch.query_one("#memory", Input).value = "128"
+        launch.query_one("#debug", Checkbox).value = True
+        launch.start()
+        await wait_until(pilot, lambda: not isinstance(app.screen, LaunchDialog) or bool(dialog_error(app)), 30)
+        assert not isinstance(app.screen, LaunchDialog), dialog_error(app)
+        await wait_until(pilot, lambda: app.snapshot is not None and len(app.snapshot.enclaves) == 2, 20)
+        state = {e["EnclaveName"]: e for e in world.state()["enclaves"]}
+        assert sorted(state) == ["app", "quiet"] and state["app"]["Flags"] == "DEBUG_MODE"
+        assert state["app"]["CPUIDs"] == [3] and world.free_pages() == 256 - 32 - 64
+        assert any("run-enclave" in c and "--debug-mode" in c for c in commands_run(app))
+
+        # its console streams into the pane (nitro-cli console), and is kept
+        table = app.query_one("#enclaves")
+        table.focus()
+        debug_id = state["app"]["EnclaveID"]
+        for _ in range(2):
+            if app.selected()[0] is not None and app.selected()[0].enclave_id == debug_id:
+                break
+            await pilot.press("j")
+        assert app.selected()[0] is not None and app.selected()[0].enclave_id == debug_id
+        await wait_until(pilot, lambda: any("enclave app booted" in line for line in pane.raw), 20)
+
+        # terminate after confirming: nitro-cli terminate-enclave, and its pages come back
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmTerminate), 10)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.snapshot is not None and len(app.snapshot.enclaves) == 1, 30)
+        assert [e["EnclaveName"] for e in world.state()["enclaves"]] == ["quiet"]
+        assert world.free_pages() == 256 - 32
+        assert any(f"terminate-enclave --enclave-id {debug_id}" in c for c in commands_run(app))

@@ -129,9 +129,12 @@ def cmd_pin(args: argparse.Namespace) -> int:
 def cmd_pins(args: argparse.Namespace) -> int:
     lc = make_lifecycle(args, echo_commands=False)
     pins = lc.expected.all()
+    unreadable = [{"file": path, "problem": why} for path, why in sorted(lc.expected.problems.items())]
     if args.json:
-        emit_json({"backend": lc.backend.name, "pins": [pin_json(p) for p in pins]})
+        emit_json({"backend": lc.backend.name, "pins": [pin_json(p) for p in pins], "unreadable": unreadable})
     else:
+        for line in lc.expected.problem_lines():
+            print(f"warning: {line}", file=sys.stderr)
         rows = [[p.key, p.pcrs[0][:16] + "…" if 0 in p.pcrs else "-", p.pinned_at or "-", p.eif_path or "-"] for p in pins]
         print(table(rows, ["KEY", "PCR0", "PINNED AT", "EIF"], empty="(nothing pinned)"))
     return 0

@@ -295,6 +295,7 @@ def _print_status(lc: Lifecycle, mode: str) -> None:
     pins = {k: j.key for k, j in judged.items()}
     since = datetime.now(UTC) - timedelta(hours=EXITED_WINDOW_HOURS)
     exited = [exited_json(lc, event) for _, event in lc.exited(since=since)]
+    st.warnings.extend(lc.expected.problem_lines())  # a broken pin file judged nothing: say which
     journal = {"path": str(lc.journal.path), "warnings": list(lc.journal.warnings)}
     if mode == "json":
         emit_json(status_json(st, verdicts, pins, exited, journal, judgements=judged))

@@ -80,6 +80,13 @@ def test_events_and_pins_cli(nd_home: Path, tmp_path: Path) -> None:
         refused = nd("pin", str(eif), "--as", bad)
         assert refused.returncode == 2 and "pin --as" in refused.stderr, refused.stderr
 
+    # a broken pin file: status still answers, and says which file judged nothing; pins lists it
+    (nd_home / "expected" / "broken.json").write_text("{not json")
+    st = nd("status", "--json")
+    assert st.returncode == 0 and any("broken.json" in w for w in json.loads(st.stdout)["warnings"])
+    assert json.loads(nd("pins", "--json").stdout)["unreadable"][0]["file"].endswith("broken.json")
+    (nd_home / "expected" / "broken.json").unlink()
+
     assert nd("--read-only", "unpin", "canary").returncode == 13
     done = nd("unpin", "canary", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["unpinned"] == "canary"

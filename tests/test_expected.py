@@ -113,3 +113,17 @@ def test_registry_image_names_are_pin_keys(nd_home: Path) -> None:
     for bad in ("", "/abs", "../up", "a b", "x" * 201, "é"):
         with pytest.raises(ExpectedPcrError):
             exp.pin(bad, Measurements(A, B, C))
+
+
+def test_a_broken_pin_file_judges_nothing_and_is_named(nd_home: Path) -> None:
+    """One unreadable pin file must not take status or the dashboard down: the enclave it would judge is
+    unpinned, and the file and its problem are kept for the front ends to say."""
+    exp = ExpectedPcrs()
+    exp.pin("web", Measurements(A, B, C))
+    (nd_home / "expected" / "api.json").write_text('{"format": 2, "key": "api", "pcrs": {"0": "zz"}}')
+    assert exp.judge(enclave("x", A, image="api")).verdict == "unpinned"
+    assert [p.key for p in exp.all()] == ["web"]
+    [line] = exp.problem_lines()
+    assert "api.json" in line and "not 96 hex" in line
+    exp.pin("api", Measurements(A, B, C))  # re-pinned: the problem is gone
+    assert exp.judge(enclave("x", A, image="api")).verdict == "match" and exp.problem_lines() == []

@@ -373,6 +373,8 @@ class LiveSource(Source):
                 exited.append(ExitedRow(enclave, event, judgement.verdict, pin_label(judgement), judgement.expected))
             except NitrodeckError:
                 exited.append(ExitedRow(enclave, event))
+        # a broken pin file judged nothing: the header says which
+        status.warnings = [*status.warnings, *self.lifecycle.expected.problem_lines()]
         events: dict[str, list[Any]] = {}
         for event in self.lifecycle.journal.read(since=self.now() - EXITED_WINDOW):
             if event.enclave_id:  # also enclaves this TUI saw go (a terminate shows as TERMINATED)

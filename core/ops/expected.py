@@ -152,6 +152,8 @@ class ExpectedPcrs:
         self.directory = directory or home.expected_pcrs_dir()
         #: read-only: an old-format pin is read as it is, not written back in the new format
         self.read_only = read_only
+        #: pin files that could not be read lately (path -> why): they judge nothing, and front ends say so
+        self.problems: dict[str, str] = {}
 
     def path_for(self, key: str) -> Path:
         return self.directory / _file_name(key)
@@ -188,8 +190,24 @@ class ExpectedPcrs:
     def get(self, key: str) -> Pin | None:
         return self._read(self.path_for(key))
 
+    def _usable(self, key: str) -> Pin | None:
+        """The pin under ``key``; a file that cannot be read judges nothing and is kept in ``problems``
+        (one broken pin file must not take status or the dashboard down)."""
+        path = str(self.path_for(key))
+        try:
+            pin = self.get(key)
+        except NitrodeckError as exc:
+            self.problems[path] = exc.message
+            return None
+        self.problems.pop(path, None)
+        return pin
+
+    def problem_lines(self) -> list[str]:
+        return [f"pin file {path} is unreadable ({why}): it judges nothing; re-pin with `nitrodeck pin`"
+                for path, why in sorted(self.problems.items())]
+
     def all(self) -> list[Pin]:
-        """Every readable pin, by key; unreadable files are skipped (``get`` names their problem)."""
+        """Every readable pin, by key; unreadable files are skipped and kept in ``problems``."""
         try:
             paths = sorted(self.directory.glob("*.json"))[:MAX_PINS]
         except OSError:
@@ -198,8 +216,10 @@ class ExpectedPcrs:
         for path in paths:
             try:
                 pin = self._read(path)
-            except NitrodeckError:
+            except NitrodeckError as exc:
+                self.problems[str(path)] = exc.message
                 continue
+            self.problems.pop(str(path), None)
             if pin is not None:
                 out.append(pin)
         return sorted(out, key=lambda p: p.key)
@@ -226,9 +246,9 @@ class ExpectedPcrs:
                 return max(by_file, key=lambda p: p.pinned_at), "eif"
         image = image_name or enclave.image_name
         if image:
-            return (self.get(image), "image") if key_problem(image) is None else (None, None)
+            return (self._usable(image), "image") if key_problem(image) is None else (None, None)
         if enclave.name and key_problem(enclave.name) is None:
-            pin = self.get(enclave.name)
+            pin = self._usable(enclave.name)
             if pin is not None:
                 return pin, "name"
         return None, None

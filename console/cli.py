@@ -112,7 +112,8 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true",
                         help="print nitrodeck's version, the backend and (real backend) nitro-cli --version")
     parser.add_argument("--json", dest="top_json", action="store_true",
-                        help="without a terminal and without a subcommand: print `status --json`")
+                        help="before a subcommand: as its own --json; without a subcommand and without a "
+                             "terminal: print `status --json`")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = {m for m, _ in COMMANDS.values()} if command == "*" else {COMMANDS.get(command or "", ("", ""))[0]} - {""}
     for module in sorted(wanted):
@@ -184,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(command_of(argv))
     args = parse(parser, argv)
+    if args.top_json and getattr(args, "json", None) is False:
+        args.json = True  # `nitrodeck --json describe` as `nitrodeck describe --json`
     if args.version:
         from console.compat import print_version
 

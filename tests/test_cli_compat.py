@@ -215,6 +215,15 @@ def test_status_watch_json_lines(nd_home: Path) -> None:
     assert 0.0 <= second["host"]["cpu_percent"] <= 100.0
 
 
+def test_json_before_the_subcommand(nd_home: Path) -> None:
+    # `nitrodeck --json describe` is `nitrodeck describe --json` (nitro-cli's array: [] with nothing running)
+    done = nd("--json", "describe")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+    done = nd("--json", "pins")
+    assert done.returncode == 0 and json.loads(done.stdout) == {"backend": "emulator", "pins": []}
+
+
 def test_version(nd_home: Path) -> None:
     done = nd("--version")
     assert done.returncode == 0

@@ -3,11 +3,18 @@
 Every text is copied from aws/aws-nitro-enclaves-cli at tag v1.5.0 (commit 2950b36); the comment
 next to each says where (file:line at that tag). The stand-in prints them exactly as nitro-cli does,
 so the real backend's parsing is tested against what nitro-cli really prints, not against what
-nitrodeck's emulator prints. (The emulator-fidelity work of issue 11 may add a shared texts module;
-this one holds only what the real-mode suite needs.)
+nitrodeck's emulator prints. The error blocks' texts are tests/nitro_cli_texts.py's (one copy, shared
+with the emulator's conformance tests); this module adds what only the stand-in prints.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+
+# the stand-in runs as a script: tests/ itself is where nitro_cli_texts lives
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+from nitro_cli_texts import DETAIL, DETAIL_E19_FILE  # noqa: E402
 
 VERSION = "1.5.0"
 #: src/lib.rs create_app! (clap `version`), printed by --version as "Nitro CLI 1.5.0"
@@ -16,61 +23,19 @@ VERSION_LINE = f"Nitro CLI {VERSION}"
 #: src/common/document_errors.rs:343 construct_help_link
 HELP_LINK = "https://docs.aws.amazon.com/enclaves/latest/user/cli-errors.html#{code}"
 
-#: src/common/document_errors.rs get_detailed_info (the text after "[ Exx ] "); {0}, {1}, ... are the
-#: failure's additional_info values (MISSING_INFO when absent)
-DETAILS = {
-    # document_errors.rs:134
-    "E11": "Socket error. This is used as an error for catching any other socket operation errors not covered by "
-    "previous custom errors.",
-    # document_errors.rs:158-169 (with two info values: the File: line)
-    "E19": "File operation failure. Such error appears when the system fails to perform the requested file "
-    "operations, such as opening the EIF file when launching an enclave, or seeking to a specific offset in the "
-    "EIF file, or writing to the log file.\nFile: '{0}', failing operation: '{1}'.",
-    # document_errors.rs:171
-    "E20": "Invalid CPU configuration. User provided `{0}` contains same CPU(s) (CPU(s) {1}) multiple times.",
-    # document_errors.rs:181
-    "E21": "No such CPU available in the pool. User provided `{0}` contains CPU {1}, which is not available in the "
-    "pool.\nYou can add a specific CPU to the CPU pool by editing the `cpu_pool` value from "
-    "'/etc/nitro_enclaves/allocator.yaml' and then enable the nitro-enclaves-allocator.service.",
-    # document_errors.rs:190
-    "E22": "Insufficient CPUs available in the pool. User provided `{0}` is {1}, which is more than the configured "
-    "CPU pool size.\nYou can increase the CPU pool size by editing the `cpu_count` value from "
-    "'/etc/nitro_enclaves/allocator.yaml' and then enable the nitro-enclaves-allocator.service.",
-    # document_errors.rs:208-217 (three info values)
-    "E26": "Insufficient memory requested. User provided `{0}` is {1} MB, but based on the EIF file size, the "
-    "minimum memory should be {2} MB",
-    # document_errors.rs:228
-    "E27": "Insufficient memory available. User provided `{0}` is {1} MB, which is more than the available "
-    "hugepage memory.\nYou can increase the available memory by editing the `memory_mib` value from "
-    "'/etc/nitro_enclaves/allocator.yaml' and then restart the nitro-enclaves-allocator.service.",
-    # document_errors.rs:240
-    "E29": "Ioctl failure. Such error is used as a general ioctl error and appears whenever an ioctl fails. In "
-    "this case, the error backtrace provides detailed information on what specifically failed during the ioctl.",
-    # document_errors.rs:258
-    "E35": "EIF file parsing error. Such errors appear when attempting to fill a memory region with a section of "
-    "the EIF file, but reading the entire section fails. This might indicate that the required hugepages are not "
-    "available.",
-    # document_errors.rs:270
-    "E39": "Enclave process connection failure. Such error appears when the enclave manager fails to connect to "
-    "at least one enclave process for retrieving the description information.",
-    # document_errors.rs:289
-    "E44": "Enclave console connection failure. Such error appears when the Nitro CLI process fails to establish "
-    "a connection to a running enclave's console.",
-    # document_errors.rs:301
-    "E48": "EIF building error. Such error appears when trying to build an EIF file. In this case, the error "
-    "backtrace provides detailed information on the failure reason.",
-    # document_errors.rs:304
-    "E49": "Docker image build error. Such error appears when trying to build and EIF file, but building the "
-    "corresponding docker image fails. In this case, the error backtrace provides detailed information on the "
-    "failure reason.",
-    # document_errors.rs:307 (sic: "informatino")
-    "E50": "Docker image pull error. Such error appears when trying to build an EIF file, but pulling the "
-    "corresponding docker image fails. In this case, the error backtrace provides detailed informatino on the "
-    "failure reason.",
-    # document_errors.rs:331
-    "E58": "Naming error. Such error appears when trying to perform an enclave operation using the enclave name "
-    "and the name is invalid.",
-}
+
+def _numbered(template: str) -> str:
+    """nitro_cli_texts writes nitro-cli's {} placeholders; the stand-in fills them by position ({0}, {1})."""
+    parts = template.split("{}")
+    return parts[0] + "".join(f"{{{i}}}{part}" for i, part in enumerate(parts[1:]))
+
+
+#: src/common/document_errors.rs get_detailed_info (the text after "[ Exx ] "), from tests/nitro_cli_texts.py
+#: (one copy of nitro-cli's words, file and line cited there); {0}, {1}, ... are the failure's
+#: additional_info values (MISSING_INFO when absent). E19 carries its "File:" line, as with two values.
+DETAILS = {code: _numbered(DETAIL[code]) for code in ("E11", "E20", "E21", "E22", "E26", "E27", "E29", "E35", "E39",
+                                                       "E44", "E48", "E49", "E50", "E58")}
+DETAILS["E19"] = _numbered(DETAIL["E19"] + DETAIL_E19_FILE)
 
 #: src/main.rs:35-45, the actions named in error logs
 RUN, DESCRIBE, TERMINATE, TERMINATE_ALL, BUILD, CONSOLE = (

@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -224,6 +225,26 @@ def test_json_before_the_subcommand(nd_home: Path) -> None:
     assert done.returncode == 0
     pins = json.loads(done.stdout)
     assert pins["backend"] == "emulator" and pins["pins"] == []
+
+
+def test_status_watch_redraws_in_place_on_a_terminal(nd_home: Path) -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "console", "status", "--watch", "0.2"], cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.DEVNULL)
+    os.close(slave)
+    seen = b""
+    try:
+        while seen.count(b"backend:") < 2:
+            ready, _, _ = select.select([master], [], [], 30)
+            assert ready, "status --watch printed no second frame"
+            seen += os.read(master, 65536)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.close(master)
+    # each frame starts at the top left and erases what a longer one left: redrawn, not scrolled
+    frames = seen.split(b"\x1b[H")
+    assert len(frames) >= 3 and all(b"backend:" in f for f in frames[1:3]) and b"\x1b[J" in frames[1]
 
 
 def test_version(nd_home: Path) -> None:

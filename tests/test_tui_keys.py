@@ -241,8 +241,8 @@ async def test_launch_dialog_enter_derived_name_and_error_clearing(nd_home: Path
         dialog = app.screen
         assert isinstance(dialog, LaunchDialog)
         await wait_until(pilot, lambda: bool(dialog.info))
-        # every required field and the debug switch, without scrolling
-        required = ("#eif", "#cpus", "#memory", "#debug")
+        # every field (the required ones, the debug switch, CID and name), without scrolling
+        required = ("#eif", "#cpus", "#memory", "#debug", "#cid", "#name")
         assert shown_at_once(dialog, *required) == list(required)
         name = dialog.query_one("#name", Input)
         assert name.value == "nitrodeck-payload"  # follows the chosen EIF

@@ -127,7 +127,8 @@ def eif_text(path: Path, info: EifInfo | None, size: int | None) -> Text:
 
 
 class LaunchDialog(Dialog[None]):
-    #: required fields and the debug-mode switch come first (visible at 80x24); CID and name last
+    #: required fields and the debug-mode switch first, CID and name last, the EIF's details after them:
+    #: every field is visible at 80x24
     LAST_FIELD = "name"
 
     def __init__(self, eifs: list[Path], limits: PoolLimits, chosen: Path | None = None) -> None:
@@ -153,7 +154,6 @@ class LaunchDialog(Dialog[None]):
                     value=str(self.chosen) if self.chosen else Select.NULL,
                     id="eif",
                 )
-                yield Static("", id="eif-info")
                 free_mem = "?" if self.limits.free_memory_mib is None else str(self.limits.free_memory_mib)
                 free_cpus = "?" if self.limits.free_cpus is None else (",".join(map(str, self.limits.free_cpus)) or "none")
                 yield Static(f"free: {free_mem} MiB hugepage memory, CPUs {free_cpus}", id="pool", classes="dialog-hint")
@@ -171,6 +171,8 @@ class LaunchDialog(Dialog[None]):
                     yield Label("name ", classes="field-label")
                     yield Input(compact=True, placeholder="enclave name (default: from the EIF)", id="name")
                 yield Static("", id="dialog-error", classes="hidden")
+                # the chosen EIF's details below the fields: every field, the name too, fits at 80x24
+                yield Static("", id="eif-info")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(compact=True, label="Launch", id="launch", variant="primary", disabled=not self.eifs)
                 yield Button(compact=True, label="Close", id="close")

@@ -44,6 +44,28 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
     assert cfg.source == "docker"
 
 
+def test_relative_paths_from_the_file_or_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = conf / "up.yaml"
+    path.write_text(yaml.safe_dump({"eif_path": "eifs/app.eif", "proxy_config": "../allow.yaml",
+                                    "ciphertext": "/abs/blob.bin", "key_id": "k", "serve_token_file": "token"}))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(path, env=BASE_ENV)
+    # from the file: next to the file, wherever up was started
+    assert cfg.eif_path == str(conf / "eifs" / "app.eif") and cfg.eif() == conf / "eifs" / "app.eif"
+    assert cfg.proxy_config == str(tmp_path / "allow.yaml")
+    assert cfg.serve_token_file == str(conf / "token")
+    assert cfg.ciphertext == "/abs/blob.bin"  # absolute stays as written
+    # from the environment or a flag: the working directory, as every CLI path argument
+    cfg = load_config(path, env={**BASE_ENV, "NITRODECK_UP_EIF_PATH": "other.eif"}, flags={"ciphertext": "c.bin"})
+    assert cfg.eif_path == str(elsewhere / "other.eif") and cfg.ciphertext == str(elsewhere / "c.bin")
+    assert cfg.proxy_config == str(tmp_path / "allow.yaml")  # still the file's
+    assert load_config(None, env=BASE_ENV).eif_path is None  # unset stays unset (the library default)
+
+
 @pytest.mark.parametrize(
     ("doc", "env", "flags", "where", "message"),
     [

@@ -2,7 +2,8 @@
 
 Every field is validated once, up front, with a ConfigError naming where the bad value came from
 (``file.yaml: memory_mib``, ``$NITRODECK_UP_CID``, ``--cid``), so a task definition typo fails at
-start-up with a clear line in the ECS log instead of half-way through a launch.
+start-up with a clear line in the ECS log instead of half-way through a launch. A relative file path
+is made absolute here: from the file's folder when up.yaml sets it, else from the working directory.
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ class UpConfig:
 
 
 _FIELDS = {f.name: f for f in fields(UpConfig)}
+#: settings that name a file: a relative one is taken from the configuration file's folder when it
+#: comes from that file (the file travels with what it names), else from the working directory
+#: `up` was started in, as every path argument of the CLI is
+PATH_FIELDS = ("eif_path", "proxy_config", "ciphertext", "serve_token_file")
+
+
+def _absolute(value: Any, base: Path | None) -> Any:
+    if not isinstance(value, str) or not value or os.path.isabs(value):
+        return value
+    return os.path.abspath(os.path.join(base, value) if base is not None else value)
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -213,6 +224,8 @@ def load_config(
                     f"unknown setting {str(key)[:60]!r}", where=str(path), hint=f"known: {', '.join(_FIELDS)}"
                 )
             values[name] = _coerce(name, value, f"{path}: {name}")
+            if name in PATH_FIELDS:
+                values[name] = _absolute(values[name], Path(path).parent)
             where[name] = f"{path}: {name}"
     for name in _FIELDS:
         var = ENV_PREFIX + name.upper()
@@ -228,6 +241,9 @@ def load_config(
         flag = "--" + name.replace("_", "-")
         values[name] = _coerce(name, value, flag)
         where[name] = flag
+    for name in PATH_FIELDS:
+        if not where.get(name, "").startswith(f"{path}: "):  # from $NITRODECK_UP_* or a flag
+            values[name] = _absolute(values.get(name), None)
     cfg = UpConfig(**values)
     _validate(cfg, where)
     return cfg

@@ -54,6 +54,8 @@ bench: $(STAMP) system-deps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/tui_idle.py
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/build.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/agent.py
+	$(BIN)/python benchmarks/build.py
 
 clean:
 	-test -x $(BIN)/python && NITRODECK_BACKEND=emulator $(BIN)/python -m console terminate --all

@@ -2,7 +2,7 @@
 
 Each command runs --runs times, alternating with the baseline so that machine load hits all alike;
 the best wall time of each is compared. Targets (issue 13): --help within 3x the baseline,
-status --json within 6x (it also runs the emulator's describe-enclaves as a subprocess).
+status --json within 6x (on the emulator its describe-enclaves is answered in-process, no subprocess).
 
     .venv/bin/python benchmarks/startup.py [--runs 15]
 

@@ -487,8 +487,7 @@ class Up:
                 await asyncio.to_thread(self.terminate_quietly)
                 await asyncio.to_thread(self.bring_up_enclave)
                 self.restarts += 1
-                self.log("restarted", enclave_id=self.enclave_id, restarts=self.restarts)
-                self._mark_ready()
+                # journal first, then say so: whoever reads the event line finds it in the journal
                 launch = self.lifecycle.journal.launch_of(self.enclave_id) if self.enclave_id else None
                 self.lifecycle.journal.append(
                     "restarted",
@@ -499,6 +498,8 @@ class Up:
                     previous_enclave_id=previous,
                     restarts=self.restarts,
                 )
+                self.log("restarted", enclave_id=self.enclave_id, restarts=self.restarts)
+                self._mark_ready()
             except NitrodeckError as exc:
                 failures += 1
                 self.log("restart-failed", error=exc.message, where=exc.where, failures=failures)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -270,6 +271,36 @@ def test_no_docker_daemon(world: Path, tmp_path: Path) -> None:
     assert rc == 1 and failing(report) == {"docker"}
     assert docker["found"].startswith(f"no answer at unix://{tmp_path}/no-dockerd.sock")
     assert docker["fix"]
+
+
+def test_docker_socket_this_user_may_not_open(scratch_dirs: Callable[..., Path]) -> None:
+    """The daemon answers root but not this user: the fix is the docker group, not starting dockerd."""
+    import pwd
+    import socket as socketlib
+
+    require(is_root() and shutil.which("setpriv") is not None, "needs root and setpriv to run the check as another user")
+    nobody = pwd.getpwnam("nobody")
+    folder = scratch_dirs("nd-dock-")
+    folder.chmod(0o755)
+    listener = socketlib.socket(socketlib.AF_UNIX)
+    try:
+        listener.bind(str(folder / "docker.sock"))
+        listener.listen()
+        (folder / "docker.sock").chmod(0o600)  # root's, as /var/run/docker.sock is root:docker 0660
+        script = (
+            "import json, types; from core.ops.doctor import check_docker; "
+            f"c = check_docker(types.SimpleNamespace(docker_host='unix://{folder}/docker.sock', backend='real', timeout=3)); "
+            "print(json.dumps([c.status, c.found, c.fix]))"
+        )
+        done = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                               sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "HOME": str(folder)})
+        assert done.returncode == 0, done.stderr
+        status, found, fix = json.loads(done.stdout)
+        assert status == "fail" and found == f"permission denied at unix://{folder}/docker.sock"
+        assert fix.startswith("sudo usermod -aG docker $USER")
+    finally:
+        listener.close()
 
 
 def test_clock_30_minutes_off(world: Path) -> None:

@@ -850,6 +850,21 @@ def check_vsock_proxy(inp: DoctorInputs) -> DoctorCheck:
     return _check("vsock-proxy", title, OK, f"{listed}; {service}")
 
 
+def _denied(exc: BaseException) -> bool:
+    """Whether a Docker client failure comes from EACCES on the daemon's socket (docker-py wraps it
+    in requests' ConnectionError, whose cause chain or text holds the PermissionError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PermissionError):
+            return True
+        if any(isinstance(arg, PermissionError) for arg in getattr(current, "args", ())):
+            return True
+        current = current.__cause__ or current.__context__
+    return "Permission denied" in str(exc)
+
+
 def check_docker(inp: DoctorInputs) -> DoctorCheck:
     title = "Docker daemon"
     where = inp.docker_host or "unix:///var/run/docker.sock"
@@ -865,6 +880,11 @@ def check_docker(inp: DoctorInputs) -> DoctorCheck:
             client.close()
     except Exception as exc:  # noqa: BLE001 - any failure means: no usable daemon
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if _denied(exc):
+            # the daemon may well be running: this user may not open its socket (the usual cause: not
+            # in the docker group, or added to it after logging in)
+            return _check("docker", title, FAIL, f"permission denied at {where}"[:200],
+                          "sudo usermod -aG docker $USER  # then log in again (or: newgrp docker)")
         return _check("docker", title, FAIL, f"no answer at {where}: {text}"[:200], fix)
     api = str(info.get("ApiVersion", "?"))
     found = f"Docker {info.get('Version', '?')}, API {api} at {where}"

@@ -35,6 +35,7 @@ from textual.widgets import DataTable, Footer, Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console import commands
+from console.cells import age_text
 from console.first_frame import FirstFrame
 from console.flags import MAX_TIMEOUT_SECONDS
 from console.messages import (
@@ -147,6 +148,8 @@ class Dashboard(Screen[None]):
         #: the table's sort: a column name (None: as describe-enclaves lists them) and the direction
         self.sort_column: str | None = None
         self.sort_reverse = False
+        #: the Age column's texts as last drawn (enclave ID -> "4m"): a tick redraws only when one changes
+        self._ages_shown: dict[str, str] = {}
         self.pane = "console"
         cpu, mem = source.host_history()
         self.cpu_history: deque[float] = deque(cpu, maxlen=HISTORY)
@@ -506,8 +509,10 @@ class Dashboard(Screen[None]):
         matches = dict(snap.matches)
         for enclave_id, row in self.exited_rows.items():
             matches.setdefault(enclave_id, row.verdict)
+        ages = self._ages()
+        self._ages_shown = {k: age_text(v) for k, v in ages.items()}
         table.show(snap.enclaves, matches, gone, self.filter_text,
-                   ages=self._ages(), sort=(self.sort_column, self.sort_reverse),
+                   ages=ages, sort=(self.sort_column, self.sort_reverse),
                    exit_notes={e.enclave_id: self.exit_note(e.enclave_id) for e in gone})
         title = f"Enclaves ({len(snap.enclaves)} running" + (f", {len(gone)} exited)" if gone else ")")
         if self.filter_text:
@@ -519,10 +524,16 @@ class Dashboard(Screen[None]):
         self._selection_changed()
 
     def _tick_ages(self) -> None:
-        """The Age column moves on between refreshes (a refresh may be 30 s away when nothing changes):
-        only the cells whose text changed are redrawn, on the host sample's timer."""
+        """The Age column moves on between refreshes (a refresh may be 30 s away when nothing changes).
+        Ages are whole minutes (console/cells.py) and the table is touched only when one of them shows
+        another text: redrawing the table's cells costs ~15 ms of CPU, which every 5 s would be most of
+        the idle dashboard's cost (issue 13); the detail pane has the start to the second."""
         if self.snapshot is not None and self.snapshot.started:
-            self._dash("#enclaves", EnclaveTable).show_ages(self._ages())
+            ages = self._ages()
+            shown = {k: age_text(v) for k, v in ages.items()}
+            if shown != self._ages_shown:
+                self._ages_shown = shown
+                self._dash("#enclaves", EnclaveTable).show_ages(ages)
 
     def _ages(self) -> dict[str, float]:
         """Seconds each enclave has been up (from when its process started), by enclave ID."""
@@ -581,8 +592,9 @@ class Dashboard(Screen[None]):
             events = snap.events.get(enclave.enclave_id)
         eif = snap.eifs.get(enclave.enclave_id) if (snap is not None and enclave is not None) else None
         note = self.exit_note(enclave.enclave_id) if (enclave is not None and exited) else None
+        started = snap.started.get(enclave.enclave_id) if (snap is not None and enclave is not None and not exited) else None
         self._dash("#detail", DetailPane).show(enclave, verdict, expected, exited, eif, pin, events, note,
-                                               self.source.eif_unavailable)
+                                               self.source.eif_unavailable, started)
         self._attach_console(enclave, exited)
 
     def _attach_console(self, enclave: EnclaveInfo | None, exited: bool) -> None:

@@ -7,6 +7,7 @@ width, so an operator can read and compare every digit at 80 columns as well as 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.text import Text
@@ -93,6 +94,7 @@ def render_detail(
     read_only: bool = False,
     launch_blocked: bool = False,
     eif_note: str | None = None,
+    started: datetime | None = None,
 ) -> Text:
     """``read_only``: every change is refused (its keys are hidden, so no hint names them);
     ``launch_blocked``: only launch and terminate are (a device reason), so building still is."""
@@ -115,6 +117,9 @@ def render_detail(
         text.append(f"flags {enclave.flags}  CID {enclave.cid}\n")
     else:
         text.append(f"state {enclave.state}  flags {enclave.flags}  CID {enclave.cid}  PID {enclave.process_id}\n")
+        if started is not None:
+            # to the second here: the table's Age column is in whole minutes (it redraws once a minute)
+            text.append(f"started {started.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC\n", style="dim")
     text.append(f"CPUs {','.join(map(str, enclave.cpu_ids)) or '-'} ({enclave.cpu_count})  memory {enclave.memory_mib} MiB\n")
     if enclave.debug_mode:
         text.append(DEBUG_WARNING, style="bold black on yellow")
@@ -214,12 +219,13 @@ class DetailPane(VerticalScroll):
         events: list[Any] | None = None,
         exit_note: str | None = None,
         eif_note: str | None = None,
+        started: datetime | None = None,
     ) -> None:
         before = self._shown[0] if getattr(self, "_shown", None) else None
-        self._shown = (enclave, verdict, expected, exited, eif, pin, events, exit_note, eif_note)
+        self._shown = (enclave, verdict, expected, exited, eif, pin, events, exit_note, eif_note, started)
         show_text(self.query_one("#detail-body", Static), render_detail(
             enclave, verdict, expected, exited, eif, self._width(), pin, events, exit_note,
-            self.read_only, self.launch_blocked, eif_note))
+            self.read_only, self.launch_blocked, eif_note, started))
         if (before.enclave_id if before else None) != (enclave.enclave_id if enclave else None):
             # another enclave: start at its name, not at the old one's scroll position
             self.scroll_home(animate=False)

@@ -21,7 +21,7 @@ COLUMNS = ("Name", "ID", "CID", "State", "Age", "Flags", "CPUs", "MiB", "PCR0", 
 NARROW_COLUMNS = ("Name", "CID", "State", "Age", "Flags", "CPUs", "MiB", "PCR0", "PCRs")
 #: the header's sort arrows (the sorted column's label gets one)
 UP, DOWN = " ▲", " ▼"
-#: the widest age_text ("59m59s", "23h59m", "99d23h")
+#: the widest age_text ("23h59m", "99d23h")
 AGE_WIDTH = 6
 #: names are shortened down to this many cells before anything else gives way
 MIN_NAME = 8

@@ -98,8 +98,18 @@ class PercentSparkline(Widget):
         low = self.get_component_rich_style("sparkline--min-color")
         high = self.get_component_rich_style("sparkline--max-color")
         text = Text()
+        # one span per run of bars of the same level, not one per bar: a sparkline is redrawn every host
+        # sample, and each span is work for every frame that includes it
+        run, run_high = "", False
         for bar in bars:
-            text.append(bar, style=high if bar in BARS[5:] else low)
+            is_high = bar in BARS[5:]
+            if run and is_high != run_high:
+                text.append(run, style=high if run_high else low)
+                run = ""
+            run += bar
+            run_high = is_high
+        if run:
+            text.append(run, style=high if run_high else low)
         return text
 
 

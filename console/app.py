@@ -60,6 +60,7 @@ from core.errors import NitrodeckError, ReadOnlyError
 from core.models import BuildRequest, EnclaveInfo, LaunchRequest, Measurements
 from core.ops.journal import ended_when
 from core.ops.lifecycle import DEVICE_ACTIONS
+from core.ops.watch import SAFETY_POLL_S
 from core.text import safe_text
 
 #: below this width the dashboard shows the table and one pane at a time
@@ -68,7 +69,6 @@ HISTORY = 60
 #: the watch thread looks up this often even when nothing changes (it only checks that it should go on)
 WATCH_WAKE_S = 15.0
 #: describe-enclaves runs when the watcher sees a change; this is the slow safety poll on top
-SAFETY_POLL_S = 30.0
 #: host CPU/memory samples for the sparklines (psutil, in this process; each the average since the last,
 #: so 60 of them draw the last 5 minutes). Painting a sample costs ~5 ms whatever it shows (Textual
 #: draws every pane around the sparklines again): every 2 s that was about half of the idle dashboard

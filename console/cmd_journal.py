@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from typing import Any
 
 from console.argtypes import resolve_path
@@ -81,15 +82,28 @@ def cmd_events(args: argparse.Namespace) -> int:
         stopping["now"] = True
 
     previous = signal.signal(signal.SIGTERM, stop)
+    from core.ops.watch import SAFETY_POLL_S, DirWatcher
+
+    # this process also notices exits while it watches, but runs describe-enclaves only when the
+    # backend's enclave folder changed (the kernel says so: core/ops/watch.py), or every SAFETY_POLL_S
+    # anyway; following the journal itself is a stat of one file
+    watcher = DirWatcher(lc.backend.watch_dirs())
+    described = [time.monotonic()]
+
+    def tick() -> None:
+        if watcher.wait(0) or time.monotonic() - described[0] >= SAFETY_POLL_S:
+            described[0] = time.monotonic()
+            _observe_quietly(lc)
+
     try:
-        # the journal's own follow; this process also notices exits while it watches
         for event in lc.journal.follow(
-            since=since, enclave=args.enclave, stop=lambda: stopping["now"], poll=1.0, tick=lambda: _observe_quietly(lc)
+            since=since, enclave=args.enclave, stop=lambda: stopping["now"], poll=1.0, tick=tick
         ):
             _print(event, args.json)
     except KeyboardInterrupt:
         pass
     finally:
+        watcher.close()
         signal.signal(signal.SIGTERM, previous)
     return 0
 

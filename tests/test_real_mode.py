@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,8 @@ from core.backends.driver import NitroCli, error_log_subactions
 from core.backends.real import real_backend
 from core.errors import NitroCliError
 from core.models import BuildRequest, LaunchRequest
-from tests.conftest import REPO, is_root, require
-from tests.real_world import INSTANCE_ID, PAGES_2M, RealWorld, make_world
+from tests.conftest import REPO, is_root, require, wait_for
+from tests.real_world import FAKE_DIR, INSTANCE_ID, PAGES_2M, RealWorld, make_world
 
 
 @pytest.fixture
@@ -368,3 +370,52 @@ def test_version_and_pcr_through_the_real_backend(world: RealWorld, tmp_path: Pa
     blob = tmp_path / "blob.bin"
     blob.write_bytes(b"measure me\n")
     assert driver.pcr(input=blob) == hashlib.sha384(b"\0" * 48 + hashlib.sha384(b"measure me\n").digest()).hexdigest()
+
+
+def test_events_follow_runs_describe_only_when_the_sockets_folder_changes(world: RealWorld, tmp_path: Path) -> None:
+    """`events --follow` notices exits itself, but like the dashboard it learns *when* from the kernel
+    (inotify on nitro-cli's sockets folder, core/ops/watch.py): no describe-enclaves while nothing
+    changes, one soon after an enclave's socket goes (issue 13 item 1)."""
+    enclave_id = launch(world, "--cpu-count", "2")["EnclaveID"]
+    sockets = tmp_path / "sockets"
+    sockets.mkdir()
+    (sockets / f"{enclave_id}.sock").write_text("")  # nitro-cli keeps one per running enclave
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "bin" / "nitro-cli"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {FAKE_DIR}/nitro-cli "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**world.env, "NITRO_CLI_SOCKETS_PATH": str(sockets), "PATH": f"{wrapper.parent}{os.pathsep}{world.env['PATH']}"}
+    follower = subprocess.Popen([sys.executable, "-m", "console", "events", "--follow", "--json"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def describes() -> int:
+            return calls.read_text().split().count("describe-enclaves") if calls.exists() else 0
+
+        wait_for(lambda: describes() >= 1, timeout=30)  # the first listing
+        time.sleep(4)  # idle: the journal is followed, nitro-cli is not asked again
+        idle = describes()
+        time.sleep(3)
+        assert describes() == idle <= 2, calls.read_text()
+        # the enclave ends behind nitrodeck's back: nitro-cli's state and its socket both go
+        done = subprocess.run([str(FAKE_DIR / "nitro-cli"), "terminate-enclave", "--enclave-id", enclave_id],
+                              env=world.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        (sockets / f"{enclave_id}.sock").unlink()
+        assert follower.stdout is not None
+        deadline = time.monotonic() + 30
+        seen = []
+        while time.monotonic() < deadline:
+            if not select.select([follower.stdout], [], [], 1)[0]:
+                continue
+            line = follower.stdout.readline()
+            if not line:
+                break
+            seen.append(json.loads(line))
+            if seen[-1]["event"] == "exited":
+                break
+        assert seen and seen[-1]["event"] == "exited" and seen[-1]["enclave_id"] == enclave_id, seen
+        assert describes() > idle
+    finally:
+        follower.terminate()
+        assert follower.wait(30) == 0

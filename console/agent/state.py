@@ -25,12 +25,11 @@ import psutil
 from core.errors import NitrodeckError
 from core.ops.lifecycle import Lifecycle, Status
 from core.ops.metrics import AgentCounters, AgentSnapshot
-from core.ops.watch import DirWatcher
+from core.ops.watch import SAFETY_POLL_S, DirWatcher
 
 log = logging.getLogger("nitrodeck.agent")
 
 #: the safety poll on top of the watcher: a change the watcher cannot see still shows within this
-SAFETY_POLL_S = 30.0
 #: /status lists the exits of this long back, at most this many (as `status --json` does)
 EXITED_WINDOW = timedelta(hours=24)
 MAX_EXITED = 16

@@ -48,6 +48,9 @@ _EVENT = struct.Struct("iIII")
 #: events arriving this close together are one change (a launch writes several files)
 DEBOUNCE_S = 0.03
 FALLBACK_POLL_S = 1.0
+#: how often whoever watches (the dashboard, the agent, `events --follow`) runs describe-enclaves even
+#: though nothing changed: a safety net for a change the folders did not show
+SAFETY_POLL_S = 30.0
 
 
 def _libc() -> ctypes.CDLL | None:

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -71,14 +72,19 @@ def _writer(path: str, n: int, tag: str) -> None:
         j.append("built", eif_path=f"/{tag}/{i}.eif", padding="x" * 3000)
 
 
-def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
-    path = tmp_path / "journal.jsonl"
+def _run_writers(target: Callable[[str, int, str], None], path: Path, timeout: float) -> None:
+    """Four writer processes (forked, as separate nitrodeck processes would be), 100 events each."""
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_writer, args=(str(path), 100, f"w{k}")) for k in range(4)]
+    procs = [ctx.Process(target=target, args=(str(path), 100, f"w{k}")) for k in range(4)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(timeout)
+
+
+def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    _run_writers(_writer, path, 60)
     lines = path.read_bytes().splitlines()
     assert len(lines) == 400 and all(parse_line(line) is not None for line in lines)
 
@@ -248,12 +254,7 @@ def test_concurrent_writers_across_rotations_lose_and_repeat_nothing(tmp_path: P
     """Rotation happens under the same lock as the appends: with four writers rotating many times, every
     event is in exactly one file, whole, and each writer's events keep their order."""
     path = tmp_path / "journal.jsonl"
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_rotating_writer, args=(str(path), 100, f"w{k}")) for k in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
+    _run_writers(_rotating_writer, path, 120)
     reader = Journal(path, max_bytes=8000, keep=200)
     assert len(reader.files()) > 10  # it did rotate, many times
     events = reader.read()

@@ -510,7 +510,7 @@ class Dashboard(Screen[None]):
         for enclave_id, row in self.exited_rows.items():
             matches.setdefault(enclave_id, row.verdict)
         ages = self._ages()
-        self._ages_shown = {k: age_text(v) for k, v in ages.items()}
+        self._ages_shown = _age_texts(ages)
         table.show(snap.enclaves, matches, gone, self.filter_text,
                    ages=ages, sort=(self.sort_column, self.sort_reverse),
                    exit_notes={e.enclave_id: self.exit_note(e.enclave_id) for e in gone})
@@ -530,7 +530,7 @@ class Dashboard(Screen[None]):
         the idle dashboard's cost (issue 13); the detail pane has the start to the second."""
         if self.snapshot is not None and self.snapshot.started:
             ages = self._ages()
-            shown = {k: age_text(v) for k, v in ages.items()}
+            shown = _age_texts(ages)
             if shown != self._ages_shown:
                 self._ages_shown = shown
                 self._dash("#enclaves", EnclaveTable).show_ages(ages)
@@ -1228,6 +1228,11 @@ def run_tui(args: argparse.Namespace, early: EarlySource | None = None, frame: F
     if message:
         print(message, file=sys.stderr)
     return int(app.return_code or 0)
+
+
+def _age_texts(ages: dict[str, float]) -> dict[str, str]:
+    """The Age column's texts by enclave ID: what a tick compares with what is drawn."""
+    return {k: age_text(v) for k, v in ages.items()}
 
 
 def quit_message(still: list[EnclaveInfo]) -> str | None:
